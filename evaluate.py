@@ -1,0 +1,59 @@
+"""Generate, score and compare fine-tuned, base and baseline answers on a test set, with a report.
+
+    python evaluate.py --config configs/eval_demo.yaml          # offline, CPU: the demo run
+    python evaluate.py --config configs/eval_demo.yaml --judge.base_url http://127.0.0.1:8000/v1
+    export OPENAI_API_KEY=...                                   # the judge's key, never in a config
+    python evaluate.py --config configs/eval.yaml --runtime.devices 4   # data-parallel generation
+    python evaluate.py --config configs/eval.yaml --generation.max_new_tokens 1024 \\
+        --systems.help SystemSpec                               # what a system entry takes
+    python evaluate.py --config configs/eval.yaml --print_config   # the resolved config
+
+Systems are base models (hub id, local dir, `random:tiny`), training runs (`logs/<name>/version_N`,
+`logs/<name>/latest` = the newest), merged exports, or files of ready answers. Writes into
+--output_dir: report.md, report.json, metrics.png, training_<run>.png, generations/ (reused by
+later runs whose model, settings and questions are unchanged), judge_cache.jsonl, config.yaml.
+See medsft/evaluation.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from jsonargparse import ActionConfigFile, ArgumentParser  # noqa: E402
+
+from medsft.evaluation import EvalConfig, evaluate  # noqa: E402
+
+
+def build_parser() -> ArgumentParser:
+    """The command line: --config files, then dotted overrides such as --generation.seed 1."""
+    parser = ArgumentParser(
+        prog="python evaluate.py",
+        description="Generate, score and compare systems on a test set, and write a report.",
+        default_env=False,
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML config, e.g. configs/eval.yaml")
+    parser.add_class_arguments(EvalConfig, nested_key=None, as_group=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict | None:
+    """Parse the config, save it resolved into the output dir, and run the evaluation."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Device banners once per system, and TensorBoard's notes on reading event files: noise here.
+    for name in ("lightning.pytorch", "lightning.fabric", "tensorboard"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    parser = build_parser()
+    cfg = parser.parse_args(argv)
+    # The config holds names of environment variables only, never keys: safe to save as is.
+    resolved = parser.dump(cfg, skip_none=False, skip_link_targets=False)
+    config = EvalConfig(**{k: v for k, v in vars(parser.instantiate(cfg)).items() if k != "config"})
+    return evaluate(config, resolved_config=resolved)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,387 @@
+"""Batched chat generation: left padding, length buckets, answers cut by token position.
+
+    from medsft.generate import GenerationSettings, encode_prompt, generate
+    prompts = [encode_prompt(tokenizer, [{"role": "user", "content": q}]) for q in questions]
+    completions = generate(model, tokenizer, prompts, GenerationSettings(max_new_tokens=256))
+    completions[0].answer, completions[0].think, completions[0].finish_reason
+
+Prompts are rendered with the model's chat template and the generation prompt
+(`add_generation_prompt=True`, the `enable_thinking` switch), and tokenized exactly as in
+training (medsft.chat: the rendered string, no extra special tokens).
+
+The answer is cut by *token position*: a row's completion is the tokens after the padded prompt
+width, up to the first stop token (`<|im_end|>` or the model's eos). It is never cut by the string
+length of a decoded prompt: decoding drops or rewrites special tokens, so
+`decode(full)[len(decode(prompt)):]` starts at the wrong character and truncates answers
+mid-sentence. A `<think>...</think>` block is split off the answer (see `split_think`).
+
+Generation runs in Lightning's predict loop (`GenerationModule` + `Trainer.predict`): one
+process on CPU or one GPU, or data-parallel over several GPUs (`devices: 4`, strategy ddp), each
+rank generating its share of the length buckets; the predictions are gathered across ranks and
+returned in input order on every rank.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from lightning import LightningModule, Trainer
+from torch.utils.data import DataLoader, Dataset
+
+from medsft.chat import END_OF_TURN, Message
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+@dataclass
+class GenerationSettings:
+    """How answers are generated."""
+
+    max_new_tokens: int = 512
+    """Longest answer, in tokens (thinking included); longer ones end with finish_reason 'length'."""
+    do_sample: bool = False
+    """Sample (with temperature, top_p, top_k) instead of greedy decoding."""
+    temperature: float = 0.7
+    """Sampling temperature (sampling only)."""
+    top_p: float = 0.8
+    """Nucleus sampling mass (sampling only)."""
+    top_k: int = 20
+    """Sample among the k likeliest tokens; 0 disables (sampling only)."""
+    seed: int = 0
+    """Sampling seed; each length bucket is seeded with seed + its number, so a rerun with the
+    same batch_size gives the same answers whatever the number of devices."""
+    enable_thinking: bool = False
+    """Qwen3's thinking switch, passed to the chat template (as in training)."""
+    batch_size: int = 8
+    """Prompts per generate() call, per device; prompts of similar length are batched together."""
+    repetition_penalty: float = 1.0
+    """>1 discourages repeats (1.0 = off)."""
+
+    def validate(self) -> None:
+        """Raise ValueError, saying what to change, on impossible settings."""
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"generation.max_new_tokens and generation.batch_size must be >= 1, got "
+                f"{self.max_new_tokens} and {self.batch_size}"
+            )
+        if self.do_sample and (self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0):
+            raise ValueError(
+                "sampling needs generation.temperature > 0, 0 < top_p <= 1 and top_k >= 0; "
+                "for greedy decoding set generation.do_sample: false"
+            )
+        if self.repetition_penalty <= 0:
+            raise ValueError("generation.repetition_penalty must be > 0 (1.0 = off)")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change what is generated (cache keys)."""
+        out = asdict(self)
+        if not self.do_sample:
+            # Greedy output does not depend on batching (left padding is exact) or sampling knobs.
+            for name in ("batch_size", "temperature", "top_p", "top_k", "seed"):
+                out.pop(name)
+        return out
+
+
+@dataclass
+class Completion:
+    """One generated reply."""
+
+    index: int
+    """Position of the prompt in the input list."""
+    text: str
+    """Everything generated before the stop token (think block included), special tokens dropped."""
+    think: str | None
+    """The `<think>` block's content; None when the reply has none."""
+    answer: str
+    """The reply without its think block: what is scored and judged."""
+    prompt_tokens: int
+    new_tokens: int
+    """Tokens generated, the stop token included."""
+    finish_reason: str
+    """'stop' (ended at a stop token) or 'length' (hit max_new_tokens)."""
+
+
+def encode_prompt(
+    tokenizer: Any, messages: Sequence[Message], *, enable_thinking: bool = False
+) -> list[int]:
+    """Token ids of the inference prompt for `messages` (ending with a user turn)."""
+    if not messages or messages[-1]["role"] == "assistant":
+        raise ValueError("the prompt must end with a user (or tool) message, not an assistant one")
+    text = tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
+    )
+    # Rendered then encoded without extra special tokens: the same ids training saw.
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
+    """`<|im_end|>` plus the tokenizer's and the model's eos ids."""
+    ids = {tokenizer.convert_tokens_to_ids(END_OF_TURN), tokenizer.eos_token_id}
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list) else [eos])
+    unk = tokenizer.unk_token_id
+    return sorted(i for i in ids if i is not None and i != unk)
+
+
+def cut_completion(
+    row: Sequence[int], prompt_width: int, stop_ids: Sequence[int]
+) -> tuple[list[int], bool]:
+    """The generated ids of one output row: after `prompt_width`, before the first stop token.
+
+    Args:
+        row: one row of `generate()`'s output (padded prompt, then generated tokens).
+        prompt_width: the padded prompt length (the input's width), the same for every row.
+        stop_ids: token ids that end a reply.
+
+    Returns:
+        (ids, stopped): the reply's ids without the stop token, and whether a stop token ended it.
+    """
+    generated = list(row[prompt_width:])
+    stops = set(stop_ids)
+    for pos, token in enumerate(generated):
+        if token in stops:
+            return generated[:pos], True
+    return generated, False
+
+
+def split_think(text: str) -> tuple[str | None, str]:
+    """(think, answer) of a reply: the `<think>...</think>` block apart from the answer.
+
+    A reply whose prompt already opened the block (some templates end the generation prompt
+    with `<think>`) has only the closing tag; a reply cut off while thinking has only the
+    opening one, and its answer is empty. An empty block (`<think>\\n\\n</think>`) gives think ''.
+    """
+    start = text.find(THINK_OPEN)
+    end = text.find(THINK_CLOSE)
+    if end >= 0 and (start < 0 or start > end):  # opened by the prompt
+        return text[:end].strip(), text[end + len(THINK_CLOSE) :].strip()
+    if start < 0:
+        return None, text.strip()
+    if end < 0:  # ran out of tokens while thinking
+        return text[start + len(THINK_OPEN) :].strip(), ""
+    return text[start + len(THINK_OPEN) : end].strip(), text[end + len(THINK_CLOSE) :].strip()
+
+
+def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length, longest first (so an OOM shows at once)."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), padded on the left so every prompt ends at the last column."""
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for row, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ValueError(f"prompt {row} is empty")
+        input_ids[row, width - len(prompt) :] = torch.tensor(list(prompt), dtype=torch.long)
+        mask[row, width - len(prompt) :] = 1
+    return input_ids, mask
+
+
+def _generation_config(settings: GenerationSettings, stop_ids: list[int], pad_id: int) -> Any:
+    from transformers import GenerationConfig
+
+    # Built from scratch: a hub model's generation_config.json (e.g. Qwen3's sampling defaults)
+    # must not silently turn greedy evaluation into sampling.
+    kwargs: dict[str, Any] = dict(
+        max_new_tokens=settings.max_new_tokens,
+        do_sample=settings.do_sample,
+        eos_token_id=stop_ids,
+        pad_token_id=pad_id,
+        repetition_penalty=settings.repetition_penalty,
+    )
+    if settings.do_sample:
+        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
+    return GenerationConfig(**kwargs)
+
+
+@torch.no_grad()
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    settings: GenerationSettings,
+    *,
+    indices: Sequence[int] | None = None,
+    seed: int | None = None,
+) -> list[Completion]:
+    """Generate replies for one batch of prompt ids (left-padded together).
+
+    Args:
+        model: a causal LM (transformers or PEFT), already on its device.
+        tokenizer: its tokenizer (pad and stop ids, decoding).
+        prompts: prompt token ids, e.g. from `encode_prompt`.
+        settings: generation settings.
+        indices: the prompts' positions in the whole input (default 0..n-1).
+        seed: torch seed set before sampling.
+    """
+    indices = list(range(len(prompts))) if indices is None else list(indices)
+    stop_ids = stop_token_ids(tokenizer, model)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
+    device = next(model.parameters()).device
+    input_ids, mask = left_pad(prompts, pad_id)
+    if seed is not None:
+        torch.manual_seed(seed)
+    output = model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=mask.to(device),
+        generation_config=_generation_config(settings, stop_ids, pad_id),
+    )
+    width = input_ids.shape[1]
+    out = []
+    for row, (index, prompt) in enumerate(zip(indices, prompts, strict=True)):
+        ids, stopped = cut_completion(output[row].tolist(), width, stop_ids)
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        think, answer = split_think(text)
+        out.append(
+            Completion(
+                index=index,
+                text=text,
+                think=think,
+                answer=answer,
+                prompt_tokens=len(prompt),
+                new_tokens=len(ids) + stopped,
+                finish_reason="stop" if stopped else "length",
+            )
+        )
+    return out
+
+
+class _Buckets(Dataset):
+    """Each item is one ready batch (a length bucket), so samplers shard whole buckets."""
+
+    def __init__(self, prompts: Sequence[Sequence[int]], batch_size: int):
+        self.prompts = prompts
+        self.buckets = length_buckets([len(p) for p in prompts], batch_size)
+
+    def __len__(self) -> int:
+        return len(self.buckets)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        indices = self.buckets[i]
+        return {"bucket": i, "indices": indices, "prompts": [self.prompts[j] for j in indices]}
+
+
+def _as_is(item: Any) -> Any:
+    return item
+
+
+class GenerationModule(LightningModule):
+    """Wraps a model for `Trainer.predict`: each predict step generates one length bucket."""
+
+    def __init__(
+        self, model: Any, tokenizer: Any, settings: GenerationSettings, *, progress: bool = True
+    ):
+        super().__init__()
+        self.model, self.tokenizer, self.settings, self.progress = model, tokenizer, settings, progress
+        self._bar: Any = None
+        self._tokens = 0
+        self._start = 0.0
+
+    def on_predict_start(self) -> None:
+        from tqdm.auto import tqdm
+
+        self.model.eval()
+        loader = self.trainer.predict_dataloaders
+        # This rank's share: the buckets its (possibly distributed) sampler hands out.
+        total = sum(len(loader.dataset.buckets[i]) for i in loader.sampler)
+        shown = self.progress and self.trainer.is_global_zero
+        desc = "generate" + (" (rank 0)" if self.trainer.world_size > 1 else "")
+        self._bar = tqdm(total=total, desc=desc, unit="ans", disable=not shown, dynamic_ncols=True)
+        self._tokens, self._start = 0, time.perf_counter()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> list[Completion]:
+        seed = self.settings.seed + batch["bucket"] if self.settings.do_sample else None
+        completions = generate_batch(
+            self.model, self.tokenizer, batch["prompts"], self.settings,
+            indices=batch["indices"], seed=seed,
+        )  # fmt: skip
+        self._tokens += sum(c.new_tokens for c in completions)
+        elapsed = max(time.perf_counter() - self._start, 1e-9)
+        self._bar.set_postfix(tok_s=f"{self._tokens / elapsed:.1f}", refresh=False)
+        self._bar.update(len(completions))
+        return completions
+
+    def on_predict_end(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+@dataclass
+class GenerationRun:
+    """Completions in input order, with throughput."""
+
+    completions: list[Completion]
+    seconds: float
+    new_tokens: int
+    world_size: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of wall time, over all devices."""
+        return self.new_tokens / self.seconds if self.seconds > 0 else float("nan")
+
+
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    settings: GenerationSettings,
+    *,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    strategy: str = "auto",
+    progress: bool = True,
+) -> GenerationRun:
+    """Generate a reply to every prompt with `Trainer.predict`, data-parallel over `devices`.
+
+    Every rank returns the same, complete list of completions in input order.
+
+    Args:
+        model: a causal LM (transformers or PEFT); Lightning moves it to each rank's device.
+        tokenizer: its tokenizer.
+        prompts: prompt token ids (see `encode_prompt`).
+        settings: generation settings.
+        accelerator: Lightning accelerator (`auto`, `cpu`, `gpu`).
+        devices: devices per node (`auto` = all), as for Trainer.
+        strategy: Lightning strategy; `auto` picks ddp for several devices.
+        progress: show a progress bar with tokens per second (rank 0).
+    """
+    settings.validate()
+    if not prompts:
+        return GenerationRun([], 0.0, 0, 1)
+    loader = DataLoader(_Buckets(prompts, settings.batch_size), batch_size=None, collate_fn=_as_is)
+    trainer = Trainer(
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        inference_mode=True,
+    )
+    module = GenerationModule(model, tokenizer, settings, progress=progress)
+    start = time.perf_counter()
+    local = trainer.predict(module, dataloaders=loader, return_predictions=True) or []
+    completions = [c for batch in local for c in batch]
+    if trainer.world_size > 1:
+        gathered: list[Any] = [None] * trainer.world_size
+        torch.distributed.all_gather_object(gathered, completions)
+        completions = [c for part in gathered for c in part]
+    seconds = time.perf_counter() - start
+    # Samplers may repeat a bucket to even out ranks: keep one completion per prompt.
+    by_index = {c.index: c for c in completions}
+    missing = sorted(set(range(len(prompts))) - set(by_index))
+    if missing:
+        raise RuntimeError(f"generation lost prompts {missing[:10]} across ranks")
+    ordered = [by_index[i] for i in range(len(prompts))]
+    new_tokens = sum(c.new_tokens for c in ordered)
+    return GenerationRun(ordered, seconds, new_tokens, trainer.world_size)

@@ -1,0 +1,322 @@
+"""A real OpenAI-compatible chat-completions server on 127.0.0.1, for testing LLM judges.
+
+It speaks HTTP (not a mock of the client), so retries, timeouts and dropped connections are
+exercised through the real `openai` client. A *policy* decides every reply; failures can be
+injected ahead of it. Typical use::
+
+    from judge_server import JudgeServer, Reply, prefer_longer
+
+    with JudgeServer(prefer_longer) as server:
+        server.inject(Reply.rate_limited(), times=2)  # the next two requests get HTTP 429
+        result = judge_pairs(qs, a, b, model="judge", base_url=server.base_url)
+        assert server.request_count == 2 * len(qs) + 2
+
+A policy is `Callable[[ChatRequest], Reply | str]`; a plain string is a normal 200 reply with that
+message content. `ChatRequest.pair()` recovers the question and both answers from the judge
+prompt, which delimits them as `[Question]`, `[The Start of Assistant 1's Answer]` ... `[The End
+of Assistant 1's Answer]`, and the same for Assistant 2.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+BETTER = "Assistant 1 is better than Assistant 2"
+WORSE = "Assistant 1 is worse than Assistant 2"
+EQUAL = "Assistant 1 is equal to Assistant 2"
+
+_PAIR_RE = re.compile(
+    r"\[Question\]\n(?P<question>.*?)\n\n"
+    r"\[The Start of Assistant 1's Answer\]\n(?P<answer_1>.*?)\n\[The End of Assistant 1's Answer\]"
+    r".*?"
+    r"\[The Start of Assistant 2's Answer\]\n(?P<answer_2>.*?)\n\[The End of Assistant 2's Answer\]",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """One request as the server received it."""
+
+    index: int
+    """0-based arrival order, counting every request (injected failures included)."""
+    path: str
+    body: dict[str, Any]
+    """The parsed JSON body; `{}` when it was not JSON."""
+    authorization: str | None
+    """The `Authorization` header, so tests can check which key was sent."""
+
+    @property
+    def model(self) -> str:
+        """The `model` field of the request."""
+        return str(self.body.get("model", ""))
+
+    @property
+    def prompt(self) -> str:
+        """Content of the last user message."""
+        users = [m for m in self.body.get("messages", []) if m.get("role") == "user"]
+        return str(users[-1].get("content", "")) if users else ""
+
+    def pair(self) -> tuple[str, str, str]:
+        """(question, answer shown as Assistant 1, answer shown as Assistant 2) from the prompt."""
+        match = _PAIR_RE.search(self.prompt)
+        if match is None:
+            raise ValueError("prompt does not delimit a question and two answers")
+        return match["question"], match["answer_1"], match["answer_2"]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the server does with one request."""
+
+    content: str | None = None
+    """Assistant message content of a 200 `chat.completion`."""
+    status: int = 200
+    body: bytes | None = None
+    """Raw response body, replacing the generated JSON (for malformed replies)."""
+    content_type: str = "application/json"
+    delay: float = 0.0
+    """Seconds to wait before answering (longer than the client timeout -> a timeout)."""
+    drop: bool = False
+    """Close the connection without sending any HTTP response."""
+    headers: dict[str, str] = field(default_factory=dict)
+    prompt_tokens: int | None = None
+    """`usage.prompt_tokens`; defaults to the number of characters in all messages."""
+    completion_tokens: int | None = None
+    """`usage.completion_tokens`; defaults to the number of characters in `content`."""
+
+    @classmethod
+    def rate_limited(cls) -> Reply:
+        """HTTP 429 with an OpenAI-style error body."""
+        return cls(status=429, body=_error_body("Rate limit reached", "rate_limit_exceeded"))
+
+    @classmethod
+    def server_error(cls, status: int = 500) -> Reply:
+        """HTTP 5xx with an OpenAI-style error body."""
+        return cls(status=status, body=_error_body("The server had an error", "server_error"))
+
+    @classmethod
+    def slow(cls, seconds: float, content: str = EQUAL) -> Reply:
+        """A valid reply sent only after `seconds` (use more than the client's timeout)."""
+        return cls(content=content, delay=seconds)
+
+    @classmethod
+    def garbage_json(cls) -> Reply:
+        """HTTP 200 whose body claims to be JSON but is not."""
+        return cls(body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json")
+
+    @classmethod
+    def dropped(cls) -> Reply:
+        """The connection is closed before any response (a dropped connection)."""
+        return cls(drop=True)
+
+
+Policy = Callable[[ChatRequest], "Reply | str"]
+
+
+def verdict_text(label: str, reasons: str = "Compared on accuracy and detail.") -> str:
+    """A judge reply: `reasons`, then `label` on the last line."""
+    return f"{reasons}\n\n{label}"
+
+
+def judge_by(score: Callable[[str], float]) -> Policy:
+    """Policy preferring the answer with the higher `score` (equal scores -> equal)."""
+
+    def policy(request: ChatRequest) -> str:
+        _, first, second = request.pair()
+        s1, s2 = score(first), score(second)
+        label = BETTER if s1 > s2 else WORSE if s1 < s2 else EQUAL
+        return verdict_text(label, f"Scores {s1} vs {s2}.")
+
+    return policy
+
+
+def prefer_first(request: ChatRequest) -> str:
+    """Policy of a maximally position-biased judge: Assistant 1 always wins."""
+    return verdict_text(BETTER, "The first answer is better.")
+
+
+prefer_longer: Policy = judge_by(len)
+"""Policy preferring the longer answer."""
+
+
+def _error_body(message: str, code: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": code, "code": code}}).encode()
+
+
+class JudgeServer:
+    """OpenAI-compatible `/v1/chat/completions` server on 127.0.0.1, in a background thread.
+
+    Args:
+        policy: decides the reply to each request not consumed by an injected failure.
+        model: `model` reported in completions when the request names none.
+    """
+
+    def __init__(self, policy: Policy = prefer_longer, *, model: str = "test-judge") -> None:
+        self.policy = policy
+        self.model = model
+        self.requests: list[ChatRequest] = []
+        """Log of every request received, in arrival order."""
+        self._injected: deque[Reply] = deque()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> JudgeServer:
+        """Bind a free port on 127.0.0.1 and serve in a daemon thread."""
+        if self._httpd is not None:
+            raise RuntimeError("server already started")
+        self._stopping.clear()
+        self._httpd = _Server(("127.0.0.1", 0), _make_handler(self))
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, wake delayed replies and release the port."""
+        if self._httpd is None:
+            return
+        self._stopping.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        assert self._thread is not None
+        self._thread.join(timeout=5)
+        self._httpd = self._thread = None
+
+    def __enter__(self) -> JudgeServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- state -----------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """The bound port."""
+        if self._httpd is None:
+            raise RuntimeError("server not started")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        """`base_url` for the `openai` client, e.g. `http://127.0.0.1:54321/v1`."""
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def request_count(self) -> int:
+        """Number of requests received so far."""
+        with self._lock:
+            return len(self.requests)
+
+    def inject(self, reply: Reply, times: int = 1) -> None:
+        """Serve `reply` to the next `times` requests, before the policy sees any."""
+        with self._lock:
+            self._injected.extend([reply] * times)
+
+    def reset(self) -> None:
+        """Forget logged requests and pending injected replies."""
+        with self._lock:
+            self.requests.clear()
+            self._injected.clear()
+
+    # -- request handling ------------------------------------------------------------------
+    def _decide(
+        self, path: str, raw: bytes, authorization: str | None
+    ) -> tuple[ChatRequest, Reply]:
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {}
+        with self._lock:
+            request = ChatRequest(len(self.requests), path, body, authorization)
+            self.requests.append(request)
+            injected = self._injected.popleft() if self._injected else None
+        if injected is not None:
+            return request, injected
+        try:
+            reply = self.policy(request)
+        except Exception as exc:  # a broken policy should fail the test loudly, not hang it
+            return request, Reply(status=500, body=_error_body(f"policy failed: {exc!r}", "test"))
+        return request, Reply(content=reply) if isinstance(reply, str) else reply
+
+    def _completion(self, request: ChatRequest, reply: Reply) -> bytes:
+        content = reply.content or ""
+        prompt_tokens = reply.prompt_tokens
+        if prompt_tokens is None:
+            prompt_tokens = sum(len(str(m.get("content", ""))) for m in request.body["messages"])
+        completion_tokens = reply.completion_tokens
+        if completion_tokens is None:
+            completion_tokens = len(content)
+        payload = {
+            "id": f"chatcmpl-test-{request.index}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": request.model or self.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": reply.content},
+                    "finish_reason": "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
+        }
+        return json.dumps(payload, ensure_ascii=False).encode()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 drops SYNs under a burst of concurrent clients, and
+    # each drop costs the client a 1 s SYN retransmit.
+    request_queue_size = 128
+
+
+def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            request, reply = server._decide(self.path, raw, self.headers.get("Authorization"))
+            # An interruptible wait, so stop() never waits for a reply that is sleeping.
+            if reply.delay and server._stopping.wait(reply.delay):
+                return
+            if reply.drop:
+                self.close_connection = True
+                return
+            if not self.path.rstrip("/").endswith("/chat/completions") and reply.body is None:
+                body, status = _error_body(f"no route {self.path}", "not_found"), 404
+            elif reply.body is not None:
+                body, status = reply.body, reply.status
+            else:
+                body, status = server._completion(request, reply), reply.status
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", reply.content_type)
+                self.send_header("Content-Length", str(len(body)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (its timeout) before we answered
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # keep test output clean
+
+    return Handler

@@ -1,0 +1,361 @@
+"""Pairwise judge against a real chat-completions server on 127.0.0.1 (see judge_server.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from judge_server import BETTER, EQUAL, WORSE, JudgeServer, Reply, prefer_first, prefer_longer
+
+from medsft.metrics.judge import (
+    JudgeConfigError,
+    JudgeResult,
+    _reasons,
+    ajudge_pairs,
+    judge_pairs,
+    parse_verdict,
+)
+
+SECRET = "sk-test-DO-NOT-LEAK-8f3a2c91d4"
+QUESTIONS = [
+    "感冒发烧怎么办？",
+    "高血压患者能喝咖啡吗？",
+    "孩子咳嗽一周了要紧吗？",
+    "布洛芬一次吃多少？",
+]
+LONG = [
+    "多休息多喝水，体温超过38.5度可服用对乙酰氨基酚，持续三天不退请就医。",
+    "适量饮用一般可以，但血压控制不佳者应限制咖啡因，并咨询医生。",
+    "咳嗽一周若伴发热、气喘或精神差，应尽快就医；否则注意观察并保持空气湿润。",
+    "成人一般每次200至400毫克，每日不超过1200毫克，胃溃疡患者慎用，请遵医嘱。",
+]
+SHORT = ["多喝水。", "可以喝。", "没关系。", "吃一片。"]
+
+
+@pytest.fixture(autouse=True)
+def _no_real_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A developer's real key must never be sent to the test server.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
+@pytest.fixture
+def server():
+    with JudgeServer(prefer_longer) as srv:
+        yield srv
+
+
+def run(server: JudgeServer, a=LONG, b=SHORT, questions=QUESTIONS, **kwargs) -> JudgeResult:
+    """judge_pairs with test-speed defaults."""
+    options = dict(
+        model="test-judge",
+        base_url=server.base_url,
+        backoff_base=0.001,
+        timeout=5.0,
+        max_retries=3,
+        progress=False,
+        n_resamples=200,
+    )
+    options.update(kwargs)
+    return judge_pairs(questions, a, b, **options)
+
+
+# -- parsing ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("reply", "label"),
+    [
+        (BETTER, "better"),
+        (f"Reasons.\n**{BETTER}**", "better"),
+        (f'Reasons.\n"{WORSE}."', "worse"),
+        (f"  \n{EQUAL}  \n\n", "equal"),
+        ("**Assistant 1** is better than **Assistant 2**", "better"),
+        ("assistant 1 IS WORSE THAN assistant 2", "worse"),
+        (f"> Final verdict: `{EQUAL}`", "equal"),
+        (f"I first thought {BETTER}, but on reflection:\n{WORSE}", "worse"),
+        ("回答1更好。\n\nAssistant 1 is better than Assistant 2。", "better"),
+        ("Assistant 2 is better than Assistant 1", None),
+        ("Assistant 1 is better than Assistant 23", None),
+        ("Both answers are fine.", None),
+        ("", None),
+    ],
+)
+def test_parse_verdict(reply: str, label: str | None) -> None:
+    assert parse_verdict(reply) == label
+
+
+def test_reasons_drop_the_final_label_and_markup() -> None:
+    assert _reasons(f"A is precise; B is vague.\n\n**{BETTER}**") == "A is precise; B is vague."
+    assert _reasons("no label here") == "no label here"
+
+
+# -- validation ---------------------------------------------------------------------------------
+def test_validation_names_the_problem(tmp_path: Path) -> None:
+    kw = dict(model="m", base_url="http://127.0.0.1:9/v1", progress=False)
+    with pytest.raises(ValueError, match="differ in length: 2, 2, 1"):
+        judge_pairs(["q1", "q2"], ["a", "a"], ["b"], **kw)
+    with pytest.raises(ValueError, match=r"answers_b\[1\] is empty"):
+        judge_pairs(["q1", "q2"], ["a", "a"], ["b", "  "], **kw)
+    with pytest.raises(TypeError, match=r"questions\[0\] must be a str"):
+        judge_pairs([None], ["a"], ["b"], **kw)
+    with pytest.raises(JudgeConfigError, match="OPENAI_API_KEY"):
+        judge_pairs(["q"], ["a"], ["b"], model="m", progress=False)
+    bad = tmp_path / "t.txt"
+    bad.write_text("{question} {answer_1}", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"lacks \{answer_2\}"):
+        judge_pairs(["q"], ["a"], ["b"], template=bad, **kw)
+
+
+# -- protocol -----------------------------------------------------------------------------------
+def test_position_biased_judge_gives_only_inconsistent_ties() -> None:
+    with JudgeServer(prefer_first) as server:
+        result = run(server)
+        assert server.request_count == 2 * len(QUESTIONS)
+    assert result.n_judged == 4 and result.n_errors == 0
+    assert result.tie_rate == 1.0 and result.win_rate == result.loss_rate == 0.0
+    assert result.consistency_rate == 0.0 and result.adjusted_win_rate == 0.5
+    assert result.counts["inconsistent"] == 4
+    record = result.records[0]
+    assert (record.verdict_ab, record.verdict_ba) == ("better", "better")
+    assert record.outcome == "tie" and record.consistent is False
+    assert record.reasons_ab == "The first answer is better."
+
+
+def test_longer_answer_judge_gives_wins_to_the_longer_system(server: JudgeServer) -> None:
+    a = [LONG[0], LONG[1], SHORT[2], LONG[3]]
+    b = [SHORT[0], SHORT[1], LONG[2], LONG[3]]
+    result = run(server, a=a, b=b)
+    assert [r.outcome for r in result.records] == ["win", "win", "loss", "tie"]
+    assert all(r.consistent for r in result.records)
+    assert result.win_rate == 0.5 and result.loss_rate == 0.25 and result.tie_rate == 0.25
+    assert result.adjusted_win_rate == pytest.approx(0.625)
+    assert result.consistency_rate == 1.0
+    assert result.interval is not None and result.interval.estimate == pytest.approx(0.625)
+    assert 0.0 <= result.interval.low <= 0.625 <= result.interval.high <= 1.0
+    # Every order was really sent, with each system's answer in each slot.
+    shown = {req.pair()[1:] for req in server.requests}
+    assert (LONG[0], SHORT[0]) in shown and (SHORT[0], LONG[0]) in shown
+    # 7, not 8: in the last pair A == B, so both orders are one prompt, sent once.
+    assert result.usage.requests == server.request_count == 7
+    assert result.usage.prompt_tokens > 0
+    assert result.usage.completion_tokens > 0 and result.usage.cached_judgements == 0
+    swapped = run(server, a=b, b=a)
+    assert [r.outcome for r in swapped.records] == ["loss", "loss", "win", "tie"]
+
+
+def test_prompt_has_rubric_template_file_and_literal_placeholders(
+    server: JudgeServer, tmp_path: Path
+) -> None:
+    question = "为什么 {answer_2} 不会被替换？"
+    run(server, a=LONG[:1], b=SHORT[:1], questions=[question], concurrency=1)
+    prompt = server.requests[0].prompt
+    assert server.requests[0].pair() == (question, LONG[0], SHORT[0])
+    assert "helpfulness, relevance, accuracy and level of detail" in prompt
+    assert "Contraindications and dosage" in prompt
+    assert server.requests[0].body["messages"][0]["role"] == "system"
+
+    server.reset()
+    custom = tmp_path / "mine.txt"
+    custom.write_text(
+        "MINE\n[Question]\n{question}\n\n[The Start of Assistant 1's Answer]\n{answer_1}\n"
+        "[The End of Assistant 1's Answer]\n[The Start of Assistant 2's Answer]\n{answer_2}\n"
+        "[The End of Assistant 2's Answer]\n",
+        encoding="utf-8",
+    )
+    result = run(
+        server, a=LONG[:1], b=SHORT[:1], questions=QUESTIONS[:1], template=custom, rubric=False
+    )
+    assert server.requests[0].prompt.startswith("MINE\n") and result.win_rate == 1.0
+    assert "Contraindications" not in server.requests[0].prompt
+    assert not result.rubric
+
+
+# -- robustness ---------------------------------------------------------------------------------
+def test_transient_http_errors_are_retried(server: JudgeServer) -> None:
+    server.inject(Reply.rate_limited(), times=2)
+    server.inject(Reply.server_error(500))
+    server.inject(Reply.server_error(503))
+    result = run(server)
+    assert result.n_errors == 0 and result.win_rate == 1.0
+    assert server.request_count == 8 + 4 == result.usage.requests
+
+
+def test_timeout_is_retried_without_waiting_for_the_slow_reply(server: JudgeServer) -> None:
+    server.inject(Reply.slow(3.0, content=EQUAL))
+    start = time.monotonic()
+    result = run(server, timeout=0.3, concurrency=1)
+    assert time.monotonic() - start < 2.5
+    assert result.n_errors == 0 and result.win_rate == 1.0
+    assert server.request_count == 9
+
+
+def test_dropped_connections_and_garbage_bodies_are_retried(server: JudgeServer) -> None:
+    server.inject(Reply.dropped())
+    server.inject(Reply.garbage_json())
+    server.inject(Reply(body=b"<html>bad gateway</html>", content_type="text/html"))
+    server.inject(Reply(body=b'{"object": "chat.completion"}'))
+    result = run(server)
+    assert result.n_errors == 0 and result.win_rate == 1.0
+    assert server.request_count == 8 + 4
+
+
+def test_exhausted_retries_are_errors_left_out_of_the_rates(server: JudgeServer) -> None:
+    server.inject(Reply.server_error(502), times=3)
+    result = run(
+        server, a=LONG[:1], b=SHORT[:1], questions=QUESTIONS[:1], max_retries=2, concurrency=1
+    )
+    assert result.n_errors == 1 and result.n_judged == 0
+    assert math.isnan(result.win_rate) and result.interval is None
+    record = result.records[0]
+    assert record.outcome == "error" and record.consistent is None
+    assert "ab: gave up after 3 attempt(s): HTTP 502" in (record.error or "")
+    assert record.verdict_ba == "worse"  # the other order still came back
+    summary = result.to_dict()
+    assert summary["win_rate"] is None and summary["interval"] is None
+    json.dumps(summary, allow_nan=False)
+
+
+def test_reply_without_label_is_retried_once_then_an_error() -> None:
+    served: dict[str, int] = {}
+
+    def policy(request):
+        question, first, _ = request.pair()
+        served[question] = served.get(question, 0) + 1
+        if question == QUESTIONS[0]:
+            return "Both answers have merit."  # never a label
+        if question == QUESTIONS[1] and served[question] == 1:
+            return "Hmm."  # a label only on the retry
+        return prefer_longer(request)
+
+    with JudgeServer(policy) as server:
+        result = run(server, concurrency=1)
+    assert served[QUESTIONS[0]] == 4  # both orders, each asked twice
+    assert served[QUESTIONS[1]] == 3
+    bad, retried = result.records[0], result.records[1]
+    assert bad.outcome == "error" and bad.raw_ab == "Both answers have merit."
+    assert "no verdict label" in (bad.error or "")
+    assert retried.outcome == "win"
+    assert result.n_errors == 1 and result.n_judged == 3 and result.win_rate == 1.0
+
+
+def test_concurrency_is_bounded() -> None:
+    lock, in_flight, peak = threading.Lock(), [0], [0]
+
+    def policy(request):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        time.sleep(0.05)
+        with lock:
+            in_flight[0] -= 1
+        return prefer_longer(request)
+
+    with JudgeServer(policy) as server:
+        run(server, concurrency=3)
+    assert peak[0] == 3
+
+
+# -- cache ----------------------------------------------------------------------------------------
+def test_second_run_is_served_from_cache(server: JudgeServer, tmp_path: Path) -> None:
+    cache = tmp_path / "judge.jsonl"
+    first = run(server, cache_path=cache)
+    assert len(cache.read_text(encoding="utf-8").splitlines()) == 8
+    server.reset()
+    second = run(server, cache_path=cache)
+    assert server.request_count == 0
+    assert second.to_dict()["records"] != first.to_dict()["records"]  # cached flags differ
+    assert [r.outcome for r in second.records] == [r.outcome for r in first.records]
+    assert all(r.cached_ab and r.cached_ba for r in second.records)
+    assert second.usage.requests == second.usage.prompt_tokens == 0
+    assert second.usage.cached_judgements == 8
+    assert second.usage.cached_prompt_tokens == first.usage.prompt_tokens
+    # A different judge model or prompt must not reuse those replies.
+    run(server, cache_path=cache, model="other-judge")
+    assert server.request_count == 8
+    run(server, cache_path=cache, rubric=False)
+    assert server.request_count == 16
+
+
+def test_interrupted_run_resumes_from_a_torn_cache(server: JudgeServer, tmp_path: Path) -> None:
+    cache = tmp_path / "judge.jsonl"
+    run(server, a=LONG[:2], b=SHORT[:2], questions=QUESTIONS[:2], cache_path=cache)
+    with cache.open("a", encoding="utf-8") as fh:
+        fh.write('{"key": "cut-off-by-a-kill')  # no newline: the process died mid-write
+    server.reset()
+    result = run(server, cache_path=cache)
+    assert server.request_count == 4  # only the two new pairs
+    assert result.usage.cached_judgements == 4 and result.win_rate == 1.0
+    lines = cache.read_text(encoding="utf-8").splitlines()
+    assert sum(1 for line in lines if line.startswith('{"key": "cut')) == 1
+    assert len([json.loads(line) for line in lines if not line.startswith('{"key": "cut')]) == 8
+
+
+# -- secrets ----------------------------------------------------------------------------------------
+def test_api_key_is_sent_but_never_stored(
+    server: JudgeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUDGE_KEY", SECRET)
+    cache = tmp_path / "judge.jsonl"
+    server.inject(
+        Reply(status=400, body=f'{{"error": {{"message": "bad key {SECRET}"}}}}'.encode())
+    )
+    result = run(server, cache_path=cache, api_key_env="JUDGE_KEY", concurrency=1)
+    assert server.requests[0].authorization == f"Bearer {SECRET}"
+    assert result.n_errors == 1 and "***" in (result.records[0].error or "")
+    for text in (
+        cache.read_text(encoding="utf-8"),
+        json.dumps(result.to_dict(), ensure_ascii=False),
+        repr(result),
+        str(result),
+        repr(result.records),
+    ):
+        assert SECRET not in text
+
+
+def test_missing_key_with_base_url_sends_a_placeholder(server: JudgeServer) -> None:
+    run(server, a=LONG[:1], b=SHORT[:1], questions=QUESTIONS[:1])
+    assert server.requests[0].authorization == "Bearer EMPTY"
+
+
+def test_rejected_key_stops_the_run(server: JudgeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    server.inject(Reply(status=401, body=b'{"error": {"message": "Incorrect API key sk-te***d4"}}'))
+    with pytest.raises(JudgeConfigError, match="HTTP 401") as info:
+        run(server, concurrency=1)
+    assert SECRET not in str(info.value)
+
+
+# -- API ------------------------------------------------------------------------------------------
+def test_to_dict_is_json_and_has_the_report_keys(server: JudgeServer) -> None:
+    summary = run(server, base_url=server.base_url.replace("http://", "http://user:pw@")).to_dict()
+    assert json.loads(json.dumps(summary, allow_nan=False)) == summary
+    assert {
+        "model", "base_url", "template_sha256", "rubric", "n_pairs", "n_judged", "n_errors",
+        "counts", "win_rate", "loss_rate", "tie_rate", "adjusted_win_rate", "consistency_rate",
+        "interval", "usage", "records",
+    } <= summary.keys()  # fmt: skip
+    assert summary["base_url"] == server.base_url  # credentials in the URL are dropped
+    assert summary["records"][0]["question"] == QUESTIONS[0]
+    assert {"raw_ab", "raw_ba", "reasons_ab", "verdict_ba", "outcome"} <= summary["records"][
+        0
+    ].keys()
+
+
+def test_async_variant_and_running_loop(server: JudgeServer) -> None:
+    async def main() -> JudgeResult:
+        with pytest.raises(RuntimeError, match="ajudge_pairs"):
+            judge_pairs(QUESTIONS, LONG, SHORT, model="m", base_url=server.base_url)
+        return await ajudge_pairs(
+            QUESTIONS, LONG, SHORT, model="m", base_url=server.base_url, progress=False
+        )
+
+    assert asyncio.run(main()).win_rate == 1.0
+
+
+def test_identical_prompts_are_sent_once(server: JudgeServer) -> None:
+    result = run(server, a=SHORT, b=SHORT)
+    assert server.request_count == 4  # A == B: both orders are the same prompt
+    assert result.tie_rate == 1.0 and result.consistency_rate == 1.0
