@@ -5,7 +5,8 @@
     export OPENAI_API_KEY=...                                   # the judge's key, never in a config
     python evaluate.py --config configs/eval.yaml --runtime.devices 4   # data-parallel generation
     python evaluate.py --config configs/eval.yaml --generation.max_new_tokens 1024 \\
-        --systems.help SystemSpec                               # what a system entry takes
+        --systems+ '{name: run2, path: logs/qlora/version_2}'   # one more system
+    python evaluate.py --systems.help SystemSpec                # what a system entry takes
     python evaluate.py --config configs/eval.yaml --print_config   # the resolved config
 
 Systems are base models (hub id, local dir, `random:tiny`), training runs (`logs/<name>/version_N`,
@@ -23,34 +24,44 @@ import warnings
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from jsonargparse import ActionConfigFile, ArgumentParser  # noqa: E402
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings  # noqa: E402
 
 from medsft.evaluation import EvalConfig, evaluate  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:
     """The command line: --config files, then dotted overrides such as --generation.seed 1."""
+    # The config dataclasses document each field in an attribute docstring: show them in --help.
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(
         prog="python evaluate.py",
         description="Generate, score and compare systems on a test set, and write a report.",
         default_env=False,
     )
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML config, e.g. configs/eval.yaml")
+    parser.add_argument(
+        "--config", action=ActionConfigFile, help="a YAML config, e.g. configs/eval.yaml"
+    )
     parser.add_class_arguments(EvalConfig, nested_key=None, as_group=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict | None:
     """Parse the config, save it resolved into the output dir, and run the evaluation."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from lightning.pytorch.utilities import rank_zero_only
+
+    # Data-parallel ranks run this script too; only rank 0 narrates.
+    level = logging.INFO if getattr(rank_zero_only, "rank", 0) == 0 else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # Device banners once per system, and TensorBoard's notes on reading event files: noise here.
     for name in ("lightning.pytorch", "lightning.fabric", "tensorboard"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Deprecation notices from inside transformers/Lightning, printed once per loaded model.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     parser = build_parser()
     cfg = parser.parse_args(argv)
     # The config holds names of environment variables only, never keys: safe to save as is.
-    resolved = parser.dump(cfg, skip_none=False, skip_link_targets=False)
+    resolved = parser.dump(cfg, skip_unset=False)
     config = EvalConfig(**{k: v for k, v in vars(parser.instantiate(cfg)).items() if k != "config"})
     return evaluate(config, resolved_config=resolved)
 

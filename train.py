@@ -54,6 +54,19 @@ class SFTCLI(LightningCLI):
             help="after training, merge the adapter into a standalone model in <run>/merged",
         )  # fmt: skip
 
+    def before_instantiate_classes(self) -> None:
+        """Fail in seconds, not after GPU setup, when a hub model or dataset cannot be reached."""
+        from medsft.data import is_local
+        from medsft.model import ensure_hub_reachable, is_hub_id
+
+        config = self.config
+        for name in {config.model.name_or_path, config.model.tokenizer or ""}:
+            if name and is_hub_id(name):
+                ensure_hub_reachable(name)
+        for source in (config.data.source, config.data.val_source):
+            if source and not is_local(source):
+                ensure_hub_reachable(source, repo_type="dataset", probe="README.md")
+
 
 def main(args: list[str] | None = None) -> SFTCLI:
     """Parse the config, train, and save the adapter or model (rank 0) into the run directory."""
@@ -98,4 +111,9 @@ def _resolve_ckpt(cli: SFTCLI, ckpt_path: str | None) -> str | None:
 
 
 if __name__ == "__main__":
-    main()
+    from medsft.model import HubUnreachable
+
+    try:
+        main()
+    except HubUnreachable as err:
+        sys.exit(f"error: {err}")

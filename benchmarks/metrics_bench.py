@@ -126,8 +126,12 @@ def main() -> int:
     ref_rouge = [scorer.score(r, p) for p, r in zip(preds[:m], refs[:m], strict=True)]
     ref["ROUGE-1/2/L"] = (time.perf_counter() - t0) * n / m
 
+    # A fresh tokenizer instance: sacrebleu caches per instance, and a standalone vocab-F1 script
+    # would tokenize from scratch.
+    zh_fresh = TokenizerZh()
+
     def squad_f1(p: str, r: str) -> float:
-        tp, tr = tokenizer.tokenize(p), tokenizer.tokenize(r)
+        tp, tr = zh_fresh(p.rstrip()).split(), zh_fresh(r.rstrip()).split()
         shared = sum((Counter(tp) & Counter(tr)).values())
         if not shared:
             return 0.0

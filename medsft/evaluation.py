@@ -37,9 +37,9 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from medsft.chat import IGNORE_INDEX, Message, render
-from medsft.data import COLUMN_PRESETS, ROLES, InvalidExample, is_local, read_rows, to_messages
+from medsft.data import InvalidExample, is_local, read_rows, to_messages
 from medsft.generate import GenerationSettings, encode_prompt, split_think
-from medsft.model import RANDOM_PREFIX, DType, resolve_trained
+from medsft.model import RANDOM_PREFIX, DType, ensure_hub_reachable, is_hub_id, resolve_trained
 
 log = logging.getLogger(__name__)
 
@@ -227,18 +227,12 @@ class Example:
 
 
 def column_map(spec: DataSpec) -> dict[str, str]:
-    """The role -> column mapping of a data spec (preset plus overrides), as training builds it."""
-    if spec.preset not in COLUMN_PRESETS:
-        raise ValueError(f"unknown preset {spec.preset!r}; choose one of {', '.join(COLUMN_PRESETS)}")
-    unknown = set(spec.columns or {}) - set(ROLES)
-    if unknown:
-        raise ValueError(f"unknown column roles {sorted(unknown)}; roles are {', '.join(ROLES)}")
-    columns = {**COLUMN_PRESETS[spec.preset], **(spec.columns or {})}
-    if "messages" in (spec.columns or {}):
-        for role in ("question", "answer"):
-            if role not in (spec.columns or {}):
-                columns.pop(role, None)
-    return columns
+    """The role -> column mapping of a data spec (preset plus overrides), exactly as training's."""
+    from medsft.data import SFTDataModule
+
+    # Built by the training data module itself (it validates presets and roles, and drops the
+    # preset's question/answer when `messages` is mapped); nothing is read or tokenized here.
+    return SFTDataModule(source=spec.source, preset=spec.preset, columns=spec.columns).column_map
 
 
 def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
@@ -248,7 +242,11 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
     """
     if spec.limit is not None and spec.limit < 1:
         raise ValueError(f"{what}.limit must be >= 1 or null, got {spec.limit}")
-    if is_local(spec.source) and not glob.has_magic(spec.source) and not os.path.exists(spec.source):
+    if (
+        is_local(spec.source)
+        and not glob.has_magic(spec.source)
+        and not os.path.exists(spec.source)
+    ):
         raise FileNotFoundError(f"{what}.source {spec.source!r} does not exist")
     columns = column_map(spec)
     examples = []
@@ -268,7 +266,9 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
         if not users:
             raise ValueError(f"{what}: {row.where}: no user message before the reference answer")
         think, reference = split_think(messages[last]["content"])
-        examples.append(Example(len(examples), row.where, prompt, users[-1]["content"], reference, think))
+        examples.append(
+            Example(len(examples), row.where, prompt, users[-1]["content"], reference, think)
+        )
     if not examples:
         raise ValueError(f"{what}: no rows in {spec.source!r}")
     return examples
@@ -493,6 +493,14 @@ def _perplexity_summary(result: Any, counts: list[int], scoring: ScoringSettings
     return out
 
 
+def _tokenizer_source(model_dir: Path) -> str:
+    """Where load_trained takes a trained model's tokenizer from: its own files, else its base's."""
+    adapter_config = model_dir / "adapter_config.json"
+    if not (model_dir / "tokenizer_config.json").exists() and adapter_config.exists():
+        return json.loads(adapter_config.read_text())["base_model_name_or_path"]
+    return str(model_dir)
+
+
 def _model_system(
     spec: SystemSpec,
     kind: str,
@@ -509,10 +517,7 @@ def _model_system(
     if run_dir is not None:
         model_dir = resolve_trained(run_dir)
         fingerprint = model_fingerprint(str(model_dir))
-        tokenizer = load_tokenizer(
-            str(model_dir) if (model_dir / "tokenizer_config.json").exists()
-            else json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"]
-        )  # fmt: skip
+        tokenizer = load_tokenizer(_tokenizer_source(model_dir))
         source = str(run_dir)
     else:
         fingerprint = model_fingerprint(spec.path)
@@ -547,7 +552,7 @@ def _model_system(
     ]  # fmt: skip
 
     model = None
-    if todo or ppl_todo:
+    if todo or (ppl_todo and _is_global_zero()):
         log.info("%s: loading %s", spec.name, source)
         if run_dir is not None:
             model, _ = load_trained(run_dir, dtype=spec.dtype)
@@ -586,7 +591,9 @@ def _model_system(
         generation = {
             "generated": 0,
             "reused": len(examples),
-            "previous_run": {k: previous.get(k) for k in ("seconds", "new_tokens", "tokens_per_second")},
+            "previous_run": {
+                k: previous.get(k) for k in ("seconds", "new_tokens", "tokens_per_second")
+            },
         }
         log.info("%s: reusing %d saved answers from %s", spec.name, len(examples), store.path)
 
@@ -607,7 +614,7 @@ def _model_system(
 
     perplexity: dict[str, Any] = {}
     if scoring.perplexity:
-        from medsft.metrics.perplexity import perplexity as compute_ppl
+        from medsft.metrics.likelihood import perplexity as compute_ppl
 
         if ppl_todo:
             model.to(_scoring_device(config.runtime))
@@ -622,7 +629,10 @@ def _model_system(
                 counts = _reference_token_counts(
                     tokenizer, conversations, settings.enable_thinking, scoring.ppl_max_length
                 )
-                ppl_cache[name] = {"key": ppl_keys[name], **_perplexity_summary(result, counts, scoring)}
+                ppl_cache[name] = {
+                    "key": ppl_keys[name],
+                    **_perplexity_summary(result, counts, scoring),
+                }
             perplexity[name] = {k: v for k, v in ppl_cache[name].items() if k != "key"}
         if ppl_todo:
             ppl_path.parent.mkdir(parents=True, exist_ok=True)
@@ -708,7 +718,9 @@ def _answers_system(spec: SystemSpec, examples: list[Example]) -> SystemOutput:
 def _metric_entry(result: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"score": result.score, "signature": result.signature}
     if result.interval is not None:
-        entry.update(low=result.interval.low, high=result.interval.high, level=result.interval.level)
+        entry.update(
+            low=result.interval.low, high=result.interval.high, level=result.interval.level
+        )
     if result.precision is not None:
         entry.update(precision=result.precision, recall=result.recall)
     entry["per_sample"] = [round(float(x), 4) for x in result.per_sample]
@@ -749,7 +761,9 @@ def _paired_tests(
 
     metrics = [("bleu", {"max_ngram_order": n}, f"BLEU-{n}") for n in scoring.bleu_orders]
     metrics += [
-        (t, {}, f"ROUGE-{t[5:].upper()}") for t in scoring.rouge_types if t in ("rouge1", "rouge2", "rougeL")
+        (t, {}, f"ROUGE-{t[5:].upper()}")
+        for t in scoring.rouge_types
+        if t in ("rouge1", "rouge2", "rougeL")
     ]
     metrics.append(("vocab_f1", {"mode": scoring.vocab_f1_mode}, "vocab-F1"))
     tests = []
@@ -761,7 +775,13 @@ def _paired_tests(
                     n_resamples=scoring.n_resamples, seed=scoring.seed, **options,
                 )  # fmt: skip
                 tests.append(
-                    {"a": a.name, "b": b.name, "metric": label, "delta": test.delta, "p_value": test.p_value}
+                    {
+                        "a": a.name,
+                        "b": b.name,
+                        "metric": label,
+                        "delta": test.delta,
+                        "p_value": test.p_value,
+                    }
                 )
     return tests
 
@@ -772,7 +792,9 @@ def _think_summary(
     with_think = [t for t in output.thinks if t]
     out: dict[str, Any] = {
         "with_think": len(with_think),
-        "mean_think_chars": round(sum(map(len, with_think)) / len(with_think), 1) if with_think else 0,
+        "mean_think_chars": round(sum(map(len, with_think)) / len(with_think), 1)
+        if with_think
+        else 0,
     }
     refs = [ex.reference_think for ex in examples]
     if all(refs) and with_think:
@@ -920,8 +942,17 @@ def _plot_metrics(report: dict[str, Any], path: Path) -> None:
         scores = np.array([e["score"] for e in entries])
         err = None
         if all("low" in e for e in entries):
-            err = _yerr([scores - [e["low"] for e in entries], [e["high"] for e in entries] - scores])
-        axes[0].bar(x + (k - (len(systems) - 1) / 2) * width, scores, width, yerr=err, capsize=3, label=system)
+            err = _yerr(
+                [scores - [e["low"] for e in entries], [e["high"] for e in entries] - scores]
+            )
+        axes[0].bar(
+            x + (k - (len(systems) - 1) / 2) * width,
+            scores,
+            width,
+            yerr=err,
+            capsize=3,
+            label=system,
+        )
     axes[0].set_xticks(x, names, rotation=30, ha="right")
     axes[0].set_ylabel("score (0-100), 95% bootstrap CI")
     axes[0].set_title("Text metrics vs references")
@@ -934,10 +965,12 @@ def _plot_metrics(report: dict[str, Any], path: Path) -> None:
         scores = np.array([e["score"] for e in entries])
         err = None
         if all("low" in e for e in entries):
-            err = _yerr([scores - [e["low"] for e in entries], [e["high"] for e in entries] - scores])
+            err = _yerr(
+                [scores - [e["low"] for e in entries], [e["high"] for e in entries] - scores]
+            )
         ax.bar(ppl_systems, scores, yerr=err, capsize=3, color="tab:gray")
         ax.set_yscale("log")
-        ax.set_title("Reference PPL (lower = better)")
+        ax.set_title("Reference PPL (lower = better)", fontsize=10)
         ax.tick_params(axis="x", rotation=30)
     if "judge" in panels:
         ax = axes[col]
@@ -946,11 +979,13 @@ def _plot_metrics(report: dict[str, Any], path: Path) -> None:
         intervals = [judged[s]["interval"] for s in names_j]
         err = None
         if all(intervals):
-            err = _yerr([rates - [i["low"] for i in intervals], [i["high"] for i in intervals] - rates])
+            err = _yerr(
+                [rates - [i["low"] for i in intervals], [i["high"] for i in intervals] - rates]
+            )
         ax.bar(names_j, rates, yerr=err, capsize=3, color="tab:green")
         ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
         ax.set_ylim(0, 1)
-        ax.set_title(f"Adjusted win rate vs {report['judge']['baseline']}")
+        ax.set_title(f"Adj. win rate vs {report['judge']['baseline']}", fontsize=10)
         ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -1070,8 +1105,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         ]
     think = {s: v for s, v in report["think"].items() if v["with_think"]}
     if think:
-        lines += ["", "### Thinking", "", "| system | answers with a think block | mean chars |", "|---|---|---|"]
-        lines += [f"| {s} | {v['with_think']} | {v['mean_think_chars']} |" for s, v in think.items()]
+        lines += [
+            "",
+            "### Thinking",
+            "",
+            "| system | answers with a think block | mean chars |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {s} | {v['with_think']} | {v['mean_think_chars']} |" for s, v in think.items()
+        ]
         for s, v in think.items():
             if "metrics" in v:
                 scored = ", ".join(f"{k} {_fmt(e)}" for k, e in v["metrics"].items())
@@ -1167,7 +1210,9 @@ def validate_config(config: EvalConfig) -> list[Kind]:
     config.generation.validate()
     scoring = config.scoring
     if scoring.n_resamples < 0 or scoring.ppl_batch_size < 1 or scoring.ppl_max_length < 8:
-        raise ValueError("scoring.n_resamples must be >= 0, ppl_batch_size >= 1, ppl_max_length >= 8")
+        raise ValueError(
+            "scoring.n_resamples must be >= 0, ppl_batch_size >= 1, ppl_max_length >= 8"
+        )
     if not scoring.bleu_orders and not scoring.rouge_types:
         raise ValueError("scoring needs at least one of bleu_orders and rouge_types")
     kinds = [infer_kind(s) for s in config.systems]
@@ -1175,9 +1220,19 @@ def validate_config(config: EvalConfig) -> list[Kind]:
         if kind == "run":
             resolve_run_dir(spec.path)  # fails now, not after generating the other systems
         elif kind == "answers" and not os.path.exists(spec.path):
-            raise FileNotFoundError(f"system {spec.name!r}: answers file {spec.path!r} does not exist")
-        elif kind == "model" and spec.path.startswith((".", "/", "~")) and not os.path.exists(spec.path):
-            raise FileNotFoundError(f"system {spec.name!r}: model directory {spec.path!r} does not exist")
+            raise FileNotFoundError(
+                f"system {spec.name!r}: answers file {spec.path!r} does not exist"
+            )
+        elif kind == "model" and is_hub_id(spec.path):
+            ensure_hub_reachable(spec.path)  # seconds now, not after the other systems ran
+        elif (
+            kind == "model"
+            and not spec.path.startswith(RANDOM_PREFIX)
+            and not os.path.exists(spec.path)
+        ):
+            raise FileNotFoundError(
+                f"system {spec.name!r}: model directory {spec.path!r} does not exist"
+            )
     judge_status(config)
     return kinds
 
@@ -1232,7 +1287,9 @@ def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[
             "n": len(examples),
             "sha256": _digest([[ex.prompt, ex.reference] for ex in examples]),
         },
-        "val_set": {"source": config.val_set.source, "n": len(val_examples)} if val_examples else None,
+        "val_set": {"source": config.val_set.source, "n": len(val_examples)}
+        if val_examples
+        else None,
         "metric_tokenizer": tokenizer,
         "systems": [
             {
@@ -1245,7 +1302,9 @@ def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[
             }
             for o in outputs
         ],
-        "metrics": {o.name: score_texts(o.answers, references, scoring, tokenizer) for o in outputs},
+        "metrics": {
+            o.name: score_texts(o.answers, references, scoring, tokenizer) for o in outputs
+        },
         "perplexity": {o.name: o.perplexity for o in outputs if o.perplexity},
         "think": {o.name: _think_summary(o, examples, scoring, tokenizer) for o in outputs},
         "paired": _paired_tests(outputs, references, scoring, tokenizer)
@@ -1287,7 +1346,10 @@ def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[
         for i in _example_indices(len(examples), scoring.examples)
     ]
     _plot_metrics(report, out_dir / "metrics.png")
-    report["plots"] = ["metrics.png", *(t["plot"] for t in report["training"].values() if "plot" in t)]
+    report["plots"] = [
+        "metrics.png",
+        *(t["plot"] for t in report["training"].values() if "plot" in t),
+    ]
     report["seconds"] = round(time.perf_counter() - started, 2)
     (out_dir / "report.json").write_text(
         json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8"

@@ -280,7 +280,12 @@ class GenerationModule(LightningModule):
         self, model: Any, tokenizer: Any, settings: GenerationSettings, *, progress: bool = True
     ):
         super().__init__()
-        self.model, self.tokenizer, self.settings, self.progress = model, tokenizer, settings, progress
+        self.model, self.tokenizer, self.settings, self.progress = (
+            model,
+            tokenizer,
+            settings,
+            progress,
+        )
         self._bar: Any = None
         self._tokens = 0
         self._start = 0.0

@@ -125,13 +125,18 @@ def bundled_tokenizer_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
 
 
-def _is_hub_id(name_or_path: str) -> bool:
+def is_hub_id(name_or_path: str) -> bool:
+    """Neither a `random:` preset, the bundled tokenizer, nor a path on disk."""
     return not (
         name_or_path.startswith(RANDOM_PREFIX)
         or name_or_path == BUNDLED_TOKENIZER
         or os.path.exists(name_or_path)
         or name_or_path.startswith((".", "/", "~"))
     )
+
+
+class HubUnreachable(OSError):
+    """A hub model or dataset is neither cached nor reachable."""
 
 
 def ensure_hub_reachable(repo_id: str, *, repo_type: str = "model", probe: str = "config.json") -> None:
@@ -150,12 +155,14 @@ def ensure_hub_reachable(repo_id: str, *, repo_type: str = "model", probe: str =
         "the local directory, or use the offline demo: python train.py --config configs/demo.yaml"
     )
     if constants.HF_HUB_OFFLINE:
-        raise OSError(f"{repo_type} {repo_id!r} is not in the local cache and HF_HUB_OFFLINE=1. {how}")
+        raise HubUnreachable(
+            f"{repo_type} {repo_id!r} is not in the local cache and HF_HUB_OFFLINE=1. {how}"
+        )
     host = urlparse(constants.ENDPOINT)
     try:
         socket.create_connection((host.hostname, host.port or 443), timeout=3).close()
     except OSError as err:
-        raise OSError(
+        raise HubUnreachable(
             f"{repo_type} {repo_id!r} is not in the local cache and the hub ({host.hostname}) "
             f"cannot be reached: {err}. {how}"
         ) from None
@@ -167,7 +174,7 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any
 
     if name_or_path == BUNDLED_TOKENIZER or name_or_path.startswith(RANDOM_PREFIX):
         name_or_path = str(bundled_tokenizer_dir())
-    elif _is_hub_id(name_or_path):
+    elif is_hub_id(name_or_path):
         ensure_hub_reachable(name_or_path, probe="tokenizer_config.json")
     tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
@@ -242,7 +249,7 @@ def load_base_model(
                 tmp, quantize=quantize, dtype=dtype, attn_implementation=attn_implementation,
                 device=device,
             )  # fmt: skip
-    if _is_hub_id(name_or_path):
+    if is_hub_id(name_or_path):
         ensure_hub_reachable(name_or_path)
     kwargs: dict[str, Any] = dict(
         dtype=torch_dtype,

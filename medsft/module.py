@@ -21,7 +21,7 @@ import torch
 from lightning import LightningModule
 
 from medsft.loss import masked_nll
-from medsft.metrics.perplexity import TokenPerplexity
+from medsft.metrics.likelihood import TokenPerplexity
 from medsft.model import (
     DType,
     Finetune,
@@ -244,7 +244,11 @@ class SFTModule(LightningModule):
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
             return opt.min_lr_ratio + (1 - opt.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        # Keyed on optimizer steps taken, not scheduler calls: ending an epoch early on every rank
+        # (see on_train_batch_start) makes Lightning call the scheduler once without a step.
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda _: factor(self.trainer.global_step)
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -261,7 +261,9 @@ def test_demo_training_then_evaluation_with_judge_and_reuse(tmp_path, monkeypatc
             assert system["generation"]["generated"] == 0 and not system["model_loaded"]
             assert system["answers"] == systems[name]["answers"]
             cached = again["judge"]["results"][name]
-            assert cached["usage"]["requests"] == 0 and cached["usage"]["cached_judgements"] == 2 * n
+            assert (
+                cached["usage"]["requests"] == 0 and cached["usage"]["cached_judgements"] == 2 * n
+            )
             assert cached["counts"] == judge["results"][name]["counts"]
         assert again["metrics"] == report["metrics"]
         assert again["perplexity"] == report["perplexity"]

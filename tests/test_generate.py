@@ -110,7 +110,10 @@ def test_generate_batch_cuts_each_left_padded_row(qwen3_tokenizer):
     im_end = tok.convert_tokens_to_ids(END_OF_TURN)
     answers = ["多喝水。", "<think>\n先想一想。\n</think>\n\n少吃盐，少喝酒。"]
     short, long = [[11, 12], [13, 14, 15, 16, 17, 18]]
-    replies = {p[0]: tok(a, add_special_tokens=False)["input_ids"] for p, a in zip([short, long], answers)}
+    replies = {
+        p[0]: tok(a, add_special_tokens=False)["input_ids"]
+        for p, a in zip([short, long], answers, strict=True)
+    }
     model = EchoModel(replies, im_end, tok.pad_token_id)
     out = generate_batch(model, tok, [short, long], GenerationSettings(max_new_tokens=64))
     assert model.seen[0].tolist() == [[0, 0, 0, 0, 1, 1], [1] * 6]  # padded on the left

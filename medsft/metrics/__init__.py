@@ -18,11 +18,33 @@ from medsft.metrics.text import (
     vocab_f1,
 )
 
-# --- Lead: add `perplexity` and the judge exports below (lazily, without importing torch or
-# --- openai at package import) and extend __all__.
+# torch (perplexity) and openai (the judge, at call time) load only when first used.
+_LAZY = {
+    "perplexity": "medsft.metrics.likelihood",
+    "PerplexityResult": "medsft.metrics.likelihood",
+    "TokenPerplexity": "medsft.metrics.likelihood",
+    "judge_pairs": "medsft.metrics.judge",
+    "ajudge_pairs": "medsft.metrics.judge",
+    "JudgeResult": "medsft.metrics.judge",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medsft.metrics' has no attribute {name!r}")
+
 
 __all__ = [
     "COMPARABLE",
+    "JudgeResult",
+    "PerplexityResult",
+    "TokenPerplexity",
+    "ajudge_pairs",
+    "judge_pairs",
+    "perplexity",
     "TOKENIZERS",
     "Interval",
     "MetricResult",

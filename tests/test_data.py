@@ -1,0 +1,201 @@
+"""SFTDataModule: sources, column mapping, split, disjoint shards, collate, bad input."""
+
+import csv
+import json
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from medsft.chat import IGNORE_INDEX
+from medsft.data import InvalidExample, SFTDataModule, SFTStream, collate, in_validation
+
+SAMPLE = "data/sample"
+
+
+def dm(source, **kwargs):
+    kwargs.setdefault("val_fraction", 0.0)
+    kwargs.setdefault("shuffle_buffer", 1)
+    return SFTDataModule(source=source, tokenizer="qwen3", **kwargs)
+
+
+def indices(stream):
+    return [ex["index"] for ex in stream]
+
+
+def write_jsonl(path, rows):
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "source, kwargs, expected",
+    [
+        (f"{SAMPLE}/huatuo_sample.jsonl", {"preset": "huatuo"}, 64),
+        (f"{SAMPLE}/reasoning.jsonl", {"preset": "reasoning", "enable_thinking": True}, 12),
+        (f"{SAMPLE}/alpaca_sample.jsonl", {"preset": "alpaca"}, 8),
+        (f"{SAMPLE}/test_zh_med.json", {"preset": "course"}, 12),
+    ],
+)
+def test_presets_read_every_row(source, kwargs, expected):
+    data = dm(source, **kwargs)
+    examples = list(SFTStream(data, "train", 0, 1).examples())
+    assert len(examples) == expected
+    assert all(any(label != IGNORE_INDEX for label in ex["labels"]) for ex in examples)
+
+
+def test_multi_turn_rows_become_one_sequence_per_assistant_turn():
+    rows = [json.loads(line) for line in open(f"{SAMPLE}/multiturn.jsonl", encoding="utf-8")]
+    turns = sum(sum(m["role"] == "assistant" for m in r["messages"]) for r in rows)
+    data = dm(f"{SAMPLE}/multiturn.jsonl", preset="messages")
+    assert len(list(SFTStream(data, "train", 0, 1).examples())) == turns
+    last = dm(f"{SAMPLE}/multiturn.jsonl", preset="messages", multi_turn="last")
+    assert len(list(SFTStream(last, "train", 0, 1).examples())) == len(rows)
+
+
+def test_column_mapping_and_metadata(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"ask": f"问{i}", "reply": f"答{i}", "dept": "内科"} for i in range(5)])
+    data = dm(path, columns={"question": "ask", "answer": "reply"})
+    data.column_map.pop("id")
+    examples = list(SFTStream(data, "train", 0, 1).examples())
+    assert len(examples) == 5
+    assert examples[2]["meta"] == {"dept": "内科"}
+    assert "答2<|im_end|>" in data.tokenizer.decode([t for t in examples[2]["labels"] if t != IGNORE_INDEX])
+    with pytest.raises(ValueError, match="unknown column roles"):
+        dm(path, columns={"questoin": "ask"})
+
+
+def test_parquet_csv_and_glob_sources(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [{"question": f"问题{i}", "answer": f"回答{i}"} for i in range(6)]
+    pq.write_table(pa.Table.from_pylist(rows[:3]), tmp_path / "a.parquet")
+    with open(tmp_path / "b.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=["question", "answer"])
+        writer.writeheader()
+        writer.writerows(rows[3:])
+    assert len(list(SFTStream(dm(str(tmp_path / "a.parquet")), "train", 0, 1).examples())) == 3
+    assert len(list(SFTStream(dm(str(tmp_path / "b.csv")), "train", 0, 1).examples())) == 3
+    assert len(list(SFTStream(dm(str(tmp_path / "*")), "train", 0, 1).examples())) == 6
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    source = f"{SAMPLE}/huatuo_sample.jsonl"
+    a = dm(source, val_fraction=0.25)
+    train = indices(SFTStream(a, "train", 0, 1).examples())
+    val = indices(SFTStream(a, "val", 0, 1).examples())
+    assert not set(train) & set(val)
+    assert sorted(train + val) == list(range(64))
+    assert 4 <= len(val) <= 30
+    b = dm(source, val_fraction=0.25)
+    assert indices(SFTStream(b, "val", 0, 1).examples()) == val
+    assert in_validation("some id", 0.5) == in_validation("some id", 0.5)
+
+
+@pytest.mark.parametrize("world_size, workers", [(2, 2), (3, 1)])
+def test_ranks_and_workers_read_disjoint_shards(world_size, workers):
+    data = dm(f"{SAMPLE}/huatuo_sample.jsonl", val_fraction=0.1, shuffle_buffer=8, batch_size=3)
+    expected = sorted(indices(SFTStream(data, "train", 0, 1).examples()))
+    seen = []
+    for rank in range(world_size):
+        loader = DataLoader(
+            SFTStream(data, "train", rank, world_size), batch_size=3, num_workers=workers,
+            collate_fn=lambda b: collate(b, 0), multiprocessing_context="fork" if workers else None,
+        )  # fmt: skip
+        for batch in loader:
+            seen += batch["index"]
+    assert sorted(seen) == expected  # nothing lost, nothing repeated
+
+
+def test_shuffle_changes_order_between_epochs_but_not_content():
+    data = dm(f"{SAMPLE}/huatuo_sample.jsonl", shuffle_buffer=16)
+    stream = SFTStream(data, "train", 0, 1)
+    first, second = indices(stream), indices(stream)
+    assert sorted(first) == sorted(second) == list(range(64))
+    assert first != second != list(range(64))
+
+
+def test_collate_pads_labels_with_ignore_index():
+    batch = collate(
+        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}],
+        pad_token_id=0, pad_to_multiple_of=4,
+    )  # fmt: skip
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7, -100], [8, -100, -100, -100]]
+    assert batch["attention_mask"].sum().item() == 4
+
+
+def test_group_by_length_pads_less():
+    def padding(group):
+        data = dm(f"{SAMPLE}/huatuo_sample.jsonl", shuffle_buffer=64, group_by_length=group, batch_size=4,
+                  pad_to_multiple_of=1)  # fmt: skip
+        data.setup()
+        return sum((b["attention_mask"] == 0).sum().item() for b in data.train_dataloader())
+
+    assert padding(True) < padding(False)
+
+
+BAD_ROWS = [
+    ('{"question": "q", "answer": "a"}\n{"question": "q", "answer": \n', "bad.jsonl:2", "<json>"),
+    ('{"question": "q"}\n', "bad.jsonl:1", "answer"),
+    ('{"question": "q", "answer": "   "}\n', "bad.jsonl:1", "answer"),
+    ('{"question": 42, "answer": "a"}\n', "bad.jsonl:1", "question"),
+]
+
+
+@pytest.mark.parametrize("text, where, field", BAD_ROWS)
+def test_bad_rows_name_file_line_and_field(tmp_path, text, where, field):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidExample) as err:
+        list(SFTStream(dm(str(path)), "train", 0, 1).examples())
+    assert err.value.where.endswith(where) and err.value.field == field
+    assert where in str(err.value) and repr(field) in str(err.value)
+
+
+def test_skip_invalid_counts_what_it_skips(tmp_path, caplog):
+    good = [json.dumps({"question": f"q{i}", "answer": f"a{i}"}) for i in range(4)]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join([good[0], "{oops", good[1], '{"question": "q"}', good[2], good[3]]) + "\n")
+    data = dm(str(path), skip_invalid=True)
+    stream = SFTStream(data, "train", 0, 1)
+    with caplog.at_level("INFO", logger="medsft.data"):
+        assert len(list(stream)) == 4
+    assert sum(stream.stats.invalid.values()) == 2
+    assert "2 invalid skipped" in caplog.text
+
+
+def test_examples_with_nothing_left_after_truncation_are_dropped_and_counted(tmp_path):
+    rows = [{"question": "短问题", "answer": "短回答"}, {"question": "很长的问题" * 40, "answer": "回答"}]
+    data = dm(write_jsonl(tmp_path / "d.jsonl", rows), max_length=24)
+    stream = SFTStream(data, "train", 0, 1)
+    examples = list(stream)
+    assert len(examples) == 1 and stream.stats.truncated_away == 1
+    assert all(len(ex["input_ids"]) <= 24 for ex in examples)
+
+
+def test_shared_data_renders(shared_data):
+    cases = [
+        ("huatuo26m_lite/huatuo26m_lite_qa500.enddonkey.jsonl", {"preset": "huatuo"}, 500),
+        ("delicate_medical_r1/delicate_medical_r1_val241.justlearninggg.jsonl",
+         {"preset": "reasoning", "enable_thinking": True}, 241),
+        ("english_tasks/medquad_official_sample1000.jsonl", {"preset": "medquad", "max_length": 512}, 1000),
+        ("course_a3_testsets/zh_med.json", {"preset": "course"}, 20),
+    ]  # fmt: skip
+    for path, kwargs, rows in cases:
+        stream = SFTStream(dm(str(shared_data / path), **kwargs), "train", 0, 1)
+        examples = list(stream)
+        assert stream.stats.rows == rows
+        assert len(examples) + stream.stats.truncated_away == rows, path
+        assert all(sum(label != IGNORE_INDEX for label in ex["labels"]) > 0 for ex in examples)
+
+
+def test_reasoning_rows_supervise_the_think_text(shared_data):
+    path = shared_data / "delicate_medical_r1/delicate_medical_r1_val241.justlearninggg.jsonl"
+    row = json.loads(open(path, encoding="utf-8").readline())
+    data = dm(str(path), preset="reasoning", enable_thinking=True, max_length=4096)
+    ex = next(iter(SFTStream(data, "train", 0, 1).examples()))
+    supervised = data.tokenizer.decode([t for t in ex["labels"] if t != IGNORE_INDEX])
+    assert supervised == f"<think>\n{row['think'].strip()}\n</think>\n\n{row['answer'].lstrip()}<|im_end|>"
+    assert torch.tensor(ex["labels"]).ne(IGNORE_INDEX).sum() < len(ex["labels"])

@@ -1,0 +1,191 @@
+"""train.py end to end on tiny random Qwen3 models: modes, checkpoints, export, DDP, configs."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from train import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_CONFIGS = sorted(p for p in glob.glob(str(ROOT / "configs/*.yaml")) if "eval" not in Path(p).name)
+
+
+def scalars(run_dir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return [e.value for e in acc.Scalars(tag)]
+
+
+def four_rows(tmp_path):
+    path = tmp_path / "four.jsonl"
+    with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
+        path.write_text("".join(f.readline() for _ in range(4)), encoding="utf-8")
+    return str(path)
+
+
+def train(tmp_path, *args, name="run"):
+    """Train on one repeated batch of 4 rows, so the loss must fall step after step."""
+    return main([
+        "--config", str(ROOT / "configs/demo.yaml"),
+        "--data.source", four_rows(tmp_path), "--data.val_fraction", "0", "--data.batch_size", "4",
+        "--data.shuffle_buffer", "1", "--trainer.max_steps", "6", "--trainer.log_every_n_steps", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "null",
+        "--trainer.check_val_every_n_epoch", "1",
+        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
+        *args,
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("config", TRAIN_CONFIGS, ids=lambda p: Path(p).name)
+def test_every_training_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--config", config, "--print_config"])
+    assert done.value.code == 0
+    printed = capsys.readouterr().out
+    assert "name_or_path:" in printed and "source:" in printed
+
+
+def test_full_finetuning_of_a_4bit_model_is_rejected_with_a_fix():
+    with pytest.raises(ValueError, match="quantize: nf4 \\(QLoRA\\)"):
+        main(["--config", str(ROOT / "configs/demo.yaml"), "--model.quantize", "nf4"])
+
+
+def test_hub_only_config_fails_offline_with_a_message(monkeypatch):
+    from medsft.model import HubUnreachable
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(HubUnreachable, match="not in the local cache"):
+        main(["--config", str(ROOT / "configs/qlora.yaml")])
+
+
+MODES = {
+    "lora": ["--model.finetune", "lora", "--model.optimizer.lr", "0.02"],
+    "qlora": ["--model.finetune", "lora", "--model.quantize", "nf4", "--model.optimizer.lr", "0.02"],
+    "full": ["--model.finetune", "full"],
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_each_mode_trains_with_falling_loss(tmp_path, mode):
+    cli = train(tmp_path, *MODES[mode])
+    losses = scalars(cli.trainer.log_dir, "train/loss")
+    assert len(losses) == 6
+    assert losses[-1] < losses[0] - (2.0 if mode == "full" else 0.05), losses
+    saved = Path(cli.trainer.log_dir) / ("model" if mode == "full" else "adapter")
+    assert (saved / "tokenizer_config.json").exists()
+    if mode != "full":
+        assert (saved / "adapter_model.safetensors").exists()
+        config = json.loads((saved / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == "random:tiny"
+        assert len(config["target_modules"]) == 7
+    cfg = (Path(cli.trainer.log_dir) / "config.yaml").read_text()
+    assert f"finetune: {'full' if mode == 'full' else 'lora'}" in cfg
+
+
+def test_lora_checkpoint_holds_the_adapter_only_and_resumes(tmp_path):
+    cli = train(tmp_path, *MODES["lora"], name="resume")
+    ckpt = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    trainable = {n for n, p in cli.model.named_parameters() if p.requires_grad}
+    assert set(state) == trainable and all("lora_" in k for k in state)
+    assert ckpt.stat().st_size < 2_000_000  # the 40 MB base is not in it
+    resumed = train(tmp_path, *MODES["lora"], "--trainer.max_steps", "9", "--ckpt_path", "last", name="resume")
+    assert resumed.trainer.global_step == 9
+    for name, p in resumed.model.named_parameters():
+        if name in state:
+            assert not torch.equal(p.detach(), state[name]), "training went on from the checkpoint"
+
+
+@pytest.mark.parametrize("mode", ["lora", "qlora"])
+def test_adapter_round_trip_and_merged_export(tmp_path, mode):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from medsft.export import export
+    from medsft.model import load_base_model, load_trained
+
+    cli = train(tmp_path, *MODES[mode], "--trainer.max_steps", "3")
+    adapter = Path(cli.trainer.log_dir) / "adapter"
+    ids = torch.tensor([[151644, 872, 198, 100, 200, 300, 151645]])
+    reloaded = PeftModel.from_pretrained(load_base_model("random:tiny"), str(adapter)).eval()
+    model, _ = load_trained(cli.trainer.log_dir)
+    with torch.no_grad():
+        expected = reloaded(input_ids=ids).logits
+        torch.testing.assert_close(model(input_ids=ids).logits, expected)
+        if mode == "lora":  # the in-memory trained model equals its saved adapter
+            torch.testing.assert_close(cli.model.model.eval()(input_ids=ids).logits, expected)
+        # Training changed the model: the adapter is not a no-op.
+        assert not torch.allclose(load_base_model("random:tiny")(input_ids=ids).logits, expected)
+    merged_dir = tmp_path / "merged"
+    diff = export(adapter, merged_dir)
+    assert diff < 1e-3
+    weights = load_file(merged_dir / "model.safetensors")
+    assert not any("lora" in k for k in weights)
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_export_fails_beyond_tolerance(tmp_path):
+    from medsft.export import export
+
+    cli = train(tmp_path, *MODES["lora"], "--trainer.max_steps", "2")
+    with pytest.raises(RuntimeError, match="differs from the adapter model"):
+        export(Path(cli.trainer.log_dir), tmp_path / "merged", tolerance=-1.0)
+
+
+def _run_train(tmp_path, name, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
+         "--trainer.enable_progress_bar", "false",
+         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
+         *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path / name / "version_0"
+
+
+@pytest.mark.slow
+def test_demo_config_end_to_end(tmp_path):
+    run = _run_train(tmp_path, "demo")
+    losses = scalars(run, "train/loss")
+    assert losses[-1] < losses[0] - 2.0, losses
+    val = scalars(run, "val/loss")
+    assert len(val) >= 3 and val[-1] < val[0]
+    assert (run / "config.yaml").exists() and (run / "model" / "model.safetensors").exists()
+    for tag in ("train/lr", "train/grad_norm", "train/tokens_per_s", "train/supervised_tokens_per_s", "val/ppl"):
+        assert scalars(run, tag), tag
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tmp_path):
+    """Same global batch, uneven shards (13 rows): identical token-weighted losses and weights."""
+    data = tmp_path / "d13.jsonl"
+    with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
+        data.write_text("".join(f.readline() for _ in range(13)), encoding="utf-8")
+    common = ["--data.source", str(data), "--data.val_fraction", "0", "--data.shuffle_buffer", "1",
+              "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "1",
+              "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "1"]  # fmt: skip
+    one = _run_train(tmp_path, "one", *common, "--data.batch_size", "4")
+    two = _run_train(
+        tmp_path, "two", *common, "--data.batch_size", "2", "--trainer.devices", "2",
+        "--trainer.strategy", "ddp",
+    )  # fmt: skip
+    for tag in ("train/loss", "train/supervised_tokens", "train/lr"):
+        a, b = scalars(one, tag), scalars(two, tag)
+        assert len(a) == len(b) == 8
+        assert a == pytest.approx(b, rel=1e-4), tag
+    w1, w2 = load_file(one / "model/model.safetensors"), load_file(two / "model/model.safetensors")
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=1e-4)
