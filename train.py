@@ -21,10 +21,10 @@ import sys
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from jsonargparse import lazy_instance  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-from jsonargparse import lazy_instance  # noqa: E402
 
 from medsft.data import SFTDataModule  # noqa: E402
 from medsft.module import SFTModule  # noqa: E402

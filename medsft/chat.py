@@ -71,9 +71,15 @@ def qa_messages(
         think: reasoning text, rendered inside `<think>...</think>` before the answer.
         system: optional system prompt.
     """
-    content = answer if think is None else f"<think>\n{think.strip()}\n</think>\n\n{answer.lstrip()}"
+    content = (
+        answer if think is None else f"<think>\n{think.strip()}\n</think>\n\n{answer.lstrip()}"
+    )
     messages = [] if system is None else [{"role": "system", "content": system}]
-    return [*messages, {"role": "user", "content": question}, {"role": "assistant", "content": content}]
+    return [
+        *messages,
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": content},
+    ]
 
 
 def _template(tokenizer: Any, messages: Sequence[Message], **kwargs: Any) -> str:
@@ -133,7 +139,9 @@ def _validate(messages: Sequence[Message]) -> list[int]:
         if m["role"] not in ("system", "user", "assistant", "tool"):
             raise ValueError(f"message {i} has unknown role {m['role']!r}")
         if not isinstance(m["content"], str):
-            raise TypeError(f"message {i} content must be a string, got {type(m['content']).__name__}")
+            raise TypeError(
+                f"message {i} content must be a string, got {type(m['content']).__name__}"
+            )
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     if not turns:
         raise ValueError(f"no assistant message to supervise:\n{_describe(messages)}")
@@ -174,7 +182,9 @@ def render(
 
     spans: list[tuple[int, int]] = []
     for turn in turns:
-        prompt, completion = completion_text(messages, turn, tokenizer, enable_thinking=enable_thinking)
+        prompt, completion = completion_text(
+            messages, turn, tokenizer, enable_thinking=enable_thinking
+        )
         if not full.startswith(prompt + completion, 0):
             raise HistoryMismatch(
                 f"assistant turn {turn} is rendered differently inside the conversation than when "

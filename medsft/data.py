@@ -87,6 +87,22 @@ class StreamStats:
         )
 
 
+def column_map(preset: str, columns: dict[str, str] | None = None) -> dict[str, str]:
+    """Role -> column name: a preset with `columns` entries on top (training and evaluation)."""
+    if preset not in COLUMN_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(COLUMN_PRESETS)}")
+    columns = columns or {}
+    unknown = set(columns) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown column roles {sorted(unknown)}; roles are {', '.join(ROLES)}")
+    mapping = {**COLUMN_PRESETS[preset], **columns}
+    if "messages" in columns:  # a messages column replaces the preset's question/answer
+        for role in ("question", "answer"):
+            if role not in columns:
+                mapping.pop(role, None)
+    return mapping
+
+
 def is_local(source: str) -> bool:
     """A path or glob on disk rather than a hub dataset id."""
     return source.endswith(LOCAL_SUFFIXES) or os.path.exists(source) or glob.has_magic(source)
@@ -116,7 +132,9 @@ def _json_rows(path: str) -> Iterator[tuple[str, Any]]:
             try:
                 items = json.load(f)
             except json.JSONDecodeError as err:
-                raise InvalidExample(f"{path}:{err.lineno}", "<json>", f"malformed JSON: {err.msg}") from None
+                raise InvalidExample(
+                    f"{path}:{err.lineno}", "<json>", f"malformed JSON: {err.msg}"
+                ) from None
             for i, item in enumerate(items):
                 yield f"{path}: item {i}", item
             return
@@ -126,8 +144,13 @@ def _json_rows(path: str) -> Iterator[tuple[str, Any]]:
             try:
                 yield f"{path}:{lineno}", json.loads(line)
             except json.JSONDecodeError as err:
-                yield f"{path}:{lineno}", InvalidExample(
-                    f"{path}:{lineno}", "<json>", f"malformed JSON line: {err.msg} at column {err.colno}"
+                yield (
+                    f"{path}:{lineno}",
+                    InvalidExample(
+                        f"{path}:{lineno}",
+                        "<json>",
+                        f"malformed JSON line: {err.msg} at column {err.colno}",
+                    ),
                 )
 
 
@@ -177,14 +200,20 @@ def _get(row: Row, column: str, role: str, *, required: bool) -> Any:
     elif isinstance(data, dict):
         value = data.get(column)
     else:
-        raise InvalidExample(row.where, column, f"expected an object or a list, got {type(data).__name__}")
+        raise InvalidExample(
+            row.where, column, f"expected an object or a list, got {type(data).__name__}"
+        )
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
             state = "missing" if value is None else "empty"
-            raise InvalidExample(row.where, column, f"{state} (role {role!r}); map it with columns.{role}")
+            raise InvalidExample(
+                row.where, column, f"{state} (role {role!r}); map it with columns.{role}"
+            )
         return None
     if role != "messages" and role != "id" and not isinstance(value, str):
-        raise InvalidExample(row.where, column, f"expected a string, got {type(value).__name__}: {value!r:.60}")
+        raise InvalidExample(
+            row.where, column, f"expected a string, got {type(value).__name__}: {value!r:.60}"
+        )
     return value
 
 
@@ -203,7 +232,9 @@ def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) ->
             if not isinstance(m.get("content"), str) or not m["content"].strip():
                 raise InvalidExample(row.where, f"{name}.content", "missing, empty or not a string")
         if not any(m["role"] == "assistant" for m in messages):
-            raise InvalidExample(row.where, columns["messages"], "no assistant message to supervise")
+            raise InvalidExample(
+                row.where, columns["messages"], "no assistant message to supervise"
+            )
         messages = [{"role": m["role"], "content": m["content"]} for m in messages]
         if system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system_prompt})
@@ -217,7 +248,9 @@ def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) ->
             question = f"{question}\n\n{extra}"
         answer = _get(row, columns["answer"], "answer", required=True)
         think = _get(row, columns["think"], "think", required=True) if "think" in columns else None
-        system = _get(row, columns["system"], "system", required=False) if "system" in columns else None
+        system = (
+            _get(row, columns["system"], "system", required=False) if "system" in columns else None
+        )
         messages = qa_messages(question, answer, think=think, system=system or system_prompt)
         text = question + "\x00" + answer
     key = _get(row, columns["id"], "id", required=False) if "id" in columns else None
@@ -233,7 +266,9 @@ def in_validation(key: str, fraction: float) -> bool:
 class SFTStream(IterableDataset):
     """Rendered examples of one split and one (rank, worker) shard, streamed."""
 
-    def __init__(self, dm: SFTDataModule, split: Literal["train", "val"], rank: int, world_size: int):
+    def __init__(
+        self, dm: SFTDataModule, split: Literal["train", "val"], rank: int, world_size: int
+    ):
         self.dm, self.split, self.rank, self.world_size = dm, split, rank, world_size
         self.stats = StreamStats()
         self._passes = 0
@@ -272,7 +307,11 @@ class SFTStream(IterableDataset):
             except EmptySupervision:
                 stats.truncated_away += 1
                 continue
-            meta = {k: v for k, v in row.data.items() if k not in dm.column_map.values()} if isinstance(row.data, dict) else {}
+            meta = (
+                {k: v for k, v in row.data.items() if k not in dm.column_map.values()}
+                if isinstance(row.data, dict)
+                else {}
+            )
             for seq in sequences:
                 stats.examples += 1
                 yield {**seq, "index": row.index, "meta": meta}
@@ -293,8 +332,15 @@ class SFTStream(IterableDataset):
         level = logging.WARNING if self.stats.invalid or self.stats.truncated_away else logging.INFO
         log.log(level, "data %s (rank %d, shard %d/%d): %s", self.split, self.rank, shard,
                 num_shards, self.stats.summary())  # fmt: skip
-        if self.stats.examples == 0 and self.stats.rows > 0 and self.split == "train" and num_shards == 1:
-            raise RuntimeError(f"no usable training example in {self.dm.source}: {self.stats.summary()}")
+        if (
+            self.stats.examples == 0
+            and self.stats.rows > 0
+            and self.split == "train"
+            and num_shards == 1
+        ):
+            raise RuntimeError(
+                f"no usable training example in {self.dm.source}: {self.stats.summary()}"
+            )
 
 
 def _shuffled(stream: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
@@ -313,7 +359,9 @@ def _shuffled(stream: Iterator[dict], size: int, rng: random.Random) -> Iterator
     yield from buffer
 
 
-def _grouped(stream: Iterator[dict], batch_size: int, rng: random.Random, windows: int = 16) -> Iterator[dict]:
+def _grouped(
+    stream: Iterator[dict], batch_size: int, rng: random.Random, windows: int = 16
+) -> Iterator[dict]:
     """Sort windows of `windows` batches by length so each batch pads little; shuffle batch order."""
     window: list[dict] = []
 
@@ -332,7 +380,9 @@ def _grouped(stream: Iterator[dict], batch_size: int, rng: random.Random, window
     yield from flush()
 
 
-def collate(examples: list[dict[str, Any]], pad_token_id: int, *, pad_to_multiple_of: int = 1) -> dict[str, Any]:
+def collate(
+    examples: list[dict[str, Any]], pad_token_id: int, *, pad_to_multiple_of: int = 1
+) -> dict[str, Any]:
     """Right-pad to the longest example; labels are padded with -100, so padding is never trained."""
     if not examples:
         raise ValueError("empty batch")
@@ -370,7 +420,10 @@ class _UntilAllRanksDone:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         yield from self.loader
         while True:
-            batch = collate([{"input_ids": [self.pad_token_id] * 2, "labels": [IGNORE_INDEX] * 2}], self.pad_token_id)
+            batch = collate(
+                [{"input_ids": [self.pad_token_id] * 2, "labels": [IGNORE_INDEX] * 2}],
+                self.pad_token_id,
+            )
             batch["padding"] = True
             yield batch
 
@@ -382,7 +435,9 @@ class SFTDataModule(LightningDataModule):
         self,
         source: str = "FreedomIntelligence/Huatuo26M-Lite",
         tokenizer: str = "qwen3",
-        preset: Literal["huatuo", "course", "alpaca", "messages", "reasoning", "medquad"] = "huatuo",
+        preset: Literal[
+            "huatuo", "course", "alpaca", "messages", "reasoning", "medquad"
+        ] = "huatuo",
         columns: dict[str, str] | None = None,
         split: str = "train",
         subset: str | None = None,
@@ -428,24 +483,27 @@ class SFTDataModule(LightningDataModule):
         super().__init__()
         # The tokenizer is the model's (linked in train.py), already in the module's hparams.
         self.save_hyperparameters(ignore=["tokenizer"])
-        if preset not in COLUMN_PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(COLUMN_PRESETS)}")
-        unknown = set(columns or {}) - set(ROLES)
-        if unknown:
-            raise ValueError(f"unknown column roles {sorted(unknown)}; roles are {', '.join(ROLES)}")
-        self.column_map = {**COLUMN_PRESETS[preset], **(columns or {})}
-        if "messages" in (columns or {}):
-            for role in ("question", "answer"):
-                if role not in (columns or {}):
-                    self.column_map.pop(role, None)
+        self.column_map = column_map(preset, columns)
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if max_length < 8 or batch_size < 1 or num_workers < 0:
             raise ValueError("max_length must be >= 8, batch_size >= 1 and num_workers >= 0")
         self.source, self.tokenizer_name, self.split, self.subset = source, tokenizer, split, subset
-        self.val_source, self.val_fraction, self.system_prompt = val_source, val_fraction, system_prompt
-        self.max_length, self.enable_thinking, self.multi_turn = max_length, enable_thinking, multi_turn
-        self.batch_size, self.num_workers, self.shuffle_buffer = batch_size, num_workers, shuffle_buffer
+        self.val_source, self.val_fraction, self.system_prompt = (
+            val_source,
+            val_fraction,
+            system_prompt,
+        )
+        self.max_length, self.enable_thinking, self.multi_turn = (
+            max_length,
+            enable_thinking,
+            multi_turn,
+        )
+        self.batch_size, self.num_workers, self.shuffle_buffer = (
+            batch_size,
+            num_workers,
+            shuffle_buffer,
+        )
         self.group_by_length, self.pad_to_multiple_of = group_by_length, pad_to_multiple_of
         self.skip_invalid, self.seed = skip_invalid, seed
         self._tokenizer = None

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from medsft.chat import IGNORE_INDEX, Message, render
-from medsft.data import InvalidExample, is_local, read_rows, to_messages
+from medsft.chat import Message
+from medsft.data import InvalidExample, column_map, is_local, read_rows, to_messages
 from medsft.generate import GenerationSettings, encode_prompt, split_think
 from medsft.model import RANDOM_PREFIX, DType, ensure_hub_reachable, is_hub_id, resolve_trained
 
@@ -226,15 +226,6 @@ class Example:
         return [*self.prompt, {"role": "assistant", "content": content}]
 
 
-def column_map(spec: DataSpec) -> dict[str, str]:
-    """The role -> column mapping of a data spec (preset plus overrides), exactly as training's."""
-    from medsft.data import SFTDataModule
-
-    # Built by the training data module itself (it validates presets and roles, and drops the
-    # preset's question/answer when `messages` is mapped); nothing is read or tokenized here.
-    return SFTDataModule(source=spec.source, preset=spec.preset, columns=spec.columns).column_map
-
-
 def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
     """Read a test set: question = the last user message, reference = the last assistant one.
 
@@ -248,7 +239,7 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
         and not os.path.exists(spec.source)
     ):
         raise FileNotFoundError(f"{what}.source {spec.source!r} does not exist")
-    columns = column_map(spec)
+    columns = column_map(spec.preset, spec.columns)
     examples = []
     for row in read_rows(spec.source, split=spec.split, subset=spec.subset):
         if spec.limit is not None and len(examples) == spec.limit:
@@ -447,32 +438,15 @@ def _scoring_device(runtime: RuntimeSettings) -> str:
     return "cpu"
 
 
-def _reference_token_counts(
-    tokenizer: Any, conversations: list[list[Message]], enable_thinking: bool, max_length: int
-) -> list[int]:
-    counts = []
-    for messages in conversations:
-        try:
-            rendered = render(
-                messages, tokenizer, max_length=max_length, enable_thinking=enable_thinking,
-                assistant_turns="last",
-            )  # fmt: skip
-            counts.append(sum(label != IGNORE_INDEX for label in rendered["labels"]))
-        except ValueError:
-            counts.append(0)
-    return counts
-
-
-def _perplexity_summary(result: Any, counts: list[int], scoring: ScoringSettings) -> dict[str, Any]:
+def _perplexity_summary(result: Any, scoring: ScoringSettings) -> dict[str, Any]:
     """Token-weighted perplexity with a bootstrap interval over examples."""
     import numpy as np
 
     from medsft.metrics.stats import bootstrap_interval
 
-    ppl = np.asarray(result.per_sample, dtype=float)
-    n = np.asarray(counts, dtype=float)
-    keep = ~np.isnan(ppl) & (n > 0)
-    nll, n = np.log(ppl[keep]) * n[keep], n[keep]
+    n = np.asarray(result.per_sample_tokens, dtype=float)
+    keep = n > 0
+    nll, n = np.asarray(result.per_sample_nll, dtype=float)[keep], n[keep]
     out: dict[str, Any] = {
         "score": result.score,
         "loss": result.loss,
@@ -626,13 +600,7 @@ def _model_system(
                     max_length=scoring.ppl_max_length, enable_thinking=settings.enable_thinking,
                     progress=config.runtime.progress,
                 )  # fmt: skip
-                counts = _reference_token_counts(
-                    tokenizer, conversations, settings.enable_thinking, scoring.ppl_max_length
-                )
-                ppl_cache[name] = {
-                    "key": ppl_keys[name],
-                    **_perplexity_summary(result, counts, scoring),
-                }
+                ppl_cache[name] = {"key": ppl_keys[name], **_perplexity_summary(result, scoring)}
             perplexity[name] = {k: v for k, v in ppl_cache[name].items() if k != "key"}
         if ppl_todo:
             ppl_path.parent.mkdir(parents=True, exist_ok=True)
@@ -749,9 +717,9 @@ def score_texts(
 def _metric_tokenizer(scoring: ScoringSettings, references: Sequence[str]) -> str:
     # Decided once from the references: `auto` per call would let a system's gibberish (or an
     # English answer) switch the tokenizer and make its scores incomparable with the others'.
-    from medsft.metrics.text import _resolve
+    from medsft.metrics.text import resolve_tokenizer
 
-    return _resolve(scoring.tokenizer, references)
+    return resolve_tokenizer(scoring.tokenizer, references)
 
 
 def _paired_tests(

@@ -53,7 +53,9 @@ def save_trained(module: Any, tokenizer: Any, trainer: Any) -> Path:
 
 @torch.no_grad()
 def _logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    return model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+    ).logits.float()
 
 
 def export(
@@ -77,8 +79,8 @@ def export(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from medsft.data import collate
     from medsft.chat import render
+    from medsft.data import collate
 
     adapter = resolve_trained(adapter)
     config_file = adapter / "adapter_config.json"

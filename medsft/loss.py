@@ -52,7 +52,9 @@ def masked_nll(
         if hidden_states is not None:
             raise ValueError("give either logits or hidden_states + head, not both")
         if logits.shape[:2] != labels.shape:
-            raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
+            raise ValueError(
+                f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}"
+            )
         selected = logits[:, :-1][mask].float()
         return F.cross_entropy(selected, targets[mask], reduction="sum"), count
     if hidden_states is None or head is None:

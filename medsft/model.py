@@ -100,7 +100,9 @@ def validate_model_args(
         )
     if finetune == "lora":
         if lora.r < 1 or lora.alpha <= 0:
-            raise ValueError(f"lora.r must be >= 1 and lora.alpha > 0, got r={lora.r}, alpha={lora.alpha}")
+            raise ValueError(
+                f"lora.r must be >= 1 and lora.alpha > 0, got r={lora.r}, alpha={lora.alpha}"
+            )
         if not 0 <= lora.dropout < 1:
             raise ValueError(f"lora.dropout must be in [0, 1), got {lora.dropout}")
         if not lora.target_modules:
@@ -139,7 +141,9 @@ class HubUnreachable(OSError):
     """A hub model or dataset is neither cached nor reachable."""
 
 
-def ensure_hub_reachable(repo_id: str, *, repo_type: str = "model", probe: str = "config.json") -> None:
+def ensure_hub_reachable(
+    repo_id: str, *, repo_type: str = "model", probe: str = "config.json"
+) -> None:
     """Fail within seconds, saying why, when a hub repo is neither cached nor reachable.
 
     Without this, an offline machine spends ~25 s in retries before an opaque connection error.
@@ -296,7 +300,9 @@ def build_model(
         name_or_path, quantize=quantize, dtype=dtype, attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code, device=device,
     )  # fmt: skip
-    model.config.use_cache = False  # the KV cache is useless in training and clashes with checkpointing
+    model.config.use_cache = (
+        False  # the KV cache is useless in training and clashes with checkpointing
+    )
     if quantize is not None:
         from peft import prepare_model_for_kbit_training
 

@@ -87,7 +87,9 @@ class SFTModule(LightningModule):
         validate_model_args(name_or_path, finetune, quantize, lora)
         if optimizer.name != "adamw" and not torch.cuda.is_available():
             # bitsandbytes' 8-bit/paged optimizers need a GPU; fail now, not at the first step.
-            raise ValueError(f"optimizer.name={optimizer.name!r} needs a CUDA GPU; use adamw on CPU")
+            raise ValueError(
+                f"optimizer.name={optimizer.name!r} needs a CUDA GPU; use adamw on CPU"
+            )
         if optimizer.warmup_steps < 0 or not 0 <= optimizer.min_lr_ratio <= 1:
             raise ValueError("optimizer.warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
         self.save_hyperparameters()
@@ -190,7 +192,9 @@ class SFTModule(LightningModule):
         if torch.cuda.is_available():
             metrics["train/peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
         self.log_dict(metrics, on_step=True, prog_bar=False, rank_zero_only=True)
-        self.log("loss", nll_sum / n_sup, prog_bar=True, on_step=True, logger=False, rank_zero_only=True)
+        self.log(
+            "loss", nll_sum / n_sup, prog_bar=True, on_step=True, logger=False, rank_zero_only=True
+        )
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         nll, n = self.step(batch)
@@ -242,14 +246,19 @@ class SFTModule(LightningModule):
             if opt.schedule == "constant":
                 return 1.0
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return opt.min_lr_ratio + (1 - opt.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+            return opt.min_lr_ratio + (1 - opt.min_lr_ratio) * 0.5 * (
+                1 + math.cos(math.pi * progress)
+            )
 
         # Keyed on optimizer steps taken, not scheduler calls: ending an epoch early on every rank
         # (see on_train_batch_start) makes Lightning call the scheduler once without a step.
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda _: factor(self.trainer.global_step)
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.finetune == "lora":

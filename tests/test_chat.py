@@ -70,7 +70,9 @@ def test_end_of_turn_is_supervised_although_pad_differs(qwen3_tokenizer):
     tok = qwen3_tokenizer
     assert tok.pad_token_id != tok.convert_tokens_to_ids("<|im_end|>")
     ex = render(qa_messages("q", "a"), tok)
-    supervised = [t for t, label in zip(ex["input_ids"], ex["labels"]) if label != IGNORE_INDEX]
+    supervised = [
+        t for t, label in zip(ex["input_ids"], ex["labels"], strict=True) if label != IGNORE_INDEX
+    ]
     assert supervised[-1] == tok.convert_tokens_to_ids("<|im_end|>")
 
 
@@ -78,7 +80,9 @@ def test_thinking_mode_supervises_the_think_block(qwen3_tokenizer):
     tok = qwen3_tokenizer
     messages = qa_messages("头晕是什么原因？", "可能是低血糖。", think="用户头晕，先考虑常见原因。")
     ex = render(messages, tok, enable_thinking=True)
-    assert spans(ex, tok) == ["<think>\n用户头晕，先考虑常见原因。\n</think>\n\n可能是低血糖。<|im_end|>"]
+    assert spans(ex, tok) == [
+        "<think>\n用户头晕，先考虑常见原因。\n</think>\n\n可能是低血糖。<|im_end|>"
+    ]
     prompt = prompt_ids(tok, messages[:-1], enable_thinking=True)
     assert ex["input_ids"][: len(prompt)] == prompt
 
@@ -123,8 +127,11 @@ def test_qwen3_multi_turn_splits_into_exact_sequences(qwen3_tokenizer):
     with pytest.raises(HistoryMismatch):
         render_conversation(messages, tok, multi_turn="joint")
     sequences = render_conversation(messages, tok, multi_turn="auto")
-    assert [spans(s, tok) for s in sequences] == [["咳了多久？<|im_end|>"], ["多喝水，观察。<|im_end|>"]]
-    for seq, turn in zip(sequences, (1, 3)):
+    assert [spans(s, tok) for s in sequences] == [
+        ["咳了多久？<|im_end|>"],
+        ["多喝水，观察。<|im_end|>"],
+    ]
+    for seq, turn in zip(sequences, (1, 3), strict=True):
         prompt = prompt_ids(tok, messages[:turn], enable_thinking=False)
         assert seq["input_ids"][: len(prompt)] == prompt
     assert len(render_conversation(messages, tok, multi_turn="last")) == 1
@@ -143,7 +150,9 @@ def test_truncation_keeps_labels_aligned_and_drops_empty(qwen3_tokenizer):
     tok = qwen3_tokenizer
     messages = qa_messages("问题", "这是一个比较长的回答，" * 10)
     full = render(messages, tok)
-    prompt_len = full["labels"].index(next(label for label in full["labels"] if label != IGNORE_INDEX))
+    prompt_len = full["labels"].index(
+        next(label for label in full["labels"] if label != IGNORE_INDEX)
+    )
     cut = render(messages, tok, max_length=prompt_len + 3)
     assert len(cut["input_ids"]) == len(cut["labels"]) == prompt_len + 3
     assert cut["labels"] == full["labels"][: prompt_len + 3]
@@ -156,7 +165,9 @@ def test_bad_messages_are_rejected(qwen3_tokenizer):
     with pytest.raises(ValueError, match="no assistant"):
         render([{"role": "user", "content": "hi"}], qwen3_tokenizer)
     with pytest.raises(TypeError, match="content must be a string"):
-        render([{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}], qwen3_tokenizer)
+        render(
+            [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}], qwen3_tokenizer
+        )
 
 
 def test_inspection_command_marks_supervised_spans():

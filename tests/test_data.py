@@ -24,7 +24,9 @@ def indices(stream):
 
 
 def write_jsonl(path, rows):
-    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    path.write_text(
+        "\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8"
+    )
     return str(path)
 
 
@@ -45,7 +47,8 @@ def test_presets_read_every_row(source, kwargs, expected):
 
 
 def test_multi_turn_rows_become_one_sequence_per_assistant_turn():
-    rows = [json.loads(line) for line in open(f"{SAMPLE}/multiturn.jsonl", encoding="utf-8")]
+    with open(f"{SAMPLE}/multiturn.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
     turns = sum(sum(m["role"] == "assistant" for m in r["messages"]) for r in rows)
     data = dm(f"{SAMPLE}/multiturn.jsonl", preset="messages")
     assert len(list(SFTStream(data, "train", 0, 1).examples())) == turns
@@ -54,13 +57,18 @@ def test_multi_turn_rows_become_one_sequence_per_assistant_turn():
 
 
 def test_column_mapping_and_metadata(tmp_path):
-    path = write_jsonl(tmp_path / "d.jsonl", [{"ask": f"问{i}", "reply": f"答{i}", "dept": "内科"} for i in range(5)])
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [{"ask": f"问{i}", "reply": f"答{i}", "dept": "内科"} for i in range(5)],
+    )
     data = dm(path, columns={"question": "ask", "answer": "reply"})
     data.column_map.pop("id")
     examples = list(SFTStream(data, "train", 0, 1).examples())
     assert len(examples) == 5
     assert examples[2]["meta"] == {"dept": "内科"}
-    assert "答2<|im_end|>" in data.tokenizer.decode([t for t in examples[2]["labels"] if t != IGNORE_INDEX])
+    assert "答2<|im_end|>" in data.tokenizer.decode(
+        [t for t in examples[2]["labels"] if t != IGNORE_INDEX]
+    )
     with pytest.raises(ValueError, match="unknown column roles"):
         dm(path, columns={"questoin": "ask"})
 
@@ -157,7 +165,9 @@ def test_bad_rows_name_file_line_and_field(tmp_path, text, where, field):
 def test_skip_invalid_counts_what_it_skips(tmp_path, caplog):
     good = [json.dumps({"question": f"q{i}", "answer": f"a{i}"}) for i in range(4)]
     path = tmp_path / "mixed.jsonl"
-    path.write_text("\n".join([good[0], "{oops", good[1], '{"question": "q"}', good[2], good[3]]) + "\n")
+    path.write_text(
+        "\n".join([good[0], "{oops", good[1], '{"question": "q"}', good[2], good[3]]) + "\n"
+    )
     data = dm(str(path), skip_invalid=True)
     stream = SFTStream(data, "train", 0, 1)
     with caplog.at_level("INFO", logger="medsft.data"):
@@ -167,7 +177,10 @@ def test_skip_invalid_counts_what_it_skips(tmp_path, caplog):
 
 
 def test_examples_with_nothing_left_after_truncation_are_dropped_and_counted(tmp_path):
-    rows = [{"question": "短问题", "answer": "短回答"}, {"question": "很长的问题" * 40, "answer": "回答"}]
+    rows = [
+        {"question": "短问题", "answer": "短回答"},
+        {"question": "很长的问题" * 40, "answer": "回答"},
+    ]
     data = dm(write_jsonl(tmp_path / "d.jsonl", rows), max_length=24)
     stream = SFTStream(data, "train", 0, 1)
     examples = list(stream)
@@ -193,9 +206,13 @@ def test_shared_data_renders(shared_data):
 
 def test_reasoning_rows_supervise_the_think_text(shared_data):
     path = shared_data / "delicate_medical_r1/delicate_medical_r1_val241.justlearninggg.jsonl"
-    row = json.loads(open(path, encoding="utf-8").readline())
+    with open(path, encoding="utf-8") as f:
+        row = json.loads(f.readline())
     data = dm(str(path), preset="reasoning", enable_thinking=True, max_length=4096)
     ex = next(iter(SFTStream(data, "train", 0, 1).examples()))
     supervised = data.tokenizer.decode([t for t in ex["labels"] if t != IGNORE_INDEX])
-    assert supervised == f"<think>\n{row['think'].strip()}\n</think>\n\n{row['answer'].lstrip()}<|im_end|>"
+    assert (
+        supervised
+        == f"<think>\n{row['think'].strip()}\n</think>\n\n{row['answer'].lstrip()}<|im_end|>"
+    )
     assert torch.tensor(ex["labels"]).ne(IGNORE_INDEX).sum() < len(ex["labels"])

@@ -37,7 +37,9 @@ def test_micro_batches_sum_to_the_concatenated_batch():
     torch.manual_seed(0)
     labels, hidden, head = make_batch([12, 1, 2, 30])
     full = reference(labels, head(hidden))
-    parts = [masked_nll(labels[i : i + 2], hidden_states=hidden[i : i + 2], head=head) for i in (0, 2)]
+    parts = [
+        masked_nll(labels[i : i + 2], hidden_states=hidden[i : i + 2], head=head) for i in (0, 2)
+    ]
     total = sum(s for s, _ in parts) / sum(n for _, n in parts)
     torch.testing.assert_close(total, full)
     mean_of_means = sum(s / n for s, n in parts) / 2

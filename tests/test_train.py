@@ -14,7 +14,9 @@ from safetensors.torch import load_file
 from train import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_CONFIGS = sorted(p for p in glob.glob(str(ROOT / "configs/*.yaml")) if "eval" not in Path(p).name)
+TRAIN_CONFIGS = sorted(
+    p for p in glob.glob(str(ROOT / "configs/*.yaml")) if "eval" not in Path(p).name
+)
 
 
 def scalars(run_dir, tag):
@@ -69,7 +71,14 @@ def test_hub_only_config_fails_offline_with_a_message(monkeypatch):
 
 MODES = {
     "lora": ["--model.finetune", "lora", "--model.optimizer.lr", "0.02"],
-    "qlora": ["--model.finetune", "lora", "--model.quantize", "nf4", "--model.optimizer.lr", "0.02"],
+    "qlora": [
+        "--model.finetune",
+        "lora",
+        "--model.quantize",
+        "nf4",
+        "--model.optimizer.lr",
+        "0.02",
+    ],
     "full": ["--model.finetune", "full"],
 }
 
@@ -98,7 +107,9 @@ def test_lora_checkpoint_holds_the_adapter_only_and_resumes(tmp_path):
     trainable = {n for n, p in cli.model.named_parameters() if p.requires_grad}
     assert set(state) == trainable and all("lora_" in k for k in state)
     assert ckpt.stat().st_size < 2_000_000  # the 40 MB base is not in it
-    resumed = train(tmp_path, *MODES["lora"], "--trainer.max_steps", "9", "--ckpt_path", "last", name="resume")
+    resumed = train(
+        tmp_path, *MODES["lora"], "--trainer.max_steps", "9", "--ckpt_path", "last", name="resume"
+    )
     assert resumed.trainer.global_step == 9
     for name, p in resumed.model.named_parameters():
         if name in state:
@@ -164,7 +175,13 @@ def test_demo_config_end_to_end(tmp_path):
     val = scalars(run, "val/loss")
     assert len(val) >= 3 and val[-1] < val[0]
     assert (run / "config.yaml").exists() and (run / "model" / "model.safetensors").exists()
-    for tag in ("train/lr", "train/grad_norm", "train/tokens_per_s", "train/supervised_tokens_per_s", "val/ppl"):
+    for tag in (
+        "train/lr",
+        "train/grad_norm",
+        "train/tokens_per_s",
+        "train/supervised_tokens_per_s",
+        "val/ppl",
+    ):
         assert scalars(run, tag), tag
 
 

@@ -29,6 +29,10 @@ class PerplexityResult:
     n_tokens: int
     per_sample: list[float]
     """Each example's own perplexity (nan for examples skipped)."""
+    per_sample_nll: list[float]
+    """Each example's summed token NLL (0 for examples skipped)."""
+    per_sample_tokens: list[int]
+    """Each example's supervised tokens (0 for examples skipped): corpus = sum nll / sum tokens."""
     skipped: int
     """Examples with no supervised token within max_length."""
     signature: str
@@ -120,6 +124,7 @@ def perplexity(
     was_training = model.training
     model.eval()
     per_sample = [math.nan] * len(conversations)
+    per_nll, per_tokens = [0.0] * len(conversations), [0] * len(conversations)
     total, count = 0.0, 0
     bar = tqdm(total=len(examples), desc="perplexity", unit="ex", disable=not progress)
     for start in range(0, len(examples), batch_size):
@@ -135,6 +140,7 @@ def perplexity(
             total += nll.item()
             count += int(n)
             per_sample[index] = math.exp(nll.item() / int(n))
+            per_nll[index], per_tokens[index] = nll.item(), int(n)
         bar.update(len(chunk))
     bar.close()
     model.train(was_training)
@@ -143,4 +149,6 @@ def perplexity(
         f"ppl|model:{name}|tokens:assistant-only|render:medsft.chat|thinking:{enable_thinking}"
         f"|max_len:{max_length}|weighting:token|n:{len(examples)}|skipped:{skipped}"
     )
-    return PerplexityResult(from_nll(total, count), total, count, per_sample, skipped, signature)
+    return PerplexityResult(
+        from_nll(total, count), total, count, per_sample, per_nll, per_tokens, skipped, signature
+    )

@@ -201,7 +201,11 @@ def _check_tokenizer(tokenizer: str) -> None:
         raise ValueError(f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
 
 
-def _resolve(tokenizer: str, *corpora: Sequence[str]) -> str:
+def resolve_tokenizer(tokenizer: str, *corpora: Sequence[str]) -> str:
+    """The concrete tokenizer `auto` stands for on these texts: `zh` if any has a Han character.
+
+    Decide it once per comparison (from the references) so every system is tokenized alike.
+    """
     _check_tokenizer(tokenizer)
     if tokenizer != "auto":
         return tokenizer
@@ -221,7 +225,7 @@ def tokenize(text: str, tokenizer: str = "auto", *, lowercase: bool = False) -> 
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    kind = _resolve(tokenizer, [text])
+    kind = resolve_tokenizer(tokenizer, [text])
     if lowercase:
         text = text.lower()
     return _TOKENIZE[kind](text.rstrip())
@@ -626,7 +630,7 @@ def bleu(
     _check_bleu_args(max_ngram_order, smooth_method)
     _check_n_resamples(n_resamples)
     preds, refs = _as_pairs(predictions, references)
-    tok = _tokenize_pairs(preds, refs, _resolve(tokenizer, preds, refs), lowercase)
+    tok = _tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
     scored = _bleu_scored(tok, max_ngram_order, smooth_method, smooth_value)
     return _finish(scored, tok.n, confidence, n_resamples, seed)
 
@@ -668,7 +672,7 @@ def rouge(
     types = _check_rouge_types(rouge_types)
     _check_n_resamples(n_resamples)
     preds, refs = _as_pairs(predictions, references)
-    tok = _tokenize_pairs(preds, refs, _resolve(tokenizer, preds, refs), lowercase)
+    tok = _tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
     return {t: _finish(_rouge_scored(tok, t), tok.n, confidence, n_resamples, seed) for t in types}
 
 
@@ -710,7 +714,7 @@ def vocab_f1(
         raise ValueError(f"unknown mode {mode!r}; choose 'multiset' (SQuAD-style) or 'set'")
     _check_n_resamples(n_resamples)
     preds, refs = _as_pairs(predictions, references)
-    tok = _tokenize_pairs(preds, refs, _resolve(tokenizer, preds, refs), lowercase)
+    tok = _tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
     return _finish(_vocab_f1_scored(tok, mode), tok.n, confidence, n_resamples, seed)
 
 
@@ -753,7 +757,7 @@ def distinct(
     preds = _as_texts("predictions", predictions)
     if not preds:
         raise ValueError("no predictions: pass at least one")
-    kind = _resolve(tokenizer, preds)
+    kind = resolve_tokenizer(tokenizer, preds)
     tokens = _tokenize_corpus(kind, lowercase, preds)
     tok_sig = f"tok:{_tokenizer_signature(kind)}|case:{'lc' if lowercase else 'mixed'}"
     return {
@@ -815,7 +819,7 @@ def compare(
     _check_n_resamples(n_resamples)
     preds_a, refs = _as_pairs(predictions_a, references, "predictions_a")
     preds_b, _ = _as_pairs(predictions_b, references, "predictions_b")
-    kind = _resolve(tokenizer, preds_a, preds_b, refs)
+    kind = resolve_tokenizer(tokenizer, preds_a, preds_b, refs)
 
     def statistic(preds: tuple[str, ...]) -> Statistic:
         tok = _tokenize_pairs(preds, refs, kind, lowercase)
