@@ -43,6 +43,10 @@ def save_trained(module: Any, tokenizer: Any, trainer: Any) -> Path:
         state = get_model_state_dict(
             model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
         )
+        if getattr(model.config, "tie_word_embeddings", False):
+            # Gathered copies no longer share storage; save the tied head once, as transformers does.
+            head = model.get_output_embeddings()
+            state.pop(next(n for n, m in model.named_modules() if m is head) + ".weight", None)
     if trainer.is_global_zero:
         model.save_pretrained(out, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(out)

@@ -248,7 +248,11 @@ def load_base_model(
             return model.to(device) if device is not None else model
         # Quantize through the real loading path so random and released weights behave alike.
         with tempfile.TemporaryDirectory(prefix="medsft-random-") as tmp:
-            model.save_pretrained(tmp)
+            # Written directly: under torch.distributed, save_pretrained writes on rank 0 only.
+            from safetensors.torch import save_model
+
+            model.config.to_json_file(os.path.join(tmp, "config.json"))
+            save_model(model, os.path.join(tmp, "model.safetensors"))
             return load_base_model(
                 tmp, quantize=quantize, dtype=dtype, attn_implementation=attn_implementation,
                 device=device,
@@ -280,6 +284,7 @@ def build_model(
     dtype: DType = "auto",
     trust_remote_code: bool = False,
     device: torch.device | str | None = None,
+    seed: int | None = None,
 ) -> Any:
     """The trainable model: base model, optionally 4-bit, with LoRA/DoRA or fully trainable.
 
@@ -293,6 +298,8 @@ def build_model(
         dtype: weight dtype, `auto` = bf16 on a capable GPU, else fp32.
         trust_remote_code: allow code from the model repo.
         device: target device of this rank.
+        seed: seeds the adapter's random init on its own, so it does not depend on what else
+            drew random numbers first (world size, quantization): runs agree at any scale.
     """
     lora = lora or LoraSettings()
     validate_model_args(name_or_path, finetune, quantize, lora)
@@ -325,7 +332,10 @@ def build_model(
         use_dora=lora.use_dora,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return get_peft_model(model, config)
 
 
 def backbone_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import torch
 from lightning import LightningModule
+from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 
 from medsft.loss import masked_nll
 from medsft.metrics.likelihood import TokenPerplexity
@@ -51,6 +52,38 @@ class OptimizerSettings:
     """After warmup: cosine decay to `min_lr_ratio * lr` at the last step, or constant."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of `lr` (cosine)."""
+
+
+class FSDP2Strategy(ModelParallelStrategy):
+    """FSDP2 across every rank: ModelParallelStrategy with all ranks data-parallel.
+
+    ModelParallelStrategy's own default spends a node's GPUs on tensor parallelism, so
+    `--trainer.devices 4` would need a matching `data_parallel_size`; here it follows the devices.
+    """
+
+    def __init__(
+        self, save_distributed_checkpoint: bool = True, process_group_backend: str | None = None
+    ):
+        """
+        Args:
+            save_distributed_checkpoint: write sharded checkpoints (fast, resumable at any size).
+            process_group_backend: `nccl` on GPUs, `gloo` on CPUs (default: chosen by device).
+        """
+        super().__init__(
+            data_parallel_size="auto", tensor_parallel_size=1,
+            save_distributed_checkpoint=save_distributed_checkpoint,
+            process_group_backend=process_group_backend,
+        )  # fmt: skip
+
+    def setup_environment(self) -> None:
+        self._data_parallel_size = self.world_size
+        super().setup_environment()
+
+
+# `--trainer.strategy fsdp2`
+StrategyRegistry.register(
+    "fsdp2", FSDP2Strategy, description="FSDP2 over all ranks (medsft)", override=True
+)
 
 
 class SFTModule(LightningModule):
@@ -116,6 +149,7 @@ class SFTModule(LightningModule):
             dtype=self.hparams.dtype,
             trust_remote_code=self.hparams.trust_remote_code,
             device=device if self.quantize else None,
+            seed=torch.initial_seed(),  # seed_everything's seed: the same adapter init on all ranks
         )
         if self.finetune == "lora":
             # PEFT records the model's own path; a preset must be rebuilt by name when loading.
@@ -127,6 +161,13 @@ class SFTModule(LightningModule):
         """FSDP2 (ModelParallelStrategy): shard each decoder layer, then the whole model."""
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        if self.device_mesh["tensor_parallel"].size() > 1:
+            # ModelParallelStrategy's default puts a node's GPUs on tensor parallelism, which
+            # medsft does not implement: ranks would then train unsynchronised copies.
+            raise ValueError(
+                "medsft shards with FSDP2 only: use --trainer.strategy fsdp2 "
+                "(see configs/full.yaml)"
+            )
         mesh = self.device_mesh["data_parallel"]
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if (
             torch.cuda.is_available()

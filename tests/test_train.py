@@ -185,24 +185,49 @@ def test_demo_config_end_to_end(tmp_path):
         assert scalars(run, tag), tag
 
 
+PARALLEL = {
+    "full-ddp": (["--trainer.strategy", "ddp"], "model/model.safetensors"),
+    "full-fsdp2": (["--trainer.strategy", "fsdp2"], "model/model.safetensors"),
+    "qlora-ddp": (
+        # No LoRA dropout: each rank draws its own masks, which would differ from one process.
+        [
+            "--trainer.strategy",
+            "ddp",
+            "--model.finetune",
+            "lora",
+            "--model.quantize",
+            "nf4",
+            "--model.lora.dropout",
+            "0",
+        ],
+        "adapter/adapter_model.safetensors",
+    ),
+}
+
+
 @pytest.mark.slow
-def test_ddp_two_processes_match_one(tmp_path):
-    """Same global batch, uneven shards (13 rows): identical token-weighted losses and weights."""
+@pytest.mark.parametrize("mode", PARALLEL)
+def test_two_processes_match_one(tmp_path, mode):
+    """Same global batch, uneven shards (13 rows): the same token-weighted losses and weights."""
+    strategy, weights = PARALLEL[mode]
     data = tmp_path / "d13.jsonl"
     with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
         data.write_text("".join(f.readline() for _ in range(13)), encoding="utf-8")
     common = ["--data.source", str(data), "--data.val_fraction", "0", "--data.shuffle_buffer", "1",
               "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "1",
-              "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "1"]  # fmt: skip
+              "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "1",
+              *strategy[2:]]  # fmt: skip
     one = _run_train(tmp_path, "one", *common, "--data.batch_size", "4")
     two = _run_train(
-        tmp_path, "two", *common, "--data.batch_size", "2", "--trainer.devices", "2",
-        "--trainer.strategy", "ddp",
-    )  # fmt: skip
-    for tag in ("train/loss", "train/supervised_tokens", "train/lr"):
+        tmp_path, "two", *common, "--data.batch_size", "2", "--trainer.devices", "2", *strategy[:2]
+    )
+    # NF4 layers compute in bf16, which rounds differently on half batches; fp32 agrees to noise.
+    rel = 1e-3 if "qlora" in mode else 1e-5
+    for tag in ("train/loss", "train/supervised_tokens", "train/lr", "train/grad_norm"):
         a, b = scalars(one, tag), scalars(two, tag)
         assert len(a) == len(b) == 8
-        assert a == pytest.approx(b, rel=1e-4), tag
-    w1, w2 = load_file(one / "model/model.safetensors"), load_file(two / "model/model.safetensors")
+        assert a == pytest.approx(b, rel=rel * (10 if tag == "train/grad_norm" else 1)), tag
+    w1, w2 = load_file(one / weights), load_file(two / weights)
+    assert w1.keys() == w2.keys()
     for k in w1:
-        torch.testing.assert_close(w1[k], w2[k], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(w1[k], w2[k], atol=rel * 10, rtol=rel * 100)
