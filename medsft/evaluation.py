@@ -710,7 +710,7 @@ def score_texts(
     results = [bleu(predictions, references, max_ngram_order=n, **ci) for n in scoring.bleu_orders]
     results += rouge(predictions, references, rouge_types=scoring.rouge_types, **ci).values()
     results.append(vocab_f1(predictions, references, mode=scoring.vocab_f1_mode, **ci))
-    results += distinct(predictions, orders=scoring.distinct_orders, **ci).values()
+    results += distinct(predictions, orders=scoring.distinct_orders, tokenizer=tokenizer).values()
     return {r.name: _metric_entry(r) for r in results}
 
 

@@ -321,8 +321,7 @@ def test_intervals_for_mean_metrics_and_distinct(zh_pairs):
         vocab_f1(preds, refs, confidence=True, n_resamples=50),
     ]:
         assert result.interval.low <= result.score <= result.interval.high
-    d1 = distinct(preds, orders=1, confidence=True, n_resamples=50)["distinct-1"]
-    assert d1.interval.low < d1.interval.high
+    assert distinct(preds, orders=1)["distinct-1"].interval is None  # see distinct's docstring
 
 
 def test_compare_detects_better_system_and_matches_sacrebleu_paired_bootstrap(zh_pairs):

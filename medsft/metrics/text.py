@@ -528,38 +528,25 @@ def _vocab_f1_scored(tok: _Tokenized, mode: str) -> _Scored:
 
 
 def _distinct_scored(token_lists: tuple[list[str], ...], signature_tok: str, n: int) -> _Scored:
-    gram_ids: dict = {}
-    occ_gram: list[int] = []
-    occ_sample: list[int] = []
+    corpus: set = set()
     totals = np.zeros(len(token_lists), dtype=np.int64)
     uniques = np.zeros(len(token_lists), dtype=np.int64)
     for i, tokens in enumerate(token_lists):
         grams = _ngrams(tokens, n)
         totals[i] = max(len(tokens) - n + 1, 0)
         uniques[i] = len(grams)
-        for gram in grams:
-            occ_gram.append(gram_ids.setdefault(gram, len(gram_ids)))
-        occ_sample.extend([i] * len(grams))
-    gram_arr = np.asarray(occ_gram, dtype=np.int64)
-    sample_arr = np.asarray(occ_sample, dtype=np.int64)
-    n_grams = len(gram_ids)
-
-    def statistic(idx: np.ndarray) -> float:
-        # A resample that repeats a prediction repeats its n-grams: they add to the total but
-        # are not new, exactly as if the repeated predictions were in the corpus.
-        present = np.bincount(idx, minlength=len(token_lists)) > 0
-        seen = np.bincount(gram_arr[present[sample_arr]], minlength=n_grams)
-        total = int(totals[idx].sum())
-        return 100 * np.count_nonzero(seen) / total if total else 0.0
-
+        corpus.update(grams)
+    total = int(totals.sum())
+    score = 100 * len(corpus) / total if total else 0.0
     with np.errstate(invalid="ignore", divide="ignore"):
         per_sample = np.where(totals > 0, 100 * uniques / np.maximum(totals, 1), 0.0)
     signature = (
         f"distinct-{n}|{signature_tok}|corpus:unique/total-{n}-grams-over-all-predictions"
-        f"|per-sample:unique/total-within-prediction|medsft:{_MEDSFT_VERSION}"
+        f"|per-sample:unique/total-within-prediction|ci:none|medsft:{_MEDSFT_VERSION}"
     )
-    details = {"unique": float(n_grams), "total": float(totals.sum())}
-    return _Scored(f"distinct-{n}", signature, per_sample, statistic, details=details)
+    details = {"unique": float(len(corpus)), "total": float(total)}
+    # Only ever evaluated on the whole corpus (distinct has no bootstrap interval).
+    return _Scored(f"distinct-{n}", signature, per_sample, lambda idx: score, details=details)
 
 
 def _finish(scored: _Scored, n: int, confidence: bool, n_resamples: int, seed: int) -> MetricResult:
@@ -724,9 +711,6 @@ def distinct(
     orders: Sequence[int] | int = (1, 2),
     tokenizer: str = "auto",
     lowercase: bool = False,
-    confidence: bool = False,
-    n_resamples: int = 1000,
-    seed: int = 0,
 ) -> dict[str, MetricResult]:
     """Distinct-n (Li et al. 2016): the share of n-grams across all predictions that are unique.
 
@@ -739,11 +723,10 @@ def distinct(
         orders: the n values, e.g. ``(1, 2)`` for distinct-1 and distinct-2.
         tokenizer: one of `TOKENIZERS` (``"auto"`` looks at the predictions only).
         lowercase: lowercase before tokenizing.
-        confidence: attach a bootstrap 95% interval (corpus distinct-n recomputed per resample;
-            note that resampling with replacement repeats predictions, which lowers distinct-n,
-            so the interval sits below the point estimate).
-        n_resamples: bootstrap resamples.
-        seed: bootstrap RNG seed.
+
+    No confidence interval: corpus distinct-n depends on the corpus size, and a bootstrap
+    resample repeats predictions (lowering it) or, without repeats, shrinks the corpus (raising
+    it), so no resampling scheme gives an interval around the estimate.
 
     Returns:
         ``{"distinct-1": MetricResult, ...}``, one per order.
@@ -753,7 +736,6 @@ def distinct(
     orders = tuple(orders)
     if not orders or any(not isinstance(n, int) or n < 1 for n in orders):
         raise ValueError(f"orders must be positive ints, e.g. (1, 2); got {orders!r}")
-    _check_n_resamples(n_resamples)
     preds = _as_texts("predictions", predictions)
     if not preds:
         raise ValueError("no predictions: pass at least one")
@@ -761,9 +743,7 @@ def distinct(
     tokens = _tokenize_corpus(kind, lowercase, preds)
     tok_sig = f"tok:{_tokenizer_signature(kind)}|case:{'lc' if lowercase else 'mixed'}"
     return {
-        f"distinct-{n}": _finish(
-            _distinct_scored(tokens, tok_sig, n), len(preds), confidence, n_resamples, seed
-        )
+        f"distinct-{n}": _finish(_distinct_scored(tokens, tok_sig, n), len(preds), False, 0, 0)
         for n in orders
     }
 
