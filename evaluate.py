@@ -26,7 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings  # noqa: E402
 
-from medsft.evaluation import EvalConfig, evaluate  # noqa: E402
+from medsft.evaluation import EvalConfig, evaluate, is_global_zero  # noqa: E402
 
 
 def build_parser() -> ArgumentParser:
@@ -47,10 +47,8 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict | None:
     """Parse the config, save it resolved into the output dir, and run the evaluation."""
-    from lightning.pytorch.utilities import rank_zero_only
-
     # Data-parallel ranks run this script too; only rank 0 narrates.
-    level = logging.INFO if getattr(rank_zero_only, "rank", 0) == 0 else logging.WARNING
+    level = logging.INFO if is_global_zero() else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # Device banners once per system, and TensorBoard's notes on reading event files: noise here.
     for name in ("lightning.pytorch", "lightning.fabric", "tensorboard"):

@@ -57,11 +57,12 @@ class SFTCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Fail in seconds, not after GPU setup, when a hub model or dataset cannot be reached."""
         from medsft.data import is_local
-        from medsft.model import ensure_hub_reachable, is_hub_id
+        from medsft.model import check_source, ensure_hub_reachable, is_hub_id
 
         config = self.config
-        for name in {config.model.name_or_path, config.model.tokenizer or ""}:
-            if name and is_hub_id(name):
+        for name in {config.model.name_or_path, config.model.tokenizer or ""} - {""}:
+            check_source(name)
+            if is_hub_id(name):
                 ensure_hub_reachable(name)
         for source in (config.data.source, config.data.val_source):
             if source and not is_local(source):

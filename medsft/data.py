@@ -26,7 +26,7 @@ import math
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -122,8 +122,9 @@ def local_files(source: str) -> list[str]:
     return sorted(files)
 
 
-def _json_rows(path: str) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8") as f:
+def _json_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
+    # utf-8-sig: files saved by Excel or Notepad start with a byte-order mark.
+    with open(path, encoding="utf-8-sig") as f:
         first = f.read(1)
         while first.isspace():
             first = f.read(1)
@@ -136,60 +137,80 @@ def _json_rows(path: str) -> Iterator[tuple[str, Any]]:
                     f"{path}:{err.lineno}", "<json>", f"malformed JSON: {err.msg}"
                 ) from None
             for i, item in enumerate(items):
-                yield f"{path}: item {i}", item
+                yield f"{path}: item {i}", (lambda item=item: item)
             return
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{path}:{lineno}", json.loads(line)
-            except json.JSONDecodeError as err:
+            if line.strip():
+                # Parsed only by the shard it belongs to: other ranks and workers skip it unread.
                 yield (
                     f"{path}:{lineno}",
-                    InvalidExample(
-                        f"{path}:{lineno}",
-                        "<json>",
-                        f"malformed JSON line: {err.msg} at column {err.colno}",
-                    ),
+                    (lambda line=line, lineno=lineno: _parse_line(path, lineno, line)),
                 )
 
 
-def _file_rows(path: str) -> Iterator[tuple[str, Any]]:
+def _parse_line(path: str, lineno: int, line: str) -> Any:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        # Returned, not raised: skip_invalid decides whether it stops the run.
+        return InvalidExample(
+            f"{path}:{lineno}", "<json>", f"malformed JSON line: {err.msg} at column {err.colno}"
+        )
+
+
+def _file_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
+    """(where, load) for each record of a file; `load()` returns the parsed record."""
     if path.endswith((".jsonl", ".json")):
-        yield from _json_rows(path)
+        yield from _json_records(path)
     elif path.endswith(".csv"):
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             # Line 1 is the header; csv knows the line where each record ends.
             reader = csv.DictReader(f)
             for record in reader:
-                yield f"{path}:{reader.line_num}", record
+                yield f"{path}:{reader.line_num}", (lambda record=record: record)
     else:
         import pyarrow.parquet as pq
 
         row = 0
         for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
             for record in batch.to_pylist():
-                yield f"{path}: row {row}", record
+                yield f"{path}: row {row}", (lambda record=record: record)
                 row += 1
 
 
-def read_rows(source: str, *, split: str = "train", subset: str | None = None) -> Iterator[Row]:
-    """Every raw row of a source, in a fixed order, each tagged with where it came from."""
+def read_rows(
+    source: str,
+    *,
+    split: str = "train",
+    subset: str | None = None,
+    shard: int = 0,
+    num_shards: int = 1,
+) -> Iterator[Row]:
+    """The raw rows of one shard of a source, in a fixed order, tagged with where they came from.
+
+    Shards are disjoint and cover the source: for local files row i belongs to shard
+    i mod num_shards; a hub stream is split by `datasets.distributed.split_dataset_by_node` (by
+    file where the file count allows, else by row).
+    """
     if is_local(source):
         index = 0
         for path in local_files(source):
-            for where, data in _file_rows(path):
-                yield Row(index, where, data)
+            for where, load in _file_records(path):
+                if index % num_shards == shard:
+                    yield Row(index, where, load())
                 index += 1
         return
     import datasets
+    from datasets.distributed import split_dataset_by_node
 
     from medsft.model import ensure_hub_reachable
 
     ensure_hub_reachable(source, repo_type="dataset", probe="README.md")
     stream = datasets.load_dataset(source, subset, split=split, streaming=True)
+    if num_shards > 1:
+        stream = split_dataset_by_node(stream, rank=shard, world_size=num_shards)
     for index, data in enumerate(stream):
-        yield Row(index, f"{source}[{split}] row {index}", data)
+        yield Row(index, f"{source}[{split}] shard {shard}/{num_shards} row {index}", data)
 
 
 def _get(row: Row, column: str, role: str, *, required: bool) -> Any:
@@ -229,6 +250,12 @@ def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) ->
             name = f"{columns['messages']}[{i}]"
             if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                 raise InvalidExample(row.where, name, "each message needs a 'role' and a 'content'")
+            if m["role"] not in ("system", "user", "assistant", "tool"):
+                raise InvalidExample(
+                    row.where, f"{name}.role",
+                    f"unknown role {m['role']!r}; use system, user or assistant "
+                    "(convert ShareGPT's human/gpt first)",
+                )  # fmt: skip
             if not isinstance(m.get("content"), str) or not m["content"].strip():
                 raise InvalidExample(row.where, f"{name}.content", "missing, empty or not a string")
         if not any(m["role"] == "assistant" for m in messages):
@@ -284,28 +311,31 @@ class SFTStream(IterableDataset):
         """Rendered examples of a shard in source order (no shuffling)."""
         dm, stats = self.dm, self.stats
         want_val = self.split == "val"
-        for row in read_rows(dm.source if not (want_val and dm.val_source) else dm.val_source,
-                             split=dm.split, subset=dm.subset):  # fmt: skip
-            if row.index % num_shards != shard:
-                continue
+        source = dm.val_source if want_val and dm.val_source else dm.source
+        content = dm.column_map.get("messages") or dm.column_map["answer"]
+        for row in read_rows(
+            source, split=dm.split, subset=dm.subset, shard=shard, num_shards=num_shards
+        ):
             stats.rows += 1
             try:
                 messages, key = to_messages(row, dm.column_map, dm.system_prompt)
+                if dm.val_source is None and in_validation(key, dm.val_fraction) != want_val:
+                    stats.other_split += 1
+                    continue
+                try:
+                    sequences = render_conversation(
+                        messages, dm.tokenizer, max_length=dm.max_length,
+                        enable_thinking=dm.enable_thinking, multi_turn=dm.multi_turn,
+                    )  # fmt: skip
+                except EmptySupervision:
+                    stats.truncated_away += 1
+                    continue
+                except ValueError as err:  # the template cannot render this row exactly
+                    raise InvalidExample(row.where, content, str(err)) from err
             except InvalidExample as err:
                 if not dm.skip_invalid:
                     raise
-                stats.invalid[f"{err.field}: {err.problem.split(';')[0]}"] += 1
-                continue
-            if dm.val_source is None and in_validation(key, dm.val_fraction) != want_val:
-                stats.other_split += 1
-                continue
-            try:
-                sequences = render_conversation(
-                    messages, dm.tokenizer, max_length=dm.max_length,
-                    enable_thinking=dm.enable_thinking, multi_turn=dm.multi_turn,
-                )  # fmt: skip
-            except EmptySupervision:
-                stats.truncated_away += 1
+                stats.invalid[f"{err.field}: {err.problem.splitlines()[0].split(';')[0]}"] += 1
                 continue
             meta = (
                 {k: v for k, v in row.data.items() if k not in dm.column_map.values()}

@@ -10,8 +10,10 @@ compares each system with the baseline system in both answer orders.
 Everything slow is cached in the output directory, so scoring and judging rerun for free:
 
 - `generations/<system>.jsonl`: one line per question, keyed by a hash of the model (weights
-  fingerprint, dtype), the generation settings and the exact prompt tokens. A changed model,
-  config or question regenerates just what changed.
+  fingerprint: a hub model's commit as loaded, or local file digests; the dtype it loads in),
+  the generation settings and the exact prompt tokens. A changed model, config or question
+  regenerates just what changed. A sampled answer is seeded from its own key, so it does not
+  depend on which other answers were generated with it or reused.
 - `generations/<system>.ppl.json`: perplexities, keyed the same way.
 - `judge_cache.jsonl`: judge replies (medsft.metrics.judge).
 
@@ -36,10 +38,17 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from medsft.chat import Message
+from medsft.chat import Message, qa_messages
 from medsft.data import InvalidExample, column_map, is_local, read_rows, to_messages
-from medsft.generate import GenerationSettings, encode_prompt, split_think
-from medsft.model import RANDOM_PREFIX, DType, ensure_hub_reachable, is_hub_id, resolve_trained
+from medsft.generate import GenerationSettings, encode_prompt, prompt_seed, split_think
+from medsft.model import (
+    RANDOM_PREFIX,
+    DType,
+    ensure_hub_reachable,
+    is_hub_id,
+    resolve_dtype,
+    resolve_trained,
+)
 
 log = logging.getLogger(__name__)
 
@@ -219,11 +228,10 @@ class Example:
 
     @property
     def conversation(self) -> list[Message]:
-        """Prompt plus the reference answer, for perplexity."""
-        content = self.reference
-        if self.reference_think is not None:
-            content = f"<think>\n{self.reference_think}\n</think>\n\n{self.reference}"
-        return [*self.prompt, {"role": "assistant", "content": content}]
+        """Prompt plus the reference answer (think block as in training), for perplexity."""
+        # qa_messages formats the answer turn; the prompt keeps any system message and history.
+        answer = qa_messages(self.question, self.reference, think=self.reference_think)[-1]
+        return [*self.prompt, answer]
 
 
 def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
@@ -360,6 +368,12 @@ def model_fingerprint(name_or_path: str) -> dict[str, Any]:
     return {"model": name_or_path, "commit": commit}
 
 
+def _hub_commits(fingerprint: dict[str, Any]) -> list[str | None]:
+    """The hub commits a model fingerprint names (its own, its adapter's base's); None: unknown."""
+    commits = [fingerprint["commit"]] if "commit" in fingerprint else []
+    return commits + (_hub_commits(fingerprint["base"]) if "base" in fingerprint else [])
+
+
 def _digest(value: Any) -> str:
     blob = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
@@ -413,7 +427,8 @@ class _Generations:
         tmp.replace(self.path)
 
 
-def _is_global_zero() -> bool:
+def is_global_zero() -> bool:
+    """Whether this process is rank 0 (or the only one): it writes files, logs and the report."""
     from lightning.pytorch.utilities import rank_zero_only
 
     return getattr(rank_zero_only, "rank", 0) == 0
@@ -467,14 +482,6 @@ def _perplexity_summary(result: Any, scoring: ScoringSettings) -> dict[str, Any]
     return out
 
 
-def _tokenizer_source(model_dir: Path) -> str:
-    """Where load_trained takes a trained model's tokenizer from: its own files, else its base's."""
-    adapter_config = model_dir / "adapter_config.json"
-    if not (model_dir / "tokenizer_config.json").exists() and adapter_config.exists():
-        return json.loads(adapter_config.read_text())["base_model_name_or_path"]
-    return str(model_dir)
-
-
 def _model_system(
     spec: SystemSpec,
     kind: str,
@@ -484,64 +491,96 @@ def _model_system(
     out_dir: Path,
 ) -> SystemOutput | None:
     """Generate (or reuse) a model system's answers and its reference perplexities."""
-    from medsft.model import load_base_model, load_tokenizer, load_trained
+    from medsft.model import load_base_model, load_tokenizer, load_trained, tokenizer_source
 
     settings, scoring = config.generation, config.scoring
     run_dir = resolve_run_dir(spec.path) if kind == "run" else None
     if run_dir is not None:
-        model_dir = resolve_trained(run_dir)
-        fingerprint = model_fingerprint(str(model_dir))
-        tokenizer = load_tokenizer(_tokenizer_source(model_dir))
+        weights = str(resolve_trained(run_dir))
+        tokenizer = load_tokenizer(tokenizer_source(weights))
         source = str(run_dir)
     else:
-        fingerprint = model_fingerprint(spec.path)
+        weights = spec.path
         tokenizer = load_tokenizer(spec.tokenizer or spec.path)
         source = spec.path
-    model_key = {"v": _CACHE_VERSION, "weights": fingerprint, "dtype": spec.dtype}
+    # The dtype the weights load in (`auto` differs between a GPU and a CPU machine).
+    dtype = str(resolve_dtype(spec.dtype)).removeprefix("torch.")
 
     prompts = [
         encode_prompt(tokenizer, ex.prompt, enable_thinking=settings.enable_thinking)
         for ex in examples
     ]
-    gen_key = [model_key, settings.fingerprint()]
-    keys = [_digest([gen_key, p]) for p in prompts]
     store = _Generations(out_dir / "generations" / f"{spec.name}.jsonl")
     meta_path = store.path.with_suffix(".meta.json")
-    cached = {k: store.rows[k] for k in keys if config.reuse and k in store.rows}
-    todo = [i for i, k in enumerate(keys) if k not in cached]
-
     ppl_path = store.path.with_suffix(".ppl.json")
     ppl_cache = json.loads(ppl_path.read_text()) if config.reuse and ppl_path.exists() else {}
     ppl_sets = {"test": examples, **({"val": val_examples} if val_examples else {})}
-    ppl_keys = {
-        name: _digest([
-            model_key, tokenizer.chat_template, settings.enable_thinking, scoring.ppl_max_length,
-            scoring.n_resamples, scoring.seed, [ex.conversation for ex in exs],
-        ])
-        for name, exs in ppl_sets.items()
-    }  # fmt: skip
-    ppl_todo = [
-        name for name in ppl_sets
-        if scoring.perplexity and ppl_cache.get(name, {}).get("key") != ppl_keys[name]
-    ]  # fmt: skip
+
+    def lookup(fingerprint: dict[str, Any]) -> tuple:
+        """Keys of the answers and perplexities of these weights, and what is not saved yet."""
+        model_key = {"v": _CACHE_VERSION, "weights": fingerprint, "dtype": dtype}
+        gen_key = [model_key, settings.fingerprint()]
+        keys = [_digest([gen_key, p]) for p in prompts]
+        # A hub model not downloaded yet has no commit: no saved answer is known to be its.
+        reuse = config.reuse and None not in _hub_commits(fingerprint)
+        cached = {k: store.rows[k] for k in keys if reuse and k in store.rows}
+        todo = [i for i, k in enumerate(keys) if k not in cached]
+        ppl_keys = {
+            name: _digest([
+                model_key, tokenizer.chat_template, settings.enable_thinking,
+                scoring.ppl_max_length, scoring.n_resamples, scoring.seed,
+                [ex.conversation for ex in exs],
+            ])
+            for name, exs in ppl_sets.items()
+        }  # fmt: skip
+        ppl_todo = [
+            name for name in ppl_sets
+            if scoring.perplexity
+            and (not reuse or ppl_cache.get(name, {}).get("key") != ppl_keys[name])
+        ]  # fmt: skip
+        return keys, cached, todo, ppl_keys, ppl_todo
+
+    fingerprint = model_fingerprint(weights)
+    keys, cached, todo, ppl_keys, ppl_todo = lookup(fingerprint)
 
     model = None
-    if todo or (ppl_todo and _is_global_zero()):
+    if todo or (ppl_todo and is_global_zero()):
         log.info("%s: loading %s", spec.name, source)
         if run_dir is not None:
             model, _ = load_trained(run_dir, dtype=spec.dtype)
         else:
             model = load_base_model(spec.path, dtype=spec.dtype).eval()
+        if _hub_commits(fingerprint):
+            # Identified again now that the weights are loaded: a hub model downloaded just now
+            # has its commit only now, and the answers must be saved under the key that the next
+            # run computes (before loading) for the same weights.
+            loaded = model_fingerprint(weights)
+            if loaded != fingerprint and todo:
+                # Every rank loaded (todo is the same on all), so all of them re-key alike.
+                fingerprint = loaded
+                keys, cached, todo, ppl_keys, ppl_todo = lookup(fingerprint)
+            elif loaded != fingerprint:
+                # Loaded on rank 0 for perplexity only: the hub's revision moved since the
+                # answers were saved. Ranks > 0 did not load, so answers are not redone here.
+                log.warning(
+                    "%s: the loaded weights (%s) are not those its saved answers were generated "
+                    "with (%s); set reuse: false to regenerate them",
+                    spec.name, _hub_commits(loaded), _hub_commits(fingerprint),
+                )  # fmt: skip
+                ppl_keys, ppl_todo = lookup(loaded)[3:]
 
     generation: dict[str, Any]
     if todo:
         from medsft.generate import generate
 
         log.info("%s: generating %d of %d answers", spec.name, len(todo), len(examples))
+        # A sampled answer's seed comes from its own cache key (which holds settings.seed): the
+        # same key gets the same answer whatever else is generated, or cached, beside it.
+        seeds = [prompt_seed(settings.seed, keys[i]) for i in todo] if settings.do_sample else None
         run = generate(
             model, tokenizer, [prompts[i] for i in todo], settings,
             accelerator=config.runtime.accelerator, devices=config.runtime.devices,
-            strategy=config.runtime.strategy, progress=config.runtime.progress,
+            strategy=config.runtime.strategy, progress=config.runtime.progress, seeds=seeds,
         )  # fmt: skip
         for i, completion in zip(todo, run.completions, strict=True):
             cached[keys[i]] = {
@@ -557,7 +596,7 @@ def _model_system(
             "tokens_per_second": round(run.tokens_per_second, 2),
             "world_size": run.world_size,
         }
-        if _is_global_zero():
+        if is_global_zero():
             store.write([{"index": i, **cached[k]} for i, k in enumerate(keys)])
             meta_path.write_text(json.dumps(generation, indent=2))
     else:
@@ -571,7 +610,7 @@ def _model_system(
         }
         log.info("%s: reusing %d saved answers from %s", spec.name, len(examples), store.path)
 
-    if not _is_global_zero():
+    if not is_global_zero():
         # Other ranks only help generate; scoring and the report are rank 0's.
         del model
         _release_memory()
@@ -1224,7 +1263,7 @@ def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[
             f"{config.test_set.source}: the references have think blocks but "
             "generation.enable_thinking is false; set it to true for reasoning data"
         )
-    if _is_global_zero():
+    if is_global_zero():
         out_dir.mkdir(parents=True, exist_ok=True)
         if resolved_config is not None:
             (out_dir / "config.yaml").write_text(resolved_config, encoding="utf-8")
@@ -1239,7 +1278,7 @@ def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[
         output = _model_system(spec, kind, examples, val_examples, config, out_dir)
         if output is not None:
             outputs.append(output)
-    if not _is_global_zero():
+    if not is_global_zero():
         return None
 
     references = [ex.reference for ex in examples]

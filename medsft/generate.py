@@ -19,10 +19,21 @@ Generation runs in Lightning's predict loop (`GenerationModule` + `Trainer.predi
 process on CPU or one GPU, or data-parallel over several GPUs (`devices: 4`, strategy ddp), each
 rank generating its share of the length buckets; the predictions are gathered across ranks and
 returned in input order on every rank.
+
+Sampling is seeded *per prompt*: every row of a batch draws its tokens from its own
+`torch.Generator`, seeded from `GenerationSettings.seed` and the prompt (its token ids, or a key
+the caller passes, see `prompt_seed`). HF `generate` has one global RNG per batch, so the draw is
+done by `_PerRowSampler`, a logits processor run in greedy mode: it applies temperature, top-k
+and top-p, samples each row with its own generator and leaves only the drawn token, which the
+greedy step then picks. A prompt's answer therefore does not depend on the batch size, on the
+other prompts in its batch, or on the number of devices (up to the last-bit differences batching
+can make in bf16/fp16 logits, as for greedy decoding).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -52,8 +63,8 @@ class GenerationSettings:
     top_k: int = 20
     """Sample among the k likeliest tokens; 0 disables (sampling only)."""
     seed: int = 0
-    """Sampling seed; each length bucket is seeded with seed + its number, so a rerun with the
-    same batch_size gives the same answers whatever the number of devices."""
+    """Sampling seed. Each prompt gets its own seed, derived from this one and the prompt (see
+    `prompt_seed`), so its answer does not depend on batch_size, devices or the other prompts."""
     enable_thinking: bool = False
     """Qwen3's thinking switch, passed to the chat template (as in training)."""
     batch_size: int = 8
@@ -77,11 +88,19 @@ class GenerationSettings:
             raise ValueError("generation.repetition_penalty must be > 0 (1.0 = off)")
 
     def fingerprint(self) -> dict[str, Any]:
-        """The settings that change what is generated (cache keys)."""
+        """The settings that change what is generated (cache keys).
+
+        batch_size is left out, greedy or sampled: left padding is exact and sampling is seeded
+        per prompt, so batching changes no answer in fp32. In bf16/fp16 a batch's padding and
+        shape can change the logits in their last bits, which may rarely flip a near-tie token;
+        the key accepts that, as it accepts kernel differences between GPUs.
+        """
         out = asdict(self)
-        if not self.do_sample:
-            # Greedy output does not depend on batching (left padding is exact) or sampling knobs.
-            for name in ("batch_size", "temperature", "top_p", "top_k", "seed"):
+        out.pop("batch_size")
+        if self.do_sample:
+            out["sampler"] = "per-prompt-seed"  # answers saved with per-bucket seeds differ
+        else:
+            for name in ("temperature", "top_p", "top_k", "seed"):
                 out.pop(name)
         return out
 
@@ -116,6 +135,18 @@ def encode_prompt(
     )
     # Rendered then encoded without extra special tokens: the same ids training saw.
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def prompt_seed(seed: int, prompt: str | Sequence[int]) -> int:
+    """The sampling seed of one prompt: a hash of the settings' seed and the prompt's identity.
+
+    Args:
+        seed: `GenerationSettings.seed`.
+        prompt: a key naming the prompt (e.g. an evaluation cache key), or its token ids.
+    """
+    identity = prompt if isinstance(prompt, str) else ",".join(map(str, prompt))
+    digest = hashlib.sha256(f"{seed}\0{identity}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def stop_token_ids(tokenizer: Any, model: Any = None) -> list[int]:
@@ -189,17 +220,56 @@ def _generation_config(settings: GenerationSettings, stop_ids: list[int], pad_id
     from transformers import GenerationConfig
 
     # Built from scratch: a hub model's generation_config.json (e.g. Qwen3's sampling defaults)
-    # must not silently turn greedy evaluation into sampling.
-    kwargs: dict[str, Any] = dict(
+    # must not silently turn greedy evaluation into sampling. Sampling, too, runs in greedy mode:
+    # `_PerRowSampler` draws the tokens (per-prompt seeds), so HF's own warpers stay off.
+    return GenerationConfig(
         max_new_tokens=settings.max_new_tokens,
-        do_sample=settings.do_sample,
+        do_sample=False,
         eos_token_id=stop_ids,
         pad_token_id=pad_id,
         repetition_penalty=settings.repetition_penalty,
     )
-    if settings.do_sample:
-        kwargs.update(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k)
-    return GenerationConfig(**kwargs)
+
+
+class _PerRowSampler:
+    """Logits processor that samples each row with its own generator and keeps only that token.
+
+    Runs after HF's processors (repetition penalty), in greedy mode: it applies temperature,
+    top-k and top-p (HF's own warpers), draws one token per row from the row's generator, and
+    returns scores that are -inf everywhere but there, so the greedy step picks the drawn token.
+    Every row draws once per step, so a row's tokens depend only on its own logits and seed.
+    """
+
+    def __init__(self, settings: GenerationSettings, seeds: Sequence[int], device: torch.device):
+        from transformers import (
+            LogitsProcessorList,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        self.warpers = LogitsProcessorList([TemperatureLogitsWarper(settings.temperature)])
+        if settings.top_k > 0:
+            self.warpers.append(TopKLogitsWarper(settings.top_k))
+        if settings.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(settings.top_p))
+        self.generators = []
+        for seed in seeds:
+            generator = torch.Generator(device=device)
+            generator.manual_seed(int(seed))
+            self.generators.append(generator)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1)
+        drawn = torch.cat(
+            [
+                torch.multinomial(probs[row], 1, generator=generator)
+                for row, generator in enumerate(self.generators)
+            ]
+        )
+        out = torch.full_like(scores, -math.inf)
+        out.scatter_(1, drawn[:, None], 0.0)
+        return out
 
 
 @torch.no_grad()
@@ -210,7 +280,7 @@ def generate_batch(
     settings: GenerationSettings,
     *,
     indices: Sequence[int] | None = None,
-    seed: int | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> list[Completion]:
     """Generate replies for one batch of prompt ids (left-padded together).
 
@@ -220,19 +290,28 @@ def generate_batch(
         prompts: prompt token ids, e.g. from `encode_prompt`.
         settings: generation settings.
         indices: the prompts' positions in the whole input (default 0..n-1).
-        seed: torch seed set before sampling.
+        seeds: each prompt's sampling seed (sampling only); default `prompt_seed(settings.seed,
+            prompt ids)`.
     """
     indices = list(range(len(prompts))) if indices is None else list(indices)
     stop_ids = stop_token_ids(tokenizer, model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_ids[0]
     device = next(model.parameters()).device
     input_ids, mask = left_pad(prompts, pad_id)
-    if seed is not None:
-        torch.manual_seed(seed)
+    extra: dict[str, Any] = {}
+    if settings.do_sample:
+        from transformers import LogitsProcessorList
+
+        if seeds is None:
+            seeds = [prompt_seed(settings.seed, p) for p in prompts]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
+        extra["logits_processor"] = LogitsProcessorList([_PerRowSampler(settings, seeds, device)])
     output = model.generate(
         input_ids=input_ids.to(device),
         attention_mask=mask.to(device),
         generation_config=_generation_config(settings, stop_ids, pad_id),
+        **extra,
     )
     width = input_ids.shape[1]
     out = []
@@ -257,8 +336,10 @@ def generate_batch(
 class _Buckets(Dataset):
     """Each item is one ready batch (a length bucket), so samplers shard whole buckets."""
 
-    def __init__(self, prompts: Sequence[Sequence[int]], batch_size: int):
-        self.prompts = prompts
+    def __init__(
+        self, prompts: Sequence[Sequence[int]], batch_size: int, seeds: Sequence[int] | None
+    ):
+        self.prompts, self.seeds = prompts, seeds
         self.buckets = length_buckets([len(p) for p in prompts], batch_size)
 
     def __len__(self) -> int:
@@ -266,7 +347,13 @@ class _Buckets(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         indices = self.buckets[i]
-        return {"bucket": i, "indices": indices, "prompts": [self.prompts[j] for j in indices]}
+        seeds = None if self.seeds is None else [self.seeds[j] for j in indices]
+        return {
+            "bucket": i,
+            "indices": indices,
+            "prompts": [self.prompts[j] for j in indices],
+            "seeds": seeds,
+        }
 
 
 def _as_is(item: Any) -> Any:
@@ -303,10 +390,9 @@ class GenerationModule(LightningModule):
         self._tokens, self._start = 0, time.perf_counter()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> list[Completion]:
-        seed = self.settings.seed + batch["bucket"] if self.settings.do_sample else None
         completions = generate_batch(
             self.model, self.tokenizer, batch["prompts"], self.settings,
-            indices=batch["indices"], seed=seed,
+            indices=batch["indices"], seeds=batch["seeds"],
         )  # fmt: skip
         self._tokens += sum(c.new_tokens for c in completions)
         elapsed = max(time.perf_counter() - self._start, 1e-9)
@@ -344,6 +430,7 @@ def generate(
     devices: int | str = 1,
     strategy: str = "auto",
     progress: bool = True,
+    seeds: Sequence[int] | None = None,
 ) -> GenerationRun:
     """Generate a reply to every prompt with `Trainer.predict`, data-parallel over `devices`.
 
@@ -358,11 +445,16 @@ def generate(
         devices: devices per node (`auto` = all), as for Trainer.
         strategy: Lightning strategy; `auto` picks ddp for several devices.
         progress: show a progress bar with tokens per second (rank 0).
+        seeds: each prompt's sampling seed (sampling only; e.g. `prompt_seed(settings.seed,
+            cache key)`); default `prompt_seed(settings.seed, prompt ids)`.
     """
     settings.validate()
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
     if not prompts:
         return GenerationRun([], 0.0, 0, 1)
-    loader = DataLoader(_Buckets(prompts, settings.batch_size), batch_size=None, collate_fn=_as_is)
+    buckets = _Buckets(prompts, settings.batch_size, seeds)
+    loader = DataLoader(buckets, batch_size=None, collate_fn=_as_is)
     trainer = Trainer(
         accelerator=accelerator,
         devices=devices,

@@ -128,13 +128,29 @@ def bundled_tokenizer_dir() -> Path:
 
 
 def is_hub_id(name_or_path: str) -> bool:
-    """Neither a `random:` preset, the bundled tokenizer, nor a path on disk."""
+    """`name` or `org/name`, and neither a `random:` preset, the bundled tokenizer nor a path."""
     return not (
         name_or_path.startswith(RANDOM_PREFIX)
         or name_or_path == BUNDLED_TOKENIZER
         or os.path.exists(name_or_path)
         or name_or_path.startswith((".", "/", "~"))
+        or name_or_path.count("/") > 1  # hub ids have one slash: this is a path
     )
+
+
+def check_source(name_or_path: str) -> None:
+    """A model or tokenizer source must be a preset, a hub id or an existing directory."""
+    if (
+        not is_hub_id(name_or_path)
+        and not name_or_path.startswith(RANDOM_PREFIX)
+        and name_or_path != BUNDLED_TOKENIZER
+        and not os.path.exists(name_or_path)
+    ):
+        raise FileNotFoundError(
+            f"{name_or_path!r} does not exist (a hub id is 'org/name'; presets are "
+            + ", ".join(RANDOM_PREFIX + p for p in PRESETS)
+            + ")"
+        )
 
 
 class HubUnreachable(OSError):
@@ -176,6 +192,7 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any
     """Tokenizer of a hub id or local dir; `qwen3` or a `random:` preset gives the bundled one."""
     from transformers import AutoTokenizer
 
+    check_source(name_or_path)
     if name_or_path == BUNDLED_TOKENIZER or name_or_path.startswith(RANDOM_PREFIX):
         name_or_path = str(bundled_tokenizer_dir())
     elif is_hub_id(name_or_path):
@@ -241,6 +258,7 @@ def load_base_model(
     """
     from transformers import AutoModelForCausalLM
 
+    check_source(name_or_path)
     torch_dtype = resolve_dtype(dtype)
     if name_or_path.startswith(RANDOM_PREFIX):
         model = random_qwen3(name_or_path[len(RANDOM_PREFIX) :], dtype=torch_dtype)
@@ -361,6 +379,17 @@ def resolve_trained(path: str | os.PathLike) -> Path:
     )
 
 
+def tokenizer_source(model_dir: str | os.PathLike) -> str:
+    """Where a trained model's tokenizer lives: its own files, else its adapter's base model."""
+    import json
+
+    model_dir = Path(model_dir)
+    adapter_config = model_dir / "adapter_config.json"
+    if not (model_dir / "tokenizer_config.json").exists() and adapter_config.exists():
+        return json.loads(adapter_config.read_text())["base_model_name_or_path"]
+    return str(model_dir)
+
+
 def load_trained(
     path: str | os.PathLike,
     *,
@@ -379,11 +408,10 @@ def load_trained(
 
     path = resolve_trained(path)
     adapter_config = path / "adapter_config.json"
+    tokenizer = load_tokenizer(tokenizer_source(path))
     if not adapter_config.exists():
         model = load_base_model(str(path), dtype=dtype, device=device, quantize=quantize)
-        return model.eval(), load_tokenizer(str(path))
+        return model.eval(), tokenizer
     base_name = json.loads(adapter_config.read_text())["base_model_name_or_path"]
     base = load_base_model(base_name, dtype=dtype, device=device, quantize=quantize)
-    model = PeftModel.from_pretrained(base, str(path))
-    tokenizer_dir = str(path) if (path / "tokenizer_config.json").exists() else base_name
-    return model.eval(), load_tokenizer(tokenizer_dir)
+    return PeftModel.from_pretrained(base, str(path)).eval(), tokenizer

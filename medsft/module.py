@@ -191,11 +191,17 @@ class SFTModule(LightningModule):
         ).last_hidden_state
         return masked_nll(batch["labels"], hidden_states=hidden, head=head)
 
+    def on_train_epoch_start(self) -> None:
+        self._window = torch.zeros_like(self._window)
+        self._window_start = time.perf_counter()
+
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> int | None:
-        if self.trainer.world_size > 1:
+        # Every rank has finished its shard: end the epoch together, but only on an accumulation
+        # boundary, so a partial window is completed by zero-token padding batches and stepped.
+        if self.trainer.world_size > 1 and batch_idx % self.trainer.accumulate_grad_batches == 0:
             padding = torch.tensor(float(batch.get("padding", False)), device=self.device)
             if self.trainer.strategy.reduce(padding, reduce_op="sum") >= self.trainer.world_size:
-                return -1  # every rank has finished its shard: end the epoch together
+                return -1
         return None
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -300,6 +306,21 @@ class SFTModule(LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.finetune == "lora":
+            # Loading is not strict (the frozen base is not in the file), so check by hand that
+            # the adapter in the file is the one being trained.
+            trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+            saved = set(checkpoint["state_dict"])
+            if saved != trainable:
+                missing, extra = sorted(trainable - saved), sorted(saved - trainable)
+                raise ValueError(
+                    f"the checkpoint's adapter does not match this model's: it lacks "
+                    f"{len(missing)} and has {len(extra)} other adapter tensors (e.g. "
+                    f"{(missing or extra)[0]}). Was it trained with other lora settings? Resume "
+                    "with the run's config.yaml, or start without --ckpt_path."
+                )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.finetune == "lora":

@@ -13,7 +13,7 @@ injected ahead of it. Typical use::
 
 A policy is `Callable[[ChatRequest], Reply | str]`; a plain string is a normal 200 reply with that
 message content. `ChatRequest.pair()` recovers the question and both answers from the judge
-prompt, which delimits them as `[Question]`, `[The Start of Assistant 1's Answer]` ... `[The End
+prompt (the first user message; a label retry adds a `follow_up`), which delimits them as `[Question]`, `[The Start of Assistant 1's Answer]` ... `[The End
 of Assistant 1's Answer]`, and the same for Assistant 2.
 """
 
@@ -61,9 +61,19 @@ class ChatRequest:
 
     @property
     def prompt(self) -> str:
-        """Content of the last user message."""
-        users = [m for m in self.body.get("messages", []) if m.get("role") == "user"]
-        return str(users[-1].get("content", "")) if users else ""
+        """Content of the first user message: the judge prompt."""
+        users = self._users()
+        return users[0] if users else ""
+
+    @property
+    def follow_up(self) -> str | None:
+        """Content of the last user message when there are several (a label retry), else None."""
+        users = self._users()
+        return users[-1] if len(users) > 1 else None
+
+    def _users(self) -> list[str]:
+        messages = self.body.get("messages", [])
+        return [str(m.get("content", "")) for m in messages if m.get("role") == "user"]
 
     def pair(self) -> tuple[str, str, str]:
         """(question, answer shown as Assistant 1, answer shown as Assistant 2) from the prompt."""

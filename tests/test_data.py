@@ -98,7 +98,25 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert 4 <= len(val) <= 30
     b = dm(source, val_fraction=0.25)
     assert indices(SFTStream(b, "val", 0, 1).examples()) == val
-    assert in_validation("some id", 0.5) == in_validation("some id", 0.5)
+
+
+def test_split_is_the_same_in_another_process():
+    """Python's hash() changes per process; the split must not."""
+    import os
+    import subprocess
+    import sys
+
+    keys = [f"example-{i}" for i in range(200)]
+    here = [in_validation(k, 0.3) for k in keys]
+    code = (
+        f"from medsft.data import in_validation; print([in_validation(k, 0.3) for k in {keys!r}])"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == str(here)
+    assert 30 < sum(here) < 90
 
 
 @pytest.mark.parametrize("world_size, workers", [(2, 2), (3, 1)])
@@ -121,7 +139,7 @@ def test_shuffle_changes_order_between_epochs_but_not_content():
     stream = SFTStream(data, "train", 0, 1)
     first, second = indices(stream), indices(stream)
     assert sorted(first) == sorted(second) == list(range(64))
-    assert first != second != list(range(64))
+    assert first != list(range(64)) and second != list(range(64)) and first != second
 
 
 def test_collate_pads_labels_with_ignore_index():
@@ -216,3 +234,54 @@ def test_reasoning_rows_supervise_the_think_text(shared_data):
         == f"<think>\n{row['think'].strip()}\n</think>\n\n{row['answer'].lstrip()}<|im_end|>"
     )
     assert torch.tensor(ex["labels"]).ne(IGNORE_INDEX).sum() < len(ex["labels"])
+
+
+def test_shards_parse_only_their_own_lines(tmp_path):
+    from medsft.data import read_rows
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        '{"question": "q0", "answer": "a0"}\n{broken\n{"question": "q2", "answer": "a2"}\n'
+    )
+    rows = list(read_rows(str(path), shard=0, num_shards=2))
+    assert [r.index for r in rows] == [0, 2] and all(isinstance(r.data, dict) for r in rows)
+    (bad,) = read_rows(str(path), shard=1, num_shards=2)
+    assert isinstance(bad.data, InvalidExample) and bad.where.endswith("d.jsonl:2")
+
+
+def test_byte_order_mark_is_ignored(tmp_path):
+    rows = [{"question": "问题", "answer": "回答"}]
+    (tmp_path / "bom.jsonl").write_text(
+        "\ufeff" + json.dumps(rows[0], ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    (tmp_path / "bom.csv").write_text("\ufeffquestion,answer\n问题,回答\n", encoding="utf-8")
+    for name in ("bom.jsonl", "bom.csv"):
+        assert len(list(SFTStream(dm(str(tmp_path / name)), "train", 0, 1).examples())) == 1, name
+
+
+@pytest.mark.parametrize(
+    "row, kwargs, field, problem",
+    [
+        ({"messages": [{"role": "human", "content": "hi"}, {"role": "gpt", "content": "yo"}]},
+         {"preset": "messages"}, "messages[0].role", "unknown role 'human'"),
+        ({"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "q"}]},
+         {"preset": "messages"}, "messages", "starts with an assistant"),
+        ({"question": "q", "answer": "<think>\nhmm\n</think>\n\na"}, {}, "answer", "enable_thinking"),
+    ],
+)  # fmt: skip
+def test_rows_the_template_cannot_render_name_file_and_line(tmp_path, row, kwargs, field, problem):
+    good = {"question": "ok", "answer": "fine"}
+    if kwargs:
+        good = {
+            "messages": [
+                {"role": "user", "content": "ok"},
+                {"role": "assistant", "content": "fine"},
+            ]
+        }
+    path = write_jsonl(tmp_path / "r.jsonl", [good, row])
+    with pytest.raises(InvalidExample) as err:
+        list(SFTStream(dm(path, **kwargs), "train", 0, 1).examples())
+    assert err.value.where.endswith("r.jsonl:2") and err.value.field == field
+    assert problem in str(err.value)
+    stream = SFTStream(dm(path, skip_invalid=True, **kwargs), "train", 0, 1)
+    assert len(list(stream)) == 1 and sum(stream.stats.invalid.values()) == 1

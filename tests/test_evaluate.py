@@ -13,19 +13,26 @@ import pytest
 import yaml
 from judge_server import JudgeServer, prefer_longer
 
+import medsft.evaluation
 import medsft.generate
+import medsft.model
+from medsft.chat import qa_messages
 from medsft.evaluation import (
     DataSpec,
     EvalConfig,
     JudgeSettings,
+    RuntimeSettings,
+    ScoringSettings,
     SystemSpec,
     _answers_system,
+    evaluate,
     infer_kind,
     judge_status,
     load_examples,
     resolve_run_dir,
     validate_config,
 )
+from medsft.generate import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -82,6 +89,10 @@ def test_reasoning_references_keep_their_think_apart():
     examples = load_examples(DataSpec(source="data/sample/reasoning.jsonl", preset="reasoning"))
     assert all(e.reference_think and "<think>" not in e.reference for e in examples)
     assert examples[0].conversation[-1]["content"].startswith("<think>\n")
+    # The answer turn is formatted as training formats it (medsft.chat.qa_messages).
+    ex = examples[0]
+    expected = qa_messages(ex.question, ex.reference, think=ex.reference_think)[-1]
+    assert ex.conversation == [*ex.prompt, expected]
 
 
 @pytest.mark.skipif(
@@ -173,6 +184,81 @@ def test_configs_parse_with_dotted_overrides():
         assert cfg.baseline in names and "finetuned" in names
 
 
+# -- generation cache -------------------------------------------------------------------------
+def _model_config(out: Path, path: str, limit: int, **generation) -> EvalConfig:
+    """One model system on the sample test set; fast settings, no judge."""
+    return EvalConfig(
+        systems=[SystemSpec("sys", path, kind="model", tokenizer="qwen3")],
+        test_set=DataSpec(source=str(SAMPLE_TEST), limit=limit),
+        output_dir=str(out),
+        generation=GenerationSettings(max_new_tokens=6, **generation),
+        scoring=ScoringSettings(n_resamples=0, paired=False, examples=0),
+        judge=JudgeSettings(enabled=False),
+        runtime=RuntimeSettings(accelerator="cpu", progress=False),
+    )
+
+
+def _system(report: dict) -> dict:
+    return report["systems"][0]
+
+
+def test_hub_model_downloaded_by_the_first_run_is_reused_by_the_second(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    downloaded: list[str] = []
+
+    def in_cache(repo_id, filename, **kwargs):
+        # The hub cache as huggingface_hub sees it: empty until the model is downloaded.
+        if not downloaded:
+            return None
+        return f"/hub/models--{repo_id.replace('/', '--')}/snapshots/{commit}/{filename}"
+
+    def download_and_load(name, **kwargs):
+        downloaded.append(name)
+        return medsft.model.random_qwen3("tiny")
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", in_cache)
+    monkeypatch.setattr(medsft.model, "load_base_model", download_and_load)
+    monkeypatch.setattr(medsft.evaluation, "ensure_hub_reachable", lambda *a, **k: None)
+    config = _model_config(tmp_path, "acme/med-model", limit=3)
+    first = _system(evaluate(config))
+    assert downloaded == ["acme/med-model"] and first["generation"]["generated"] == 3
+    saved = [json.loads(line) for line in (tmp_path / "generations" / "sys.jsonl").open()]
+    assert len(saved) == 3
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded again although its answers were saved")
+
+    monkeypatch.setattr(medsft.model, "load_base_model", no_load)
+    monkeypatch.setattr(medsft.generate, "generate", no_load)
+    second = evaluate(config)
+    assert _system(second)["generation"]["generated"] == 0
+    assert not _system(second)["model_loaded"]  # answers and perplexity both reused
+    assert _system(second)["answers"] == first["answers"]
+
+
+def test_sampled_answers_depend_only_on_their_own_cache_key(tmp_path, monkeypatch):
+    from test_generate import tiny_model  # answers that differ from draw to draw
+
+    model = tiny_model()
+    monkeypatch.setattr(medsft.model, "load_base_model", lambda *a, **k: model)
+    sampled = dict(do_sample=True, temperature=1.0)
+
+    def answers(out: Path, limit: int) -> list[str]:
+        config = _model_config(out, "random:tiny", limit, **sampled)
+        config.scoring.perplexity = False
+        return _system(evaluate(config))["answers"]
+
+    # Two questions cached first, then all four (two reused, two generated) ...
+    assert len(answers(tmp_path / "grown", 2)) == 2
+    grown = answers(tmp_path / "grown", 4)
+    # ... give the answers of one run of all four, and of each question alone.
+    assert grown == answers(tmp_path / "fresh", 4)
+    assert answers(tmp_path / "one", 1) == grown[:1]
+    assert len(set(grown)) == 4  # not vacuous: the answers really differ
+
+
 # -- end to end -------------------------------------------------------------------------------
 def _demo_config(tmp_path: Path, logs: Path) -> Path:
     config = yaml.safe_load((ROOT / "configs" / "eval_demo.yaml").read_text())
@@ -218,7 +304,12 @@ def test_demo_training_then_evaluation_with_judge_and_reuse(tmp_path, monkeypatc
         for name in ("base", "finetuned", "gpt"):
             metrics = report["metrics"][name]
             assert list(metrics) == TEXT_METRICS
-            assert all({"score", "low", "high", "signature"} <= set(m) for m in metrics.values())
+            for name, m in metrics.items():
+                # distinct-n has no bootstrap interval (see medsft.metrics.distinct)
+                expected = {"score", "signature"} | (
+                    set() if "distinct" in name else {"low", "high"}
+                )
+                assert expected <= set(m), name
         for name in ("base", "finetuned"):
             assert report["perplexity"][name]["test"]["score"] > 1
         assert "gpt" not in report["perplexity"]

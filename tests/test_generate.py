@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from medsft.generate import (
     generate,
     generate_batch,
     length_buckets,
+    prompt_seed,
     split_think,
 )
 
@@ -191,6 +193,38 @@ def test_sampling_is_seeded(qwen3_tokenizer):
     assert [c.text for c in first.completions] == [c.text for c in second.completions]
 
 
+def test_sampled_answer_depends_only_on_its_prompt_and_seed(qwen3_tokenizer):
+    model = tiny_model()
+    ids = prompts(qwen3_tokenizer)
+    settings = GenerationSettings(max_new_tokens=8, do_sample=True, temperature=1.0, batch_size=4)
+
+    def texts(prompt_ids, **overrides):
+        run = generate(
+            model, qwen3_tokenizer, prompt_ids, replace(settings, **overrides),
+            accelerator="cpu", progress=False,
+        )  # fmt: skip
+        return [c.text for c in run.completions]
+
+    together = texts(ids)
+    # Other batch sizes, other neighbours, another order: each prompt keeps its answer.
+    assert texts(ids[::-1], batch_size=1) == together[::-1]
+    assert texts(ids[1:3], batch_size=2) == together[1:3]
+    assert [generate_batch(model, qwen3_tokenizer, [p], settings)[0].text for p in ids] == together
+    # Not vacuous: sampling really varies, with the seed and from prompt to prompt.
+    assert texts(ids, seed=1) != together
+    assert together != texts(ids, do_sample=False)
+    # A caller's seeds (e.g. from cache keys) decide: equal seeds, equal draws.
+    keyed = generate(
+        model, qwen3_tokenizer, ids[:2], settings, accelerator="cpu", progress=False,
+        seeds=[prompt_seed(0, "key-a"), prompt_seed(0, "key-a")],
+    )  # fmt: skip
+    alone = generate_batch(
+        model, qwen3_tokenizer, ids[:1], settings, seeds=[prompt_seed(0, "key-a")]
+    )
+    assert keyed.completions[0].text == alone[0].text != together[0]
+    assert prompt_seed(0, "key-a") != prompt_seed(1, "key-a") != prompt_seed(0, "key-b")
+
+
 def test_generation_stops_at_end_of_turn(qwen3_tokenizer):
     tok = qwen3_tokenizer
     im_end = tok.convert_tokens_to_ids(END_OF_TURN)
@@ -225,6 +259,8 @@ def test_greedy_cache_key_ignores_batch_size_and_sampling_knobs():
     assert GenerationSettings(max_new_tokens=9).fingerprint() != a
     sampled = GenerationSettings(do_sample=True, seed=1).fingerprint()
     assert sampled != GenerationSettings(do_sample=True, seed=2).fingerprint()
+    # Sampling is seeded per prompt, so batch_size is not part of a sampled key either.
+    assert sampled == GenerationSettings(do_sample=True, seed=1, batch_size=3).fingerprint()
 
 
 # -- data parallel ----------------------------------------------------------------------------

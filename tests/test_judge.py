@@ -13,6 +13,8 @@ import pytest
 from judge_server import BETTER, EQUAL, WORSE, JudgeServer, Reply, prefer_first, prefer_longer
 
 from medsft.metrics.judge import (
+    LABEL_FOLLOW_UP,
+    LABELS,
     JudgeConfigError,
     JudgeResult,
     _reasons,
@@ -232,13 +234,46 @@ def test_reply_without_label_is_retried_once_then_an_error() -> None:
 
     with JudgeServer(policy) as server:
         result = run(server, concurrency=1)
+        first, retry = [r for r in server.requests if r.pair()[0] == QUESTIONS[1]][:2]
     assert served[QUESTIONS[0]] == 4  # both orders, each asked twice
     assert served[QUESTIONS[1]] == 3
     bad, retried = result.records[0], result.records[1]
-    assert bad.outcome == "error" and bad.raw_ab == "Both answers have merit."
+    # Every reply of the conversation is kept: the first one, then the answer to the follow-up.
+    assert bad.outcome == "error"
+    assert bad.raw_ab == "Both answers have merit.\n\nBoth answers have merit."
     assert "no verdict label" in (bad.error or "")
     assert retried.outcome == "win"
     assert result.n_errors == 1 and result.n_judged == 3 and result.win_rate == 1.0
+    # The retry is not the same request again: the unlabeled reply, then the label follow-up.
+    assert first.follow_up is None and retry.follow_up == LABEL_FOLLOW_UP
+    assert retry.body["messages"][: len(first.body["messages"])] == first.body["messages"]
+    assert retry.body["messages"][-2] == {"role": "assistant", "content": "Hmm."}
+
+
+def test_label_follow_up_gets_the_verdict_the_first_reply_lacked(tmp_path: Path) -> None:
+    def forgetful(request):
+        # Explains but never concludes, unless asked for the label.
+        if request.follow_up is None:
+            _, first, second = request.pair()
+            return f"Answer 1 has {len(first)} characters, answer 2 has {len(second)}."
+        assert all(label in request.follow_up for label in LABELS.values())
+        return prefer_longer(request).splitlines()[-1]
+
+    cache = tmp_path / "judge.jsonl"
+    with JudgeServer(forgetful) as server:
+        result = run(server, cache_path=cache)
+        assert server.request_count == 2 * 8  # each order: the prompt, then the follow-up
+        assert sum(r.follow_up == LABEL_FOLLOW_UP for r in server.requests) == 8
+        assert result.n_errors == 0 and result.win_rate == 1.0
+        record = result.records[0]
+        assert record.raw_ab.startswith("Answer 1 has") and record.raw_ab.endswith(BETTER)
+        assert record.reasons_ab.startswith("Answer 1 has")
+        # Both requests of a judgement were billed, and the cached verdict costs nothing later.
+        assert result.usage.requests == 16
+        server.reset()
+        again = run(server, cache_path=cache)
+        assert server.request_count == 0 and again.usage.cached_judgements == 8
+        assert [r.outcome for r in again.records] == [r.outcome for r in result.records]
 
 
 def test_concurrency_is_bounded() -> None:
@@ -277,6 +312,20 @@ def test_second_run_is_served_from_cache(server: JudgeServer, tmp_path: Path) ->
     assert server.request_count == 8
     run(server, cache_path=cache, rubric=False)
     assert server.request_count == 16
+
+
+def test_cache_is_per_endpoint(server: JudgeServer, tmp_path: Path) -> None:
+    cache = tmp_path / "judge.jsonl"
+    run(server, cache_path=cache)
+    with JudgeServer(prefer_first) as elsewhere:
+        # The same model name on another endpoint is another judge: its verdicts are its own.
+        other = run(elsewhere, cache_path=cache)
+        assert elsewhere.request_count == 8 and other.usage.cached_judgements == 0
+        assert other.tie_rate == 1.0  # prefer_first's verdicts, not the cached prefer_longer ones
+    server.reset()
+    # Credentials in the URL are not part of the endpoint: the first endpoint's replies are reused.
+    same = run(server, cache_path=cache, base_url=server.base_url.replace("//", "//u:pw@"))
+    assert server.request_count == 0 and same.usage.cached_judgements == 8
 
 
 def test_interrupted_run_resumes_from_a_torn_cache(server: JudgeServer, tmp_path: Path) -> None:

@@ -387,8 +387,12 @@ def test_bad_options():
         bleu(["a"], ["a"], max_ngram_order=0)
     with pytest.raises(ValueError, match="rougeLsum"):
         rouge(["a"], ["a"], rouge_types=["rougeLsum"])
-    with pytest.raises(ValueError, match="mode"):
+    # One check, the same message, wherever a vocab-F1 mode is taken.
+    bad_mode = r"unknown mode 'bag'; choose 'multiset'"
+    with pytest.raises(ValueError, match=bad_mode):
         vocab_f1(["a"], ["a"], mode="bag")
+    with pytest.raises(ValueError, match=bad_mode):
+        compare("vocab_f1", ["a"], ["a"], ["a"], mode="bag")
     with pytest.raises(ValueError, match="unknown metric"):
         compare("meteor", ["a"], ["a"], ["a"])
     with pytest.raises(TypeError, match=r"predictions_b\[0\] is bytes"):

@@ -13,6 +13,12 @@ Outcome of a pair, from system A's point of view:
 - an order that failed (HTTP errors past the retries, or no verdict label even after the label
   retry): outcome 'error'; the pair is left out of every rate and counted in `n_errors`.
 
+Label retry: a reply without a verdict label is not sent again as is (at temperature 0 the same
+request tends to get the same reply, paid twice). The conversation goes on instead: the reply as
+the assistant's turn, then `LABEL_FOLLOW_UP` as a user turn asking for the label alone. The
+reply kept (`raw_ab`/`raw_ba`, the cache) is then every reply of that conversation, joined by a
+blank line, so the reasons and the verdict are both there.
+
 Rates are shares of the judged (non-error) pairs. The adjusted win rate is (wins + ties / 2) / n,
 and its interval is a seeded percentile bootstrap over pairs.
 
@@ -21,7 +27,8 @@ Token usage: `JudgeUsage.prompt_tokens` / `completion_tokens` are what this run 
 counted separately in `cached_*`, with the usage recorded when they were first paid for.
 
 The API key is read from the environment by name and only handed to the `openai` client; it is
-never stored in the cache, the result, or any error text.
+never stored in the cache, the result, or any error text. Cached replies are keyed by the
+endpoint (without credentials), the model, the request parameters and the rendered prompt.
 """
 
 from __future__ import annotations
@@ -59,6 +66,12 @@ LABELS: dict[Label, str] = {
     "equal": "Assistant 1 is equal to Assistant 2",
 }
 """The three verdict sentences the judge must end its reply with."""
+
+LABEL_FOLLOW_UP = (
+    "Your reply did not end with a verdict. Reply with exactly one of the following three "
+    "sentences and nothing else:\n" + "\n".join(LABELS.values())
+)
+"""The user turn sent after a reply without a verdict label (the label retry)."""
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 DEFAULT_TEMPLATE = TEMPLATE_DIR / "judge_pairwise.txt"
@@ -372,20 +385,29 @@ class _Judge:
 
     async def _judge_uncached(self, key: str, messages: list[dict[str, str]]) -> _Order:
         prompt_tokens = completion_tokens = 0
+        replies: list[str] = []
         for _ in range(self.label_retries + 1):
-            raw, p, c = await self._complete(messages)
+            # After an unlabeled reply, the conversation goes on (see the module docstring).
+            request = list(messages)
+            for said in replies:
+                request += [{"role": "assistant", "content": said}] if said else []
+                request.append({"role": "user", "content": LABEL_FOLLOW_UP})
+            raw, p, c = await self._complete(request)
+            replies.append(raw)
             prompt_tokens, completion_tokens = prompt_tokens + p, completion_tokens + c
             self.usage.prompt_tokens += p
             self.usage.completion_tokens += c
             label = parse_verdict(raw)
             if label is not None:
+                kept = _joined(replies)
                 usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
                 self.cache.put(
-                    {"key": key, "model": self.model, "label": label, "raw": raw, "usage": usage}
+                    {"key": key, "model": self.model, "label": label, "raw": kept, "usage": usage}
                 )
-                return _Order(label, raw, cached=False)
+                return _Order(label, kept, cached=False)
         attempts = self.label_retries + 1
-        raise _PairError(f"no verdict label in the judge's reply ({attempts} attempt(s))", raw)
+        message = f"no verdict label in the judge's reply ({attempts} attempt(s))"
+        raise _PairError(message, _joined(replies))
 
     async def _complete(self, messages: list[dict[str, str]]) -> tuple[str, int, int]:
         """One chat completion, retrying transient failures with exponential backoff."""
@@ -432,6 +454,11 @@ class _Judge:
             log.debug("judge request failed (%s); retry %d in %.2fs", reason, attempt + 1, delay)
             attempt += 1
             await asyncio.sleep(delay)
+
+
+def _joined(replies: list[str]) -> str:
+    """The replies of one judgement (the first, then any label follow-ups), blank-line apart."""
+    return "\n\n".join(r for r in replies if r.strip()) or replies[-1]
 
 
 def _content(completion: Any) -> tuple[str, int, int]:
@@ -554,7 +581,8 @@ async def ajudge_pairs(
             given, a placeholder key is sent (local servers usually need none).
         concurrency: most requests in flight at once.
         cache_path: JSONL file of replies, appended as they arrive; a rerun with the same
-            model, prompt and answers reuses them instead of paying again. None: no cache.
+            endpoint, model, prompt and answers reuses them instead of paying again. None: no
+            cache.
         template: file replacing the prompt template; it must contain `{question}`,
             `{answer_1}` and `{answer_2}`, and `{rubric}` when a rubric is used.
         rubric: True for the packaged medical rubric, False for none, or a rubric file.
@@ -565,7 +593,8 @@ async def ajudge_pairs(
         timeout: seconds per request before it is abandoned and retried.
         max_retries: retries per request on 408/409/429/5xx, timeouts, dropped connections and
             malformed replies, with exponential backoff.
-        label_retries: extra requests when a reply has no verdict label, before it is an error.
+        label_retries: follow-up requests (`LABEL_FOLLOW_UP`, after the unlabeled reply) when a
+            reply has no verdict label, before the order is an error.
         backoff_base: first backoff delay in seconds, doubled on each retry (with jitter).
         backoff_max: longest backoff delay, also capping a server's Retry-After.
         n_resamples: bootstrap resamples for the interval.
@@ -626,16 +655,20 @@ async def ajudge_pairs(
         system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         return [*system, {"role": "user", "content": user}]
 
-    def key_for(messages: list[dict[str, str]]) -> str:
-        # The rendered messages fix template, rubric, question, both answers and their order.
-        blob = json.dumps([model, params, messages], ensure_ascii=False, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
     import openai
 
     client = openai.AsyncOpenAI(
         api_key=secret or "EMPTY", base_url=base_url, timeout=timeout, max_retries=0
     )
+    # The endpoint the client really uses (base_url, else OPENAI_BASE_URL, else OpenAI's), so a
+    # model name served elsewhere never reuses these verdicts.
+    endpoint = _public_url(str(client.base_url).rstrip("/"))
+
+    def key_for(messages: list[dict[str, str]]) -> str:
+        # The rendered messages fix template, rubric, question, both answers and their order.
+        blob = json.dumps([endpoint, model, params, messages], ensure_ascii=False, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
     judge = _Judge(
         client=client,
         model=model,

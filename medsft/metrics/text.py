@@ -508,17 +508,25 @@ def _rouge_scored(tok: _Tokenized, rouge_type: str) -> _Scored:
     return _Scored(name, signature, f1, mean_statistic(f1), precision, recall)
 
 
+VOCAB_F1_MODES = ("multiset", "set")
+"""Overlap modes of `vocab_f1` (see its docstring)."""
+
+
+def _check_vocab_f1_mode(mode: str) -> None:
+    if mode not in VOCAB_F1_MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose 'multiset' (SQuAD-style) or 'set'")
+
+
 def _vocab_f1_scored(tok: _Tokenized, mode: str) -> _Scored:
+    """Vocab-F1 of tokenized pairs; `mode` is checked by the callers (`_check_vocab_f1_mode`)."""
     if mode == "multiset":
         matches = _overlaps(tok, 1)
         pred_counts, ref_counts = _lengths(tok.preds), _lengths(tok.refs)
-    elif mode == "set":
+    else:
         sets = [(set(p), set(r)) for p, r in zip(tok.preds, tok.refs, strict=True)]
         matches = np.fromiter((len(p & r) for p, r in sets), np.int64, tok.n)
         pred_counts = np.fromiter((len(p) for p, _ in sets), np.int64, tok.n)
         ref_counts = np.fromiter((len(r) for _, r in sets), np.int64, tok.n)
-    else:
-        raise ValueError(f"unknown mode {mode!r}; choose 'multiset' (SQuAD-style) or 'set'")
     precision, recall, f1 = _prf(matches, pred_counts, ref_counts)
     signature = (
         f"vocab-F1|{tok.signature()}|overlap:{mode}|score:F1|corpus:mean-of-samples"
@@ -697,8 +705,7 @@ def vocab_f1(
         n_resamples: bootstrap resamples.
         seed: bootstrap RNG seed.
     """
-    if mode not in ("multiset", "set"):
-        raise ValueError(f"unknown mode {mode!r}; choose 'multiset' (SQuAD-style) or 'set'")
+    _check_vocab_f1_mode(mode)
     _check_n_resamples(n_resamples)
     preds, refs = _as_pairs(predictions, references)
     tok = _tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
@@ -794,8 +801,7 @@ def compare(
     if metric not in COMPARABLE:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(COMPARABLE)}")
     _check_bleu_args(max_ngram_order, smooth_method)
-    if mode not in ("multiset", "set"):
-        raise ValueError(f"unknown mode {mode!r}; choose 'multiset' (SQuAD-style) or 'set'")
+    _check_vocab_f1_mode(mode)
     _check_n_resamples(n_resamples)
     preds_a, refs = _as_pairs(predictions_a, references, "predictions_a")
     preds_b, _ = _as_pairs(predictions_b, references, "predictions_b")
