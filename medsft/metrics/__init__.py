@@ -22,6 +22,7 @@ from medsft.metrics.text import (
 # torch (perplexity) and openai (the judge, at call time) load only when first used.
 _LAZY = {
     "perplexity": "medsft.metrics.likelihood",
+    "perplexity_from_nll": "medsft.metrics.likelihood",
     "PerplexityResult": "medsft.metrics.likelihood",
     "TokenPerplexity": "medsft.metrics.likelihood",
     "judge_pairs": "medsft.metrics.judge",
@@ -46,6 +47,7 @@ __all__ = [
     "ajudge_pairs",
     "judge_pairs",
     "perplexity",
+    "perplexity_from_nll",
     "TOKENIZERS",
     "Interval",
     "MetricResult",

@@ -43,7 +43,7 @@ class PerplexityResult:
         return self.nll_sum / self.n_tokens
 
 
-def from_nll(nll_sum: float, n_tokens: int) -> float:
+def perplexity_from_nll(nll_sum: float, n_tokens: int) -> float:
     """Perplexity from a precomputed (sum of token NLL, number of supervised tokens)."""
     if n_tokens <= 0:
         raise ValueError("perplexity needs at least one supervised token (n_tokens > 0)")
@@ -150,5 +150,5 @@ def perplexity(
         f"|max_len:{max_length}|weighting:token|n:{len(examples)}|skipped:{skipped}"
     )
     return PerplexityResult(
-        from_nll(total, count), total, count, per_sample, per_nll, per_tokens, skipped, signature
+        perplexity_from_nll(total, count), total, count, per_sample, per_nll, per_tokens, skipped, signature
     )
