@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, *, hidden_path: bool) -> dict[str, float]:
         (nll / n).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return float(nll / n)
+        return (nll / n).item()
 
     for _ in range(args.warmup):
         step()

@@ -150,5 +150,12 @@ def perplexity(
         f"|max_len:{max_length}|weighting:token|n:{len(examples)}|skipped:{skipped}"
     )
     return PerplexityResult(
-        perplexity_from_nll(total, count), total, count, per_sample, per_nll, per_tokens, skipped, signature
+        perplexity_from_nll(total, count),
+        total,
+        count,
+        per_sample,
+        per_nll,
+        per_tokens,
+        skipped,
+        signature,
     )
