@@ -518,24 +518,23 @@ class SFTDataModule(LightningDataModule):
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if max_length < 8 or batch_size < 1 or num_workers < 0:
             raise ValueError("max_length must be >= 8, batch_size >= 1 and num_workers >= 0")
-        self.source, self.tokenizer_name, self.split, self.subset = source, tokenizer, split, subset
-        self.val_source, self.val_fraction, self.system_prompt = (
-            val_source,
-            val_fraction,
-            system_prompt,
-        )
-        self.max_length, self.enable_thinking, self.multi_turn = (
-            max_length,
-            enable_thinking,
-            multi_turn,
-        )
-        self.batch_size, self.num_workers, self.shuffle_buffer = (
-            batch_size,
-            num_workers,
-            shuffle_buffer,
-        )
-        self.group_by_length, self.pad_to_multiple_of = group_by_length, pad_to_multiple_of
-        self.skip_invalid, self.seed = skip_invalid, seed
+        self.source = source
+        self.tokenizer_name = tokenizer
+        self.split = split
+        self.subset = subset
+        self.val_source = val_source
+        self.val_fraction = val_fraction
+        self.system_prompt = system_prompt
+        self.max_length = max_length
+        self.enable_thinking = enable_thinking
+        self.multi_turn = multi_turn
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.shuffle_buffer = shuffle_buffer
+        self.group_by_length = group_by_length
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.skip_invalid = skip_invalid
+        self.seed = seed
         self._tokenizer = None
         self.train_set: SFTStream | None = None
         self.val_set: SFTStream | None = None

@@ -325,9 +325,8 @@ def build_model(
         name_or_path, quantize=quantize, dtype=dtype, attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code, device=device,
     )  # fmt: skip
-    model.config.use_cache = (
-        False  # the KV cache is useless in training and clashes with checkpointing
-    )
+    # The KV cache is useless in training and clashes with gradient checkpointing.
+    model.config.use_cache = False
     if quantize is not None:
         from peft import prepare_model_for_kbit_training
 

@@ -307,11 +307,15 @@ class SFTModule(LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    def _trainable_names(self) -> set[str]:
+        """What a LoRA checkpoint holds: the adapter, not the frozen base."""
+        return {n for n, p in self.named_parameters() if p.requires_grad}
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.finetune == "lora":
             # Loading is not strict (the frozen base is not in the file), so check by hand that
             # the adapter in the file is the one being trained.
-            trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+            trainable = self._trainable_names()
             saved = set(checkpoint["state_dict"])
             if saved != trainable:
                 missing, extra = sorted(trainable - saved), sorted(saved - trainable)
@@ -324,7 +328,7 @@ class SFTModule(LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.finetune == "lora":
-            trainable = {n for n, p in self.named_parameters() if p.requires_grad}
+            trainable = self._trainable_names()
             checkpoint["state_dict"] = {
                 k: v for k, v in checkpoint["state_dict"].items() if k in trainable
             }
