@@ -52,6 +52,8 @@ def machine() -> dict[str, Any]:
         info["memory_gib"] = round(pages * page_size / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         pass
+    if hasattr(os, "sched_getaffinity"):
+        info["cores_this_process_may_use"] = len(os.sched_getaffinity(0))
     if hasattr(os, "getloadavg"):
         # Other work on the machine changes CPU timings: say how busy it was when we finished.
         info["load_average_1_5_15min"] = [round(x, 2) for x in os.getloadavg()]
