@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -64,6 +65,7 @@ class SFTCLI(LightningCLI):
 
         config = self.config
         validate_strategy(config.trainer.strategy, config.model.finetune, config.model.quantize)
+        _choose_cpu_threads(config.model.name_or_path, config.trainer.accelerator)
         for name in {config.model.name_or_path, config.model.tokenizer or ""} - {""}:
             check_source(name)
             if is_hub_id(name):
@@ -71,6 +73,41 @@ class SFTCLI(LightningCLI):
         for source in (config.data.source, config.data.val_source):
             if source and not is_local(source):
                 ensure_hub_reachable(source, repo_type="dataset", probe="README.md")
+
+
+# Models up to this width train on one CPU thread unless OMP_NUM_THREADS says otherwise.
+TINY_HIDDEN_SIZE = 256
+
+
+def _choose_cpu_threads(name_or_path: str, accelerator: Any) -> None:
+    """One intra-op thread for a tiny model trained on CPU, when the user has not chosen.
+
+    Measured on a 2-core machine (benchmarks/results/demo_threads.json): a `random:tiny` step's
+    matrices are too small to split, torch's default of one thread per core gains nothing on an
+    idle machine, and when anything else runs on a core, threads that spin-wait for a descheduled
+    sibling make each step about 2x slower. Larger models keep torch's default.
+    """
+    import torch
+
+    from medsft.model import PRESETS, RANDOM_PREFIX
+
+    if "OMP_NUM_THREADS" in os.environ or accelerator not in ("cpu", "auto", None):
+        return
+    if accelerator != "cpu" and torch.cuda.is_available():
+        return
+    hidden = None
+    if name_or_path.startswith(RANDOM_PREFIX):
+        hidden = PRESETS.get(name_or_path[len(RANDOM_PREFIX) :], {}).get("hidden_size")
+    elif os.path.isfile(os.path.join(name_or_path, "config.json")):
+        import json
+
+        with open(os.path.join(name_or_path, "config.json"), encoding="utf-8") as f:
+            hidden = json.load(f).get("hidden_size")
+    if hidden is not None and hidden <= TINY_HIDDEN_SIZE:
+        torch.set_num_threads(1)
+        print(
+            f"CPU training of a tiny model (hidden size {hidden}): 1 thread; set OMP_NUM_THREADS to choose"
+        )
 
 
 def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> SFTCLI:

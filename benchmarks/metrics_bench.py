@@ -179,6 +179,29 @@ def main() -> int:
     print(f"target: < 10 s for all of ours -> {'met' if total_ours < 10 else 'MISSED'}")
     for name, ok in checks.items():
         print(f"[{'OK' if ok else 'MISMATCH'}] {name}")
+    from record import write_result
+
+    figures = {
+        "data": source,
+        "pairs": n,
+        "chars": args.chars,
+        "core": core,
+        "ours_s": ours,
+        "reference_s": ref,
+        "rouge_score_timed_pairs": m,
+        "rouge_score_extrapolated": m < n,
+        "total_ours_s": total_ours,
+        "total_reference_s": total_ref,
+        "speed_up": total_ref / total_ours,
+        "scores": {
+            "bleu": ours_bleu.score,
+            "sacrebleu": ref_bleu.score,
+            **{key: result.score for key, result in ours_rouge.items()},
+            "vocab_f1": ours_vf1.score,
+        },
+        "checks": checks,
+    }
+    write_result("metrics_bench", figures, args=vars(args))
     return 0 if all(checks.values()) else 1
 
 

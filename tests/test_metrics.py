@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,8 +30,11 @@ from medsft.metrics import (
 )
 from medsft.metrics.text import _lcs_length
 
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+
 # --------------------------------------------------------------------------------------------
-# Data: real references from ../shared/data, predictions = seeded perturbations of them
+# Data: our references (data/sample), predictions = seeded perturbations of them; the real
+# public answers in ../shared/data add a second corpus where present (CI)
 # --------------------------------------------------------------------------------------------
 
 
@@ -56,30 +60,68 @@ def perturb(text: str, rng: random.Random, rate: float = 0.15, words: bool = Fal
     return (" " if words else "").join(out)
 
 
-@pytest.fixture(scope="module")
-def zh_pairs(shared_data):
-    """Course zh_med reference answers (Chinese) against perturbed copies."""
-    rows = json.loads((shared_data / "course_a3_testsets" / "zh_med.json").read_text("utf-8"))
-    refs = [answer for _, answer in rows]
+def _jsonl(path, field: str) -> list[str]:
+    return [json.loads(line)[field] for line in path.read_text("utf-8").splitlines()]
+
+
+def _zh_pairs(refs: list[str]):
     rng = random.Random(0)
     return [perturb(r, rng) for r in refs], refs
 
 
-@pytest.fixture(scope="module")
-def huatuo_answers(shared_data):
-    path = shared_data / "huatuo26m_lite" / "huatuo26m_lite_qa500.enddonkey.jsonl"
-    return [json.loads(line)["answer"] for line in path.read_text("utf-8").splitlines()[:60]]
-
-
-@pytest.fixture(scope="module")
-def en_pairs(shared_data):
-    """MedQuAD answers plus the course en_med answers (English), cut to keep rouge-score quick."""
-    path = shared_data / "english_tasks" / "medquad_official_sample1000.jsonl"
-    refs = [json.loads(line)["Answer"][:600] for line in path.read_text("utf-8").splitlines()[:30]]
-    course = json.loads((shared_data / "course_a3_testsets" / "en_med.json").read_text("utf-8"))
-    refs += [answer[:600] for _, answer in course]
+def _en_pairs(refs: list[str]):
     rng = random.Random(1)
     return [perturb(r, rng, words=True) for r in refs], refs
+
+
+def _sample_corpus() -> dict:
+    """The project's own answers (data/sample): Chinese and English, present in every clone."""
+    rows = json.loads((SAMPLE / "test_zh_med.json").read_text("utf-8"))
+    huatuo = _jsonl(SAMPLE / "huatuo_sample.jsonl", "answer")
+    return {
+        "zh": _zh_pairs([answer for _, answer in rows] + huatuo[:8]),
+        "en": _en_pairs(_jsonl(SAMPLE / "medquad_sample.jsonl", "Answer")),
+        "huatuo": huatuo[:60],
+    }
+
+
+def _shared_corpus(shared_data) -> dict:
+    """Real public answers from ../shared/data (CI only): text nobody wrote for these tests."""
+    zh = json.loads((shared_data / "course_a3_testsets" / "zh_med.json").read_text("utf-8"))
+    path = shared_data / "english_tasks" / "medquad_official_sample1000.jsonl"
+    en = [answer[:600] for answer in _jsonl(path, "Answer")[:30]]
+    en_course = json.loads((shared_data / "course_a3_testsets" / "en_med.json").read_text("utf-8"))
+    huatuo = shared_data / "huatuo26m_lite" / "huatuo26m_lite_qa500.enddonkey.jsonl"
+    return {
+        "zh": _zh_pairs([answer for _, answer in zh]),
+        "en": _en_pairs(en + [answer[:600] for _, answer in en_course]),
+        "huatuo": _jsonl(huatuo, "answer")[:60],
+    }
+
+
+@pytest.fixture(scope="module", params=["sample", "shared"])
+def corpus(request) -> dict:
+    """Every data test runs on our sample answers, and again on ../shared's when it is there."""
+    if request.param == "sample":
+        return _sample_corpus()
+    return _shared_corpus(request.getfixturevalue("shared_data"))
+
+
+@pytest.fixture(scope="module")
+def zh_pairs(corpus):
+    """Chinese reference answers against perturbed copies."""
+    return corpus["zh"]
+
+
+@pytest.fixture(scope="module")
+def huatuo_answers(corpus):
+    return corpus["huatuo"]
+
+
+@pytest.fixture(scope="module")
+def en_pairs(corpus):
+    """English reference answers against perturbed copies (whole words deleted, swapped...)."""
+    return corpus["en"]
 
 
 def short(pairs, chars: int = 200):

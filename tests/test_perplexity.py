@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medsft.chat import IGNORE_INDEX, qa_messages, render
+from medsft.loss import masked_nll
 from medsft.metrics import TokenPerplexity, perplexity, perplexity_from_nll
 from medsft.model import build_model
 
@@ -35,6 +36,31 @@ def test_token_weighted_and_independent_of_batching(model, qwen3_tokenizer):
     # Token-weighted, not the mean of per-example perplexities.
     assert batched.score != pytest.approx(sum(batched.per_sample) / len(QA), rel=1e-3)
     assert "tokens:assistant-only" in batched.signature
+
+
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_equals_full_logits_path_and_projects_only_supervised_positions(finetune, qwen3_tokenizer):
+    torch.manual_seed(0)
+    model = build_model("random:tiny", finetune=finetune).eval()
+    conversations = [qa_messages(q, a) for q, a in QA]
+    projected: list[int] = []
+    head = model.get_output_embeddings()
+    hook = head.register_forward_hook(lambda _m, args, _out: projected.append(args[0].shape[-2]))
+    try:
+        result = perplexity(model, qwen3_tokenizer, conversations, batch_size=2, progress=False)
+    finally:
+        hook.remove()
+    # The full-logits computation, one example at a time: [1, T, vocab] logits.
+    for i, conversation in enumerate(conversations):
+        rendered = render(conversation, qwen3_tokenizer)
+        ids = torch.tensor([rendered["input_ids"]])
+        with torch.no_grad():
+            nll, n = masked_nll(
+                torch.tensor([rendered["labels"]]), logits=model(input_ids=ids).logits
+            )
+        assert result.per_sample_tokens[i] == int(n)
+        assert result.per_sample_nll[i] == pytest.approx(nll.item(), rel=1e-5)
+    assert sum(projected) == result.n_tokens  # vocabulary logits only where supervised
 
 
 def test_examples_without_supervised_tokens_are_skipped_and_counted(model, qwen3_tokenizer):

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torchmetrics import Metric
 
-from medsft.chat import EmptySupervision, Message, render
+from medsft.chat import IGNORE_INDEX, EmptySupervision, Message, render
 from medsft.loss import masked_nll
 
 
@@ -77,6 +77,23 @@ class TokenPerplexity(Metric):
         return {"loss": loss.float(), "ppl": torch.exp(loss).float()}
 
 
+NLL_CHUNK = 1024
+"""Supervised positions projected to the vocabulary at once: [1024, 151936] fp32 is 0.6 GB."""
+
+
+def _backbone_and_head(model: Any) -> tuple[Any, Any]:
+    """The decoder and output projection, or (model, None) for a model that does not split so."""
+    from medsft.model import backbone_and_head
+
+    try:
+        backbone, head = backbone_and_head(model)
+    except AttributeError:
+        return model, None
+    if backbone is None or head is None:
+        return model, None
+    return backbone, head
+
+
 @torch.no_grad()
 def perplexity(
     model: Any,
@@ -100,6 +117,9 @@ def perplexity(
             skipped and counted.
         enable_thinking: the Qwen3 thinking switch used when rendering.
         progress: show a progress bar.
+
+    Logits are computed only at supervised positions, from the decoder's hidden states, as in
+    training (medsft.loss.masked_nll): never the whole [batch, seq, vocab] tensor.
     """
     from tqdm.auto import tqdm
 
@@ -121,29 +141,42 @@ def perplexity(
         raise ValueError(f"no example has a supervised token within max_length={max_length}")
     examples.sort(key=lambda item: len(item[1]["input_ids"]))
     device = next(model.parameters()).device
+    backbone, head = _backbone_and_head(model)
     was_training = model.training
     model.eval()
-    per_sample = [math.nan] * len(conversations)
-    per_nll, per_tokens = [0.0] * len(conversations), [0] * len(conversations)
-    total, count = 0.0, 0
+    # Per-example sums stay on the device until the end: one transfer, not one sync per example.
+    nll_parts: list[torch.Tensor] = []
+    counts: list[int] = []
     bar = tqdm(total=len(examples), desc="perplexity", unit="ex", disable=not progress)
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
         batch = collate([ex for _, ex in chunk], tokenizer.pad_token_id)
-        logits = model(
-            input_ids=batch["input_ids"].to(device),
-            attention_mask=batch["attention_mask"].to(device),
-        ).logits
+        counts += (batch["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1).tolist()  # host tensor
+        inputs = {
+            "input_ids": batch["input_ids"].to(device),
+            "attention_mask": batch["attention_mask"].to(device),
+        }
         labels = batch["labels"].to(device)
-        for row, (index, _) in enumerate(chunk):
-            nll, n = masked_nll(labels[row : row + 1], logits=logits[row : row + 1])
-            total += nll.item()
-            count += int(n)
-            per_sample[index] = math.exp(nll.item() / int(n))
-            per_nll[index], per_tokens[index] = nll.item(), int(n)
+        if head is None:
+            logits = model(**inputs).logits
+            rows = [{"logits": logits[r : r + 1]} for r in range(len(chunk))]
+        else:
+            hidden = backbone(**inputs).last_hidden_state
+            rows = [
+                {"hidden_states": hidden[r : r + 1], "head": head, "chunk_size": NLL_CHUNK}
+                for r in range(len(chunk))
+            ]
+        nll_parts += [masked_nll(labels[r : r + 1], **row)[0] for r, row in enumerate(rows)]
         bar.update(len(chunk))
     bar.close()
     model.train(was_training)
+    nlls = torch.stack(nll_parts).double().tolist()
+    per_sample = [math.nan] * len(conversations)
+    per_nll, per_tokens = [0.0] * len(conversations), [0] * len(conversations)
+    for (index, _), nll, n in zip(examples, nlls, counts, strict=True):
+        per_sample[index] = math.exp(nll / n)
+        per_nll[index], per_tokens[index] = nll, n
+    total, count = math.fsum(nlls), sum(counts)
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     signature = (
         f"ppl|model:{name}|tokens:assistant-only|render:medsft.chat|thinking:{enable_thinking}"
