@@ -36,6 +36,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from medsft.chat import IGNORE_INDEX, EmptySupervision, MultiTurn, qa_messages, render_conversation
+from medsft.flops import causal_pairs
 from medsft.loss import supervised_positions
 
 log = logging.getLogger(__name__)
@@ -431,12 +432,15 @@ def collate(
         labels[i, :n] = torch.tensor(ex["labels"])
         attention_mask[i, :n] = 1
     positions, targets = supervised_positions(labels)
+    lengths = [len(ex["input_ids"]) for ex in examples]
     return {
         "input_ids": input_ids,
         "labels": labels,
         "attention_mask": attention_mask,
         "positions": positions,
         "targets": targets,
+        # For MFU: the query-key pairs causal attention computes (padding excluded).
+        "attention_pairs": torch.tensor(causal_pairs(lengths)),
         "index": [ex.get("index") for ex in examples],
         "meta": [ex.get("meta", {}) for ex in examples],
     }

@@ -28,6 +28,7 @@ from lightning import LightningModule
 from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 
 from medsft.chat import IGNORE_INDEX
+from medsft.flops import FlopCounter, mfu
 from medsft.loss import masked_nll
 from medsft.metrics.likelihood import TokenPerplexity
 from medsft.model import (
@@ -161,9 +162,11 @@ class SFTModule(LightningModule):
         self.val_ppl = TokenPerplexity()
         # LoRA checkpoints hold only the adapter; the frozen base is rebuilt from name_or_path.
         self.strict_loading = finetune == "full"
-        # This optimizer step's nll sum, supervised and all tokens; and tokens since the last log.
-        self._window = torch.zeros(3, dtype=torch.float64)
-        self._since_log = torch.zeros(2, dtype=torch.float64)
+        # This optimizer step's nll sum, supervised tokens, all tokens and causal attention pairs;
+        # and the last three summed since the last log.
+        self._window = torch.zeros(4, dtype=torch.float64)
+        self._since_log = torch.zeros(3, dtype=torch.float64)
+        self._flops: FlopCounter | None = None
         self._log_start = time.perf_counter()
         self._grad_norm: torch.Tensor | None = None
 
@@ -186,6 +189,10 @@ class SFTModule(LightningModule):
         if self.finetune == "lora":
             # PEFT records the model's own path; a preset must be rebuilt by name when loading.
             self.model.peft_config["default"].base_model_name_or_path = self.name_or_path
+        self._flops = FlopCounter.from_config(
+            self.model.config, self.finetune, lora_r=self.lora.r,
+            lora_targets=self.lora.target_modules,
+        )  # fmt: skip
         if self._device_mesh is not None:
             validate_strategy(self.trainer.strategy, self.finetune, self.quantize)
             self._fully_shard()
@@ -251,7 +258,9 @@ class SFTModule(LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         nll, n = self.step(batch)
-        counts = torch.stack([nll.detach(), n, batch["attention_mask"].sum()]).to(torch.float64)
+        counts = torch.stack(
+            [nll.detach(), n, batch["attention_mask"].sum(), batch["attention_pairs"]]
+        ).to(torch.float64)
         self._window = self._window.to(counts.device) + counts
         return nll
 
@@ -286,8 +295,8 @@ class SFTModule(LightningModule):
         grad_norm = self._grad_norm
         if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor, summed over shards
             grad_norm = grad_norm.full_tensor()
-        nll_sum, step_tokens, _ = window.tolist()
-        n_sup, n_all = self._since_log.tolist()
+        nll_sum, step_tokens, _, _ = window.tolist()
+        n_sup, n_all, pairs = self._since_log.tolist()
         now = time.perf_counter()
         elapsed, self._log_start = now - self._log_start, now
         self._since_log = torch.zeros_like(self._since_log)
@@ -302,6 +311,10 @@ class SFTModule(LightningModule):
         }
         if torch.cuda.is_available():
             metrics["train/peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            flops = self._flops.step_flops(int(n_all), int(n_sup), int(pairs))
+            name, devices = torch.cuda.get_device_name(), self.trainer.world_size
+            if (utilisation := mfu(flops, elapsed, name, devices)) is not None:
+                metrics["train/mfu"] = utilisation  # None (not logged) for an unknown GPU
         if self.trainer.is_global_zero and self.logger is not None:
             self.logger.log_metrics(metrics, step=self.global_step)
         self.log("loss", loss, prog_bar=True, on_step=True, logger=False, rank_zero_only=True)

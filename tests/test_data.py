@@ -119,14 +119,17 @@ def test_split_is_the_same_in_another_process():
     assert 30 < sum(here) < 90
 
 
+@pytest.mark.parametrize("split", ["train", "val"])
 @pytest.mark.parametrize("world_size, workers", [(2, 2), (3, 1)])
-def test_ranks_and_workers_read_disjoint_shards(world_size, workers):
-    data = dm(f"{SAMPLE}/huatuo_sample.jsonl", val_fraction=0.1, shuffle_buffer=8, batch_size=3)
-    expected = sorted(indices(SFTStream(data, "train", 0, 1).examples()))
+def test_ranks_and_workers_read_disjoint_shards(world_size, workers, split):
+    """Validation too: each rank evaluates its own share, not the whole set again."""
+    data = dm(f"{SAMPLE}/huatuo_sample.jsonl", val_fraction=0.3, shuffle_buffer=8, batch_size=3)
+    expected = sorted(indices(SFTStream(data, split, 0, 1).examples()))
+    assert len(expected) > world_size * workers
     seen = []
     for rank in range(world_size):
         loader = DataLoader(
-            SFTStream(data, "train", rank, world_size), batch_size=3, num_workers=workers,
+            SFTStream(data, split, rank, world_size), batch_size=3, num_workers=workers,
             collate_fn=lambda b: collate(b, 0), multiprocessing_context="fork" if workers else None,
         )  # fmt: skip
         for batch in loader:
@@ -150,6 +153,42 @@ def test_collate_pads_labels_with_ignore_index():
     assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7, -100], [8, -100, -100, -100]]
     assert batch["attention_mask"].sum().item() == 4
+    # The loss's inputs, found on the CPU: positions whose next token is supervised.
+    assert batch["positions"].tolist() == [0, 1] and batch["targets"].tolist() == [6, 7]
+    assert batch["attention_pairs"].item() == 3 * 4 // 2 + 1
+
+
+def test_validation_pads_finished_ranks_until_all_are_done():
+    from medsft.data import _UntilAllRanksDone
+
+    shards = {
+        0: [{"input_ids": [5, 6], "labels": [5, 6]}] * 3,
+        1: [{"input_ids": [7], "labels": [7]}],
+    }
+    loaders = {
+        r: DataLoader(rows, batch_size=1, collate_fn=lambda b: collate(b, 0))
+        for r, rows in shards.items()
+    }
+    iters = {
+        r: iter(_UntilAllRanksDone(loaders[r], 0, lambda done, r=r: votes(r, done))) for r in shards
+    }
+    pending: dict[int, bool] = {}
+
+    def votes(rank, done):  # a two-rank all-reduce, in lockstep
+        pending[rank] = done
+        return all(pending.values()) and len(pending) == 2
+
+    steps = {0: [], 1: []}
+    while True:
+        out = {}
+        for r in (0, 1):
+            out[r] = next(iters[r], None)
+        if out[0] is None or out[1] is None:
+            assert out[0] is None and out[1] is None  # they stop together
+            break
+        for r in (0, 1):
+            steps[r].append(bool(out[r].get("padding")))
+    assert steps[0] == [False] * 3 and steps[1] == [False, True, True]
 
 
 def test_group_by_length_pads_less():

@@ -142,6 +142,8 @@ def test_fused_adamw_with_bf16_mixed_and_clipping_trains(tmp_path):
 
     logged = scalars(cli.trainer.log_dir, "train/grad_norm")  # before clipping
     assert len(logged) == 4 and min(logged) > clip
+    losses = scalars(cli.trainer.log_dir, "train/loss")
+    assert losses[-1] < losses[0], losses  # and it trains
 
 
 def test_fused_adamw_with_a_loss_scaler_is_refused(tmp_path):
