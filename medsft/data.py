@@ -348,7 +348,19 @@ def _get(row: Row, column: str, role: str, *, required: bool) -> Any:
         raise InvalidExample(
             row.where, column, f"expected a string, got {type(value).__name__}: {value!r:.60}"
         )
+    if isinstance(value, str):
+        _check_unicode(row.where, column, value)
     return value
+
+
+def _check_unicode(where: str, column: str, text: str) -> None:
+    # JSON's "\ud800" escapes decode to lone surrogates, which no tokenizer or hash can encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidExample(
+            where, column, f"not valid Unicode (a lone surrogate); \\u{ord(text[err.start]):04x}"
+        ) from None
 
 
 def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) -> tuple[list, str]:
@@ -371,6 +383,7 @@ def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) ->
                 )  # fmt: skip
             if not isinstance(m.get("content"), str) or not m["content"].strip():
                 raise InvalidExample(row.where, f"{name}.content", "missing, empty or not a string")
+            _check_unicode(row.where, f"{name}.content", m["content"])
         if not any(m["role"] == "assistant" for m in messages):
             raise InvalidExample(
                 row.where, columns["messages"], "no assistant message to supervise"
@@ -685,6 +698,9 @@ class SFTDataModule(LightningDataModule):
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if max_length < 8 or batch_size < 1 or num_workers < 0:
             raise ValueError("max_length must be >= 8, batch_size >= 1 and num_workers >= 0")
+        for name in (source, val_source):
+            if name and is_local(name):
+                local_files(name)  # a missing path fails here, before any model is built
         if truncation not in ("right", "drop"):
             raise ValueError(f"truncation must be 'right' or 'drop', got {truncation!r}")
         self.source = source
