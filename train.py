@@ -198,18 +198,23 @@ def _safeguard(cli: SFTCLI) -> None:
 
 
 def _resolve_ckpt(cli: SFTCLI, ckpt_path: str | None) -> str | None:
-    """'last' means the newest last.ckpt under this run name's versions (a new version logs)."""
-    if ckpt_path != "last":
-        return ckpt_path
+    """'last' means the newest last.ckpt under this run name's versions (a new version logs).
+
+    A damaged checkpoint falls back to the previous one kept beside it (medsft.checkpoint).
+    """
     import glob
 
+    from medsft.checkpoint import usable_checkpoint
+
+    if ckpt_path != "last":
+        return None if ckpt_path is None else str(usable_checkpoint(ckpt_path))
     logger = cli.trainer.logger
     pattern = os.path.join(logger.save_dir, logger.name, "version_*", "checkpoints", "last.ckpt")
     found = sorted(glob.glob(pattern), key=os.path.getmtime)
     if not found:
         sys.exit(f"--ckpt_path last: no checkpoint matches {pattern}; start without --ckpt_path")
     print(f"resuming from {found[-1]}")
-    return found[-1]
+    return str(usable_checkpoint(found[-1]))
 
 
 if __name__ == "__main__":
