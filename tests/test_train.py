@@ -254,3 +254,61 @@ def test_two_processes_match_one(tmp_path, mode):
     # Adam divides by sqrt(v): rarely-hit embedding rows magnify summation-order differences.
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=max(1e-3, rel * 10), rtol=rel * 100)
+
+
+def _train_process(tmp_path, name, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
+         "--trainer.enable_progress_bar", "false",
+         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
+         *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+RESUME = {
+    # 20 rows, 2 workers, batch 3: epochs of 4 batches, so 10 steps cross two epoch boundaries.
+    "lora-2-workers": (["--data.num_workers", "2"], []),
+    "lora-ddp": (
+        ["--data.num_workers", "1", "--model.lora.dropout", "0.05"],
+        ["--trainer.devices", "2", "--trainer.strategy", "ddp"],
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", RESUME)
+def test_kill_9_and_resume_gives_the_uninterrupted_run(tmp_path, mode):
+    """SIGKILL at step 8, resume from the step-6 checkpoint: the same losses, learning rates and
+    final weights as a run that was never interrupted (fp32 CPU, LoRA with dropout)."""
+    extra, parallel = RESUME[mode]
+    data = tmp_path / "rows.jsonl"
+    with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
+        data.write_text("".join(f.readline() for _ in range(20)), encoding="utf-8")
+    common = [
+        "--data.source", str(data), "--data.val_fraction", "0", "--data.batch_size", "3",
+        "--data.shuffle_buffer", "8", "--data.max_length", "128", *extra, *parallel,
+        "--model.finetune", "lora", "--model.optimizer.lr", "0.02",
+        "--trainer.max_steps", "10", "--trainer.log_every_n_steps", "1",
+        "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "null",
+        "--checkpoint.every_n_train_steps", "3",
+    ]  # fmt: skip
+    assert _train_process(tmp_path, "straight", *common).returncode == 0
+    kill = '[{"class_path": "tests.resume_helpers.KillAt", "init_args": {"step": 8}}]'
+    killed = _train_process(tmp_path, "killed", *common, "--trainer.callbacks", kill)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = _train_process(tmp_path, "killed", *common, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight, run = tmp_path / "straight/version_0", tmp_path / "killed/version_0"
+    assert not (tmp_path / "killed/version_1").exists()  # the same run continues
+    for tag in ("train/loss", "train/lr", "train/supervised_tokens"):
+        a, b = scalars(straight, tag), scalars(run, tag)
+        assert len(a) == len(b) == 10, tag  # one curve: the killed run's steps 6-8 are purged
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-6), tag
+    w1 = load_file(straight / "adapter/adapter_model.safetensors")
+    w2 = load_file(run / "adapter/adapter_model.safetensors")
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-6, rtol=1e-6)
+    again = _train_process(tmp_path, "killed", *common, "--ckpt_path", "last")
+    assert again.returncode == 0 and "nothing to train" in again.stdout
