@@ -56,7 +56,6 @@ def run(server: JudgeServer, a=LONG, b=SHORT, questions=QUESTIONS, **kwargs) -> 
     options = dict(
         model="test-judge",
         base_url=server.base_url,
-        backoff_base=0.001,
         timeout=5.0,
         max_retries=3,
         progress=False,
