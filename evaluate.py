@@ -13,7 +13,7 @@ Systems are base models (hub id, local dir, `random:tiny`), training runs (`logs
 `logs/<name>/latest` = the newest), merged exports, or files of ready answers. Writes into
 --output_dir: report.md, report.json, metrics.png, training_<run>.png, generations/ (reused by
 later runs whose model, settings and questions are unchanged), judge_cache.jsonl, config.yaml.
-See medsft/evaluation.py.
+See medsft/evaluation/ (one module per job).
 """
 
 from __future__ import annotations
