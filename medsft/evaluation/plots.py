@@ -35,7 +35,9 @@ def _bars(
                     capsize=3, linewidth=1)  # fmt: skip
 
 
-def _grouped(ax: Any, report: dict[str, Any], names: list[str], title: str) -> None:
+def _grouped(
+    ax: Any, report: dict[str, Any], names: list[str], title: str, legend: bool = True
+) -> None:
     import numpy as np
 
     systems = [s["name"] for s in report["systems"]]
@@ -46,7 +48,8 @@ def _grouped(ax: Any, report: dict[str, Any], names: list[str], title: str) -> N
         _bars(ax, x + (k - (len(systems) - 1) / 2) * width, entries, width, label=system)
     ax.set_xticks(x, names, rotation=30, ha="right")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize="small")
+    if legend:
+        ax.legend(fontsize="small")
 
 
 def _panels(report: dict[str, Any]) -> list[tuple[str, float]]:
@@ -67,6 +70,14 @@ def _panels(report: dict[str, Any]) -> list[tuple[str, float]]:
 
 
 def plot_metrics(report: dict[str, Any], path: Path) -> None:
+    """metrics.png: see `metrics_figure`."""
+    plt = _pyplot()
+    fig = metrics_figure(report)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def metrics_figure(report: dict[str, Any]) -> Any:
     """One panel per kind of score, every bar with its 95% bootstrap interval where it has one."""
     plt = _pyplot()
     panels = _panels(report)
@@ -83,8 +94,8 @@ def plot_metrics(report: dict[str, Any], path: Path) -> None:
             _grouped(ax, report, overlap, "Overlap with the references")
             ax.set_ylabel("score (0-100), 95% bootstrap CI")
         elif panel == "distinct":
-            _grouped(ax, report, [n for n in names if n.startswith("distinct")],
-                     "Diversity (no CI)")  # fmt: skip
+            distinct = [n for n in names if n.startswith("distinct")]
+            _grouped(ax, report, distinct, "Diversity (no CI)", legend=False)
         elif panel == "ppl":
             _ppl_panel(ax, report)
         elif panel == "judge":
@@ -92,18 +103,28 @@ def plot_metrics(report: dict[str, Any], path: Path) -> None:
         else:
             _length_panel(ax, report)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
 
 
 def _ppl_panel(ax: Any, report: dict[str, Any]) -> None:
+    import numpy as np
+
+    # Points, not bars: on a log axis a bar's height depends on where the axis happens to start.
     systems = [
         s["name"] for s in report["systems"] if "test" in report["perplexity"].get(s["name"], {})
     ]
-    _bars(ax, systems, [report["perplexity"][s]["test"] for s in systems], 0.8, color="tab:gray")
+    entries = [report["perplexity"][s]["test"] for s in systems]
+    scores = np.array([e["score"] for e in entries])
+    err = None
+    if all("low" in e for e in entries):
+        err = np.maximum(
+            [scores - [e["low"] for e in entries], [e["high"] for e in entries] - scores], 0
+        )
+    ax.errorbar(range(len(systems)), scores, yerr=err, fmt="o", color="tab:gray", capsize=3)
+    ax.set_xticks(range(len(systems)), systems, rotation=30)
+    ax.set_xlim(-0.6, len(systems) - 0.4)
     ax.set_yscale("log")
     ax.set_title("Reference PPL (lower = better)", fontsize=10)
-    ax.tick_params(axis="x", rotation=30)
 
 
 def _judge_panel(ax: Any, report: dict[str, Any]) -> None:
