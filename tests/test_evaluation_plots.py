@@ -9,7 +9,7 @@ from matplotlib.container import ErrorbarContainer
 
 from medsft.evaluation import DataSpec, EvalConfig, ScoringSettings, load_examples
 from medsft.evaluation.plots import metrics_figure, plot_metrics, plot_training
-from medsft.evaluation.run import score
+from medsft.evaluation.run import examples_shown, score
 from medsft.evaluation.systems import SystemOutput
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +24,8 @@ def _report(distinct_orders: list[int]) -> dict:
     ]
     scoring = ScoringSettings(n_resamples=50, distinct_orders=distinct_orders, paired=False)
     report = score(outputs, examples, None, EvalConfig(scoring=scoring, baseline="long"))
-    report["judge"] = {"status": "skipped", "baseline": "long"}
+    report["judge"] = {"status": "skipped", "baseline": "long", "reason": "no endpoint"}
+    report.update(training={}, examples=examples_shown(outputs, examples, 2))
     return report
 
 
