@@ -13,6 +13,18 @@ Outcome of a pair, from system A's point of view:
 - an order that failed (HTTP errors past the retries, or no verdict label even after the label
   retry): outcome 'error'; the pair is left out of every rate and counted in `n_errors`.
 
+Verdicts: the English prompt asks for one of `LABELS`, the Chinese one (`language="zh"`) for one
+of `LABELS_ZH` (助手1更好 / 助手1更差 / 两者相当); `parse_verdict` recognises both sets in any reply.
+
+Retries: the `openai` client's own (`max_retries`): HTTP 408/409/429/5xx, timeouts and dropped
+connections, with its backoff and the server's Retry-After. This module adds only what the client
+does not do: a retry of a malformed 200 reply, and the label follow-up below. Judging stops at
+once (`JudgeConfigError`) on what every request would meet: a rejected key (401/403), an unknown
+model (404), a request setting the endpoint rejects (HTTP 400 naming `temperature`, `max_tokens`,
+...: reasoning models such as GPT-5 take neither a non-default temperature nor max_tokens, but
+`max_completion_tokens`), the first `REJECTED_AFTER` requests all rejected as invalid, or
+`UNREACHABLE_AFTER` requests in a row that could not connect.
+
 Label retry: a reply without a verdict label is not sent again as is (at temperature 0 the same
 request tends to get the same reply, paid twice). The conversation goes on instead: the reply as
 the assistant's turn, then `LABEL_FOLLOW_UP` as a user turn asking for the label alone. The
@@ -27,8 +39,10 @@ Token usage: `JudgeUsage.prompt_tokens` / `completion_tokens` are what this run 
 counted separately in `cached_*`, with the usage recorded when they were first paid for.
 
 The API key is read from the environment by name and only handed to the `openai` client; it is
-never stored in the cache, the result, or any error text. Cached replies are keyed by the
-endpoint (without credentials), the model, the request parameters and the rendered prompt.
+never stored in the cache, the result, any error text or any repr. Cached replies (medsft.cache)
+are keyed by what was asked: the endpoint (without credentials, however its URL is spelled:
+`localhost` = `127.0.0.1`, a trailing slash or default port changes nothing), the model, the
+request parameters and the rendered prompt.
 """
 
 from __future__ import annotations
