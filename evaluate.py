@@ -50,8 +50,16 @@ def main(argv: list[str] | None = None) -> dict | None:
     # Data-parallel ranks run this script too; only rank 0 narrates.
     level = logging.INFO if is_global_zero() else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # Device banners once per system, and TensorBoard's notes on reading event files: noise here.
-    for name in ("lightning.pytorch", "lightning.fabric", "tensorboard"):
+    # Device banners once per system, TensorBoard's notes on reading event files, one line per
+    # judge request: noise here.
+    for name in (
+        "lightning.pytorch",
+        "lightning.fabric",
+        "tensorboard",
+        "httpx",
+        "httpx2",
+        "openai",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     # Deprecation notices from inside transformers/Lightning, printed once per loaded model.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")

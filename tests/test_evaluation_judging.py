@@ -71,13 +71,18 @@ def test_gpt5_judge_400_fails_the_judge_with_the_setting_to_change(tmp_path):
         md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
         assert "**Failed**" in md and "temperature" in md
 
-        # The README's GPT-5 settings: no temperature, max_completion_tokens.
-        ok = evaluate_script.main(_argv(
-            tmp_path, server.base_url, "--judge.temperature", "null",
-            "--judge.max_completion_tokens", "2048",
-        ))  # fmt: skip
+        # The README's GPT-5 judge config, as a user would copy it.
+        readme = (ROOT / "README.md").read_text(encoding="utf-8")
+        block = next(b for b in readme.split("```yaml\n")[1:] if "gpt-5" in b).split("```")[0]
+        (tmp_path / "gpt5.yaml").write_text(block, encoding="utf-8")
+        server.reset()
+        ok = evaluate_script.main(
+            _argv(tmp_path, server.base_url, "--config", str(tmp_path / "gpt5.yaml"))
+        )
         assert ok["judge"]["status"] == "ok" and ok["judge"]["results"]["course"]["n_judged"] == 6
-        assert server.requests[-1].body["max_completion_tokens"] == 2048
+        body = server.requests[-1].body
+        assert body["model"].startswith("gpt-5") and "temperature" not in body
+        assert body["max_completion_tokens"] > 0 and "max_tokens" not in body
 
 
 def test_unreachable_judge_is_failed_with_the_reason_never_ok(tmp_path):

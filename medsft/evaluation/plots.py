@@ -137,6 +137,11 @@ def _judge_panel(ax: Any, report: dict[str, Any]) -> None:
             entry.update(low=interval["low"], high=interval["high"])
         entries.append(entry)
     _bars(ax, list(results), entries, 0.8, color="tab:green")
+    for i, entry in enumerate(entries):
+        # Written out: a rate of 0 has no visible bar, and a system with no judged pair has none.
+        text = "n/a" if entry is None else f"{entry['score']:.2f}"
+        ax.text(i, 0.02 if entry is None else entry["score"] + 0.02, text, ha="center",
+                fontsize="small")  # fmt: skip
     ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
     ax.set_ylim(0, 1)
     ax.set_title(f"Adj. win rate vs {report['judge']['baseline']}", fontsize=10)
