@@ -71,11 +71,11 @@ def test_gpt5_judge_400_fails_the_judge_with_the_setting_to_change(tmp_path):
         md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
         assert "**Failed**" in md and "temperature" in md
 
-        # The README's GPT-5 judge config, as a user would copy it.
-        readme = (ROOT / "README.md").read_text(encoding="utf-8")
-        block = next(b for b in readme.split("```yaml\n")[1:] if "gpt-5" in b).split("```")[0]
-        (tmp_path / "gpt5.yaml").write_text(block, encoding="utf-8")
-        server.reset()
+    # The README's GPT-5 judge config, as a user would copy it.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in readme.split("```yaml\n")[1:] if "gpt-5" in b).split("```")[0]
+    (tmp_path / "gpt5.yaml").write_text(block, encoding="utf-8")
+    with JudgeServer(reasoning_model) as server:
         ok = evaluate_script.main(
             _argv(tmp_path, server.base_url, "--config", str(tmp_path / "gpt5.yaml"))
         )

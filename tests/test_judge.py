@@ -478,15 +478,16 @@ def test_cache_keys_on_what_was_asked_not_on_the_url_spelling(
 
 # -- settings an endpoint rejects -------------------------------------------------------------------
 def test_reasoning_model_400_stops_judging_and_names_the_setting() -> None:
+    # A fresh server per case: requests cancelled in flight may still be logged after a reset.
     with JudgeServer(reasoning_model) as server:
         with pytest.raises(JudgeConfigError, match=r"'temperature'.*judge\.temperature: null"):
             run(server)
         assert server.request_count <= 8  # at most the requests already in flight, never 2 x 4
-        server.reset()
+    with JudgeServer(reasoning_model) as server:
         with pytest.raises(JudgeConfigError, match=r"'max_tokens'.*max_completion_tokens"):
             run(server, temperature=None, max_tokens=256, concurrency=1)
         assert server.request_count == 1
-        server.reset()
+    with JudgeServer(reasoning_model) as server:
         result = run(server, temperature=None, max_completion_tokens=256)
         assert result.n_errors == 0 and result.win_rate == 1.0
         body = server.requests[0].body

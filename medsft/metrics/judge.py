@@ -692,6 +692,44 @@ def _client(secret: str | None, base_url: str | None, timeout: float, max_retrie
     )  # fmt: skip
 
 
+def _check_pairs(
+    questions: Sequence[str], answers_a: Sequence[str], answers_b: Sequence[str]
+) -> tuple[list[str], list[str], list[str]]:
+    questions = _check_texts("questions", questions)
+    answers_a = _check_texts("answers_a", answers_a)
+    answers_b = _check_texts("answers_b", answers_b)
+    if not len(questions) == len(answers_a) == len(answers_b):
+        raise ValueError(
+            f"questions, answers_a and answers_b differ in length: "
+            f"{len(questions)}, {len(answers_a)}, {len(answers_b)}"
+        )
+    if not questions:
+        raise ValueError("nothing to judge: questions is empty")
+    return questions, answers_a, answers_b
+
+
+def _schedule(
+    judge: _Judge, prompt: _Prompt, questions: list[str], answers_a: list[str],
+    answers_b: list[str],
+) -> tuple[list[tuple[str, str]], dict[str, asyncio.Task[_Order]]]:  # fmt: skip
+    """Each pair's two cache keys (ab, ba), and one task per distinct prompt: identical prompts
+    (a repeated question, or A == B) are sent once."""
+    endpoint = _endpoint_key(str(judge.client.base_url))
+    keys: list[tuple[str, str]] = []
+    tasks: dict[str, asyncio.Task[_Order]] = {}
+    for question, a, b in zip(questions, answers_a, answers_b, strict=True):
+        pair_keys = []
+        for first, second in ((a, b), (b, a)):
+            messages = prompt.messages(question, first, second)
+            # The rendered messages fix template, rubric, question, both answers and their order.
+            key = digest([endpoint, judge.model, judge.params, messages])
+            if key not in tasks:
+                tasks[key] = asyncio.ensure_future(judge.judge(key, messages))
+            pair_keys.append(key)
+        keys.append((pair_keys[0], pair_keys[1]))
+    return keys, tasks
+
+
 async def _gather(tasks: dict[str, asyncio.Task[_Order]], model: str, progress: bool) -> None:
     """Wait for every judgement, with a progress bar; a JudgeConfigError cancels the rest."""
     bar = tqdm(total=len(tasks), desc=f"judging with {model}", unit="call", disable=not progress)
@@ -778,16 +816,7 @@ async def ajudge_pairs(
             request setting the endpoint rejects (HTTP 400), or an endpoint that cannot be
             reached (`UNREACHABLE_AFTER` requests in a row).
     """
-    questions = _check_texts("questions", questions)
-    answers_a = _check_texts("answers_a", answers_a)
-    answers_b = _check_texts("answers_b", answers_b)
-    if not len(questions) == len(answers_a) == len(answers_b):
-        raise ValueError(
-            f"questions, answers_a and answers_b differ in length: "
-            f"{len(questions)}, {len(answers_a)}, {len(answers_b)}"
-        )
-    if not questions:
-        raise ValueError("nothing to judge: questions is empty")
+    questions, answers_a, answers_b = _check_pairs(questions, answers_a, answers_b)
     _check_settings(
         model, concurrency, max_retries, label_retries, timeout, max_tokens, max_completion_tokens
     )
@@ -809,21 +838,7 @@ async def ajudge_pairs(
     # The endpoint the client really uses (base_url, else OPENAI_BASE_URL, else OpenAI's), so a
     # model name served elsewhere never reuses these verdicts.
     judge.endpoint = _public_url(str(judge.client.base_url))
-    endpoint_key = _endpoint_key(str(judge.client.base_url))
-
-    # Identical prompts (a repeated question, or A == B) are sent once.
-    keys: list[tuple[str, str]] = []
-    tasks: dict[str, asyncio.Task[_Order]] = {}
-    for question, a, b in zip(questions, answers_a, answers_b, strict=True):
-        pair_keys = []
-        for first, second in ((a, b), (b, a)):
-            messages = prompt.messages(question, first, second)
-            # The rendered messages fix template, rubric, question, both answers and their order.
-            key = digest([endpoint_key, model, params, messages])
-            if key not in tasks:
-                tasks[key] = asyncio.ensure_future(judge.judge(key, messages))
-            pair_keys.append(key)
-        keys.append((pair_keys[0], pair_keys[1]))
+    keys, tasks = _schedule(judge, prompt, questions, answers_a, answers_b)
     try:
         await _gather(tasks, model, progress)
     finally:
