@@ -96,10 +96,10 @@ class ModelSystem:
             encode_prompt(src.tokenizer, ex.prompt, enable_thinking=thinking) for ex in examples
         ]
         self.sets = {"test": examples, **({"val": val} if val else {})}
-        base = out_dir / "generations" / src.spec.name
-        self.answers = JsonlStore(base.with_suffix(".jsonl"), "generations")
-        self.ppls = JsonlStore(base.with_suffix(".ppl.jsonl"), "perplexities")
-        self.meta_path = base.with_suffix(".meta.json")
+        folder, name = out_dir / "generations", src.spec.name  # a name may hold dots: no suffixes
+        self.answers = JsonlStore(folder / f"{name}.jsonl", "generations")
+        self.ppls = JsonlStore(folder / f"{name}.ppl.jsonl", "perplexities")
+        self.meta_path = folder / f"{name}.meta.json"
 
     def plan(self, fingerprint: dict[str, Any]) -> Plan:
         """Keys for these weights, and what the caches do not hold yet."""

@@ -462,10 +462,11 @@ class _Judge:
                 except (_Malformed, openai.APIResponseValidationError, ValueError) as exc:
                     # ValueError: the client could not decode a body sent as JSON.
                     reason = f"malformed response ({self.redact(str(exc))[:200]})"
-                    await asyncio.sleep(min(8.0, 0.5 * 2**malformed) * random.uniform(0.5, 1))
+                    if malformed < self.max_retries:
+                        await asyncio.sleep(min(8.0, 0.5 * 2**malformed) * random.uniform(0.5, 1))
                 except openai.APIStatusError as exc:
                     self._status_error(exc)
-                    reason = f"HTTP {exc.status_code}"
+                    reason = f"HTTP {exc.status_code}: {self.redact(exc.message)}"
                     break
                 except openai.APITimeoutError:
                     reason = "timeout"
