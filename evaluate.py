@@ -2,6 +2,7 @@
 
     python evaluate.py --config configs/eval_demo.yaml          # offline, CPU: the demo run
     python evaluate.py --config configs/eval_demo.yaml --judge.base_url http://127.0.0.1:8000/v1
+    python evaluate.py --config configs/eval.yaml --judge.language zh   # the Chinese judge prompt
     export OPENAI_API_KEY=...                                   # the judge's key, never in a config
     python evaluate.py --config configs/eval.yaml --runtime.devices 4   # data-parallel generation
     python evaluate.py --config configs/eval.yaml --generation.max_new_tokens 1024 \\

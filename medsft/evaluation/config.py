@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from medsft.data import Preset
@@ -292,16 +292,24 @@ def _check_system(spec: SystemSpec, kind: Kind) -> None:
         )
 
 
-def judge_status(config: EvalConfig) -> tuple[bool, str]:
-    """(run the judge?, why not / which endpoint), decided before anything slow runs."""
+class JudgeStatus(NamedTuple):
+    """Whether the judge runs, decided before anything slow runs."""
+
+    run: bool
+    reason: str
+    """Why not, or which endpoint it asks."""
+
+
+def judge_status(config: EvalConfig) -> JudgeStatus:
+    """Whether the judge runs and why (not), decided before anything slow runs."""
     judge = config.judge
     _check_judge_settings(judge)
     if judge.enabled is False:
-        return False, "disabled (judge.enabled: false)"
+        return JudgeStatus(False, "disabled (judge.enabled: false)")
     if config.baseline is None:
         if judge.enabled:
             raise ValueError("judge.enabled: true needs a baseline: set baseline to a system name")
-        return False, "no baseline system (set baseline: <system name>)"
+        return JudgeStatus(False, "no baseline system (set baseline: <system name>)")
     has_key = bool(os.environ.get(judge.api_key_env))
     if judge.base_url is None and not has_key:
         reason = (
@@ -310,8 +318,8 @@ def judge_status(config: EvalConfig) -> tuple[bool, str]:
         )
         if judge.enabled:
             raise ValueError(f"judge.enabled: true but {reason}")
-        return False, reason
-    return True, judge.base_url or "OpenAI"
+        return JudgeStatus(False, reason)
+    return JudgeStatus(True, judge.base_url or "OpenAI")
 
 
 def _check_judge_settings(judge: JudgeSettings) -> None:

@@ -38,7 +38,7 @@ def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[
         resolved_config: YAML of the resolved config, saved as `<output_dir>/config.yaml`.
     """
     kinds = validate_config(config)
-    run_judge_, judge_reason = judge_status(config)
+    judge = judge_status(config)
     out_dir = Path(config.output_dir)
     examples = load_examples(config.test_set)
     val = load_examples(config.val_set, what="val_set") if config.val_set else None
@@ -64,11 +64,11 @@ def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[
         return None  # other ranks only help generate; scoring and the report are rank 0's
 
     report = score(outputs, examples, val, config)
-    if run_judge_:
+    if judge.run:
         report["judge"] = run_judge(outputs, examples, config, out_dir)
     else:
-        log.info("judge skipped: %s", judge_reason)
-        report["judge"] = {"status": "skipped", "reason": judge_reason, "baseline": config.baseline}
+        log.info("judge skipped: %s", judge.reason)
+        report["judge"] = {"status": "skipped", "reason": judge.reason, "baseline": config.baseline}
     report["training"] = training_curves(outputs, out_dir)
     report["examples"] = examples_shown(outputs, examples, config.scoring.examples)
     plot_metrics(report, out_dir / "metrics.png")
