@@ -35,14 +35,23 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from medsft.chat import IGNORE_INDEX, EmptySupervision, MultiTurn, qa_messages, render_conversation
+from medsft.chat import (
+    IGNORE_INDEX,
+    MESSAGE_ROLES,
+    EmptySupervision,
+    MultiTurn,
+    qa_messages,
+    render_conversation,
+)
 from medsft.flops import causal_pairs
 from medsft.loss import supervised_positions
 
 log = logging.getLogger(__name__)
 
 ROLES = ("question", "answer", "think", "system", "messages", "input", "id")
-COLUMN_PRESETS: dict[str, dict[str, str]] = {
+Preset = Literal["huatuo", "course", "alpaca", "messages", "reasoning", "medquad"]
+"""Column presets by name: the one list, for training and evaluation configs alike."""
+COLUMN_PRESETS: dict[Preset, dict[str, str]] = {
     "huatuo": {"question": "question", "answer": "answer", "id": "id"},
     "course": {"question": "0", "answer": "1"},
     "alpaca": {"question": "instruction", "input": "input", "answer": "output"},
@@ -252,7 +261,7 @@ def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) ->
             name = f"{columns['messages']}[{i}]"
             if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                 raise InvalidExample(row.where, name, "each message needs a 'role' and a 'content'")
-            if m["role"] not in ("system", "user", "assistant", "tool"):
+            if m["role"] not in MESSAGE_ROLES:
                 raise InvalidExample(
                     row.where, f"{name}.role",
                     f"unknown role {m['role']!r}; use system, user or assistant "
@@ -560,9 +569,7 @@ class SFTDataModule(LightningDataModule):
         self,
         source: str = "FreedomIntelligence/Huatuo26M-Lite",
         tokenizer: str = "qwen3",
-        preset: Literal[
-            "huatuo", "course", "alpaca", "messages", "reasoning", "medquad"
-        ] = "huatuo",
+        preset: Preset = "huatuo",
         columns: dict[str, str] | None = None,
         split: str = "train",
         subset: str | None = None,
