@@ -30,6 +30,7 @@ from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 from medsft.data import SFTDataModule  # noqa: E402
+from medsft.errors import ConfigError  # noqa: E402
 from medsft.module import SFTModule  # noqa: E402
 
 
@@ -192,7 +193,7 @@ def _resolve_ckpt(cli: SFTCLI, ckpt_path: str | None) -> str | None:
         )
     found = sorted(glob.glob(pattern), key=os.path.getmtime)
     if not found:
-        raise UsageError(
+        raise ConfigError(
             f"--ckpt_path last: no checkpoint matches {pattern}; start without --ckpt_path"
         )
     print(f"resuming from {found[-1]}")
@@ -259,15 +260,37 @@ def _remove_empty_run(trainer: Any, *, resumed: bool) -> None:
         shutil.rmtree(logger.log_dir, ignore_errors=True)
 
 
-class UsageError(Exception):
-    """A mistake in the command or config; printed as one line, without a traceback."""
+def _quiet_known_noise() -> None:
+    """Silence, at the source, what every run printed and no user can act on."""
+    import logging
+    import warnings
+
+    class NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "Tip:" not in record.getMessage()  # Lightning's advertisement for LitLogger
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NoTips())
+    # Lightning 2.6's own call of a torch API that torch deprecated; nothing for a user to do.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # PEFT looks for a config.json beside a `random:` preset name, which has none by design.
+    warnings.filterwarnings("ignore", message=r"Could not find a config file in random:")
+
+
+def _one_line(err: BaseException) -> str:
+    """The last line of a message: a DataLoader worker's error carries its traceback."""
+    import re
+
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) > 1:  # "module.Class: message", the traceback's last line
+        return re.sub(r"^[\w.]+: ", "", lines[-1])
+    return lines[0] if lines else type(err).__name__
 
 
 if __name__ == "__main__":
-    from medsft.model import HubUnreachable
-    from medsft.module import NonFiniteLoss
+    from medsft.errors import UserError
 
+    _quiet_known_noise()
     try:
         main()
-    except (HubUnreachable, NonFiniteLoss, UsageError) as err:
-        sys.exit(f"error: {err}")
+    except UserError as err:
+        sys.exit(f"error: {_one_line(err)}")

@@ -43,6 +43,7 @@ from medsft.chat import (
     qa_messages,
     render_conversation,
 )
+from medsft.errors import UserError
 from medsft.flops import causal_pairs
 from medsft.loss import supervised_positions
 
@@ -62,11 +63,12 @@ COLUMN_PRESETS: dict[Preset, dict[str, str]] = {
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 
-class InvalidExample(ValueError):
+class InvalidExample(UserError, ValueError):
     """A row that cannot become a training example; the message names file, line and field."""
 
-    def __init__(self, where: str, field: str, problem: str):
-        super().__init__(f"{where}: field {field!r}: {problem}")
+    def __init__(self, where: str, field: str | None = None, problem: str | None = None):
+        # One argument: the whole message, as a DataLoader worker's error is re-raised.
+        super().__init__(where if field is None else f"{where}: field {field!r}: {problem}")
         self.where, self.field, self.problem = where, field, problem
 
 

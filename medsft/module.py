@@ -29,6 +29,7 @@ from lightning import LightningModule
 from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 
 from medsft.chat import IGNORE_INDEX
+from medsft.errors import ConfigError, UserError
 from medsft.flops import FlopCounter, mfu
 from medsft.loss import masked_nll
 from medsft.metrics.likelihood import TokenPerplexity
@@ -68,7 +69,7 @@ class OptimizerSettings:
     not fp16 with a loss scaler). Gradient clipping works with it (medsft clips itself)."""
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(UserError, RuntimeError):
     """The loss or gradient norm became NaN or infinite; the message says what to try."""
 
 
@@ -128,7 +129,7 @@ def validate_strategy(strategy: Any, finetune: str, quantize: str | None) -> Non
         name = strategy if isinstance(strategy, str) else str(getattr(strategy, "class_path", ""))
         sharded = name == "fsdp2" or name.endswith(("FSDP2Strategy", "ModelParallelStrategy"))
     if sharded and (finetune != "full" or quantize is not None):
-        raise ValueError(
+        raise ConfigError(
             "strategy fsdp2 shards full fine-tuning only: 4-bit weights cannot be sharded and a "
             "LoRA adapter is small enough to replicate. Use --trainer.strategy ddp for LoRA and "
             "QLoRA (configs/lora.yaml, configs/qlora.yaml), or --model.finetune full with "
@@ -176,11 +177,11 @@ class SFTModule(LightningModule):
         validate_model_args(name_or_path, finetune, quantize, lora)
         if optimizer.name != "adamw" and not torch.cuda.is_available():
             # bitsandbytes' 8-bit/paged optimizers need a GPU; fail now, not at the first step.
-            raise ValueError(
+            raise ConfigError(
                 f"optimizer.name={optimizer.name!r} needs a CUDA GPU; use adamw on CPU"
             )
         if optimizer.warmup_steps < 0 or not 0 <= optimizer.min_lr_ratio <= 1:
-            raise ValueError("optimizer.warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+            raise ConfigError("optimizer.warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
         self.save_hyperparameters()
         self.name_or_path, self.finetune, self.quantize = name_or_path, finetune, quantize
         self.lora, self.optim = lora, optimizer
@@ -234,7 +235,7 @@ class SFTModule(LightningModule):
         if self.device_mesh["tensor_parallel"].size() > 1:
             # ModelParallelStrategy's default puts a node's GPUs on tensor parallelism, which
             # medsft does not implement: ranks would then train unsynchronised copies.
-            raise ValueError(
+            raise ConfigError(
                 "medsft shards with FSDP2 only: use --trainer.strategy fsdp2 "
                 "(see configs/full.yaml)"
             )
@@ -439,7 +440,7 @@ class SFTModule(LightningModule):
             if fused is None:
                 fused = torch.cuda.is_available() and self._device_mesh is None and scaler is None
             elif fused and scaler is not None:
-                raise ValueError(
+                raise ConfigError(
                     "optimizer.fused: true cannot be combined with 16-mixed precision (the fused "
                     "kernel unscales gradients itself, after clipping would have run): use "
                     "bf16-mixed, or optimizer.fused: false"
@@ -458,7 +459,7 @@ class SFTModule(LightningModule):
         # the checkpoint is restored, so a resumed stream would start from the wrong place.
         total = self.trainer.max_steps
         if opt.schedule == "cosine" and total < 1:
-            raise ValueError(
+            raise ConfigError(
                 "the cosine schedule needs a known length, and streamed data has none: set "
                 "trainer.max_steps (or use optimizer.schedule: constant)"
             )
@@ -509,7 +510,7 @@ class SFTModule(LightningModule):
             saved = set(checkpoint["state_dict"])
             if saved != trainable:
                 missing, extra = sorted(trainable - saved), sorted(saved - trainable)
-                raise ValueError(
+                raise ConfigError(
                     f"the checkpoint's adapter does not match this model's: it lacks "
                     f"{len(missing)} and has {len(extra)} other adapter tensors (e.g. "
                     f"{(missing or extra)[0]}). Was it trained with other lora settings? Resume "

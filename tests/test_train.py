@@ -123,15 +123,16 @@ def test_lora_checkpoint_holds_the_adapter_only_and_resumes(tmp_path):
         tmp_path, *MODES["lora"], "--trainer.max_steps", "9", "--ckpt_path", "last", name="resume"
     )
     assert resumed.trainer.global_step == 9
-    before = scalars(cli.trainer.log_dir, "train/loss")
-    after = scalars(resumed.trainer.log_dir, "train/loss")
-    assert len(after) == 3  # steps 7-9 only
-    # A fresh start would log exactly before[0] (same data, same init); the resumed run starts
+    # The same version folder: one curve of 9 steps, the first 6 as the first run logged them.
+    assert resumed.trainer.log_dir == cli.trainer.log_dir
+    curve = scalars(resumed.trainer.log_dir, "train/loss")
+    assert len(curve) == 9
+    # A fresh start would log exactly curve[0] (same data, same init); the resumed run starts
     # from the trained adapter instead, better than the fresh run's first two steps.
-    assert after[0] < min(before[:2]) - 0.05, (before, after)
+    assert curve[6] < min(curve[:2]) - 0.05, curve
     with pytest.raises(ValueError, match="adapter does not match"):
         train(tmp_path, *MODES["lora"], "--model.lora.target_modules", "[q_proj, v_proj]",
-              "--trainer.max_steps", "9", "--ckpt_path", str(ckpt), name="other")  # fmt: skip
+              "--trainer.max_steps", "12", "--ckpt_path", str(ckpt), name="other")  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", ["lora", "qlora"])
@@ -312,3 +313,65 @@ def test_kill_9_and_resume_gives_the_uninterrupted_run(tmp_path, mode):
         torch.testing.assert_close(w1[k], w2[k], atol=1e-6, rtol=1e-6)
     again = _train_process(tmp_path, "killed", *common, "--ckpt_path", "last")
     assert again.returncode == 0 and "nothing to train" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_nonzero_and_keeps_finite_weights(tmp_path):
+    """lr 1e6: the run stops at the first non-finite step, exits 1 with one line naming the step,
+    and neither the checkpoint nor a model directory holds NaN."""
+    args = ["--data.val_fraction", "0", "--model.optimizer.lr", "1e6", "--trainer.max_steps", "20",
+            "--trainer.log_every_n_steps", "1", "--checkpoint.every_n_train_steps", "1"]  # fmt: skip
+    result = _train_process(tmp_path, "nan", *args)
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: step ") and "lower --model.optimizer.lr" in last, last
+    run = tmp_path / "nan/version_0"
+    assert not (run / "model").exists()
+    ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert 0 < ckpt["global_step"] < 20
+    assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+
+
+def test_skip_mode_skips_nonfinite_steps_and_stops_after_too_many(tmp_path, monkeypatch):
+    from medsft.module import NonFiniteLoss, SFTModule
+
+    step = SFTModule.step
+    poisoned = {2, 4, 5}  # optimizer steps whose loss is NaN (batch = step: no accumulation)
+    weights_before_skip = {}
+
+    def maybe_nan(self, batch):
+        nll, n = step(self, batch)
+        if self.global_step in poisoned:
+            weights_before_skip[self.global_step] = [
+                p.detach().clone() for p in self.parameters() if p.requires_grad
+            ]
+            return nll * float("nan"), n
+        return nll, n
+
+    monkeypatch.setattr(SFTModule, "step", maybe_nan)
+    with pytest.raises(NonFiniteLoss, match="step 5"):
+        train(tmp_path, "--model.nonfinite", "skip", "--model.max_nonfinite_skips", "1",
+              "--trainer.max_steps", "8")  # fmt: skip
+    # Step 2 was skipped: the weights after it equal those before it.
+    # (Step 4 skipped too; step 5 was a second in a row, beyond max_nonfinite_skips=1.)
+    assert set(weights_before_skip) == {2, 4, 5}
+    for before, after in zip(weights_before_skip[4], weights_before_skip[5], strict=True):
+        torch.testing.assert_close(before, after)  # step 4's update never happened
+
+
+def test_ckpt_path_last_searches_the_configured_checkpoint_folder(tmp_path, capsys):
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    train(tmp_path, "--checkpoint.dirpath", str(mine), "--trainer.max_steps", "2", name="exp")
+    train(tmp_path, "--checkpoint.dirpath", str(other), "--trainer.max_steps", "4", name="exp")
+    resumed = train(tmp_path, "--checkpoint.dirpath", str(mine), "--trainer.max_steps", "3",
+                    "--ckpt_path", "last", name="exp")  # fmt: skip
+    assert f"resuming from {mine / 'last.ckpt'}" in capsys.readouterr().out
+    assert resumed.trainer.global_step == 3  # from mine's step 2, not other's step 4
+    with pytest.raises(ValueError, match="no checkpoint matches"):
+        train(tmp_path, "--checkpoint.dirpath", str(tmp_path / "none"), "--ckpt_path", "last")
+
+
+def test_a_failed_start_leaves_no_version_folder(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        train(tmp_path, "--data.source", str(tmp_path / "missing/*.jsonl"), name="bad")
+    assert not list((tmp_path / "bad").glob("version_*"))
