@@ -2,6 +2,7 @@
 
     python evaluate.py --config configs/eval_demo.yaml          # offline, CPU: the demo run
     python evaluate.py --config configs/eval_demo.yaml --judge.base_url http://127.0.0.1:8000/v1
+    python evaluate.py --config configs/eval.yaml --judge.language zh   # the Chinese judge prompt
     export OPENAI_API_KEY=...                                   # the judge's key, never in a config
     python evaluate.py --config configs/eval.yaml --runtime.devices 4   # data-parallel generation
     python evaluate.py --config configs/eval.yaml --generation.max_new_tokens 1024 \\
@@ -13,7 +14,7 @@ Systems are base models (hub id, local dir, `random:tiny`), training runs (`logs
 `logs/<name>/latest` = the newest), merged exports, or files of ready answers. Writes into
 --output_dir: report.md, report.json, metrics.png, training_<run>.png, generations/ (reused by
 later runs whose model, settings and questions are unchanged), judge_cache.jsonl, config.yaml.
-See medsft/evaluation.py.
+See medsft/evaluation/ (one module per job).
 """
 
 from __future__ import annotations
@@ -50,8 +51,16 @@ def main(argv: list[str] | None = None) -> dict | None:
     # Data-parallel ranks run this script too; only rank 0 narrates.
     level = logging.INFO if is_global_zero() else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # Device banners once per system, and TensorBoard's notes on reading event files: noise here.
-    for name in ("lightning.pytorch", "lightning.fabric", "tensorboard"):
+    # Device banners once per system, TensorBoard's notes on reading event files, one line per
+    # judge request: noise here.
+    for name in (
+        "lightning.pytorch",
+        "lightning.fabric",
+        "tensorboard",
+        "httpx",
+        "httpx2",
+        "openai",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)
     # Deprecation notices from inside transformers/Lightning, printed once per loaded model.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")

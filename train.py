@@ -26,11 +26,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from jsonargparse import lazy_instance  # noqa: E402
 from lightning.pytorch import Callback  # noqa: E402
-from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 from medsft.data import SFTDataModule  # noqa: E402
+from medsft.errors import ConfigError  # noqa: E402
 from medsft.module import SFTModule  # noqa: E402
 
 
@@ -128,15 +129,26 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
             "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="sft"),
         },
     )
-    cli.trainer.callbacks.extend(callbacks)
+    trainer = cli.trainer
+    trainer.callbacks.extend(callbacks)
     _safeguard(cli)
-    ckpt_path = cli.config.get("ckpt_path")
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=_resolve_ckpt(cli, ckpt_path))
+    resume = _resolve_ckpt(cli, cli.config.get("ckpt_path"))
+    if resume is not None and _continue_run(cli, resume) == "done":
+        return cli
+    if trainer.progress_bar_callback is not None:
+        trainer.callbacks = [c for c in trainer.callbacks if c is not trainer.progress_bar_callback]
+        trainer.callbacks.append(StepProgressBar())
+    try:
+        trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume)
+    except BaseException:
+        _remove_empty_run(trainer, resumed=resume is not None)
+        raise
 
+    _checkpoint_the_end(trainer)
     from medsft.export import export, save_trained
 
-    out = save_trained(cli.model, cli.datamodule.tokenizer, cli.trainer)
-    if cli.config.get("export") and cli.trainer.is_global_zero:
+    out = save_trained(cli.model, cli.datamodule.tokenizer, trainer)
+    if cli.config.get("export") and trainer.is_global_zero:
         if cli.model.finetune != "lora":
             print(f"--export: full fine-tuning already saved a standalone model in {out}")
         else:
@@ -197,30 +209,147 @@ def _safeguard(cli: SFTCLI) -> None:
     trainer.callbacks.append(DataMonitor())
 
 
-def _resolve_ckpt(cli: SFTCLI, ckpt_path: str | None) -> str | None:
-    """'last' means the newest last.ckpt under this run name's versions (a new version logs).
+class StepProgressBar(TQDMProgressBar):
+    """Optimizer steps out of max_steps, continuing across epochs and resumes.
 
-    A damaged checkpoint falls back to the previous one kept beside it (medsft.checkpoint).
+    Lightning's bar counts batches per epoch, which a stream of unknown length shows as
+    "Epoch 1/-2" and, after a resume, "28/20".
     """
+
+    def on_train_epoch_start(self, trainer: Any, *_: Any) -> None:
+        bar = self.train_progress_bar
+        if bar.total is None or bar.total != trainer.max_steps:
+            bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
+            bar.initial = trainer.global_step
+        bar.set_description(f"step (epoch {trainer.current_epoch})")
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        bar = self.train_progress_bar
+        if trainer.global_step != bar.n:
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=True)
+
+
+def _resolve_ckpt(cli: SFTCLI, ckpt_path: str | None) -> str | None:
+    """`last`: the newest last.ckpt of this experiment: in `checkpoint.dirpath` when set, else
+    under this run name's versions. A checkpoint that cannot be read falls back to the one kept
+    before it (medsft.checkpoint.usable_checkpoint)."""
     import glob
 
     from medsft.checkpoint import usable_checkpoint
 
     if ckpt_path != "last":
         return None if ckpt_path is None else str(usable_checkpoint(ckpt_path))
-    logger = cli.trainer.logger
-    pattern = os.path.join(logger.save_dir, logger.name, "version_*", "checkpoints", "last.ckpt")
+
+    dirpath = cli.config.checkpoint.get("dirpath")
+    if dirpath:
+        pattern = os.path.join(dirpath, "last.ckpt")
+    else:
+        logger = cli.trainer.logger
+        pattern = os.path.join(
+            logger.save_dir, logger.name, "version_*", "checkpoints", "last.ckpt"
+        )
     found = sorted(glob.glob(pattern), key=os.path.getmtime)
     if not found:
-        sys.exit(f"--ckpt_path last: no checkpoint matches {pattern}; start without --ckpt_path")
+        raise ConfigError(
+            f"--ckpt_path last: no checkpoint matches {pattern}; start without --ckpt_path"
+        )
     print(f"resuming from {found[-1]}")
     return str(usable_checkpoint(found[-1]))
 
 
-if __name__ == "__main__":
-    from medsft.model import HubUnreachable
+def _continue_run(cli: SFTCLI, ckpt: str) -> str | None:
+    """Log into the checkpoint's own version folder (one unbroken TensorBoard curve), or say
+    that the run is already complete."""
+    import re
 
+    step = _checkpoint_step(ckpt)
+    max_steps = cli.trainer.max_steps
+    if step is not None and max_steps > 0 and step >= max_steps:
+        print(f"{ckpt} is at step {step}, and trainer.max_steps is {max_steps}: nothing to "
+              "train. Raise --trainer.max_steps to continue.")  # fmt: skip
+        return "done"
+    logger = cli.trainer.logger
+    run_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt)))
+    version = re.fullmatch(r"version_(\d+)", os.path.basename(run_dir))
+    same_run = os.path.abspath(os.path.join(logger.save_dir, logger.name)) == os.path.dirname(
+        run_dir
+    )
+    if isinstance(logger, TensorBoardLogger) and version and same_run:
+        logger._version = int(version.group(1))
+        # Events the killed run logged after this checkpoint are hidden, not drawn twice.
+        if logger._kwargs.get("purge_step") is None:
+            logger._kwargs["purge_step"] = step
+    return None
+
+
+def _checkpoint_the_end(trainer: Any) -> None:
+    """last.ckpt at the final step, so resuming a finished run says there is nothing to do."""
+    callback = trainer.checkpoint_callback
+    if callback is None or not callback.save_last or callback.dirpath is None:
+        return
+    last = os.path.join(callback.dirpath, "last.ckpt")
+    if (
+        trainer.global_step > 0
+        and callback.last_model_path != last
+        or (os.path.exists(last) and _checkpoint_step(last) != trainer.global_step)
+    ):
+        trainer.save_checkpoint(last)
+
+
+def _checkpoint_step(path: str) -> int | None:
+    """The optimizer step a checkpoint file was saved at (read lazily, not the weights)."""
+    import torch
+
+    if not os.path.isfile(path):
+        return None
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=False)["global_step"]
+
+
+def _remove_empty_run(trainer: Any, *, resumed: bool) -> None:
+    """A run that failed before its first step leaves no version folder behind."""
+    import shutil
+
+    logger = trainer.logger
+    if resumed or trainer.global_step > 0 or not trainer.is_global_zero or logger is None:
+        return
+    version = getattr(logger, "_version", None)
+    if version is not None and os.path.isdir(logger.log_dir):
+        shutil.rmtree(logger.log_dir, ignore_errors=True)
+
+
+def _quiet_known_noise() -> None:
+    """Silence, at the source, what every run printed and no user can act on."""
+    import logging
+    import warnings
+
+    class NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "Tip:" not in record.getMessage()  # Lightning's advertisement for LitLogger
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NoTips())
+    # Lightning 2.6's own call of a torch API that torch deprecated; nothing for a user to do.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # PEFT looks for a config.json beside a `random:` preset name, which has none by design.
+    warnings.filterwarnings("ignore", message=r"Could not find a config file in random:")
+
+
+def _one_line(err: BaseException) -> str:
+    """The last line of a message: a DataLoader worker's error carries its traceback."""
+    import re
+
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) > 1:  # "module.Class: message", the traceback's last line
+        return re.sub(r"^[\w.]+: ", "", lines[-1])
+    return lines[0] if lines else type(err).__name__
+
+
+if __name__ == "__main__":
+    from medsft.errors import UserError
+
+    _quiet_known_noise()
     try:
         main()
-    except HubUnreachable as err:
-        sys.exit(f"error: {err}")
+    except UserError as err:
+        sys.exit(f"error: {_one_line(err)}")

@@ -41,6 +41,8 @@ IGNORE_INDEX = -100
 END_OF_TURN = "<|im_end|>"
 
 Message = dict[str, str]
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+"""The message roles a conversation may hold (ShareGPT's human/gpt must be converted first)."""
 MultiTurn = Literal["auto", "joint", "split", "last"]
 Truncation = Literal["right", "drop"]
 
@@ -141,7 +143,7 @@ def _validate(messages: Sequence[Message]) -> list[int]:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or "role" not in m or "content" not in m:
             raise ValueError(f"message {i} must be a dict with 'role' and 'content', got {m!r}")
-        if m["role"] not in ("system", "user", "assistant", "tool"):
+        if m["role"] not in MESSAGE_ROLES:
             raise ValueError(f"message {i} has unknown role {m['role']!r}")
         if not isinstance(m["content"], str):
             raise TypeError(

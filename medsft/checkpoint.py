@@ -27,11 +27,13 @@ from typing import Any
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from medsft.errors import UserError
+
 TEMP_MARK = ".tmp-"
 DISTRIBUTED_METADATA = ".metadata"  # torch.distributed.checkpoint's index file
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """No usable checkpoint, or a checkpoint folder that cannot be written."""
 
 

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from medsft.chat import (
     IGNORE_INDEX,
+    MESSAGE_ROLES,
     AnswerTruncated,
     EmptySupervision,
     MultiTurn,
@@ -44,13 +45,16 @@ from medsft.chat import (
     qa_messages,
     render_conversation,
 )
+from medsft.errors import UserError
 from medsft.flops import causal_pairs
 from medsft.loss import supervised_positions
 
 log = logging.getLogger(__name__)
 
 ROLES = ("question", "answer", "think", "system", "messages", "input", "id")
-COLUMN_PRESETS: dict[str, dict[str, str]] = {
+Preset = Literal["huatuo", "course", "alpaca", "messages", "reasoning", "medquad"]
+"""Column presets by name: the one list, for training and evaluation configs alike."""
+COLUMN_PRESETS: dict[Preset, dict[str, str]] = {
     "huatuo": {"question": "question", "answer": "answer", "id": "id"},
     "course": {"question": "0", "answer": "1"},
     "alpaca": {"question": "instruction", "input": "input", "answer": "output"},
@@ -62,11 +66,12 @@ LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 BOM = b"\xef\xbb\xbf"
 
 
-class InvalidExample(ValueError):
+class InvalidExample(UserError, ValueError):
     """A row that cannot become a training example; the message names file, line and field."""
 
-    def __init__(self, where: str, field: str, problem: str):
-        super().__init__(f"{where}: field {field!r}: {problem}")
+    def __init__(self, where: str, field: str | None = None, problem: str | None = None):
+        # One argument: the whole message, as a DataLoader worker's error is re-raised.
+        super().__init__(where if field is None else f"{where}: field {field!r}: {problem}")
         self.where, self.field, self.problem = where, field, problem
 
 
@@ -116,8 +121,12 @@ class StreamStats:
         )
 
 
-class EmptySource(ValueError):
+class EmptySource(UserError, ValueError):
     """A data source without a single usable example."""
+
+
+class DataNotFound(UserError, FileNotFoundError):
+    """A local data path or glob that names no file."""
 
 
 def column_map(preset: str, columns: dict[str, str] | None = None) -> dict[str, str]:
@@ -161,11 +170,11 @@ def local_files(source: str) -> list[str]:
         files = glob.glob(source, recursive=True)
     if not files:
         if not glob.has_magic(source) and not os.path.exists(source):
-            raise FileNotFoundError(
+            raise DataNotFound(
                 f"data source {source!r} does not exist (a local path; hub dataset ids are "
                 "'org/name')"
             )
-        raise FileNotFoundError(f"no data files match {source!r} (looked for {LOCAL_SUFFIXES})")
+        raise DataNotFound(f"no data files match {source!r} (looked for {LOCAL_SUFFIXES})")
     unsupported = [f for f in files if not f.endswith(LOCAL_SUFFIXES)]
     if unsupported:
         raise ValueError(f"unsupported file type {unsupported[0]!r}; use one of {LOCAL_SUFFIXES}")
@@ -375,7 +384,7 @@ def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) ->
             name = f"{columns['messages']}[{i}]"
             if not isinstance(m, dict) or not isinstance(m.get("role"), str):
                 raise InvalidExample(row.where, name, "each message needs a 'role' and a 'content'")
-            if m["role"] not in ("system", "user", "assistant", "tool"):
+            if m["role"] not in MESSAGE_ROLES:
                 raise InvalidExample(
                     row.where, f"{name}.role",
                     f"unknown role {m['role']!r}; use system, user or assistant "
@@ -424,13 +433,21 @@ class SFTStream(IterableDataset):
     ):
         self.dm, self.split, self.rank, self.world_size = dm, split, rank, world_size
         self.stats = StreamStats()
-        self._passes = 0
+        # Set by the loader before each pass (see StreamPosition): the epoch seeds the shuffle,
+        # `skip` holds the examples each worker already delivered in this epoch (resume), and
+        # `first_worker` the worker whose batch comes next in the loader's round robin.
+        self.epoch, self.skip, self.first_worker = 0, {}, 0
 
-    def _shard(self) -> tuple[int, int, int | None]:
+    def _shard(self) -> tuple[int, int, int]:
+        """(shard, number of shards, logical worker) of this process.
+
+        The DataLoader always asks worker 0 first; rotating logical workers by `first_worker`
+        continues a resumed epoch's round robin where it stopped.
+        """
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        shard = self.rank * workers + worker
-        return shard, self.world_size * workers, info.seed if info else None
+        logical = (worker + self.first_worker) % workers
+        return self.rank * workers + logical, self.world_size * workers, logical
 
     def examples(self, shard: int = 0, num_shards: int = 1) -> Iterator[dict[str, Any]]:
         """Rendered examples of a shard in source order (no shuffling)."""
@@ -483,18 +500,20 @@ class SFTStream(IterableDataset):
                 yield {**seq, "index": row.index, "meta": meta, "counts": step}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        shard, num_shards, worker_seed = self._shard()
+        shard, num_shards, worker = self._shard()
         self.stats = StreamStats()
-        self._passes += 1
         stream = self.examples(shard, num_shards)
         if self.split == "train":
-            # Worker seeds change every epoch and follow seed_everything; without workers, count passes.
-            seed = worker_seed if worker_seed is not None else self._passes
-            rng = random.Random(hash((self.dm.seed, seed, shard)))
+            # Seeded by (seed, epoch, shard) only: the same order on a rerun and after a resume,
+            # whatever the process's own random state.
+            rng = random.Random(hash((self.dm.seed, self.epoch, shard)))
             stream = _shuffled(stream, self.dm.shuffle_buffer, rng)
             if self.dm.group_by_length:
                 stream = _grouped(stream, self.dm.batch_size, rng)
-        yield from stream
+        skip = self.skip.get(worker, 0)
+        for n, example in enumerate(stream, start=1):
+            if n > skip:  # a resumed epoch replays the examples already trained and drops them
+                yield {**example, "position": (worker, n)}
         level = logging.WARNING if self.stats.invalid or self.stats.truncated_away else logging.INFO
         log.log(level, "data %s (rank %d, shard %d/%d): %s", self.split, self.rank, shard,
                 num_shards, self.stats.summary())  # fmt: skip
@@ -576,6 +595,7 @@ def collate(
         attention_mask[i, :n] = 1
     positions, targets = supervised_positions(labels)
     lengths = [len(ex["input_ids"]) for ex in examples]
+    stream = [ex["position"] for ex in examples if "position" in ex]
     return {
         "input_ids": input_ids,
         "labels": labels,
@@ -586,6 +606,8 @@ def collate(
         "attention_pairs": torch.tensor(causal_pairs(lengths)),
         "index": [ex.get("index") for ex in examples],
         "meta": [ex.get("meta", {}) for ex in examples],
+        # (worker, examples it delivered in this epoch up to this batch): the resume point.
+        "stream_position": max(stream, key=lambda p: p[1]) if stream else None,
         "data_counts": data_counts(examples),
     }
 
@@ -634,6 +656,56 @@ class _UntilAllRanksDone:
                 return
 
 
+class _StreamLoader(DataLoader):
+    """A DataLoader that calls `begin(dataset)` before each pass, in the main process, so the
+    workers (which copy the dataset when the pass starts) get the epoch and resume point."""
+
+    def __init__(self, dataset: SFTStream, begin: Callable[[SFTStream], None], **kwargs: Any):
+        super().__init__(dataset, **kwargs)
+        self.begin = begin
+
+    def __iter__(self) -> Any:
+        self.begin(self.dataset)
+        return super().__iter__()
+
+
+@dataclass
+class StreamPosition:
+    """How far this rank's training stream got in the current epoch, per logical worker.
+
+    Each batch carries (worker, examples that worker has delivered this epoch); the datamodule
+    records it when the batch is trained on. A resumed epoch replays each worker's stream (same
+    seed, same order) and drops what was delivered, and the round robin restarts at the worker
+    after the last one that delivered.
+    """
+
+    epoch: int = 0
+    delivered: dict[int, int] = field(default_factory=dict)
+    next_worker: int = 0
+
+    def consumed(self, epoch: int, position: tuple[int, int] | None) -> None:
+        if position is None:  # a padding batch
+            return
+        if epoch != self.epoch:
+            self.epoch, self.delivered = epoch, {}
+        worker, n = position
+        self.delivered[worker] = n
+        self.next_worker = worker + 1
+
+    def resume_point(self, epoch: int, num_workers: int) -> tuple[dict[int, int], int]:
+        """(examples to skip per worker, first worker) for a pass over `epoch`."""
+        if epoch != self.epoch or not self.delivered:
+            return {}, 0
+        return dict(self.delivered), self.next_worker % max(1, num_workers)
+
+    def state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "delivered": dict(self.delivered), "next": self.next_worker}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.epoch, self.next_worker = state["epoch"], state["next"]
+        self.delivered = {int(k): v for k, v in state["delivered"].items()}
+
+
 class SFTDataModule(LightningDataModule):
     """Streams chat-formatted SFT data from the hub or local files (see the module docstring)."""
 
@@ -641,9 +713,7 @@ class SFTDataModule(LightningDataModule):
         self,
         source: str = "FreedomIntelligence/Huatuo26M-Lite",
         tokenizer: str = "qwen3",
-        preset: Literal[
-            "huatuo", "course", "alpaca", "messages", "reasoning", "medquad"
-        ] = "huatuo",
+        preset: Preset = "huatuo",
         columns: dict[str, str] | None = None,
         split: str = "train",
         subset: str | None = None,
@@ -724,6 +794,7 @@ class SFTDataModule(LightningDataModule):
         self._tokenizer = None
         self.train_set: SFTStream | None = None
         self.val_set: SFTStream | None = None
+        self.position = StreamPosition()
 
     @property
     def tokenizer(self) -> Any:
@@ -767,14 +838,60 @@ class SFTDataModule(LightningDataModule):
 
     def _loader(self, dataset: SFTStream) -> DataLoader:
         pad = self.tokenizer.pad_token_id
-        return DataLoader(
+        return _StreamLoader(
             dataset,
+            self._begin_pass,
             batch_size=self.batch_size,
             num_workers=self.num_workers,
             collate_fn=lambda b: collate(b, pad, pad_to_multiple_of=self.pad_to_multiple_of),
             persistent_workers=False,
             multiprocessing_context="fork" if self.num_workers and os.name == "posix" else None,
+            # Its own generator: iterating never draws from the global RNG, which the model's
+            # dropout uses, so a resumed run's random stream matches the uninterrupted one.
+            generator=torch.Generator().manual_seed(self.seed),
         )
+
+    def _begin_pass(self, dataset: SFTStream) -> None:
+        """Before a pass: the epoch, and for the training stream where to resume in it."""
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        if dataset.split != "train":
+            dataset.epoch, dataset.skip, dataset.first_worker = epoch, {}, 0
+            return
+        dataset.epoch = epoch
+        dataset.skip, dataset.first_worker = self.position.resume_point(epoch, self.num_workers)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Called for the batch being trained on, not for those the trainer prefetched: the
+        # checkpoint's data position is exactly what the saved weights have seen.
+        trainer = self.trainer
+        if trainer is not None and trainer.training and isinstance(batch, dict):
+            self.position.consumed(trainer.current_epoch, batch.get("stream_position"))
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The data position of every rank (a collective when there are several)."""
+        rank, world = self._rank()
+        mine = self.position.state()
+        if world > 1:
+            import torch.distributed as dist
+
+            ranks: list[Any] = [None] * world
+            dist.all_gather_object(ranks, mine)
+        else:
+            ranks = [mine]
+        return {"world_size": world, "num_workers": self.num_workers, "ranks": ranks}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        rank, world = self._rank()
+        if (state.get("world_size"), state.get("num_workers")) != (world, self.num_workers):
+            log.warning(
+                "the checkpoint's data position was saved with %s ranks x %s workers, this run "
+                "has %s x %s: the current epoch's stream restarts from its first example",
+                state.get("world_size"), state.get("num_workers"), world, self.num_workers,
+            )  # fmt: skip
+            return
+        self.position.load(state["ranks"][rank])
 
     def train_dataloader(self) -> Any:
         if self.train_set is None:

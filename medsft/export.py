@@ -3,6 +3,9 @@
     python -m medsft.export logs/qlora/version_0 --out merged/qwen3-4b-huatuo
     python -m medsft.export logs/demo/version_0/adapter --out merged/demo --dtype float32
 
+A full fine-tuning run needs no export: its `model/` directory already is a standalone model
+(export says so and where, and exits with status 1).
+
 The merged model is a plain transformers checkpoint (safetensors): AutoModelForCausalLM loads it
 with no medsft or peft code. A QLoRA adapter is merged into a full-precision reload of the base,
 never into 4-bit weights (rounding the update into NF4 would change the model). After saving,
@@ -55,6 +58,10 @@ def save_trained(module: Any, tokenizer: Any, trainer: Any) -> Path:
     return out
 
 
+class AlreadyStandalone(ValueError):
+    """Export of a full fine-tuning run: its model/ directory already is a standalone model."""
+
+
 @torch.no_grad()
 def _logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return model(
@@ -88,6 +95,13 @@ def export(
 
     adapter = resolve_trained(adapter)
     config_file = adapter / "adapter_config.json"
+    if not config_file.exists() and (adapter / "config.json").exists():
+        raise AlreadyStandalone(
+            f"{adapter} already is a standalone model (a full fine-tuning run saves whole "
+            "weights, not an adapter): there is nothing to merge. Use that directory as is, e.g. "
+            f"AutoModelForCausalLM.from_pretrained({str(adapter)!r}) or `python evaluate.py` with "
+            f"path: {adapter}, or copy it to {out}"
+        )
     if not config_file.exists():
         raise FileNotFoundError(f"{adapter} is not a PEFT adapter (no adapter_config.json)")
     base_name = json.loads(config_file.read_text())["base_model_name_or_path"]
@@ -121,7 +135,10 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--tolerance", type=float, default=None, help="max |logit difference|")
     args = parser.parse_args()
-    export(args.adapter, args.out, dtype=args.dtype, tolerance=args.tolerance)
+    try:
+        export(args.adapter, args.out, dtype=args.dtype, tolerance=args.tolerance)
+    except AlreadyStandalone as err:
+        raise SystemExit(f"nothing to export: {err}") from None
 
 
 if __name__ == "__main__":

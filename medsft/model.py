@@ -23,6 +23,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from medsft.errors import ConfigError, UserError
+
 Finetune = Literal["lora", "full"]
 Quantize = Literal["nf4"] | None
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -89,26 +91,26 @@ def validate_model_args(
 ) -> None:
     """Reject impossible combinations as soon as the config is read, with how to fix them."""
     if finetune not in ("lora", "full"):
-        raise ValueError(f"finetune must be 'lora' or 'full', got {finetune!r}")
+        raise ConfigError(f"finetune must be 'lora' or 'full', got {finetune!r}")
     if quantize not in (None, "nf4"):
-        raise ValueError(f"quantize must be 'nf4' or null, got {quantize!r}")
+        raise ConfigError(f"quantize must be 'nf4' or null, got {quantize!r}")
     if finetune == "full" and quantize is not None:
-        raise ValueError(
+        raise ConfigError(
             "finetune: full cannot train 4-bit weights (quantize: nf4). Use finetune: lora with "
             "quantize: nf4 (QLoRA), or finetune: full with quantize: null and bf16 precision "
             "(add FSDP to shard a model that does not fit one GPU)."
         )
     if finetune == "lora":
         if lora.r < 1 or lora.alpha <= 0:
-            raise ValueError(
+            raise ConfigError(
                 f"lora.r must be >= 1 and lora.alpha > 0, got r={lora.r}, alpha={lora.alpha}"
             )
         if not 0 <= lora.dropout < 1:
-            raise ValueError(f"lora.dropout must be in [0, 1), got {lora.dropout}")
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {lora.dropout}")
         if not lora.target_modules:
-            raise ValueError("lora.target_modules is empty: name at least one module")
+            raise ConfigError("lora.target_modules is empty: name at least one module")
     if name_or_path.startswith(RANDOM_PREFIX) and name_or_path[len(RANDOM_PREFIX) :] not in PRESETS:
-        raise ValueError(
+        raise ConfigError(
             f"unknown preset {name_or_path!r}; choose one of "
             + ", ".join(RANDOM_PREFIX + p for p in PRESETS)
         )
@@ -153,7 +155,7 @@ def check_source(name_or_path: str) -> None:
         )
 
 
-class HubUnreachable(OSError):
+class HubUnreachable(UserError, OSError):
     """A hub model or dataset is neither cached nor reachable."""
 
 

@@ -17,6 +17,7 @@ ranks one flag per accumulation window is read to end the epoch together.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from lightning import LightningModule
 from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 
 from medsft.chat import IGNORE_INDEX
+from medsft.errors import ConfigError, UserError
 from medsft.flops import FlopCounter, mfu
 from medsft.loss import masked_nll
 from medsft.metrics.likelihood import TokenPerplexity
@@ -40,6 +42,8 @@ from medsft.model import (
     build_model,
     validate_model_args,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +67,23 @@ class OptimizerSettings:
     fused: bool | None = None
     """torch's fused AdamW kernel; null = on for a single-device or DDP CUDA run (not FSDP2,
     not fp16 with a loss scaler). Gradient clipping works with it (medsft clips itself)."""
+
+
+class NonFiniteLoss(UserError, RuntimeError):
+    """The loss or gradient norm became NaN or infinite; the message says what to try."""
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 class FSDP2Strategy(ModelParallelStrategy):
@@ -108,7 +129,7 @@ def validate_strategy(strategy: Any, finetune: str, quantize: str | None) -> Non
         name = strategy if isinstance(strategy, str) else str(getattr(strategy, "class_path", ""))
         sharded = name == "fsdp2" or name.endswith(("FSDP2Strategy", "ModelParallelStrategy"))
     if sharded and (finetune != "full" or quantize is not None):
-        raise ValueError(
+        raise ConfigError(
             "strategy fsdp2 shards full fine-tuning only: 4-bit weights cannot be sharded and a "
             "LoRA adapter is small enough to replicate. Use --trainer.strategy ddp for LoRA and "
             "QLoRA (configs/lora.yaml, configs/qlora.yaml), or --model.finetune full with "
@@ -131,6 +152,8 @@ class SFTModule(LightningModule):
         attn_implementation: str = "sdpa",
         dtype: DType = "auto",
         trust_remote_code: bool = False,
+        nonfinite: Literal["stop", "skip", "off"] = "stop",
+        max_nonfinite_skips: int = 3,
     ):
         """
         Args:
@@ -145,19 +168,24 @@ class SFTModule(LightningModule):
             attn_implementation: `sdpa`, `eager` or `flash_attention_2`.
             dtype: weight dtype; `auto` = bf16 on a capable GPU, else fp32.
             trust_remote_code: allow code from the model repository.
+            nonfinite: a NaN/inf loss or gradient norm `stop`s the run (exit code 1, weights
+                untouched), `skip`s that optimizer step, or is not checked (`off`, one host
+                read less per step).
+            max_nonfinite_skips: with `skip`, stop after this many non-finite steps in a row.
         """
         super().__init__()
         validate_model_args(name_or_path, finetune, quantize, lora)
         if optimizer.name != "adamw" and not torch.cuda.is_available():
             # bitsandbytes' 8-bit/paged optimizers need a GPU; fail now, not at the first step.
-            raise ValueError(
+            raise ConfigError(
                 f"optimizer.name={optimizer.name!r} needs a CUDA GPU; use adamw on CPU"
             )
         if optimizer.warmup_steps < 0 or not 0 <= optimizer.min_lr_ratio <= 1:
-            raise ValueError("optimizer.warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+            raise ConfigError("optimizer.warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
         self.save_hyperparameters()
         self.name_or_path, self.finetune, self.quantize = name_or_path, finetune, quantize
         self.lora, self.optim = lora, optimizer
+        self.max_skips = max_nonfinite_skips
         self.model: Any = None
         self.val_ppl = TokenPerplexity()
         # LoRA checkpoints hold only the adapter; the frozen base is rebuilt from name_or_path.
@@ -167,6 +195,9 @@ class SFTModule(LightningModule):
         self._window = torch.zeros(4, dtype=torch.float64)
         self._since_log = torch.zeros(3, dtype=torch.float64)
         self._flops: FlopCounter | None = None
+        self._rng_to_restore: dict[str, Any] | None = None
+        self._skipped_in_a_row = 0
+        self._loss_max = torch.zeros((), dtype=torch.float64)  # worst step loss since the log
         self._log_start = time.perf_counter()
         self._grad_norm: torch.Tensor | None = None
 
@@ -204,7 +235,7 @@ class SFTModule(LightningModule):
         if self.device_mesh["tensor_parallel"].size() > 1:
             # ModelParallelStrategy's default puts a node's GPUs on tensor parallelism, which
             # medsft does not implement: ranks would then train unsynchronised copies.
-            raise ValueError(
+            raise ConfigError(
                 "medsft shards with FSDP2 only: use --trainer.strategy fsdp2 "
                 "(see configs/full.yaml)"
             )
@@ -242,6 +273,9 @@ class SFTModule(LightningModule):
 
     def on_train_start(self) -> None:
         self._log_start = time.perf_counter()
+        if self._rng_to_restore is not None:
+            _set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
 
     def on_train_epoch_start(self) -> None:
         self._window = torch.zeros_like(self._window)
@@ -278,17 +312,54 @@ class SFTModule(LightningModule):
         # window of padding only, so this is a bug upstream; checked without a host sync.
         torch._assert_async(n_sup > 0, "an optimizer step saw no supervised token on any rank")
         scale = (self.trainer.accumulate_grad_batches * self.trainer.world_size / n_sup).float()
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        params = [p for p in self.parameters() if p.grad is not None]
+        grads = [p.grad for p in params]
         torch._foreach_mul_(grads, scale)
         logging = self._is_logging_step()
+        guard = self.hparams.nonfinite != "off"
         self._grad_norm = (
             torch.nn.utils.get_total_norm(grads)
-            if logging or self.trainer.gradient_clip_val
+            if logging or guard or self.trainer.gradient_clip_val
             else None
         )
+        loss = window[0] / n_sup
+        self._loss_max = torch.maximum(self._loss_max.to(loss.device), loss)
         self._since_log = self._since_log.to(window.device) + window[1:]
+        if guard and self._nonfinite(loss, params):
+            return
         if logging:
             self._log_train_metrics(optimizer, window)
+
+    def _nonfinite(self, loss: torch.Tensor, params: list[torch.nn.Parameter]) -> bool:
+        """The guard: the one host read of an ordinary step (`nonfinite: off` removes it).
+
+        Runs before the optimizer's update, so non-finite values never reach the weights: `stop`
+        raises (no checkpoint or model is saved after it); `skip` drops the gradients, so the
+        optimizer leaves every weight and its state untouched, and stops after
+        `max_nonfinite_skips` in a row.
+        """
+        grad_norm = self._grad_norm
+        if hasattr(grad_norm, "full_tensor"):
+            grad_norm = grad_norm.full_tensor()
+        if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
+            self._skipped_in_a_row = 0
+            return False
+        step = self.global_step
+        what = f"step {step}: the loss is {float(loss)} and the gradient norm {float(grad_norm)}"
+        self._skipped_in_a_row += 1
+        if self.hparams.nonfinite == "skip" and self._skipped_in_a_row <= self.max_skips:
+            log.warning("%s; skipping this optimizer step (%d in a row)", what,
+                        self._skipped_in_a_row)  # fmt: skip
+            for p in params:
+                p.grad = None
+            if self.logger is not None and self.trainer.is_global_zero:
+                self.logger.log_metrics({"train/nonfinite_skips": self._skipped_in_a_row}, step)
+            return True
+        raise NonFiniteLoss(
+            f"{what}. Training stopped before this update: the weights and the last checkpoint "
+            "are finite. Try a lower --model.optimizer.lr, more warmup_steps, "
+            "--trainer.gradient_clip_val 1.0, bf16 instead of fp16, or --model.nonfinite skip."
+        )
 
     def _log_train_metrics(self, optimizer: torch.optim.Optimizer, window: torch.Tensor) -> None:
         """Read the step's figures to the host (the only sync of a logging step) and log them."""
@@ -301,8 +372,10 @@ class SFTModule(LightningModule):
         elapsed, self._log_start = now - self._log_start, now
         self._since_log = torch.zeros_like(self._since_log)
         loss = nll_sum / step_tokens
+        loss_max, self._loss_max = float(self._loss_max), torch.zeros_like(self._loss_max)
         metrics = {
             "train/loss": loss,
+            "train/loss_max": loss_max,  # a spike between logging steps still shows
             "train/grad_norm": float(grad_norm),
             "train/lr": optimizer.param_groups[0]["lr"],
             "train/supervised_tokens_per_s": n_sup / elapsed,
@@ -367,7 +440,7 @@ class SFTModule(LightningModule):
             if fused is None:
                 fused = torch.cuda.is_available() and self._device_mesh is None and scaler is None
             elif fused and scaler is not None:
-                raise ValueError(
+                raise ConfigError(
                     "optimizer.fused: true cannot be combined with 16-mixed precision (the fused "
                     "kernel unscales gradients itself, after clipping would have run): use "
                     "bf16-mixed, or optimizer.fused: false"
@@ -382,13 +455,14 @@ class SFTModule(LightningModule):
                 "paged_adamw": bnb.optim.PagedAdamW,
             }[opt.name]
             optimizer = cls(groups, lr=opt.lr, betas=opt.betas)
-        total = self.trainer.estimated_stepping_batches
-        if opt.schedule == "cosine" and not math.isfinite(total):
-            raise ValueError(
+        # max_steps, not trainer.estimated_stepping_batches: that sets up the train loader before
+        # the checkpoint is restored, so a resumed stream would start from the wrong place.
+        total = self.trainer.max_steps
+        if opt.schedule == "cosine" and total < 1:
+            raise ConfigError(
                 "the cosine schedule needs a known length, and streamed data has none: set "
                 "trainer.max_steps (or use optimizer.schedule: constant)"
             )
-        total = int(total) if math.isfinite(total) else 0
         warmup = opt.warmup_steps
 
         def factor(step: int) -> float:
@@ -416,7 +490,20 @@ class SFTModule(LightningModule):
         """What a LoRA checkpoint holds: the adapter, not the frozen base."""
         return {n for n, p in self.named_parameters() if p.requires_grad}
 
+    def _gather(self, obj: Any) -> list[Any]:
+        if self.trainer.world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.trainer.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states") or []
+        if len(states) == self.trainer.world_size:
+            # Applied when training starts, after everything that set up the run.
+            self._rng_to_restore = states[self.trainer.global_rank]
         if self.finetune == "lora":
             # Loading is not strict (the frozen base is not in the file), so check by hand that
             # the adapter in the file is the one being trained.
@@ -424,7 +511,7 @@ class SFTModule(LightningModule):
             saved = set(checkpoint["state_dict"])
             if saved != trainable:
                 missing, extra = sorted(trainable - saved), sorted(saved - trainable)
-                raise ValueError(
+                raise ConfigError(
                     f"the checkpoint's adapter does not match this model's: it lacks "
                     f"{len(missing)} and has {len(extra)} other adapter tensors (e.g. "
                     f"{(missing or extra)[0]}). Was it trained with other lora settings? Resume "
@@ -432,6 +519,8 @@ class SFTModule(LightningModule):
                 )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Each rank's random state (dropout), so a resumed run draws the same masks.
+        checkpoint["rng_states"] = self._gather(_rng_state())
         if self.finetune == "lora":
             trainable = self._trainable_names()
             checkpoint["state_dict"] = {

@@ -13,8 +13,9 @@ injected ahead of it. Typical use::
 
 A policy is `Callable[[ChatRequest], Reply | str]`; a plain string is a normal 200 reply with that
 message content. `ChatRequest.pair()` recovers the question and both answers from the judge
-prompt (the first user message; a label retry adds a `follow_up`), which delimits them as `[Question]`, `[The Start of Assistant 1's Answer]` ... `[The End
-of Assistant 1's Answer]`, and the same for Assistant 2.
+prompt (the first user message; a label retry adds a `follow_up`), which delimits them as
+`[Question]`, `[The Start of Assistant 1's Answer]` ... `[The End of Assistant 1's Answer]`, and
+the same for Assistant 2 (or the packaged Chinese prompt's `[问题]`, `[助手1的回答开始]` ...).
 """
 
 from __future__ import annotations
@@ -33,13 +34,25 @@ BETTER = "Assistant 1 is better than Assistant 2"
 WORSE = "Assistant 1 is worse than Assistant 2"
 EQUAL = "Assistant 1 is equal to Assistant 2"
 
-_PAIR_RE = re.compile(
-    r"\[Question\]\n(?P<question>.*?)\n\n"
-    r"\[The Start of Assistant 1's Answer\]\n(?P<answer_1>.*?)\n\[The End of Assistant 1's Answer\]"
-    r".*?"
-    r"\[The Start of Assistant 2's Answer\]\n(?P<answer_2>.*?)\n\[The End of Assistant 2's Answer\]",
-    re.DOTALL,
-)
+BETTER_ZH, WORSE_ZH, EQUAL_ZH = "助手1更好", "助手1更差", "两者相当"
+"""The verdicts of the packaged Chinese prompt (medsft.metrics.judge.LABELS_ZH)."""
+
+_PAIR_RES = [
+    re.compile(
+        r"\[Question\]\n(?P<question>.*?)\n\n"
+        r"\[The Start of Assistant 1's Answer\]\n(?P<answer_1>.*?)\n\[The End of Assistant 1's Answer\]"
+        r".*?"
+        r"\[The Start of Assistant 2's Answer\]\n(?P<answer_2>.*?)\n\[The End of Assistant 2's Answer\]",
+        re.DOTALL,
+    ),
+    re.compile(
+        r"\[问题\]\n(?P<question>.*?)\n\n"
+        r"\[助手1的回答开始\]\n(?P<answer_1>.*?)\n\[助手1的回答结束\]"
+        r".*?"
+        r"\[助手2的回答开始\]\n(?P<answer_2>.*?)\n\[助手2的回答结束\]",
+        re.DOTALL,
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,7 @@ class ChatRequest:
 
     def pair(self) -> tuple[str, str, str]:
         """(question, answer shown as Assistant 1, answer shown as Assistant 2) from the prompt."""
-        match = _PAIR_RE.search(self.prompt)
+        match = next(filter(None, (r.search(self.prompt) for r in _PAIR_RES)), None)
         if match is None:
             raise ValueError("prompt does not delimit a question and two answers")
         return match["question"], match["answer_1"], match["answer_2"]
@@ -137,14 +150,17 @@ def verdict_text(label: str, reasons: str = "Compared on accuracy and detail.") 
     return f"{reasons}\n\n{label}"
 
 
-def judge_by(score: Callable[[str], float]) -> Policy:
-    """Policy preferring the answer with the higher `score` (equal scores -> equal)."""
+def judge_by(score: Callable[[str], float], *, chinese: bool = False) -> Policy:
+    """Policy preferring the answer with the higher `score` (equal scores -> equal); `chinese`
+    answers with reasons and a verdict in Chinese (`BETTER_ZH`, ...)."""
+    better, worse, equal = (BETTER_ZH, WORSE_ZH, EQUAL_ZH) if chinese else (BETTER, WORSE, EQUAL)
 
     def policy(request: ChatRequest) -> str:
         _, first, second = request.pair()
         s1, s2 = score(first), score(second)
-        label = BETTER if s1 > s2 else WORSE if s1 < s2 else EQUAL
-        return verdict_text(label, f"Scores {s1} vs {s2}.")
+        label = better if s1 > s2 else worse if s1 < s2 else equal
+        reasons = f"得分 {s1} 比 {s2}。" if chinese else f"Scores {s1} vs {s2}."
+        return verdict_text(label, reasons)
 
     return policy
 
@@ -156,6 +172,42 @@ def prefer_first(request: ChatRequest) -> str:
 
 prefer_longer: Policy = judge_by(len)
 """Policy preferring the longer answer."""
+
+prefer_longer_zh: Policy = judge_by(len, chinese=True)
+"""Policy preferring the longer answer, replying in Chinese."""
+
+
+def rejecting(param: str, message: str) -> Reply:
+    """HTTP 400 as OpenAI sends it for a request setting a model does not take (e.g. GPT-5's
+    `temperature` other than its default, or `max_tokens`)."""
+    body = {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": param,
+            "code": "unsupported_parameter" if "parameter" in message else "unsupported_value",
+        }
+    }
+    return Reply(status=400, body=json.dumps(body).encode())
+
+
+def reasoning_model(request: ChatRequest) -> Reply | str:
+    """Policy of a GPT-5-family endpoint: rejects `temperature` (unless 1) and `max_tokens` as
+    OpenAI does, and otherwise judges like `prefer_longer`."""
+    body = request.body
+    if "max_tokens" in body:
+        return rejecting(
+            "max_tokens",
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+            "'max_completion_tokens' instead.",
+        )
+    if body.get("temperature", 1) != 1:
+        return rejecting(
+            "temperature",
+            f"Unsupported value: 'temperature' does not support {body['temperature']} with this "
+            "model. Only the default (1) value is supported.",
+        )
+    return prefer_longer(request)
 
 
 def _error_body(message: str, code: str) -> bytes:

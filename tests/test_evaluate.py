@@ -13,7 +13,7 @@ import pytest
 import yaml
 from judge_server import JudgeServer, prefer_longer
 
-import medsft.evaluation
+import medsft.evaluation.config
 import medsft.generate
 import medsft.model
 from medsft.chat import qa_messages
@@ -24,7 +24,6 @@ from medsft.evaluation import (
     RuntimeSettings,
     ScoringSettings,
     SystemSpec,
-    _answers_system,
     evaluate,
     infer_kind,
     judge_status,
@@ -32,6 +31,7 @@ from medsft.evaluation import (
     resolve_run_dir,
     validate_config,
 )
+from medsft.evaluation.answers import answers_system
 from medsft.generate import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,13 +129,13 @@ def test_answers_file_aligns_by_question(tmp_path):
     shuffled.write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in reversed(rows)), encoding="utf-8"
     )
-    output = _answers_system(SystemSpec("gpt", str(shuffled)), examples)
+    output = answers_system(SystemSpec("gpt", str(shuffled)), examples)
     assert output.answers == [r["answer"] for r in rows]
 
     partial = tmp_path / "partial.jsonl"
     partial.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no answer to test question 1"):
-        _answers_system(SystemSpec("gpt", str(partial)), examples)
+        answers_system(SystemSpec("gpt", str(partial)), examples)
 
 
 def test_config_errors_say_how_to_fix(tmp_path):
@@ -220,7 +220,7 @@ def test_hub_model_downloaded_by_the_first_run_is_reused_by_the_second(tmp_path,
 
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", in_cache)
     monkeypatch.setattr(medsft.model, "load_base_model", download_and_load)
-    monkeypatch.setattr(medsft.evaluation, "ensure_hub_reachable", lambda *a, **k: None)
+    monkeypatch.setattr(medsft.evaluation.config, "ensure_hub_reachable", lambda *a, **k: None)
     config = _model_config(tmp_path, "acme/med-model", limit=3)
     first = _system(evaluate(config))
     assert downloaded == ["acme/med-model"] and first["generation"]["generated"] == 3

@@ -10,13 +10,28 @@ import time
 from pathlib import Path
 
 import pytest
-from judge_server import BETTER, EQUAL, WORSE, JudgeServer, Reply, prefer_first, prefer_longer
+from judge_server import (
+    BETTER,
+    BETTER_ZH,
+    EQUAL,
+    WORSE,
+    JudgeServer,
+    Reply,
+    prefer_first,
+    prefer_longer,
+    prefer_longer_zh,
+    reasoning_model,
+)
 
+from medsft.cache import JsonlStore
 from medsft.metrics.judge import (
     LABEL_FOLLOW_UP,
+    LABEL_FOLLOW_UP_ZH,
     LABELS,
+    LABELS_ZH,
     JudgeConfigError,
     JudgeResult,
+    _Judge,
     _reasons,
     ajudge_pairs,
     judge_pairs,
@@ -56,7 +71,6 @@ def run(server: JudgeServer, a=LONG, b=SHORT, questions=QUESTIONS, **kwargs) -> 
     options = dict(
         model="test-judge",
         base_url=server.base_url,
-        backoff_base=0.001,
         timeout=5.0,
         max_retries=3,
         progress=False,
@@ -79,6 +93,12 @@ def run(server: JudgeServer, a=LONG, b=SHORT, questions=QUESTIONS, **kwargs) -> 
         (f"> Final verdict: `{EQUAL}`", "equal"),
         (f"I first thought {BETTER}, but on reflection:\n{WORSE}", "worse"),
         ("回答1更好。\n\nAssistant 1 is better than Assistant 2。", "better"),
+        ("理由如上。\n**助手1更好**", "better"),
+        ("助手 1 更差。", "worse"),
+        ("结论：两者相当", "equal"),
+        (f"{BETTER}\n但再想想：助手1更差", "worse"),
+        ("助手12更好", None),
+        ("助手2更好", None),
         ("Assistant 2 is better than Assistant 1", None),
         ("Assistant 1 is better than Assistant 23", None),
         ("Both answers are fine.", None),
@@ -408,3 +428,103 @@ def test_identical_prompts_are_sent_once(server: JudgeServer) -> None:
     result = run(server, a=SHORT, b=SHORT)
     assert server.request_count == 4  # A == B: both orders are the same prompt
     assert result.tie_rate == 1.0 and result.consistency_rate == 1.0
+
+
+# -- Chinese judge ----------------------------------------------------------------------------------
+def test_chinese_prompt_gets_chinese_verdicts_and_a_chinese_follow_up() -> None:
+    answered: set[str] = set()
+
+    def forgetful_zh(request):
+        # Each question's first reply lacks the verdict; the follow-up gets it.
+        question = request.pair()[0]
+        if question not in answered:
+            answered.add(question)
+            return "两个回答各有长处。"
+        return prefer_longer_zh(request)
+
+    with JudgeServer(forgetful_zh) as server:
+        result = run(server, language="zh", concurrency=1)
+        first = server.requests[0]
+    assert result.n_errors == 0 and result.win_rate == 1.0
+    assert "[问题]" in first.prompt and "禁忌与剂量" in first.prompt  # Chinese template, rubric
+    assert all(label in first.prompt for label in LABELS_ZH.values())
+    assert (
+        first.body["messages"][0]["role"] == "system"
+        and "公正" in first.body["messages"][0]["content"]
+    )
+    follow_ups = [r.follow_up for r in server.requests if r.follow_up]
+    assert follow_ups and set(follow_ups) == {LABEL_FOLLOW_UP_ZH}
+    record = result.records[0]
+    assert record.raw_ab.endswith(BETTER_ZH) and record.reasons_ab.startswith("两个回答各有长处")
+
+
+# -- cache keys -------------------------------------------------------------------------------------
+def test_cache_keys_on_what_was_asked_not_on_the_url_spelling(
+    server: JudgeServer, tmp_path: Path
+) -> None:
+    cache = tmp_path / "judge.jsonl"
+    run(server, cache_path=cache)
+    for spelling in (
+        f"http://localhost:{server.port}/v1",
+        f"http://127.0.0.1:{server.port}/v1/",
+        f"HTTP://LOCALHOST:{server.port}/v1//",
+    ):
+        server.reset()
+        again = run(server, cache_path=cache, base_url=spelling)
+        assert server.request_count == 0 and again.usage.cached_judgements == 8, spelling
+    run(server, cache_path=cache, system_prompt="Be terse.")  # another prompt: asked anew
+    assert server.request_count == 8
+
+
+# -- settings an endpoint rejects -------------------------------------------------------------------
+def test_reasoning_model_400_stops_judging_and_names_the_setting() -> None:
+    # A fresh server per case: requests cancelled in flight may still be logged after a reset.
+    with JudgeServer(reasoning_model) as server:
+        with pytest.raises(JudgeConfigError, match=r"'temperature'.*judge\.temperature: null"):
+            run(server)
+        assert server.request_count <= 8  # at most the requests already in flight, never 2 x 4
+    with JudgeServer(reasoning_model) as server:
+        with pytest.raises(JudgeConfigError, match=r"'max_tokens'.*max_completion_tokens"):
+            run(server, temperature=None, max_tokens=256, concurrency=1)
+        assert server.request_count == 1
+    with JudgeServer(reasoning_model) as server:
+        result = run(server, temperature=None, max_completion_tokens=256)
+        assert result.n_errors == 0 and result.win_rate == 1.0
+        body = server.requests[0].body
+        assert body["max_completion_tokens"] == 256 and "temperature" not in body
+        with pytest.raises(ValueError, match="not both"):
+            run(server, max_tokens=1, max_completion_tokens=1)
+
+
+def test_invalid_requests_without_a_named_setting_stop_after_the_first_few() -> None:
+    def invalid(request):
+        return Reply(status=400, body=b'{"error": {"message": "Invalid request: bad format"}}')
+
+    with JudgeServer(invalid) as server:
+        with pytest.raises(JudgeConfigError, match="rejected the first 3 requests.*bad format"):
+            run(server, concurrency=1)
+        assert server.request_count == 3
+
+
+# -- unreachable endpoint ---------------------------------------------------------------------------
+def test_closed_port_stops_judging_after_a_few_connection_failures() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on once closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(JudgeConfigError, match="unreachable: 3 requests in a row"):
+        judge_pairs(
+            QUESTIONS, LONG, SHORT, model="m", base_url=f"http://127.0.0.1:{port}/v1",
+            max_retries=1, concurrency=1, progress=False,
+        )  # fmt: skip
+    assert time.monotonic() - start < 15
+
+
+def test_the_key_is_in_no_repr() -> None:
+    judge = _Judge(
+        client=object(), model="m", params={}, cache=JsonlStore(None), semaphore=None,
+        max_retries=0, label_retries=0, follow_up="", endpoint=None, secret=SECRET,
+    )  # type: ignore[arg-type]  # fmt: skip
+    assert SECRET not in repr(judge) and "m" in repr(judge)

@@ -123,15 +123,16 @@ def test_lora_checkpoint_holds_the_adapter_only_and_resumes(tmp_path):
         tmp_path, *MODES["lora"], "--trainer.max_steps", "9", "--ckpt_path", "last", name="resume"
     )
     assert resumed.trainer.global_step == 9
-    before = scalars(cli.trainer.log_dir, "train/loss")
-    after = scalars(resumed.trainer.log_dir, "train/loss")
-    assert len(after) == 3  # steps 7-9 only
-    # A fresh start would log exactly before[0] (same data, same init); the resumed run starts
+    # The same version folder: one curve of 9 steps, the first 6 as the first run logged them.
+    assert resumed.trainer.log_dir == cli.trainer.log_dir
+    curve = scalars(resumed.trainer.log_dir, "train/loss")
+    assert len(curve) == 9
+    # A fresh start would log exactly curve[0] (same data, same init); the resumed run starts
     # from the trained adapter instead, better than the fresh run's first two steps.
-    assert after[0] < min(before[:2]) - 0.05, (before, after)
+    assert curve[6] < min(curve[:2]) - 0.05, curve
     with pytest.raises(ValueError, match="adapter does not match"):
         train(tmp_path, *MODES["lora"], "--model.lora.target_modules", "[q_proj, v_proj]",
-              "--trainer.max_steps", "9", "--ckpt_path", str(ckpt), name="other")  # fmt: skip
+              "--trainer.max_steps", "12", "--ckpt_path", str(ckpt), name="other")  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", ["lora", "qlora"])
@@ -254,3 +255,123 @@ def test_two_processes_match_one(tmp_path, mode):
     # Adam divides by sqrt(v): rarely-hit embedding rows magnify summation-order differences.
     for k in w1:
         torch.testing.assert_close(w1[k], w2[k], atol=max(1e-3, rel * 10), rtol=rel * 100)
+
+
+def _train_process(tmp_path, name, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
+         "--trainer.enable_progress_bar", "false",
+         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
+         *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+RESUME = {
+    # 20 rows, 2 workers, batch 3: epochs of 4 batches, so 10 steps cross two epoch boundaries.
+    "lora-2-workers": (["--data.num_workers", "2"], []),
+    "lora-ddp": (
+        ["--data.num_workers", "1", "--model.lora.dropout", "0.05"],
+        ["--trainer.devices", "2", "--trainer.strategy", "ddp"],
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", RESUME)
+def test_kill_9_and_resume_gives_the_uninterrupted_run(tmp_path, mode):
+    """SIGKILL at step 8, resume from the step-6 checkpoint: the same losses, learning rates and
+    final weights as a run that was never interrupted (fp32 CPU, LoRA with dropout)."""
+    extra, parallel = RESUME[mode]
+    data = tmp_path / "rows.jsonl"
+    with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
+        data.write_text("".join(f.readline() for _ in range(20)), encoding="utf-8")
+    common = [
+        "--data.source", str(data), "--data.val_fraction", "0", "--data.batch_size", "3",
+        "--data.shuffle_buffer", "8", "--data.max_length", "128", *extra, *parallel,
+        "--model.finetune", "lora", "--model.optimizer.lr", "0.02",
+        "--trainer.max_steps", "10", "--trainer.log_every_n_steps", "1",
+        "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "null",
+        "--checkpoint.every_n_train_steps", "3",
+    ]  # fmt: skip
+    assert _train_process(tmp_path, "straight", *common).returncode == 0
+    kill = '[{"class_path": "tests.resume_helpers.KillAt", "init_args": {"step": 8}}]'
+    killed = _train_process(tmp_path, "killed", *common, "--trainer.callbacks", kill)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    resumed = _train_process(tmp_path, "killed", *common, "--ckpt_path", "last")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight, run = tmp_path / "straight/version_0", tmp_path / "killed/version_0"
+    assert not (tmp_path / "killed/version_1").exists()  # the same run continues
+    for tag in ("train/loss", "train/lr", "train/supervised_tokens"):
+        a, b = scalars(straight, tag), scalars(run, tag)
+        assert len(a) == len(b) == 10, tag  # one curve: the killed run's steps 6-8 are purged
+        assert b == pytest.approx(a, rel=1e-6, abs=1e-6), tag
+    w1 = load_file(straight / "adapter/adapter_model.safetensors")
+    w2 = load_file(run / "adapter/adapter_model.safetensors")
+    for k in w1:
+        torch.testing.assert_close(w1[k], w2[k], atol=1e-6, rtol=1e-6)
+    again = _train_process(tmp_path, "killed", *common, "--ckpt_path", "last")
+    assert again.returncode == 0 and "nothing to train" in again.stdout
+
+
+@pytest.mark.slow
+def test_a_diverging_run_stops_nonzero_and_keeps_finite_weights(tmp_path):
+    """lr 1e6: the run stops at the first non-finite step, exits 1 with one line naming the step,
+    and neither the checkpoint nor a model directory holds NaN."""
+    args = ["--data.val_fraction", "0", "--model.optimizer.lr", "1e6", "--trainer.max_steps", "20",
+            "--trainer.log_every_n_steps", "1", "--checkpoint.every_n_train_steps", "1"]  # fmt: skip
+    result = _train_process(tmp_path, "nan", *args)
+    assert result.returncode == 1, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: step ") and "lower --model.optimizer.lr" in last, last
+    run = tmp_path / "nan/version_0"
+    assert not (run / "model").exists()
+    ckpt = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert 0 < ckpt["global_step"] < 20
+    assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
+
+
+def test_skip_mode_skips_nonfinite_steps_and_stops_after_too_many(tmp_path, monkeypatch):
+    from medsft.module import NonFiniteLoss, SFTModule
+
+    step = SFTModule.step
+    poisoned = {2, 4, 5}  # optimizer steps whose loss is NaN (batch = step: no accumulation)
+    weights_before_skip = {}
+
+    def maybe_nan(self, batch):
+        nll, n = step(self, batch)
+        if self.global_step in poisoned:
+            weights_before_skip[self.global_step] = [
+                p.detach().clone() for p in self.parameters() if p.requires_grad
+            ]
+            return nll * float("nan"), n
+        return nll, n
+
+    monkeypatch.setattr(SFTModule, "step", maybe_nan)
+    with pytest.raises(NonFiniteLoss, match="step 5"):
+        train(tmp_path, "--model.nonfinite", "skip", "--model.max_nonfinite_skips", "1",
+              "--trainer.max_steps", "8")  # fmt: skip
+    # Step 2 was skipped: the weights after it equal those before it.
+    # (Step 4 skipped too; step 5 was a second in a row, beyond max_nonfinite_skips=1.)
+    assert set(weights_before_skip) == {2, 4, 5}
+    for before, after in zip(weights_before_skip[4], weights_before_skip[5], strict=True):
+        torch.testing.assert_close(before, after)  # step 4's update never happened
+
+
+def test_ckpt_path_last_searches_the_configured_checkpoint_folder(tmp_path, capsys):
+    mine, other = tmp_path / "mine", tmp_path / "other"
+    train(tmp_path, "--checkpoint.dirpath", str(mine), "--trainer.max_steps", "2", name="exp")
+    train(tmp_path, "--checkpoint.dirpath", str(other), "--trainer.max_steps", "4", name="exp")
+    resumed = train(tmp_path, "--checkpoint.dirpath", str(mine), "--trainer.max_steps", "3",
+                    "--ckpt_path", "last", name="exp")  # fmt: skip
+    assert f"resuming from {mine / 'last.ckpt'}" in capsys.readouterr().out
+    assert resumed.trainer.global_step == 3  # from mine's step 2, not other's step 4
+    with pytest.raises(ValueError, match="no checkpoint matches"):
+        train(tmp_path, "--checkpoint.dirpath", str(tmp_path / "none"), "--ckpt_path", "last")
+
+
+def test_a_failed_start_leaves_no_version_folder(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        train(tmp_path, "--data.source", str(tmp_path / "missing/*.jsonl"), name="bad")
+    assert not list((tmp_path / "bad").glob("version_*"))

@@ -459,7 +459,7 @@ def _bleu_scored(
     if default is not None:
         smooth += f"[{(default if smooth_value is None else smooth_value):.2f}]"
     signature = (
-        f"BLEU-{order}|nrefs:1|{tok.signature()}|order:1-{order}(cumulative,uniform)"
+        f"{metric_name('bleu', order)}|nrefs:1|{tok.signature()}|order:1-{order}(cumulative,uniform)"
         f"|smooth:{smooth}|eff:no|corpus:pooled-ngram-counts|per-sample:sentence-bleu(eff:yes)"
         f"|sacrebleu:{_SACREBLEU_VERSION}|medsft:{_MEDSFT_VERSION}"
     )
@@ -467,7 +467,7 @@ def _bleu_scored(
     details.update(
         bp=float(corpus.bp), sys_len=float(corpus.sys_len), ref_len=float(corpus.ref_len)
     )
-    return _Scored(f"BLEU-{order}", signature, per_sample, statistic, details=details)
+    return _Scored(metric_name("bleu", order), signature, per_sample, statistic, details=details)
 
 
 def _check_rouge_types(rouge_types: Sequence[str]) -> tuple[str, ...]:
@@ -488,7 +488,6 @@ def _check_rouge_types(rouge_types: Sequence[str]) -> tuple[str, ...]:
 def _rouge_scored(tok: _Tokenized, rouge_type: str) -> _Scored:
     pred_len, ref_len = _lengths(tok.preds), _lengths(tok.refs)
     if rouge_type == "rougeL":
-        name = "ROUGE-L"
         matches = np.fromiter(
             (_lcs_length(p, r) for p, r in zip(tok.preds, tok.refs, strict=True)), np.int64, tok.n
         )
@@ -496,11 +495,11 @@ def _rouge_scored(tok: _Tokenized, rouge_type: str) -> _Scored:
         unit = "lcs"
     else:
         n = int(rouge_type[5:])
-        name = f"ROUGE-{n}"
         matches = _overlaps(tok, n)
         pred_counts, ref_counts = np.maximum(pred_len - n + 1, 0), np.maximum(ref_len - n + 1, 0)
         unit = f"{n}-gram"
     precision, recall, f1 = _prf(matches, pred_counts, ref_counts)
+    name = metric_name(rouge_type)
     signature = (
         f"{name}|{tok.signature()}|unit:{unit}|score:F1|corpus:mean-of-samples"
         f"|medsft:{_MEDSFT_VERSION}|equals:rouge-score-{_version('rouge-score')}"
@@ -529,10 +528,10 @@ def _vocab_f1_scored(tok: _Tokenized, mode: str) -> _Scored:
         ref_counts = np.fromiter((len(r) for _, r in sets), np.int64, tok.n)
     precision, recall, f1 = _prf(matches, pred_counts, ref_counts)
     signature = (
-        f"vocab-F1|{tok.signature()}|overlap:{mode}|score:F1|corpus:mean-of-samples"
+        f"{metric_name('vocab_f1')}|{tok.signature()}|overlap:{mode}|score:F1|corpus:mean-of-samples"
         f"|medsft:{_MEDSFT_VERSION}"
     )
-    return _Scored("vocab-F1", signature, f1, mean_statistic(f1), precision, recall)
+    return _Scored(metric_name("vocab_f1"), signature, f1, mean_statistic(f1), precision, recall)
 
 
 def _distinct_scored(token_lists: tuple[list[str], ...], signature_tok: str, n: int) -> _Scored:
@@ -549,12 +548,14 @@ def _distinct_scored(token_lists: tuple[list[str], ...], signature_tok: str, n: 
     with np.errstate(invalid="ignore", divide="ignore"):
         per_sample = np.where(totals > 0, 100 * uniques / np.maximum(totals, 1), 0.0)
     signature = (
-        f"distinct-{n}|{signature_tok}|corpus:unique/total-{n}-grams-over-all-predictions"
+        f"{metric_name('distinct', n)}|{signature_tok}|corpus:unique/total-{n}-grams-over-all-predictions"
         f"|per-sample:unique/total-within-prediction|ci:none|medsft:{_MEDSFT_VERSION}"
     )
     details = {"unique": float(len(corpus)), "total": float(total)}
     # Only ever evaluated on the whole corpus (distinct has no bootstrap interval).
-    return _Scored(f"distinct-{n}", signature, per_sample, lambda idx: score, details=details)
+    return _Scored(
+        metric_name("distinct", n), signature, per_sample, lambda idx: score, details=details
+    )
 
 
 def _finish(scored: _Scored, n: int, confidence: bool, n_resamples: int, seed: int) -> MetricResult:
@@ -750,9 +751,32 @@ def distinct(
     tokens = _tokenize_corpus(kind, lowercase, preds)
     tok_sig = f"tok:{_tokenizer_signature(kind)}|case:{'lc' if lowercase else 'mixed'}"
     return {
-        f"distinct-{n}": _finish(_distinct_scored(tokens, tok_sig, n), len(preds), False, 0, 0)
+        metric_name("distinct", n): _finish(
+            _distinct_scored(tokens, tok_sig, n), len(preds), False, 0, 0
+        )
         for n in orders
     }
+
+
+def metric_name(metric: str, order: int | None = None) -> str:
+    """The name a metric's results carry (and reports show), from its function's terms.
+
+    Args:
+        metric: ``"bleu"``, a ROUGE type (``"rouge1"``, ``"rougeL"``), ``"vocab_f1"`` or
+            ``"distinct"``.
+        order: the n of BLEU-n and distinct-n.
+
+    ``metric_name("bleu", 4) == "BLEU-4"``, ``metric_name("rougeL") == "ROUGE-L"``.
+    """
+    if metric in ("bleu", "distinct"):
+        if order is None:
+            raise ValueError(f"metric_name({metric!r}) needs the order n")
+        return f"{'BLEU' if metric == 'bleu' else 'distinct'}-{order}"
+    if metric.startswith("rouge"):
+        return f"ROUGE-{metric[5:]}"
+    if metric == "vocab_f1":
+        return "vocab-F1"
+    raise ValueError(f"unknown metric {metric!r}")
 
 
 COMPARABLE = ("bleu", "rouge1", "rouge2", "rougeL", "vocab_f1")

@@ -1,0 +1,58 @@
+"""Generate, score and compare systems on a test set, and write a report (see evaluate.py).
+
+A *system* is a base model (hub id, local directory or `random:` preset), a training run (its
+adapter or full model; `logs/demo/latest` or a glob picks the newest run), a merged export, or a
+file of ready answers (e.g. a GPT baseline). Model systems answer the test questions through
+medsft.generate; every system is scored against the references with medsft.metrics (bootstrap
+intervals, paired tests, answer length), model systems get the perplexity of the references, and
+an LLM judge compares each system with the baseline system in both answer orders.
+
+One job per module, in the order `evaluate()` (run.py) uses them:
+
+- config: the config dataclasses, `validate_config`, `judge_status`
+- testset: `load_examples`
+- systems: `SystemOutput`, weight fingerprints; answers: answer-file systems;
+  models: model systems (generation and perplexity, cached); perplexity: shared across ranks
+- scoring: text metrics, paired tests, think blocks, length
+- judging: the judge against the baseline
+- training: TensorBoard curves of runs; plots: metrics.png, training_<run>.png
+- report: report.md
+
+Everything slow is cached in the output directory (medsft.cache), so scoring and judging rerun
+for free: `generations/<system>.jsonl` (answers of model systems), `generations/<system>.ppl.jsonl`
+(perplexities) and `judge_cache.jsonl` (judge replies). Outputs: `report.json`, `report.md`,
+`metrics.png`, `training_<system>.png`, `judge_<system>.json` and `config.yaml`.
+"""
+
+from medsft.evaluation.config import (
+    DataSpec,
+    EvalConfig,
+    JudgeSettings,
+    RuntimeSettings,
+    ScoringSettings,
+    SystemSpec,
+    infer_kind,
+    judge_status,
+    resolve_run_dir,
+    validate_config,
+)
+from medsft.evaluation.models import is_global_zero
+from medsft.evaluation.run import evaluate
+from medsft.evaluation.testset import Example, load_examples
+
+__all__ = [
+    "DataSpec",
+    "EvalConfig",
+    "Example",
+    "JudgeSettings",
+    "RuntimeSettings",
+    "ScoringSettings",
+    "SystemSpec",
+    "evaluate",
+    "infer_kind",
+    "is_global_zero",
+    "judge_status",
+    "load_examples",
+    "resolve_run_dir",
+    "validate_config",
+]

@@ -1,0 +1,342 @@
+"""What evaluate.py reads from its config and command line, and the checks run before anything slow.
+
+Each dataclass field is documented in an attribute docstring, which `python evaluate.py --help`
+shows. `validate_config` fails early, saying how to fix the config; `judge_status` decides whether
+the judge runs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+from urllib.parse import urlsplit
+
+from medsft.data import Preset
+from medsft.generate import GenerationSettings
+from medsft.metrics.judge import Language
+from medsft.model import RANDOM_PREFIX, DType, ensure_hub_reachable, is_hub_id, resolve_trained
+
+Kind = Literal["auto", "model", "run", "answers"]
+ANSWER_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+@dataclass
+class DataSpec:
+    """A question set, read with the same column mapping as training (medsft.data)."""
+
+    source: str = "data/sample/test_zh_med.json"
+    """Local file, directory or glob (JSON, JSONL, Parquet, CSV), or a hub dataset id."""
+    preset: Preset = "course"
+    """Column preset: course ([question, reference] lists), huatuo, reasoning, alpaca, ..."""
+    columns: dict[str, str] | None = None
+    """Role -> column overrides (question, answer, think, system, messages, input, id)."""
+    split: str = "test"
+    """Hub split to read."""
+    subset: str | None = None
+    """Hub dataset configuration name."""
+    system_prompt: str | None = None
+    """System message for rows without one (use the one the model was trained with)."""
+    limit: int | None = None
+    """Use only the first `limit` rows."""
+
+
+@dataclass
+class SystemSpec:
+    """One system to evaluate."""
+
+    name: str
+    """Label in the report; also the file name of its generations (letters, digits, -_.)."""
+    path: str
+    """Hub id, local model dir, `random:<preset>`, a training run dir (`logs/demo/version_0`,
+    `logs/demo/latest`, `logs/demo/version_*`: the newest), an adapter or merged export, or an
+    answers file (JSONL/JSON/CSV/Parquet): objects, or a JSON list of [question, reference,
+    answer] triples or [question, answer] pairs."""
+    kind: Kind = "auto"
+    """`model` (base model), `run` (trained adapter/model), `answers` (file), or `auto`."""
+    dtype: DType = "auto"
+    """Weight dtype of a model system; `auto` = bf16 on a capable GPU, else fp32."""
+    tokenizer: str | None = None
+    """Tokenizer of a `model` system if not the model's own (`qwen3` = bundled)."""
+    question_column: str | None = "question"
+    """Answers file: column holding the question, to align rows with the test set; null aligns
+    by row order (triples and pairs are aligned by their question too)."""
+    answer_column: str = "answer"
+    """Answers file: column holding the answer."""
+    think_column: str | None = None
+    """Answers file: column holding reasoning, if any."""
+
+
+@dataclass
+class ScoringSettings:
+    """Text metrics, intervals and perplexity."""
+
+    tokenizer: str = "auto"
+    """Metric tokenizer: auto (zh if the references have Han characters, else 13a), zh, char,
+    jieba or 13a. Fixed once for all systems so their scores are comparable."""
+    bleu_orders: list[int] = field(default_factory=lambda: [1, 2, 4])
+    """Cumulative BLEU-n for each n."""
+    rouge_types: list[str] = field(default_factory=lambda: ["rouge1", "rouge2", "rougeL"])
+    """ROUGE variants."""
+    vocab_f1_mode: Literal["multiset", "set"] = "multiset"
+    """Vocabulary F1 overlap: multiset (SQuAD-style) or set."""
+    distinct_orders: list[int] = field(default_factory=lambda: [1, 2])
+    """Distinct-n for each n; [] turns distinct-n off."""
+    n_resamples: int = 1000
+    """Bootstrap resamples for the 95% intervals and paired tests (0 = no intervals)."""
+    seed: int = 0
+    """Bootstrap seed."""
+    paired: bool = True
+    """Paired bootstrap test of every pair of systems on BLEU, ROUGE and vocab-F1."""
+    perplexity: bool = True
+    """Perplexity of each model system on the references (and on val_set)."""
+    ppl_batch_size: int = 4
+    """Examples per forward pass for perplexity."""
+    ppl_max_length: int = 2048
+    """Truncate rendered reference conversations to this many tokens."""
+    examples: int = 3
+    """Questions shown side by side in report.md."""
+
+
+@dataclass
+class JudgeSettings:
+    """LLM-as-a-judge of each system against the baseline (medsft.metrics.judge)."""
+
+    enabled: bool | None = None
+    """null: judge when an endpoint is configured (base_url set, or the key's environment
+    variable set); true: require it; false: never."""
+    model: str = "gpt-4o-mini"
+    """Judge model name, as the endpoint knows it."""
+    base_url: str | None = None
+    """OpenAI-compatible endpoint (vLLM, Ollama, a proxy); null = OpenAI."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never put the key in a config)."""
+    concurrency: int = 8
+    """Requests in flight at once."""
+    language: Language = "en"
+    """Packaged prompt: `en`, or `zh` (Chinese template, rubric and system message; verdicts
+    助手1更好 / 助手1更差 / 两者相当). Verdicts are recognised in both languages either way."""
+    template: str | None = None
+    """Prompt template file replacing the packaged one ({question}, {answer_1}, {answer_2},
+    and {rubric} when a rubric is used)."""
+    system_prompt: str | None = None
+    """File holding the system message; null = the language's packaged one (an empty file
+    sends none)."""
+    rubric: bool | str = True
+    """true: the packaged medical rubric of `language`; false: none; or a rubric file."""
+    temperature: float | None = 0.0
+    """Judge temperature; null leaves it to the endpoint (GPT-5-family models need null)."""
+    max_tokens: int | None = None
+    """Judge reply length cap (most endpoints)."""
+    max_completion_tokens: int | None = None
+    """The cap as reasoning models (GPT-5, o-series) take it; use instead of max_tokens."""
+    timeout: float = 60.0
+    """Seconds per request."""
+    max_retries: int = 5
+    """Retries per request on rate limits, 5xx, timeouts and dropped connections (the openai
+    client's own, honouring Retry-After)."""
+    cache: bool = True
+    """Reuse judge replies from `<output_dir>/judge_cache.jsonl`."""
+
+
+@dataclass
+class RuntimeSettings:
+    """Where generation runs (Lightning Trainer arguments)."""
+
+    accelerator: str = "auto"
+    """`auto`, `cpu` or `gpu`."""
+    devices: int | str = 1
+    """Devices for data-parallel generation (`auto` = all GPUs; several use the ddp strategy)."""
+    strategy: str = "auto"
+    """Lightning strategy; `auto` = ddp for several devices."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+@dataclass
+class EvalConfig:
+    """Everything evaluate.py reads from its config and command line."""
+
+    systems: list[SystemSpec] = field(default_factory=list)
+    """Systems to evaluate and compare (see SystemSpec)."""
+    test_set: DataSpec = field(default_factory=DataSpec)
+    """Questions with reference answers."""
+    val_set: DataSpec | None = None
+    """Optional extra set for the perplexity of each model system (e.g. the training's val data)."""
+    baseline: str | None = None
+    """Name of the system the judge compares every other system with (e.g. a GPT baseline)."""
+    output_dir: str = "outputs/eval"
+    """Report, plots and caches go here."""
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    """Decoding settings for model systems."""
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    """Metrics and perplexity."""
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
+    """LLM judge."""
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    """Devices."""
+    reuse: bool = True
+    """Reuse saved generations and perplexities whose keys still match (false: redo them)."""
+
+
+def infer_kind(spec: SystemSpec) -> Kind:
+    """What a system path is, when `kind: auto`."""
+    if spec.kind != "auto":
+        return spec.kind
+    path = spec.path
+    if path.startswith(RANDOM_PREFIX):
+        return "model"
+    if path.endswith(ANSWER_SUFFIXES):
+        return "answers"
+    if glob.has_magic(path) or Path(path).name == "latest":
+        return "run"
+    p = Path(path)
+    if p.is_dir():
+        if (p / "config.json").exists() and not (p / "adapter_config.json").exists():
+            return "model"
+        return "run"
+    return "model"  # a hub id
+
+
+def resolve_run_dir(path: str) -> Path:
+    """A run directory; `<dir>/latest` or a glob picks the newest run that holds a model.
+
+    Newest = most recently saved adapter/model (then the highest version number).
+    """
+    p = Path(path)
+    if glob.has_magic(path):
+        pattern = path
+    elif p.name == "latest" and not p.exists():
+        pattern = str(p.parent / "version_*")
+    else:
+        if not p.exists():
+            raise FileNotFoundError(
+                f"{path} does not exist; give a training run dir (logs/<name>/version_N), "
+                "logs/<name>/latest for the newest, an adapter dir or a merged export"
+            )
+        return p
+    found = []
+    for candidate in glob.glob(pattern):
+        try:
+            model_dir = resolve_trained(candidate)
+        except FileNotFoundError:
+            continue  # a run still training, or one that failed before saving
+        version = re.search(r"(\d+)$", Path(candidate).name)
+        found.append((model_dir.stat().st_mtime_ns, int(version[1]) if version else -1, candidate))
+    if not found:
+        raise FileNotFoundError(
+            f"no finished training run matches {pattern!r} (none holds adapter/ or model/); "
+            "train first, e.g. python train.py --config configs/demo.yaml"
+        )
+    return Path(max(found)[2])
+
+
+def validate_config(config: EvalConfig) -> list[Kind]:
+    """Check the config before anything slow runs; returns each system's kind."""
+    if not config.systems:
+        raise ValueError("no systems to evaluate: list them under systems (name, path[, kind])")
+    names = [_safe_name(s.name) for s in config.systems]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"system names must be unique; repeated: {', '.join(duplicates)}")
+    if config.baseline is not None and config.baseline not in names:
+        raise ValueError(
+            f"baseline {config.baseline!r} is not a system; choose one of {', '.join(names)}"
+        )
+    config.generation.validate()
+    _validate_scoring(config.scoring)
+    kinds = [infer_kind(s) for s in config.systems]
+    for spec, kind in zip(config.systems, kinds, strict=True):
+        _check_system(spec, kind)
+    judge_status(config)
+    return kinds
+
+
+def _safe_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+        raise ValueError(
+            f"system name {name!r} may hold only letters, digits, '-', '_' and '.' (it names files)"
+        )
+    return name
+
+
+def _validate_scoring(scoring: ScoringSettings) -> None:
+    if scoring.n_resamples < 0 or scoring.ppl_batch_size < 1 or scoring.ppl_max_length < 8:
+        raise ValueError(
+            "scoring.n_resamples must be >= 0, ppl_batch_size >= 1, ppl_max_length >= 8"
+        )
+    if not scoring.bleu_orders and not scoring.rouge_types:
+        raise ValueError("scoring needs at least one of bleu_orders and rouge_types")
+    if any(n < 1 for n in [*scoring.bleu_orders, *scoring.distinct_orders]):
+        raise ValueError("scoring.bleu_orders and scoring.distinct_orders take orders >= 1")
+
+
+def _check_system(spec: SystemSpec, kind: Kind) -> None:
+    """Fail now, not after generating the other systems."""
+    if kind == "run":
+        resolve_run_dir(spec.path)
+    elif kind == "answers" and not os.path.exists(spec.path):
+        raise FileNotFoundError(f"system {spec.name!r}: answers file {spec.path!r} does not exist")
+    elif kind == "model" and is_hub_id(spec.path):
+        ensure_hub_reachable(spec.path)  # seconds now, not after the other systems ran
+    elif (
+        kind == "model"
+        and not spec.path.startswith(RANDOM_PREFIX)
+        and not os.path.exists(spec.path)
+    ):
+        raise FileNotFoundError(
+            f"system {spec.name!r}: model directory {spec.path!r} does not exist"
+        )
+
+
+class JudgeStatus(NamedTuple):
+    """Whether the judge runs, decided before anything slow runs."""
+
+    run: bool
+    reason: str
+    """Why not, or which endpoint it asks."""
+
+
+def judge_status(config: EvalConfig) -> JudgeStatus:
+    """Whether the judge runs and why (not), decided before anything slow runs."""
+    judge = config.judge
+    _check_judge_settings(judge)
+    if judge.enabled is False:
+        return JudgeStatus(False, "disabled (judge.enabled: false)")
+    if config.baseline is None:
+        if judge.enabled:
+            raise ValueError("judge.enabled: true needs a baseline: set baseline to a system name")
+        return JudgeStatus(False, "no baseline system (set baseline: <system name>)")
+    has_key = bool(os.environ.get(judge.api_key_env))
+    if judge.base_url is None and not has_key:
+        reason = (
+            f"no judge endpoint configured: set --judge.base_url for an OpenAI-compatible server, "
+            f"or export {judge.api_key_env} for OpenAI"
+        )
+        if judge.enabled:
+            raise ValueError(f"judge.enabled: true but {reason}")
+        return JudgeStatus(False, reason)
+    return JudgeStatus(True, judge.base_url or "OpenAI")
+
+
+def _check_judge_settings(judge: JudgeSettings) -> None:
+    if judge.base_url:
+        parts = urlsplit(judge.base_url)
+        if parts.username or parts.password or parts.query:
+            raise ValueError(
+                "judge.base_url must not carry credentials or a query string; export the key in "
+                f"the environment variable named by judge.api_key_env ({judge.api_key_env})"
+            )
+    if judge.max_tokens is not None and judge.max_completion_tokens is not None:
+        raise ValueError(
+            "set judge.max_tokens or judge.max_completion_tokens, not both (GPT-5-family models "
+            "take only max_completion_tokens)"
+        )
+    files = {"template": judge.template, "system_prompt": judge.system_prompt}
+    files["rubric"] = judge.rubric if isinstance(judge.rubric, str) else None
+    for name, path in files.items():
+        if path is not None and not os.path.isfile(path):
+            raise FileNotFoundError(f"judge.{name}: file {path!r} does not exist")

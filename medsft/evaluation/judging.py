@@ -1,0 +1,82 @@
+"""The LLM judge of every system against the baseline (medsft.metrics.judge), for the report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from medsft.evaluation.config import EvalConfig, JudgeSettings
+from medsft.evaluation.systems import SystemOutput
+from medsft.evaluation.testset import Example
+
+log = logging.getLogger(__name__)
+
+EMPTY_ANSWER = "(no answer)"
+"""What the judge is shown for an empty answer (it refuses empty texts)."""
+
+
+def judge_options(judge: JudgeSettings, out_dir: Path) -> dict[str, Any]:
+    """`judge_pairs` keyword arguments from the config (prompt files read by the judge)."""
+    system_prompt = None
+    if judge.system_prompt is not None:
+        system_prompt = Path(judge.system_prompt).read_text(encoding="utf-8").strip()
+    return dict(
+        model=judge.model, base_url=judge.base_url, api_key_env=judge.api_key_env,
+        concurrency=judge.concurrency, language=judge.language, template=judge.template,
+        system_prompt=system_prompt, rubric=judge.rubric, temperature=judge.temperature,
+        max_tokens=judge.max_tokens, max_completion_tokens=judge.max_completion_tokens,
+        timeout=judge.timeout, max_retries=judge.max_retries,
+        cache_path=out_dir / "judge_cache.jsonl" if judge.cache else None,
+    )  # fmt: skip
+
+
+def run_judge(
+    outputs: list[SystemOutput], examples: list[Example], config: EvalConfig, out_dir: Path
+) -> dict[str, Any]:
+    """Each system's judged win rates against the baseline (both answer orders).
+
+    Status `failed` (with the reason) when judging had to stop, or when no pair was judged.
+    """
+    from medsft.metrics.judge import JudgeConfigError, judge_pairs
+
+    judge = config.judge
+    baseline = next(o for o in outputs if o.name == config.baseline)
+    results: dict[str, Any] = {}
+    summary: dict[str, Any] = {
+        "status": "ok", "baseline": baseline.name, "model": judge.model,
+        "endpoint": judge.base_url or "OpenAI", "language": judge.language, "results": results,
+    }  # fmt: skip
+    options = judge_options(judge, out_dir)
+    questions = [ex.question for ex in examples]
+    for output in outputs:
+        if output.name == baseline.name:
+            continue
+        try:
+            result = judge_pairs(
+                questions, _shown(output.answers), _shown(baseline.answers), **options,
+                n_resamples=max(config.scoring.n_resamples, 1), seed=config.scoring.seed,
+                progress=config.runtime.progress,
+            )  # fmt: skip
+        except JudgeConfigError as err:
+            log.error("judge failed: %s", err)
+            summary.update(status="failed", reason=str(err))
+            return summary
+        (out_dir / f"judge_{output.name}.json").write_text(
+            json.dumps(result.to_dict(include_records=True), ensure_ascii=False, indent=1),
+            encoding="utf-8",
+        )
+        results[output.name] = result.to_dict(include_records=False)
+        results[output.name]["empty_answers_shown"] = sum(not a.strip() for a in output.answers)
+        if result.n_judged == 0:
+            errors = [r.error for r in result.records if r.error]
+            reason = f"no pair of {output.name} could be judged; first error: {errors[0]}"
+            log.error("judge failed: %s", reason)
+            summary.update(status="failed", reason=reason)
+            return summary
+    return summary
+
+
+def _shown(answers: list[str]) -> list[str]:
+    return [a if a.strip() else EMPTY_ANSWER for a in answers]

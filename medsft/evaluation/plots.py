@@ -1,0 +1,184 @@
+"""metrics.png (scores, perplexity, judge, length per system) and training_<run>.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medsft.evaluation.training import Scalars
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _bars(
+    ax: Any, x: Any, entries: list[dict[str, Any] | None], width: float, **style: Any
+) -> None:
+    """Bars of `score`, with the 95% interval drawn on every bar that has one."""
+    import numpy as np
+
+    scores = np.array([e["score"] if e else np.nan for e in entries], dtype=float)
+    ax.bar(x, np.nan_to_num(scores), width, **style)
+    ci = [i for i, e in enumerate(entries) if e and "low" in e]
+    if ci:
+        low = np.array([entries[i]["low"] for i in ci])
+        high = np.array([entries[i]["high"] for i in ci])
+        # Distinct-n-like intervals can lie beside the estimate; matplotlib refuses negative bars.
+        err = np.maximum([scores[ci] - low, high - scores[ci]], 0.0)
+        ax.errorbar(np.asarray(x)[ci], scores[ci], yerr=err, fmt="none", ecolor="black",
+                    capsize=3, linewidth=1)  # fmt: skip
+
+
+def _grouped(
+    ax: Any, report: dict[str, Any], names: list[str], title: str, legend: bool = True
+) -> None:
+    import numpy as np
+
+    systems = [s["name"] for s in report["systems"]]
+    x = np.arange(len(names))
+    width = 0.8 / len(systems)
+    for k, system in enumerate(systems):
+        entries = [report["metrics"][system].get(n) for n in names]
+        _bars(ax, x + (k - (len(systems) - 1) / 2) * width, entries, width, label=system)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_title(title, fontsize=10)
+    if legend:
+        ax.legend(fontsize="small")
+
+
+def _panels(report: dict[str, Any]) -> list[tuple[str, float]]:
+    """(panel, width) of each panel metrics.png shows."""
+    systems = [s["name"] for s in report["systems"]]
+    names = list(report["metrics"][systems[0]])
+    overlap = [n for n in names if not n.startswith("distinct")]
+    panels = [("overlap", max(len(overlap), 3))]
+    if len(overlap) < len(names):
+        panels.append(("distinct", max(len(names) - len(overlap), 1.5)))
+    n_ppl = sum("test" in report["perplexity"].get(s, {}) for s in systems)
+    if n_ppl:
+        panels.append(("ppl", max(n_ppl, 1.5)))
+    if report["judge"].get("results"):
+        panels.append(("judge", max(len(report["judge"]["results"]), 1.5)))
+    panels.append(("length", max(len(systems), 1.5)))
+    return panels
+
+
+def plot_metrics(report: dict[str, Any], path: Path) -> None:
+    """metrics.png: see `metrics_figure`."""
+    plt = _pyplot()
+    fig = metrics_figure(report)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def metrics_figure(report: dict[str, Any]) -> Any:
+    """One panel per kind of score, every bar with its 95% bootstrap interval where it has one."""
+    plt = _pyplot()
+    panels = _panels(report)
+    widths = [w for _, w in panels]
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(2 + 0.9 * sum(widths), 4.8), squeeze=False,
+        gridspec_kw={"width_ratios": widths},
+    )  # fmt: skip
+    systems = [s["name"] for s in report["systems"]]
+    names = list(report["metrics"][systems[0]])
+    for ax, (panel, _) in zip(axes[0], panels, strict=True):
+        if panel == "overlap":
+            overlap = [n for n in names if not n.startswith("distinct")]
+            _grouped(ax, report, overlap, "Overlap with the references")
+            ax.set_ylabel("score (0-100), 95% bootstrap CI")
+        elif panel == "distinct":
+            distinct = [n for n in names if n.startswith("distinct")]
+            _grouped(ax, report, distinct, "Diversity (no CI)", legend=False)
+        elif panel == "ppl":
+            _ppl_panel(ax, report)
+        elif panel == "judge":
+            _judge_panel(ax, report)
+        else:
+            _length_panel(ax, report)
+    fig.tight_layout()
+    return fig
+
+
+def _ppl_panel(ax: Any, report: dict[str, Any]) -> None:
+    import numpy as np
+
+    # Points, not bars: on a log axis a bar's height depends on where the axis happens to start.
+    systems = [
+        s["name"] for s in report["systems"] if "test" in report["perplexity"].get(s["name"], {})
+    ]
+    entries = [report["perplexity"][s]["test"] for s in systems]
+    scores = np.array([e["score"] for e in entries])
+    err = None
+    if all("low" in e for e in entries):
+        err = np.maximum(
+            [scores - [e["low"] for e in entries], [e["high"] for e in entries] - scores], 0
+        )
+    ax.errorbar(range(len(systems)), scores, yerr=err, fmt="o", color="tab:gray", capsize=3)
+    ax.set_xticks(range(len(systems)), systems, rotation=30)
+    ax.set_xlim(-0.6, len(systems) - 0.4)
+    ax.set_yscale("log")
+    ax.set_title("Reference PPL (lower = better)", fontsize=10)
+
+
+def _judge_panel(ax: Any, report: dict[str, Any]) -> None:
+    results = report["judge"]["results"]
+    entries = []
+    for r in results.values():
+        rate, interval = r["adjusted_win_rate"], r["interval"]
+        entry = None if rate is None else {"score": rate}
+        if entry and interval:
+            entry.update(low=interval["low"], high=interval["high"])
+        entries.append(entry)
+    _bars(ax, list(results), entries, 0.8, color="tab:green")
+    for i, entry in enumerate(entries):
+        # Written out: a rate of 0 has no visible bar, and a system with no judged pair has none.
+        text = "n/a" if entry is None else f"{entry['score']:.2f}"
+        ax.text(i, 0.02 if entry is None else entry["score"] + 0.02, text, ha="center",
+                fontsize="small")  # fmt: skip
+    ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Adj. win rate vs {report['judge']['baseline']}", fontsize=10)
+    ax.tick_params(axis="x", rotation=30)
+
+
+def _length_panel(ax: Any, report: dict[str, Any]) -> None:
+    lengths = report["length"]
+    systems = [s for s in lengths if s != "reference"]
+    ax.bar(systems, [lengths[s]["mean_chars"] for s in systems], color="tab:purple")
+    ax.axhline(lengths["reference"]["mean_chars"], color="black", linewidth=0.8, linestyle="--",
+               label="references")  # fmt: skip
+    ax.set_title("Mean answer length (chars)", fontsize=10)
+    ax.legend(fontsize="small")
+    ax.tick_params(axis="x", rotation=30)
+
+
+def plot_training(name: str, scalars: Scalars, path: Path) -> bool:
+    """Loss and perplexity curves of one training run; False (no file) when none was logged."""
+    losses = [t for t in scalars if t.endswith("loss")]
+    ppl = [t for t in scalars if t.endswith("ppl")]
+    panels = [p for p in (losses, ppl) if p]
+    if not panels:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, tags in zip(axes[0], panels, strict=True):
+        for tag in tags:
+            steps, values = zip(*scalars[tag], strict=True)
+            ax.plot(steps, values, marker="o" if len(steps) < 20 else None, markersize=3, label=tag)
+        ax.set_xlabel("step")
+        ax.set_ylabel("perplexity" if tags is ppl else "loss (nats/token)")
+        if tags is ppl:
+            ax.set_yscale("log")
+        ax.legend()
+    fig.suptitle(f"Training curves: {name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

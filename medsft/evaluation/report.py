@@ -1,0 +1,253 @@
+"""report.md from report.json's content, one function per section."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medsft.evaluation.scoring import LENGTH_RATIO_FLAG
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """report.md from report.json's content."""
+    sections = [
+        _header, _systems, _lengths, _scores, _paired, _thinking, _judge, _training, _plots,
+        _examples, _signatures,
+    ]  # fmt: skip
+    lines: list[str] = []
+    for section in sections:
+        lines += section(report)
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(entry: dict[str, Any] | None, digits: int = 2) -> str:
+    if not entry or entry.get("score") is None:
+        return "–"
+    text = f"{entry['score']:.{digits}f}"
+    if "low" in entry:
+        text += f" [{entry['low']:.{digits}f}, {entry['high']:.{digits}f}]"
+    return text
+
+
+def _cell(text: str | None, limit: int = 300) -> str:
+    if text is None:
+        return "–"
+    text = text.strip()
+    text = text if len(text) <= limit else text[:limit] + "…"
+    return text.replace("|", "\\|").replace("\n", "<br>") or "*(empty)*"
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    test = report["test_set"]
+    generated = [s for s in report["systems"] if s.get("generation")]
+    where = "; answers of model systems in `generations/<system>.jsonl`" if generated else ""
+    return [
+        "# Evaluation report",
+        "",
+        f"Test set: `{test['source']}` (preset `{test['preset']}`, {test['n']} questions). "
+        f"Generated {report['created']} by medsft {report['medsft_version']}; resolved config in "
+        f"`config.yaml`{where}; every score and answer in `report.json`.",
+        "",
+    ]
+
+
+def _generation_cell(gen: dict[str, Any]) -> str:
+    if not gen:
+        return "from file"
+    if gen.get("generated"):
+        how = (
+            f"{gen['generated']} generated in {gen['seconds']:.1f} s, "
+            f"{gen['tokens_per_second']:.1f} tok/s ({gen['world_size']} device(s))"
+        )
+    else:
+        how = f"{gen['reused']} reused from a previous run"
+    finish = gen["finish_reasons"]
+    return how + (
+        f"; {finish['stop']} stopped at end of turn, {finish['length']} hit max_new_tokens"
+        f" (mean {gen['mean_new_tokens']} tokens)"
+    )
+
+
+def _systems(report: dict[str, Any]) -> list[str]:
+    lines = ["## Systems", "", "| system | kind | source | answers | generation |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    for s in report["systems"]:
+        empty = sum(not a.strip() for a in s["answers"])
+        lines.append(
+            f"| {s['name']} | {s['kind']} | `{s['source']}` | {len(s['answers'])}"
+            f"{f' ({empty} empty)' if empty else ''} | {_generation_cell(s.get('generation'))} |"
+        )
+    return lines
+
+
+def _lengths(report: dict[str, Any]) -> list[str]:
+    lengths = report["length"]
+    baseline = report["judge"].get("baseline")
+    tokenizer = lengths["reference"]["tokenizer"]
+    lines = [
+        "",
+        "## Answer length",
+        "",
+        f"Characters, and tokens of the metric tokenizer (`{tokenizer}`). BLEU's brevity penalty "
+        "and LLM judges both reward or punish length: read every score beside it.",
+        "",
+        "| system | mean chars | median chars | mean tokens | median tokens | hit max_new_tokens"
+        + (f" | vs {baseline} |" if baseline else " |"),
+        "|---" * (6 + bool(baseline)) + "|",
+    ]
+    flagged = []
+    for name, v in lengths.items():
+        cut = "–" if v["hit_max_new_tokens"] is None else f"{v['hit_max_new_tokens']:.0%}"
+        row = (
+            f"| {name} | {v['mean_chars']} | {v['median_chars']} | {v['mean_tokens']} | "
+            f"{v['median_tokens']} | {cut} |"
+        )
+        if baseline:
+            ratio = v.get("ratio_to_baseline")
+            flag = " ⚠" if v.get("length_flag") else ""
+            row += f" {'–' if ratio is None else f'{ratio:.2f}×'}{flag} |"
+            if v.get("length_flag") and name != "reference":
+                flagged.append(name)
+        lines.append(row)
+    if flagged:
+        lines += ["", f"⚠ Mean length differs from {baseline}'s by more than "
+                  f"{LENGTH_RATIO_FLAG:g}×: {', '.join(flagged)}. Compare their BLEU and judge "
+                  "results with care (AlpacaEval's length-controlled win rate exists for this)."]  # fmt: skip
+    return lines
+
+
+def _scores(report: dict[str, Any]) -> list[str]:
+    systems = [s["name"] for s in report["systems"]]
+    names = list(report["metrics"][systems[0]])
+    has_ppl = any(report["perplexity"].get(s) for s in systems)
+    lines = [
+        "",
+        "## Scores against the references (95% bootstrap intervals)",
+        "",
+        f"Metric tokenizer: `{report['metric_tokenizer']}`. "
+        "Perplexity: token-weighted, of the *reference* answers under each model (lower is better)."
+        + (
+            " Distinct-n measures diversity, not agreement, and has no interval."
+            if any(n.startswith("distinct") for n in names)
+            else ""
+        ),  # fmt: skip
+        "",
+        "| system | " + " | ".join(names) + (" | PPL (test) | PPL (val)" if has_ppl else "") + " |",
+        "|---" * (len(names) + 1 + 2 * has_ppl) + "|",
+    ]
+    for s in systems:
+        row = [_fmt(report["metrics"][s][n]) for n in names]
+        if has_ppl:
+            ppl = report["perplexity"].get(s, {})
+            row += [_fmt(ppl.get("test")), _fmt(ppl.get("val"))]
+        lines.append(f"| {s} | " + " | ".join(row) + " |")
+    return lines
+
+
+def _paired(report: dict[str, Any]) -> list[str]:
+    if not report.get("paired"):
+        return []
+    lines = ["", "### Paired bootstrap tests (A − B, two-sided p)", "", "| A | B | metric | Δ | p |",
+             "|---|---|---|---|---|"]  # fmt: skip
+    return lines + [
+        f"| {t['a']} | {t['b']} | {t['metric']} | {t['delta']:+.2f} | {t['p_value']:.3f} |"
+        for t in report["paired"]
+    ]
+
+
+def _thinking(report: dict[str, Any]) -> list[str]:
+    think = {s: v for s, v in report["think"].items() if v["with_think"]}
+    if not think:
+        return []
+    lines = ["", "### Thinking", "", "| system | answers with a think block | mean chars |",
+             "|---|---|---|"]  # fmt: skip
+    lines += [f"| {s} | {v['with_think']} | {v['mean_think_chars']} |" for s, v in think.items()]
+    for s, v in think.items():
+        if "metrics" in v:
+            scored = ", ".join(f"{k} {_fmt(e)}" for k, e in v["metrics"].items())
+            lines.append(f"\n{s}'s think blocks vs the reference reasoning: {scored}")
+    return lines
+
+
+def _judge(report: dict[str, Any]) -> list[str]:
+    judge = report["judge"]
+    lines = ["", "## Judge", ""]
+    if judge["status"] == "skipped":
+        return lines + [f"Skipped: {judge['reason']}."]
+    if judge["status"] == "failed":
+        lines += [f"**Failed**: {judge['reason']}"]
+        if not judge.get("results"):
+            return lines
+        lines.append("")
+    lines += [
+        f"Judge `{judge['model']}` at {judge['endpoint']} (prompt language `{judge['language']}`), "
+        f"every pair judged in both answer orders against **{judge['baseline']}**. A pair counts "
+        "as a win or loss only when both orders agree; otherwise it is a tie (inconsistent).",
+        "",
+        "| system | win | tie | loss | adjusted win rate (95% CI) | consistency | errors | judged |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s, r in judge["results"].items():
+        interval = r["interval"]
+        rate = "–" if r["adjusted_win_rate"] is None else f"{r['adjusted_win_rate']:.2f}"
+        if interval:
+            rate += f" [{interval['low']:.2f}, {interval['high']:.2f}]"
+        consistency = "–" if r["consistency_rate"] is None else f"{r['consistency_rate']:.0%}"
+        c = r["counts"]
+        lines.append(
+            f"| {s} | {c['win']} | {c['tie']} | {c['loss']} | {rate} | {consistency} | "
+            f"{r['n_errors']} | {r['n_judged']}/{r['n_pairs']} |"
+        )
+    usage = [r["usage"] for r in judge["results"].values()]
+    return lines + [
+        "",
+        f"Requests: {sum(u['requests'] for u in usage)}; tokens billed: "
+        f"{sum(u['total_tokens'] for u in usage)}; replies reused from the cache: "
+        f"{sum(u['cached_judgements'] for u in usage)}. Verdicts per pair in "
+        "`judge_<system>.json`.",
+    ]
+
+
+def _training(report: dict[str, Any]) -> list[str]:
+    if not report.get("training"):
+        return []
+    lines = ["", "## Training", ""]
+    for s, t in report["training"].items():
+        finals = ", ".join(
+            f"{tag} {v['last']:.4g} (min {v['min']:.4g})"
+            for tag, v in t["scalars"].items()
+            if tag.endswith(("loss", "ppl"))
+        )
+        lines += [f"**{s}** (`{t['run_dir']}`): {finals or 'no scalars logged'}.", ""]
+        if t.get("plot"):
+            lines += [f"![training curves of {s}]({t['plot']})", ""]
+    return lines
+
+
+def _plots(report: dict[str, Any]) -> list[str]:
+    return ["", "## Plots", "", "![metrics](metrics.png)", ""]
+
+
+def _examples(report: dict[str, Any]) -> list[str]:
+    systems = [s["name"] for s in report["systems"]]
+    lines = ["## Examples", ""]
+    for ex in report["examples"]:
+        lines += [
+            f"### Q{ex['index']}: {_cell(ex['question'], 200)}",
+            "",
+            "| | answer |",
+            "|---|---|",
+            f"| reference | {_cell(ex['reference'])} |",
+        ]
+        lines += [f"| {s} | {_cell(ex['answers'][s])} |" for s in systems]
+        lines.append("")
+    return lines
+
+
+def _signatures(report: dict[str, Any]) -> list[str]:
+    systems = [s["name"] for s in report["systems"]]
+    lines = ["## Signatures", ""]
+    lines += [f"- `{e['signature']}`" for e in report["metrics"][systems[0]].values()]
+    for s in systems:
+        for name, ppl in report["perplexity"].get(s, {}).items():
+            lines.append(f"- {s} ({name}): `{ppl['signature']}`")
+    return lines

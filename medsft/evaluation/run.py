@@ -1,0 +1,165 @@
+"""`evaluate()`: the whole evaluation, step by step (see medsft.evaluation for the outputs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from medsft.cache import digest
+from medsft.evaluation.answers import answers_system
+from medsft.evaluation.config import EvalConfig, judge_status, validate_config
+from medsft.evaluation.judging import run_judge
+from medsft.evaluation.models import is_global_zero, model_system
+from medsft.evaluation.plots import plot_metrics, plot_training
+from medsft.evaluation.report import render_markdown
+from medsft.evaluation.scoring import (
+    flag_lengths,
+    length_summary,
+    metric_tokenizer,
+    paired_tests,
+    score_texts,
+    think_summary,
+)
+from medsft.evaluation.systems import SystemOutput
+from medsft.evaluation.testset import Example, load_examples
+from medsft.evaluation.training import training_scalars, training_summary
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[str, Any] | None:
+    """Generate, score, judge and report. Returns the report (None on ranks other than 0).
+
+    Args:
+        config: the evaluation config.
+        resolved_config: YAML of the resolved config, saved as `<output_dir>/config.yaml`.
+    """
+    kinds = validate_config(config)
+    judge = judge_status(config)
+    out_dir = Path(config.output_dir)
+    examples = load_examples(config.test_set)
+    val = load_examples(config.val_set, what="val_set") if config.val_set else None
+    if any(ex.reference_think for ex in examples) and not config.generation.enable_thinking:
+        raise ValueError(
+            f"{config.test_set.source}: the references have think blocks but "
+            "generation.enable_thinking is false; set it to true for reasoning data"
+        )
+    if is_global_zero():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if resolved_config is not None:
+            (out_dir / "config.yaml").write_text(resolved_config, encoding="utf-8")
+    log.info("test set: %d questions from %s", len(examples), config.test_set.source)
+
+    started = time.perf_counter()
+    outputs: list[SystemOutput] = []
+    for spec, kind in zip(config.systems, kinds, strict=True):
+        if kind == "answers":
+            outputs.append(answers_system(spec, examples))
+        elif (output := model_system(spec, kind, examples, val, config, out_dir)) is not None:
+            outputs.append(output)
+    if not is_global_zero():
+        return None  # other ranks only help generate; scoring and the report are rank 0's
+
+    report = score(outputs, examples, val, config)
+    if judge.run:
+        report["judge"] = run_judge(outputs, examples, config, out_dir)
+    else:
+        log.info("judge skipped: %s", judge.reason)
+        report["judge"] = {"status": "skipped", "reason": judge.reason, "baseline": config.baseline}
+    report["training"] = training_curves(outputs, out_dir)
+    report["examples"] = examples_shown(outputs, examples, config.scoring.examples)
+    plot_metrics(report, out_dir / "metrics.png")
+    report["plots"] = ["metrics.png", *(t["plot"] for t in report["training"].values()
+                                        if "plot" in t)]  # fmt: skip
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    write_report(report, out_dir)
+    return report
+
+
+def score(
+    outputs: list[SystemOutput], examples: list[Example], val: list[Example] | None,
+    config: EvalConfig,
+) -> dict[str, Any]:  # fmt: skip
+    """report.json's sets, systems, scores, perplexities, think blocks, lengths and tests."""
+    from medsft import __version__
+
+    references = [ex.reference for ex in examples]
+    scoring = config.scoring
+    tokenizer = metric_tokenizer(scoring, references)
+    test = config.test_set
+    return {
+        "medsft_version": __version__,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "output_dir": config.output_dir,
+        "test_set": {"source": test.source, "preset": test.preset, "n": len(examples),
+                     "sha256": digest([[ex.prompt, ex.reference] for ex in examples])},
+        "val_set": {"source": config.val_set.source, "n": len(val)} if config.val_set and val
+        else None,
+        "metric_tokenizer": tokenizer,
+        "systems": [
+            {"name": o.name, "kind": o.kind, "source": o.source, "model_loaded": o.model_loaded,
+             "generation": o.generation, "answers": o.answers}
+            for o in outputs
+        ],
+        "metrics": {o.name: score_texts(o.answers, references, scoring, tokenizer) for o in outputs},
+        "perplexity": {o.name: o.perplexity for o in outputs if o.perplexity},
+        "think": {o.name: think_summary(o, examples, scoring, tokenizer) for o in outputs},
+        "length": lengths(outputs, references, tokenizer, config.baseline),
+        "paired": paired_tests(outputs, references, scoring, tokenizer)
+        if scoring.paired and scoring.n_resamples > 0 and len(outputs) > 1
+        else [],
+    }  # fmt: skip
+
+
+def lengths(
+    outputs: list[SystemOutput], references: list[str], tokenizer: str, baseline: str | None
+) -> dict[str, dict[str, Any]]:
+    """Answer length of every system and of the references, flagged against the baseline's."""
+    out = {"reference": length_summary(references, tokenizer)}
+    for o in outputs:
+        cut_off = o.generation["finish_reasons"]["length"] if o.generation else None
+        out[o.name] = length_summary(o.answers, tokenizer, cut_off)
+    flag_lengths(out, baseline)
+    return out
+
+
+def training_curves(outputs: list[SystemOutput], out_dir: Path) -> dict[str, Any]:
+    """Each run system's TensorBoard scalars, summarised and plotted to training_<name>.png."""
+    training = {}
+    for o in outputs:
+        if o.run_dir is None:
+            continue
+        scalars = training_scalars(o.run_dir)
+        entry = training_summary(o.run_dir, scalars)
+        if plot_training(o.name, scalars, out_dir / f"training_{o.name}.png"):
+            entry["plot"] = f"training_{o.name}.png"
+        training[o.name] = entry
+    return training
+
+
+def examples_shown(outputs: list[SystemOutput], examples: list[Example], k: int) -> list[dict]:
+    """`k` questions spread over the test set, with the reference and every system's answer."""
+    n = len(examples)
+    if k <= 0:
+        indices: list[int] = []
+    elif k >= n:
+        indices = list(range(n))
+    else:
+        indices = sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
+    return [
+        {"index": i, "question": examples[i].question, "reference": examples[i].reference,
+         "answers": {o.name: o.answers[i] for o in outputs}}
+        for i in indices
+    ]  # fmt: skip
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> None:
+    """report.json and report.md."""
+    (out_dir / "report.json").write_text(
+        json.dumps(report, ensure_ascii=False, indent=1), encoding="utf-8"
+    )
+    (out_dir / "report.md").write_text(render_markdown(report), encoding="utf-8")
+    log.info("report written to %s", out_dir / "report.md")

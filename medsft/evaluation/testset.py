@@ -1,0 +1,74 @@
+"""Test questions with their reference answers, read with training's column mapping."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+from medsft.chat import Message, qa_messages
+from medsft.data import InvalidExample, column_map, is_local, read_rows, to_messages
+from medsft.evaluation.config import DataSpec
+from medsft.generate import split_think
+
+
+@dataclass
+class Example:
+    """One test question."""
+
+    index: int
+    where: str
+    """File and line (or hub row), for messages."""
+    prompt: list[Message]
+    """The conversation up to the answer to generate (system, history, question)."""
+    question: str
+    """The last user message."""
+    reference: str
+    """The reference answer, without any think block."""
+    reference_think: str | None
+
+    @property
+    def conversation(self) -> list[Message]:
+        """Prompt plus the reference answer (think block as in training), for perplexity."""
+        # qa_messages formats the answer turn; the prompt keeps any system message and history.
+        answer = qa_messages(self.question, self.reference, think=self.reference_think)[-1]
+        return [*self.prompt, answer]
+
+
+def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
+    """Read a test set: question = the last user message, reference = the last assistant one.
+
+    Raises ValueError naming the file and line of a row without a question or reference.
+    """
+    if spec.limit is not None and spec.limit < 1:
+        raise ValueError(f"{what}.limit must be >= 1 or null, got {spec.limit}")
+    if (
+        is_local(spec.source)
+        and not glob.has_magic(spec.source)
+        and not os.path.exists(spec.source)
+    ):
+        raise FileNotFoundError(f"{what}.source {spec.source!r} does not exist")
+    columns = column_map(spec.preset, spec.columns)
+    examples = []
+    for row in read_rows(spec.source, split=spec.split, subset=spec.subset):
+        if spec.limit is not None and len(examples) == spec.limit:
+            break
+        try:
+            messages, _ = to_messages(row, columns, spec.system_prompt)
+        except InvalidExample as err:
+            raise ValueError(
+                f"{what}: {err}. Every row needs a question and a reference answer; fix the row "
+                f"or map the right columns with {what}.preset / {what}.columns"
+            ) from None
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        prompt = messages[:last]
+        users = [m for m in prompt if m["role"] == "user"]
+        if not users:
+            raise ValueError(f"{what}: {row.where}: no user message before the reference answer")
+        think, reference = split_think(messages[last]["content"])
+        examples.append(
+            Example(len(examples), row.where, prompt, users[-1]["content"], reference, think)
+        )
+    if not examples:
+        raise ValueError(f"{what}: no rows in {spec.source!r}")
+    return examples

@@ -1,0 +1,57 @@
+"""medsft.evaluation.answers: answer files as objects, course triples and pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medsft.evaluation import DataSpec, SystemSpec, infer_kind, load_examples
+from medsft.evaluation.answers import answers_system
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_TEST = ROOT / "data" / "sample" / "test_zh_med.json"
+
+
+@pytest.fixture
+def examples():
+    return load_examples(DataSpec(source=str(SAMPLE_TEST), limit=4))
+
+
+def _write(path: Path, rows) -> str:
+    path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    return str(path)
+
+
+def test_course_triples_and_pairs_align_by_question(tmp_path, examples):
+    answers = [f"回答{i}" for i in range(len(examples))]
+    triples = [[ex.question, ex.reference, a] for ex, a in zip(examples, answers, strict=True)]
+    path = _write(tmp_path / "course_output.json", list(reversed(triples)))
+    spec = SystemSpec("course", path)
+    assert infer_kind(spec) == "answers"
+    assert answers_system(spec, examples).answers == answers
+
+    pairs = [
+        [ex.question, f"<think>想一想</think>{a}"] for ex, a in zip(examples, answers, strict=True)
+    ]
+    output = answers_system(SystemSpec("pairs", _write(tmp_path / "pairs.json", pairs)), examples)
+    assert output.answers == answers and output.thinks == ["想一想"] * len(examples)
+
+    by_order = [["any question", a] for a in answers]
+    spec = SystemSpec("ordered", _write(tmp_path / "ordered.json", by_order), question_column=None)
+    assert answers_system(spec, examples).answers == answers
+
+
+def test_bad_list_rows_and_missing_answers_say_what_is_wrong(tmp_path, examples):
+    bad = _write(tmp_path / "bad.json", [[examples[0].question, "ref", "answer", "extra"]])
+    with pytest.raises(ValueError, match=r"bad\.json: item 0.*\[question, reference, answer\]"):
+        answers_system(SystemSpec("bad", bad), examples)
+    numbers = _write(tmp_path / "numbers.json", [[examples[0].question, 42]])
+    with pytest.raises(ValueError, match="strings"):
+        answers_system(SystemSpec("numbers", numbers), examples)
+    partial = [[ex.question, "a"] for ex in examples[:2]]
+    with pytest.raises(ValueError, match="no answer to test question 2"):
+        answers_system(SystemSpec("partial", _write(tmp_path / "p.json", partial)), examples)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        answers_system(SystemSpec("gone", str(tmp_path / "gone.json")), examples)

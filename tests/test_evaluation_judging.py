@@ -1,0 +1,108 @@
+"""evaluate.py's judge end to end against the loopback server: Chinese, GPT-5-style, unreachable."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from judge_server import BETTER_ZH, JudgeServer, prefer_longer_zh, reasoning_model
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import evaluate as evaluate_script  # noqa: E402
+
+SAMPLE_TEST = ROOT / "data" / "sample" / "test_zh_med.json"
+SAMPLE_BASELINE = ROOT / "data" / "sample" / "baseline_answers.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _no_real_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
+def _argv(tmp_path: Path, base_url: str, *extra: str) -> list[str]:
+    """Two answer-file systems (no model to load): the course's triples and the GPT baseline."""
+    rows = json.loads(SAMPLE_TEST.read_text(encoding="utf-8"))[:6]
+    course = tmp_path / "course_output.json"
+    course.write_text(json.dumps([[q, r, r] for q, r in rows], ensure_ascii=False), "utf-8")
+    systems = [
+        {"name": "course", "path": str(course)},
+        {"name": "gpt", "path": str(SAMPLE_BASELINE)},
+    ]
+    return [
+        "--systems", json.dumps(systems), "--baseline", "gpt",
+        "--test_set.source", str(SAMPLE_TEST), "--test_set.limit", "6",
+        "--output_dir", str(tmp_path / "out"), "--judge.base_url", base_url,
+        "--judge.model", "judge", "--scoring.n_resamples", "50", "--runtime.progress", "false",
+        "--judge.max_retries", "1", *extra,
+    ]  # fmt: skip
+
+
+def test_chinese_judge_from_the_config_end_to_end(tmp_path):
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("请特别注意用药安全。", encoding="utf-8")
+    with JudgeServer(prefer_longer_zh) as server:
+        report = evaluate_script.main(_argv(
+            tmp_path, server.base_url, "--judge.language", "zh", "--judge.rubric", str(rubric),
+            "--scoring.distinct_orders", "[]",
+        ))  # fmt: skip
+        prompt = server.requests[0].prompt
+    assert "[问题]" in prompt and "请特别注意用药安全。" in prompt and "禁忌与剂量" not in prompt
+    judge = report["judge"]
+    assert judge["status"] == "ok" and judge["language"] == "zh"
+    result = judge["results"]["course"]
+    assert result["counts"]["win"] == 6 and result["n_judged"] == 6  # references are longer
+    records = json.loads((tmp_path / "out" / "judge_course.json").read_text("utf-8"))["records"]
+    assert records[0]["raw_ab"].endswith(BETTER_ZH)
+    assert not any(name.startswith("distinct") for name in report["metrics"]["course"])
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "prompt language `zh`" in md and "generations/" not in md
+
+
+def test_gpt5_judge_400_fails_the_judge_with_the_setting_to_change(tmp_path):
+    with JudgeServer(reasoning_model) as server:
+        failed = evaluate_script.main(_argv(tmp_path, server.base_url))
+        assert server.request_count <= 8  # stopped at once, not one 400 per pair
+        judge = failed["judge"]
+        assert judge["status"] == "failed" and "judge.temperature: null" in judge["reason"]
+        md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+        assert "**Failed**" in md and "temperature" in md
+
+    # The README's GPT-5 judge config, as a user would copy it.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in readme.split("```yaml\n")[1:] if "gpt-5" in b).split("```")[0]
+    (tmp_path / "gpt5.yaml").write_text(block, encoding="utf-8")
+    with JudgeServer(reasoning_model) as server:
+        ok = evaluate_script.main(
+            _argv(tmp_path, server.base_url, "--config", str(tmp_path / "gpt5.yaml"))
+        )
+        assert ok["judge"]["status"] == "ok" and ok["judge"]["results"]["course"]["n_judged"] == 6
+        body = server.requests[-1].body
+        assert body["model"].startswith("gpt-5") and "temperature" not in body
+        assert body["max_completion_tokens"] > 0 and "max_tokens" not in body
+
+
+def test_unreachable_judge_is_failed_with_the_reason_never_ok(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    report = evaluate_script.main(
+        _argv(tmp_path, f"http://127.0.0.1:{port}/v1", "--judge.concurrency", "1")
+    )
+    judge = report["judge"]
+    assert judge["status"] == "failed" and "unreachable" in judge["reason"]
+    assert judge["results"] == {}
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "**Failed**: judge endpoint" in md and "adjusted win rate" not in md
+
+
+def test_a_judge_that_never_gives_a_verdict_is_failed_not_ok(tmp_path):
+    with JudgeServer(lambda request: "两个回答都不错。") as server:
+        report = evaluate_script.main(_argv(tmp_path, server.base_url))
+    judge = report["judge"]
+    assert judge["status"] == "failed" and "no pair of course could be judged" in judge["reason"]
+    assert "no verdict label" in judge["reason"]
+    assert judge["results"]["course"]["n_judged"] == 0
