@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -116,6 +117,7 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
 
     `callbacks` are added to the configured ones (benchmarks and tests observe the real run).
     """
+    args = _config_by_name(args)
     cli = SFTCLI(
         SFTModule,
         SFTDataModule,
@@ -129,6 +131,7 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
     )
     trainer = cli.trainer
     trainer.callbacks.extend(callbacks)
+    _safeguard(cli)
     resume = _resolve_ckpt(cli, cli.config.get("ckpt_path"))
     if resume is not None and _continue_run(cli, resume) == "done":
         return cli
@@ -151,6 +154,59 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
         else:
             export(out, out.parent / "merged")
     return cli
+
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def _config_by_name(args: list[str] | None) -> list[str] | None:
+    """`--config lora.yaml` (or `lora`) not in the working directory: the one in configs/.
+
+    Rewrites the arguments (sys.argv when `args` is None, so DDP workers re-launched from it
+    agree) and says which file it used.
+    """
+    argv = sys.argv[1:] if args is None else list(args)
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            at, prefix = i + 1, ""
+        elif arg.startswith("--config="):
+            at, prefix = i, "--config="
+        else:
+            continue
+        name = argv[at][len(prefix) :]
+        if os.path.exists(name) or os.path.dirname(name):
+            continue
+        for candidate in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
+            if candidate.is_file():
+                print(f"--config {name}: using {candidate}", flush=True)
+                argv[at] = f"{prefix}{candidate}"
+                break
+    if args is None:
+        sys.argv[1:] = argv
+        return None
+    return argv
+
+
+def _safeguard(cli: SFTCLI) -> None:
+    """Checkpoints written whole (medsft.checkpoint) into a folder checked writable now; data
+    counters (truncation, drops) logged as they happen and an epoch without data stopped."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from medsft.checkpoint import SafeCheckpointIO, check_writable
+    from medsft.datastats import DataMonitor
+
+    trainer = cli.trainer
+    if trainer.checkpoint_callback is not None:
+        folder = trainer.checkpoint_callback.dirpath
+        if folder is None and trainer.logger is not None:
+            # The run's version folder is not chosen yet; its parent must be writable.
+            folder = os.path.join(
+                trainer.logger.save_dir or trainer.default_root_dir, trainer.logger.name or ""
+            )
+        check_writable(folder or trainer.default_root_dir)
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
+        trainer.strategy.checkpoint_io = SafeCheckpointIO()
+    trainer.callbacks.append(DataMonitor())
 
 
 class StepProgressBar(TQDMProgressBar):
@@ -178,10 +234,13 @@ class StepProgressBar(TQDMProgressBar):
 def _resolve_ckpt(cli: SFTCLI, ckpt_path: str | None) -> str | None:
     """`last`: the newest last.ckpt of this experiment: in `checkpoint.dirpath` when set, else
     under this run name's versions. A checkpoint that cannot be read falls back to the one kept
-    before it."""
-    if ckpt_path != "last":
-        return ckpt_path
+    before it (medsft.checkpoint.usable_checkpoint)."""
     import glob
+
+    from medsft.checkpoint import usable_checkpoint
+
+    if ckpt_path != "last":
+        return None if ckpt_path is None else str(usable_checkpoint(ckpt_path))
 
     dirpath = cli.config.checkpoint.get("dirpath")
     if dirpath:
@@ -197,7 +256,7 @@ def _resolve_ckpt(cli: SFTCLI, ckpt_path: str | None) -> str | None:
             f"--ckpt_path last: no checkpoint matches {pattern}; start without --ckpt_path"
         )
     print(f"resuming from {found[-1]}")
-    return found[-1]
+    return str(usable_checkpoint(found[-1]))
 
 
 def _continue_run(cli: SFTCLI, ckpt: str) -> str | None:

@@ -44,6 +44,7 @@ Message = dict[str, str]
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 """The message roles a conversation may hold (ShareGPT's human/gpt must be converted first)."""
 MultiTurn = Literal["auto", "joint", "split", "last"]
+Truncation = Literal["right", "drop"]
 
 
 class ChatTemplateError(ValueError):
@@ -56,6 +57,10 @@ class HistoryMismatch(ChatTemplateError):
 
 class EmptySupervision(ValueError):
     """No supervised token is left (e.g. after truncation): the example must be dropped."""
+
+
+class AnswerTruncated(ValueError):
+    """`truncation="drop"`: max_length would cut a supervised answer, so the example is dropped."""
 
 
 def qa_messages(
@@ -159,8 +164,12 @@ def render(
     max_length: int | None = None,
     enable_thinking: bool = False,
     assistant_turns: Literal["all", "last"] = "all",
-) -> dict[str, list[int]]:
+    truncation: Truncation = "right",
+) -> dict[str, Any]:
     """Render a conversation to `input_ids` and `labels` (same length, -100 = not supervised).
+
+    Also `truncated`: whether max_length cut supervised tokens, so that an answer lost its end
+    (and its `<|im_end|>`: the model is not taught to stop there).
 
     Args:
         messages: `[{"role": ..., "content": ...}, ...]`; assistant content may start with a
@@ -169,11 +178,14 @@ def render(
         max_length: truncate on the right to this many tokens.
         enable_thinking: the Qwen3 thinking switch, as at inference.
         assistant_turns: supervise every assistant turn, or only the last one.
+        truncation: `right`: cut at max_length (and report it in `truncated`); `drop`: raise
+            AnswerTruncated instead of cutting a supervised token.
 
     Raises:
         ChatTemplateError: the template's prompt is not a prefix of its rendering of a turn.
         HistoryMismatch: an earlier turn renders differently in history (use `render_conversation`).
         EmptySupervision: truncation left no supervised token.
+        AnswerTruncated: `truncation="drop"` and max_length cuts a supervised token.
     """
     turns = _validate(messages)
     # Nothing after the last supervised turn is ever trained on.
@@ -217,14 +229,18 @@ def render(
     input_ids += tail
     labels += [IGNORE_INDEX] * len(tail)
 
-    if max_length is not None:
+    truncated = False
+    if max_length is not None and len(input_ids) > max_length:
+        truncated = any(label != IGNORE_INDEX for label in labels[max_length:])
         input_ids, labels = input_ids[:max_length], labels[:max_length]
     if all(label == IGNORE_INDEX for label in labels):
         raise EmptySupervision(
             f"no supervised token left within max_length={max_length} "
             f"(prompt is {spans[0][0]} characters long)"
         )
-    return {"input_ids": input_ids, "labels": labels}
+    if truncated and truncation == "drop":
+        raise AnswerTruncated(f"the answer does not fit within max_length={max_length}")
+    return {"input_ids": input_ids, "labels": labels, "truncated": truncated}
 
 
 def render_conversation(
@@ -234,7 +250,8 @@ def render_conversation(
     max_length: int | None = None,
     enable_thinking: bool = False,
     multi_turn: MultiTurn = "auto",
-) -> list[dict[str, list[int]]]:
+    truncation: Truncation = "right",
+) -> list[dict[str, Any]]:
     """Render a conversation to one or more training sequences.
 
     Args:
@@ -244,9 +261,10 @@ def render_conversation(
             `auto`: `joint` where exact, else `split`.
         Other arguments as in `render`.
 
-    Truncated-away turns raise EmptySupervision only when no sequence is left.
+    Truncated-away turns (and with `truncation="drop"`, cut ones) are left out; EmptySupervision
+    or AnswerTruncated is raised only when no sequence is left.
     """
-    kwargs = dict(max_length=max_length, enable_thinking=enable_thinking)
+    kwargs = dict(max_length=max_length, enable_thinking=enable_thinking, truncation=truncation)
     if multi_turn == "last":
         return [render(messages, tokenizer, assistant_turns="last", **kwargs)]
     if multi_turn in ("joint", "auto"):
@@ -257,14 +275,17 @@ def render_conversation(
                 raise
     elif multi_turn != "split":
         raise ValueError(f"multi_turn must be auto, joint, split or last, got {multi_turn!r}")
-    out = []
+    out, cut = [], 0
     for turn in _validate(messages):
         try:
             out.append(render(messages[: turn + 1], tokenizer, assistant_turns="last", **kwargs))
         except EmptySupervision:
             continue
+        except AnswerTruncated:
+            cut += 1
     if not out:
-        raise EmptySupervision(f"no assistant turn fits within max_length={max_length}")
+        error = AnswerTruncated if cut else EmptySupervision
+        raise error(f"no assistant turn fits within max_length={max_length}")
     return out
 
 

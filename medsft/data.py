@@ -38,8 +38,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from medsft.chat import (
     IGNORE_INDEX,
     MESSAGE_ROLES,
+    AnswerTruncated,
     EmptySupervision,
     MultiTurn,
+    Truncation,
     qa_messages,
     render_conversation,
 )
@@ -61,6 +63,7 @@ COLUMN_PRESETS: dict[Preset, dict[str, str]] = {
     "medquad": {"question": "Question", "answer": "Answer", "id": "qid"},
 }
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+BOM = b"\xef\xbb\xbf"
 
 
 class InvalidExample(UserError, ValueError):
@@ -83,21 +86,47 @@ class Row:
 
 @dataclass
 class StreamStats:
-    """What one pass over a shard read, skipped and dropped."""
+    """What one pass over a shard read, skipped, dropped and truncated."""
 
     rows: int = 0
     examples: int = 0
     other_split: int = 0
     invalid: Counter = field(default_factory=Counter)
     truncated_away: int = 0
+    truncated: int = 0
+    dropped_truncated: int = 0
+
+    @property
+    def dropped(self) -> int:
+        """Valid rows that became no example: nothing left after truncation, or it cut them."""
+        return self.truncated_away + self.dropped_truncated
+
+    def counts(self) -> dict[str, int]:
+        """The counters carried in batches (medsft.datastats), cumulative for this pass."""
+        return {
+            "rows": self.rows,
+            "invalid": sum(self.invalid.values()),
+            "dropped": self.dropped,
+            "truncated": self.truncated,
+        }
 
     def summary(self) -> str:
         invalid = ", ".join(f"{k}: {v}" for k, v in sorted(self.invalid.items())) or "none"
         return (
             f"{self.rows} rows read, {self.examples} examples, {self.other_split} in the other "
             f"split, {sum(self.invalid.values())} invalid skipped ({invalid}), "
-            f"{self.truncated_away} dropped with no supervised token after truncation"
+            f"{self.truncated_away} dropped with no supervised token after truncation, "
+            f"{self.dropped_truncated} dropped because max_length would cut the answer, "
+            f"{self.truncated} with the answer truncated"
         )
+
+
+class EmptySource(UserError, ValueError):
+    """A data source without a single usable example."""
+
+
+class DataNotFound(UserError, FileNotFoundError):
+    """A local data path or glob that names no file."""
 
 
 def column_map(preset: str, columns: dict[str, str] | None = None) -> dict[str, str]:
@@ -117,8 +146,20 @@ def column_map(preset: str, columns: dict[str, str] | None = None) -> dict[str, 
 
 
 def is_local(source: str) -> bool:
-    """A path or glob on disk rather than a hub dataset id."""
-    return source.endswith(LOCAL_SUFFIXES) or os.path.exists(source) or glob.has_magic(source)
+    """A path or glob on disk rather than a hub dataset id (`name` or `org/name`).
+
+    Also a path that does not exist but cannot be a hub id (`./x`, `/x`, `a/b/c`) or whose first
+    folder exists here (`data/mine`): it is reported missing, never looked up on the hub.
+    """
+    from medsft.model import is_hub_id
+
+    first = source.split("/", 1)[0]
+    return (
+        source.endswith(LOCAL_SUFFIXES)
+        or glob.has_magic(source)
+        or not is_hub_id(source)
+        or ("/" in source and os.path.isdir(first))
+    )
 
 
 def local_files(source: str) -> list[str]:
@@ -128,29 +169,36 @@ def local_files(source: str) -> list[str]:
     else:
         files = glob.glob(source, recursive=True)
     if not files:
-        raise FileNotFoundError(f"no data files match {source!r} (looked for {LOCAL_SUFFIXES})")
+        if not glob.has_magic(source) and not os.path.exists(source):
+            raise DataNotFound(
+                f"data source {source!r} does not exist (a local path; hub dataset ids are "
+                "'org/name')"
+            )
+        raise DataNotFound(f"no data files match {source!r} (looked for {LOCAL_SUFFIXES})")
     unsupported = [f for f in files if not f.endswith(LOCAL_SUFFIXES)]
     if unsupported:
         raise ValueError(f"unsupported file type {unsupported[0]!r}; use one of {LOCAL_SUFFIXES}")
     return sorted(files)
 
 
+def _not_utf8(path: str, lineno: int, err: UnicodeDecodeError) -> InvalidExample:
+    return InvalidExample(
+        f"{path}:{lineno}", "<encoding>",
+        f"not UTF-8 text (re-save the file as UTF-8); byte 0x{err.object[err.start]:02x} at "
+        f"byte {err.start + 1} of the line",
+    )  # fmt: skip
+
+
 def _json_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
-    # utf-8-sig: files saved by Excel or Notepad start with a byte-order mark.
-    with open(path, encoding="utf-8-sig") as f:
-        first = f.read(1)
-        while first.isspace():
-            first = f.read(1)
+    # Read as bytes and decoded per line, so a non-UTF-8 byte names its line (and, with
+    # skip_invalid, costs only that line).
+    with open(path, "rb") as f:
+        first, chunk = b"", f.read(65536).removeprefix(BOM)
+        while chunk and not (first := chunk.lstrip()[:1]):
+            chunk = f.read(65536)
         f.seek(0)
-        if first == "[":  # a JSON array (the course format); JSONL otherwise
-            try:
-                items = json.load(f)
-            except json.JSONDecodeError as err:
-                raise InvalidExample(
-                    f"{path}:{err.lineno}", "<json>", f"malformed JSON: {err.msg}"
-                ) from None
-            for i, item in enumerate(items):
-                yield f"{path}: item {i}", (lambda item=item: item)
+        if first == b"[":  # a JSON array (the course format); JSONL otherwise
+            yield from _json_array(path, f.read())
             return
         for lineno, line in enumerate(f, start=1):
             if line.strip():
@@ -161,14 +209,85 @@ def _json_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
                 )
 
 
-def _parse_line(path: str, lineno: int, line: str) -> Any:
+def _json_array(path: str, data: bytes) -> Iterator[tuple[str, Callable[[], Any]]]:
     try:
-        return json.loads(line)
+        items = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        lineno = data.count(b"\n", 0, err.start) + 1
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        err.object, err.start = data[line_start : err.end], err.start - line_start
+        raise _not_utf8(path, lineno, err) from None
     except json.JSONDecodeError as err:
-        # Returned, not raised: skip_invalid decides whether it stops the run.
+        raise InvalidExample(
+            f"{path}:{err.lineno}", "<json>", f"malformed JSON: {err.msg}"
+        ) from None
+    except RecursionError:
+        raise InvalidExample(path, "<json>", "JSON nested too deeply") from None
+    if not isinstance(items, list):  # "[1] x" fails above; this is for safety only
+        raise InvalidExample(path, "<json>", "expected a JSON array of rows")
+    for i, item in enumerate(items):
+        yield f"{path}: item {i}", (lambda item=item: item)
+
+
+def _parse_line(path: str, lineno: int, line: bytes) -> Any:
+    # Problems are returned, not raised: skip_invalid decides whether they stop the run.
+    try:
+        text = line.decode("utf-8-sig" if lineno == 1 else "utf-8")
+    except UnicodeDecodeError as err:
+        return _not_utf8(path, lineno, err)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
         return InvalidExample(
-            f"{path}:{lineno}", "<json>", f"malformed JSON line: {err.msg} at column {err.colno}"
+            f"{path}:{lineno}", "<json>", f"malformed JSON line: {err.msg}; at column {err.colno}"
         )
+    except RecursionError:
+        return InvalidExample(
+            f"{path}:{lineno}", "<json>", "malformed JSON line: nested too deeply"
+        )
+
+
+def _csv_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
+    bad: dict[int, InvalidExample] = {}
+
+    def lines() -> Iterator[str]:
+        with open(path, "rb") as f:
+            for lineno, line in enumerate(f, start=1):
+                try:
+                    yield line.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as err:
+                    bad[lineno] = _not_utf8(path, lineno, err)
+                    yield line.decode("utf-8", errors="replace")
+
+    reader = csv.DictReader(lines())
+    end = 1  # line 1 is the header; csv knows the line where each record ends
+    try:
+        if reader.fieldnames is not None and 1 in bad:
+            raise bad[1]  # the header names the columns: nothing can be read without it
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            problem = next((bad[n] for n in range(start, end + 1) if n in bad), None)
+            yield f"{path}:{end}", (lambda record=record, problem=problem: problem or record)
+    except csv.Error as err:
+        raise InvalidExample(
+            f"{path}:{reader.line_num}", "<csv>", f"malformed CSV: {err}"
+        ) from None
+
+
+def _parquet_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    row = 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            for record in batch.to_pylist():
+                yield f"{path}: row {row}", (lambda record=record: record)
+                row += 1
+    except (pa.ArrowException, OSError) as err:
+        raise InvalidExample(
+            f"{path}: row {row}", "<parquet>", f"unreadable Parquet: {err}"
+        ) from None
 
 
 def _file_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
@@ -176,19 +295,9 @@ def _file_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
     if path.endswith((".jsonl", ".json")):
         yield from _json_records(path)
     elif path.endswith(".csv"):
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            # Line 1 is the header; csv knows the line where each record ends.
-            reader = csv.DictReader(f)
-            for record in reader:
-                yield f"{path}:{reader.line_num}", (lambda record=record: record)
+        yield from _csv_records(path)
     else:
-        import pyarrow.parquet as pq
-
-        row = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            for record in batch.to_pylist():
-                yield f"{path}: row {row}", (lambda record=record: record)
-                row += 1
+        yield from _parquet_records(path)
 
 
 def read_rows(
@@ -248,7 +357,19 @@ def _get(row: Row, column: str, role: str, *, required: bool) -> Any:
         raise InvalidExample(
             row.where, column, f"expected a string, got {type(value).__name__}: {value!r:.60}"
         )
+    if isinstance(value, str):
+        _check_unicode(row.where, column, value)
     return value
+
+
+def _check_unicode(where: str, column: str, text: str) -> None:
+    # JSON's "\ud800" escapes decode to lone surrogates, which no tokenizer or hash can encode.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidExample(
+            where, column, f"not valid Unicode (a lone surrogate); \\u{ord(text[err.start]):04x}"
+        ) from None
 
 
 def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) -> tuple[list, str]:
@@ -271,6 +392,7 @@ def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) ->
                 )  # fmt: skip
             if not isinstance(m.get("content"), str) or not m["content"].strip():
                 raise InvalidExample(row.where, f"{name}.content", "missing, empty or not a string")
+            _check_unicode(row.where, f"{name}.content", m["content"])
         if not any(m["role"] == "assistant" for m in messages):
             raise InvalidExample(
                 row.where, columns["messages"], "no assistant message to supervise"
@@ -333,6 +455,7 @@ class SFTStream(IterableDataset):
         want_val = self.split == "val"
         source = dm.val_source if want_val and dm.val_source else dm.source
         content = dm.column_map.get("messages") or dm.column_map["answer"]
+        last: dict[str, int] = {}
         for row in read_rows(
             source, split=dm.split, subset=dm.subset, shard=shard, num_shards=num_shards
         ):
@@ -346,9 +469,13 @@ class SFTStream(IterableDataset):
                     sequences = render_conversation(
                         messages, dm.tokenizer, max_length=dm.max_length,
                         enable_thinking=dm.enable_thinking, multi_turn=dm.multi_turn,
+                        truncation=dm.truncation,
                     )  # fmt: skip
                 except EmptySupervision:
                     stats.truncated_away += 1
+                    continue
+                except AnswerTruncated:
+                    stats.dropped_truncated += 1
                     continue
                 except ValueError as err:  # the template cannot render this row exactly
                     raise InvalidExample(row.where, content, str(err)) from err
@@ -364,7 +491,13 @@ class SFTStream(IterableDataset):
             )
             for seq in sequences:
                 stats.examples += 1
-                yield {**seq, "index": row.index, "meta": meta}
+                stats.truncated += bool(seq.pop("truncated", False))
+                # Counter increments since the previous example ride along to the batch, so a
+                # worker's drops and truncations reach the logs as they happen.
+                now = stats.counts()
+                step = {k: v - last.get(k, 0) for k, v in now.items()}
+                last = now
+                yield {**seq, "index": row.index, "meta": meta, "counts": step}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         shard, num_shards, worker = self._shard()
@@ -432,6 +565,14 @@ def _grouped(
     yield from flush()
 
 
+def data_counts(examples: list[dict[str, Any]]) -> dict[str, int]:
+    """A batch's data counters (plain ints: no device copy) for medsft.datastats.DataMonitor."""
+    total = Counter({"examples": sum("counts" in ex for ex in examples)})
+    for ex in examples:
+        total.update(ex.get("counts", {}))
+    return dict(total)
+
+
 def collate(
     examples: list[dict[str, Any]], pad_token_id: int, *, pad_to_multiple_of: int = 1
 ) -> dict[str, Any]:
@@ -467,6 +608,7 @@ def collate(
         "meta": [ex.get("meta", {}) for ex in examples],
         # (worker, examples it delivered in this epoch up to this batch): the resume point.
         "stream_position": max(stream, key=lambda p: p[1]) if stream else None,
+        "data_counts": data_counts(examples),
     }
 
 
@@ -579,6 +721,7 @@ class SFTDataModule(LightningDataModule):
         val_fraction: float = 0.02,
         system_prompt: str | None = None,
         max_length: int = 1024,
+        truncation: Truncation = "right",
         enable_thinking: bool = False,
         multi_turn: MultiTurn = "auto",
         batch_size: int = 4,
@@ -603,6 +746,9 @@ class SFTDataModule(LightningDataModule):
             val_fraction: share of examples held out for validation (by hash of id or text).
             system_prompt: system message for rows without one.
             max_length: truncate rendered examples to this many tokens.
+            truncation: `right`: cut examples longer than max_length (an answer cut this way
+                loses its end-of-turn token; counted and logged as `data/truncated`); `drop`:
+                leave out examples whose answer would be cut (logged as `data/dropped`).
             enable_thinking: Qwen3 thinking mode, as it will be used at inference; true for
                 reasoning (think) data.
             multi_turn: `auto`, `joint`, `split` or `last` (see medsft.chat.render_conversation).
@@ -622,6 +768,11 @@ class SFTDataModule(LightningDataModule):
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if max_length < 8 or batch_size < 1 or num_workers < 0:
             raise ValueError("max_length must be >= 8, batch_size >= 1 and num_workers >= 0")
+        for name in (source, val_source):
+            if name and is_local(name):
+                local_files(name)  # a missing path fails here, before any model is built
+        if truncation not in ("right", "drop"):
+            raise ValueError(f"truncation must be 'right' or 'drop', got {truncation!r}")
         self.source = source
         self.tokenizer_name = tokenizer
         self.split = split
@@ -630,6 +781,7 @@ class SFTDataModule(LightningDataModule):
         self.val_fraction = val_fraction
         self.system_prompt = system_prompt
         self.max_length = max_length
+        self.truncation = truncation
         self.enable_thinking = enable_thinking
         self.multi_turn = multi_turn
         self.batch_size = batch_size
@@ -661,9 +813,28 @@ class SFTDataModule(LightningDataModule):
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def setup(self, stage: str | None = None) -> None:
+        if stage == "fit":
+            self.check_not_empty()
         rank, world = self._rank()
         self.train_set = SFTStream(self, "train", rank, world)
         self.val_set = SFTStream(self, "val", rank, world)
+
+    def check_not_empty(self) -> None:
+        """Fail in seconds, naming the source and what was read, if training (or a separate
+        validation source) has no usable example; otherwise Lightning loops over empty epochs.
+
+        Reads up to the first usable example, in this process (any shard may be empty alone).
+        """
+        for split, source in (("train", self.source), ("val", self.val_source)):
+            if source is None:
+                continue
+            stream = SFTStream(self, split, 0, 1)
+            if next(stream.examples(), None) is None:
+                hint = "" if self.skip_invalid or stream.stats.rows else " (is it empty?)"
+                raise EmptySource(
+                    f"no usable {'training' if split == 'train' else 'validation'} example in "
+                    f"{source}{hint}: {stream.stats.summary()}"
+                )
 
     def _loader(self, dataset: SFTStream) -> DataLoader:
         pad = self.tokenizer.pad_token_id

@@ -470,7 +470,8 @@ class SFTModule(LightningModule):
                 return (step + 1) / warmup
             if opt.schedule == "constant":
                 return 1.0
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            # The last step (total - 1) takes exactly min_lr_ratio * lr, as documented.
+            progress = min(1.0, (step - warmup) / max(1, total - 1 - warmup))
             return opt.min_lr_ratio + (1 - opt.min_lr_ratio) * 0.5 * (
                 1 + math.cos(math.pi * progress)
             )

@@ -1,10 +1,17 @@
 """SFTDataModule: sources, column mapping, split, disjoint shards, collate, bad input."""
 
 import csv
+import io
 import json
+import re
+import tempfile
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from medsft.chat import IGNORE_INDEX
@@ -327,3 +334,182 @@ def test_rows_the_template_cannot_render_name_file_and_line(tmp_path, row, kwarg
     assert problem in str(err.value)
     stream = SFTStream(dm(path, skip_invalid=True, **kwargs), "train", 0, 1)
     assert len(list(stream)) == 1 and sum(stream.stats.invalid.values()) == 1
+
+
+GOOD = '{"question": "问题", "answer": "回答"}\n'
+
+
+@pytest.mark.parametrize(
+    "name, text, where",
+    [
+        ("latin.jsonl", GOOD.encode() * 2 + b'{"question": "caf\xe9", "answer": "a"}\n' + GOOD.encode(), "latin.jsonl:3"),
+        ("latin.json", b'[\n  {"question": "q", "answer": "a"},\n  {"question": "\xff", "answer": "a"}\n]\n', "latin.json:3"),
+        ("latin.csv", "question,answer\n问,答\n".encode() + b'"two\nlines \xe9",a\n' + "问,答\n".encode(), "latin.csv:4"),
+    ],
+)  # fmt: skip
+def test_non_utf8_bytes_name_file_and_line_and_are_skipped_on_request(tmp_path, name, text, where):
+    path = tmp_path / name
+    path.write_bytes(text)
+    with pytest.raises(InvalidExample, match="not UTF-8") as err:
+        list(SFTStream(dm(str(path)), "train", 0, 1).examples())
+    assert err.value.where.endswith(where), err.value.where
+    if name.endswith(".json"):
+        return  # one JSON document: a bad byte makes the whole file unreadable
+    stream = SFTStream(dm(str(path), skip_invalid=True), "train", 0, 1)
+    assert len(list(stream.examples())) == (3 if name.endswith(".jsonl") else 2)
+    assert stream.stats.invalid == {"<encoding>: not UTF-8 text (re-save the file as UTF-8)": 1}
+
+
+@pytest.mark.parametrize(
+    "text, skip, match",
+    [
+        ("", False, "0 rows read"),
+        ("\n  \n\n", False, "0 rows read"),
+        ("[]", False, "0 rows read"),
+        ('{"question": "q"}\n{"oops\n', True, r"2 rows read, 0 examples, .*2 invalid skipped"),
+        ('{"question": "' + "很长的问题" * 100 + '", "answer": "a"}\n', False, "1 dropped with no supervised"),
+    ],
+)  # fmt: skip
+def test_a_source_with_no_usable_example_fails_at_setup_naming_it(tmp_path, text, skip, match):
+    from medsft.data import EmptySource
+
+    path = tmp_path / "d.jsonl"
+    path.write_text(text, encoding="utf-8")
+    data = dm(str(path), skip_invalid=skip, max_length=64)
+    with pytest.raises(EmptySource, match=f"no usable training example in {path}.*{match}"):
+        data.setup("fit")
+    ok = dm(f"{SAMPLE}/huatuo_sample.jsonl", val_source=str(path), skip_invalid=skip, max_length=64)
+    with pytest.raises(EmptySource, match="no usable validation example"):
+        ok.setup("fit")
+
+
+@pytest.mark.parametrize("source", ["data/no_such_folder", "./nope", "/tmp/medsft/none/here"])
+def test_a_missing_local_path_is_reported_never_sent_to_the_hub(source, monkeypatch):
+    import medsft.model
+    from medsft.data import is_local
+
+    def no_hub(*args, **kwargs):
+        raise AssertionError("looked up on the hub")
+
+    monkeypatch.setattr(medsft.model, "ensure_hub_reachable", no_hub)
+    assert is_local(source)
+    with pytest.raises(FileNotFoundError, match=f"data source '{source}' does not exist"):
+        dm(source)
+    assert not is_local("FreedomIntelligence/Huatuo26M-Lite")
+
+
+def test_truncated_answers_are_counted_or_dropped(tmp_path):
+    rows = [{"question": "问", "answer": "短"}, {"question": "问", "answer": "很长的回答" * 30}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    stream = SFTStream(dm(path, max_length=40), "train", 0, 1)
+    examples = list(stream.examples())
+    assert len(examples) == 2 and stream.stats.truncated == 1
+    ends = [data_end(stream.dm.tokenizer, ex) for ex in examples]
+    assert ends == [True, False]  # the cut answer lost its end-of-turn token
+    batch = collate(examples, 0)
+    assert batch["data_counts"] == {
+        "examples": 2,
+        "rows": 2,
+        "invalid": 0,
+        "dropped": 0,
+        "truncated": 1,
+    }
+    dropping = SFTStream(dm(path, max_length=40, truncation="drop"), "train", 0, 1)
+    (kept,) = dropping.examples()
+    assert data_end(dropping.dm.tokenizer, kept) and dropping.stats.dropped_truncated == 1
+    assert kept["counts"] == {"rows": 1, "invalid": 0, "dropped": 0, "truncated": 0}
+    with pytest.raises(ValueError, match="truncation must be"):
+        dm(path, truncation="left")
+
+
+def data_end(tokenizer, example):
+    supervised = [t for t in example["labels"] if t != IGNORE_INDEX]
+    return tokenizer.decode(supervised).endswith("<|im_end|>")
+
+
+def test_counts_reach_batches_from_worker_processes(tmp_path):
+    rows = [{"question": "问", "answer": "答" * (3 if i % 2 else 200)} for i in range(10)]
+    path = Path(write_jsonl(tmp_path / "d.jsonl", rows))
+    path.write_text(path.read_text() + "{bad\n")
+    data = dm(str(path), max_length=48, num_workers=2, batch_size=2, skip_invalid=True)
+    data.setup()
+    total = Counter()
+    for batch in data.train_dataloader():
+        total.update(batch["data_counts"])
+    # The trailing bad line is counted only in the end-of-pass summary.
+    assert dict(+total) == {"examples": 10, "rows": 10, "truncated": 5}
+
+
+# Fuzzing the readers: every input either gives examples or fails naming file and line (or
+# the file, for Parquet); none hangs or escapes with a bare exception.
+FUZZ = settings(max_examples=100, deadline=5000, suppress_health_check=list(HealthCheck))
+
+
+def _read_or_fail_clearly(path: Path, skip: bool) -> None:
+    from medsft.data import EmptySource
+
+    data = dm(str(path), skip_invalid=skip, max_length=64)
+    try:
+        data.check_not_empty()
+        examples = list(SFTStream(data, "train", 0, 1).examples())
+    except InvalidExample as err:
+        assert str(path) in err.where
+        if path.suffix != ".parquet":
+            assert re.search(r":\d+$|item \d+$", err.where), err.where
+        return
+    except EmptySource as err:
+        assert str(path) in str(err)
+        return
+    assert examples and all(max(ex["labels"]) != IGNORE_INDEX for ex in examples)
+
+
+def _fuzz_file(suffix: str, data: bytes) -> Path:
+    folder = Path(tempfile.mkdtemp())
+    path = folder / f"fuzz{suffix}"
+    path.write_bytes(data)
+    return path
+
+
+@FUZZ
+@given(
+    st.sampled_from([".jsonl", ".json", ".csv", ".parquet"]), st.binary(max_size=400), st.booleans()
+)
+def test_fuzz_random_bytes(suffix, data, skip):
+    _read_or_fail_clearly(_fuzz_file(suffix, data), skip)
+
+
+# Any code point, lone surrogates included (JSON's "\ud800" escapes decode to them).
+TEXT = st.text(st.characters(exclude_categories=()), max_size=20)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | TEXT,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+ROWS = st.lists(
+    st.fixed_dictionaries({"question": TEXT | JSON_VALUES, "answer": TEXT | JSON_VALUES}, optional={"id": JSON_VALUES})
+    | JSON_VALUES,
+    max_size=6,
+)  # fmt: skip
+
+
+@FUZZ
+@given(ROWS, st.sampled_from(["jsonl", "json", "csv"]), st.booleans(), st.booleans())
+@example(
+    [{"question": "\ud800", "answer": "a"}, {"question": "q", "answer": "a"}], "jsonl", True, True
+)
+def test_fuzz_random_json_rows(rows, fmt, skip, ascii):
+    if fmt == "jsonl":
+        text = "".join(json.dumps(r, ensure_ascii=ascii) + "\n" for r in rows)
+    elif fmt == "json":
+        text = json.dumps(rows, ensure_ascii=ascii)
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(["question", "answer"])
+        writer.writerows(
+            [[str(v) for v in r.values()] if isinstance(r, dict) else [str(r)] for r in rows]
+        )
+        text = out.getvalue()
+    _read_or_fail_clearly(_fuzz_file(f".{fmt}", text.encode("utf-8", errors="surrogatepass")), skip)

@@ -1,0 +1,148 @@
+"""Checkpoints that survive kills: whole-file renames, the previous one kept, resume fallback."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from medsft.checkpoint import (
+    CheckpointError,
+    SafeCheckpointIO,
+    check_writable,
+    previous_path,
+    remove_orphans,
+    usable_checkpoint,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def state(value: float, size: int = 1000) -> dict:
+    return {"weights": torch.full((size,), value), "global_step": int(value)}
+
+
+def test_save_keeps_the_previous_checkpoint_and_no_temp_file(tmp_path):
+    io, path = SafeCheckpointIO(), tmp_path / "ckpt" / "last.ckpt"
+    io.save_checkpoint(state(1), path)
+    assert not previous_path(path).exists()
+    io.save_checkpoint(state(2), path)
+    io.save_checkpoint(state(3), path)
+    assert io.load_checkpoint(path)["global_step"] == 3
+    assert io.load_checkpoint(previous_path(path))["global_step"] == 2
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.ckpt", "last.prev.ckpt"]
+    io.remove_checkpoint(path)
+    assert list(path.parent.iterdir()) == []
+
+
+def test_a_failed_save_raises_and_leaves_the_old_checkpoint(tmp_path):
+    io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint(state(1), path)
+    with pytest.raises(Exception, match="pickle"):
+        io.save_checkpoint({"unpicklable": lambda: None}, path)
+    assert io.load_checkpoint(path)["global_step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def _dead_pid() -> int:
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)  # fmt: skip
+    return int(done.stdout)
+
+
+def test_orphans_of_dead_saves_are_removed_live_ones_kept(tmp_path):
+    dead = tmp_path / f".last.ckpt.tmp-{_dead_pid()}"
+    live = tmp_path / f".last.ckpt.tmp-{os.getpid()}"
+    dead.write_bytes(b"partial")
+    live.write_bytes(b"in progress")
+    assert remove_orphans(tmp_path) == [dead]
+    assert live.exists()
+
+
+def _save_forever(path: Path, ready) -> None:
+    import tempfile
+
+    tempfile.tempdir = "/dev/shm"  # where Lightning's own writer staged files: another filesystem
+    io, step = SafeCheckpointIO(), 0
+    ready.set()
+    while True:
+        step += 1
+        io.save_checkpoint({"weights": torch.full((4_000_000,), float(step)), "global_step": step}, path)  # fmt: skip
+
+
+def test_kill_9_during_saves_never_loses_the_checkpoint(tmp_path):
+    """16 MB saves in a loop, killed at random moments: a whole checkpoint always remains."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")  # a forked saver starts in milliseconds
+    path = tmp_path / "last.ckpt"
+    rng, kills, steps = random.Random(0), 0, []
+    while kills < 12:
+        ready = ctx.Event()
+        proc = ctx.Process(target=_save_forever, args=(path, ready))
+        proc.start()
+        ready.wait(30)
+        time.sleep(rng.uniform(0.05, 0.5))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+        if not path.exists() and not previous_path(path).exists():
+            continue  # killed before its first save finished: nothing was promised yet
+        kills += 1
+        good = usable_checkpoint(path)
+        loaded = torch.load(good, weights_only=True)
+        assert loaded["weights"].eq(loaded["global_step"]).all()
+        steps.append(loaded["global_step"])
+    SafeCheckpointIO().save_checkpoint(state(0), path)  # the next save clears the dead ones' files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.prev.ckpt"], steps
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage"])
+def test_usable_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys, damage):
+    io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint(state(1), path)
+    io.save_checkpoint(state(2), path)
+    data = path.read_bytes()
+    path.write_bytes(
+        {"empty": b"", "truncated": data[: len(data) // 2], "garbage": b"x" * 99}[damage]
+    )
+    assert usable_checkpoint(path) == previous_path(path)
+    assert "resuming from the previous one" in capsys.readouterr().out
+    assert io.load_checkpoint(path)["global_step"] == 1  # loading falls back the same way
+    previous_path(path).write_bytes(b"")
+    with pytest.raises(CheckpointError, match="no usable checkpoint.*0 bytes"):
+        usable_checkpoint(path)
+    with pytest.raises(CheckpointError, match="cannot load checkpoint"):
+        io.load_checkpoint(path)
+
+
+def test_distributed_checkpoints_need_their_metadata(tmp_path):
+    folder = tmp_path / "last.ckpt"
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match=r"without \.metadata"):
+        usable_checkpoint(folder)
+    (folder / ".metadata").write_bytes(b"index")
+    assert usable_checkpoint(folder) == folder
+
+
+def test_unwritable_checkpoint_folders_are_refused(tmp_path):
+    check_writable(tmp_path / "new" / "deeper")  # created later; its parent is writable
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CheckpointError, match="is a file"):
+        check_writable(tmp_path / "file" / "checkpoints")
+    with pytest.raises(CheckpointError, match="not writable"):
+        check_writable("/proc/medsft-checkpoints")  # unwritable even for root
+
+
+def test_train_refuses_an_unwritable_checkpoint_folder_before_training(tmp_path):
+    from train import main
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CheckpointError, match="checkpoint.dirpath"):
+        main([
+            "--config", str(ROOT / "configs/demo.yaml"), "--trainer.logger.init_args.save_dir",
+            str(tmp_path), "--checkpoint.dirpath", str(tmp_path / "file" / "ckpt"),
+        ])  # fmt: skip
