@@ -89,7 +89,7 @@ MODES = {
         "--model.quantize",
         "nf4",
         "--model.optimizer.lr",
-        "0.02",
+        "0.01",  # 4-bit base: at 0.02 the sixth step overshoots
     ],
     "full": ["--model.finetune", "full"],
 }
@@ -268,28 +268,18 @@ def _train_process(tmp_path, name, *args):
     )  # fmt: skip
 
 
-RESUME = {
-    # 20 rows, 2 workers, batch 3: epochs of 4 batches, so 10 steps cross two epoch boundaries.
-    "lora-2-workers": (["--data.num_workers", "2"], []),
-    "lora-ddp": (
-        ["--data.num_workers", "1", "--model.lora.dropout", "0.05"],
-        ["--trainer.devices", "2", "--trainer.strategy", "ddp"],
-    ),
-}
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", RESUME)
-def test_kill_9_and_resume_gives_the_uninterrupted_run(tmp_path, mode):
+def test_kill_9_and_resume_gives_the_uninterrupted_run(tmp_path):
     """SIGKILL at step 8, resume from the step-6 checkpoint: the same losses, learning rates and
-    final weights as a run that was never interrupted (fp32 CPU, LoRA with dropout)."""
-    extra, parallel = RESUME[mode]
+    final weights as a run that was never interrupted (fp32 CPU, LoRA with dropout), under
+    two-process DDP with two loader workers per rank, across epoch boundaries."""
     data = tmp_path / "rows.jsonl"
     with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
         data.write_text("".join(f.readline() for _ in range(20)), encoding="utf-8")
     common = [
         "--data.source", str(data), "--data.val_fraction", "0", "--data.batch_size", "3",
-        "--data.shuffle_buffer", "8", "--data.max_length", "128", *extra, *parallel,
+        "--data.shuffle_buffer", "8", "--data.max_length", "128", "--data.num_workers", "2",
+        "--trainer.devices", "2", "--trainer.strategy", "ddp",
         "--model.finetune", "lora", "--model.optimizer.lr", "0.02",
         "--trainer.max_steps", "10", "--trainer.log_every_n_steps", "1",
         "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "null",
