@@ -111,14 +111,18 @@ class StreamStats:
         }
 
     def summary(self) -> str:
-        invalid = ", ".join(f"{k}: {v}" for k, v in sorted(self.invalid.items())) or "none"
-        return (
-            f"{self.rows} rows read, {self.examples} examples, {self.other_split} in the other "
-            f"split, {sum(self.invalid.values())} invalid skipped ({invalid}), "
-            f"{self.truncated_away} dropped with no supervised token after truncation, "
-            f"{self.dropped_truncated} dropped because max_length would cut the answer, "
-            f"{self.truncated} with the answer truncated"
-        )
+        invalid = ", ".join(f"{k}: {v}" for k, v in sorted(self.invalid.items()))
+        parts = [f"{self.rows} rows read", f"{self.examples} examples"]
+        for count, what in [
+            (self.other_split, "in the other split"),
+            (sum(self.invalid.values()), f"invalid skipped ({invalid})"),
+            (self.truncated_away, "dropped with no supervised token after truncation"),
+            (self.dropped_truncated, "dropped because max_length would cut the answer"),
+            (self.truncated, "with the answer truncated (no end-of-turn token)"),
+        ]:
+            if count:
+                parts.append(f"{count} {what}")
+        return ", ".join(parts)
 
 
 class EmptySource(UserError, ValueError):
