@@ -49,17 +49,21 @@ from medsft.loss import supervised_positions
 log = logging.getLogger(__name__)
 
 ROLES = ("question", "answer", "think", "system", "messages", "input", "id")
-Preset = Literal["huatuo", "course", "alpaca", "messages", "reasoning", "medquad"]
+Preset = Literal["huatuo", "course", "alpaca", "messages", "sharegpt", "reasoning", "medquad"]
 """Column presets by name: the one list, for training and evaluation configs alike."""
 COLUMN_PRESETS: dict[Preset, dict[str, str]] = {
     "huatuo": {"question": "question", "answer": "answer", "id": "id"},
     "course": {"question": "0", "answer": "1"},
     "alpaca": {"question": "instruction", "input": "input", "answer": "output"},
     "messages": {"messages": "messages", "id": "id"},
+    "sharegpt": {"messages": "conversations", "id": "id"},
     "reasoning": {"question": "question", "think": "think", "answer": "answer"},
     "medquad": {"question": "Question", "answer": "Answer", "id": "qid"},
 }
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system"}  # fmt: skip
+"""ShareGPT's `from` -> chat role (MedicalGPT's and most open SFT sets use human/gpt)."""
 
 
 class InvalidExample(ValueError):
@@ -239,14 +243,47 @@ def _get(row: Row, column: str, role: str, *, required: bool) -> Any:
         if required:
             state = "missing" if value is None else "empty"
             raise InvalidExample(
-                row.where, column, f"{state} (role {role!r}); map it with columns.{role}"
-            )
+                row.where, column,
+                f"{state} (role {role!r}); map it with columns.{role}{_preset_hint(data)}",
+            )  # fmt: skip
         return None
     if role != "messages" and role != "id" and not isinstance(value, str):
         raise InvalidExample(
             row.where, column, f"expected a string, got {type(value).__name__}: {value!r:.60}"
         )
     return value
+
+
+def _preset_hint(data: Any) -> str:
+    """' (preset X fits this row)' for the presets whose columns a row has, else ''."""
+    if not isinstance(data, dict):
+        return ""
+    fits = [
+        name for name, cols in COLUMN_PRESETS.items()
+        if all(c in data for role, c in cols.items() if role != "id")
+    ]  # fmt: skip
+    return f"; this row's columns fit preset {' or '.join(fits)}" if fits else ""
+
+
+def _message(where: str, name: str, m: Any) -> dict[str, str]:
+    """One chat message: {role, content} (preset messages) or ShareGPT's {from, value}."""
+    if isinstance(m, dict) and "role" not in m and "from" in m:
+        role, role_key, content = SHAREGPT_ROLES.get(m["from"], m["from"]), "from", m.get("value")
+        known = ", ".join(SHAREGPT_ROLES)
+    elif isinstance(m, dict) and "role" in m:
+        role, role_key, content = m["role"], "role", m.get("content")
+        known = "system, user or assistant (ShareGPT's human/gpt go in 'from'; preset sharegpt)"
+    else:
+        raise InvalidExample(
+            where, name, "unknown message shape: use {'role', 'content'} (preset messages) or "
+            "ShareGPT's {'from', 'value'} (preset sharegpt)",
+        )  # fmt: skip
+    if not isinstance(role, str) or role not in MESSAGE_ROLES:
+        raise InvalidExample(where, f"{name}.{role_key}", f"unknown role {role!r}; use {known}")
+    text_key = "content" if role_key == "role" else "value"
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidExample(where, f"{name}.{text_key}", "missing, empty or not a string")
+    return {"role": role, "content": content}
 
 
 def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) -> tuple[list, str]:
@@ -257,23 +294,12 @@ def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) ->
         messages = _get(row, columns["messages"], "messages", required=True)
         if not isinstance(messages, list):
             raise InvalidExample(row.where, columns["messages"], "expected a list of messages")
-        for i, m in enumerate(messages):
-            name = f"{columns['messages']}[{i}]"
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise InvalidExample(row.where, name, "each message needs a 'role' and a 'content'")
-            if m["role"] not in MESSAGE_ROLES:
-                raise InvalidExample(
-                    row.where, f"{name}.role",
-                    f"unknown role {m['role']!r}; use system, user or assistant "
-                    "(convert ShareGPT's human/gpt first)",
-                )  # fmt: skip
-            if not isinstance(m.get("content"), str) or not m["content"].strip():
-                raise InvalidExample(row.where, f"{name}.content", "missing, empty or not a string")
+        messages = [_message(row.where, f"{columns['messages']}[{i}]", m)
+                    for i, m in enumerate(messages)]  # fmt: skip
         if not any(m["role"] == "assistant" for m in messages):
             raise InvalidExample(
                 row.where, columns["messages"], "no assistant message to supervise"
             )
-        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
         if system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system_prompt})
         text = json.dumps(messages, ensure_ascii=False)
