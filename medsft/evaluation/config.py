@@ -21,6 +21,7 @@ from medsft.metrics.judge import Language
 from medsft.model import RANDOM_PREFIX, DType, ensure_hub_reachable, is_hub_id, resolve_trained
 
 Kind = Literal["auto", "model", "run", "answers"]
+McqMethod = Literal["loglik", "generate"]
 ANSWER_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
@@ -42,6 +43,45 @@ class DataSpec:
     """System message for rows without one (use the one the model was trained with)."""
     limit: int | None = None
     """Use only the first `limit` rows."""
+    slice_column: str | None = None
+    """Break every metric down by this column (Huatuo's `label`, a department, a subject)."""
+
+
+@dataclass
+class McqSpec:
+    """A multiple-choice benchmark (CMMLU, CMB, CMExam, ...), scored by accuracy (medsft.evaluation.mcq).
+
+    Rows hold a question, options `A`..`E` (empty ones are dropped) and the answer letter(s)
+    (`ABD`: a multi-answer question, scored as exact set match). CMMLU's CSV layout (an unnamed
+    index, Question, A-D, Answer; one file per subject) reads as is.
+    """
+
+    source: str
+    """Local file, directory or glob (CSV, JSONL, JSON, Parquet), or a hub dataset id."""
+    columns: dict[str, str] | None = None
+    """Role -> column overrides; roles: question, answer, subject, id and the letters A..E.
+    Defaults: Question, Answer, subject (else the file's name: CMMLU's one CSV per subject), id,
+    and A..E."""
+    split: str = "test"
+    """Hub split to read."""
+    subset: str | None = None
+    """Hub dataset configuration name (e.g. a CMMLU subject)."""
+    limit: int | None = None
+    """Use only the first `limit` questions."""
+    methods: list[McqMethod] = field(default_factory=lambda: ["loglik"])
+    """`loglik`: the log-probability of each option letter after the prompt, one forward pass
+    per question (CMMLU's and lm-evaluation-harness's way, for base and tuned models alike);
+    `generate`: the answer generated with the chat template (`generation` settings) and its
+    letter(s) extracted (the way chat models are scored on CMB); unparseable answers are counted
+    apart (and scored wrong)."""
+    shots: int = 0
+    """Solved examples before each question (loglik), taken from `dev_source` (same subject)."""
+    dev_source: str | None = None
+    """Where the shots come from (CMMLU's dev/ folder); a hub id reads its `dev_split`."""
+    dev_split: str = "dev"
+    """Hub split of the shots."""
+    letters: str = "ABCDE"
+    """Option letters, in order."""
 
 
 @dataclass
@@ -164,6 +204,8 @@ class EvalConfig:
     """Systems to evaluate and compare (see SystemSpec)."""
     test_set: DataSpec = field(default_factory=DataSpec)
     """Questions with reference answers."""
+    mcq_set: McqSpec | None = None
+    """A multiple-choice benchmark scored beside the test set (model systems only)."""
     val_set: DataSpec | None = None
     """Optional extra set for the perplexity of each model system (e.g. the training's val data)."""
     baseline: str | None = None

@@ -10,8 +10,8 @@ from medsft.evaluation.scoring import LENGTH_RATIO_FLAG
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md from report.json's content."""
     sections = [
-        _header, _systems, _lengths, _scores, _paired, _thinking, _judge, _training, _plots,
-        _examples, _signatures,
+        _header, _systems, _lengths, _scores, _paired, _thinking, _mcq, _judge, _training,
+        _plots, _examples, _signatures,
     ]  # fmt: skip
     lines: list[str] = []
     for section in sections:
@@ -165,6 +165,48 @@ def _thinking(report: dict[str, Any]) -> list[str]:
         if "metrics" in v:
             scored = ", ".join(f"{k} {_fmt(e)}" for k, e in v["metrics"].items())
             lines.append(f"\n{s}'s think blocks vs the reference reasoning: {scored}")
+    return lines
+
+
+def _mcq(report: dict[str, Any]) -> list[str]:
+    mcq = report.get("mcq")
+    if not mcq:
+        return []
+    results = mcq["results"]
+    lines = [
+        "",
+        "## Multiple choice",
+        "",
+        f"`{mcq['source']}`: {mcq['n']} questions ({mcq['multi_answer']} with several answers, "
+        f"scored as exact set match), {len(mcq['subjects'])} subject(s), {mcq['shots']}-shot; "
+        f"chance {mcq['chance']:.1f}%. Methods: `loglik` = the likeliest option letter after the "
+        "prompt (one forward pass, no chat template); `generate` = the letters extracted from "
+        "the answer generated with the chat template (unparseable answers count as wrong).",
+        "",
+        "| system / method | accuracy % (95% CI) | unparseable |",
+        "|---|---|---|",
+    ]
+    for name, r in results.items():
+        unparsed = r["unparseable"] if r["method"] == "generate" else "–"
+        lines.append(f"| {name} | {_fmt(r['accuracy'], 1)} | {unparsed} |")
+    lines += ["", "### Accuracy per subject (%, 95% CI)", "",
+              "| subject | n | " + " | ".join(results) + " |",
+              "|---|---|" + "---|" * len(results)]  # fmt: skip
+    for subject, n in mcq["subjects"].items():
+        cells = [_fmt(r["subjects"][subject], 1) for r in results.values()]
+        lines.append(f"| {subject} | {n} | " + " | ".join(cells) + " |")
+    if mcq["paired"]:
+        lines += ["", "Paired bootstrap tests of accuracy (A − B, points; two-sided p): "
+                  + "; ".join(f"{t['a']} − {t['b']}: {t['delta']:+.1f} (p {t['p_value']:.3f})"
+                              for t in mcq["paired"]) + "."]  # fmt: skip
+    if mcq.get("plot"):
+        lines += ["", f"![multiple-choice accuracy]({mcq['plot']})"]
+    fence = "````"
+    lines += ["", "Prompt of the first question (`loglik`; the model's next token is scored):", "",
+              f"{fence}text", mcq["prompt_example"], fence]  # fmt: skip
+    if "generate" in mcq["methods"]:
+        lines += ["", "`generate` sends the zero-shot prompt as the user message of the chat "
+                  "template, and reads letters from cues like 答案是 B / 答案：A、D / answer is C."]  # fmt: skip
     return lines
 
 

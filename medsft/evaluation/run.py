@@ -12,8 +12,9 @@ from medsft.cache import digest
 from medsft.evaluation.answers import answers_system
 from medsft.evaluation.config import EvalConfig, judge_status, validate_config
 from medsft.evaluation.judging import run_judge
+from medsft.evaluation.mcq import mcq_report, mcq_systems
 from medsft.evaluation.models import is_global_zero, model_system
-from medsft.evaluation.plots import plot_metrics, plot_training
+from medsft.evaluation.plots import plot_mcq, plot_metrics, plot_training
 from medsft.evaluation.report import render_markdown
 from medsft.evaluation.scoring import (
     flag_lengths,
@@ -60,10 +61,15 @@ def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[
             outputs.append(answers_system(spec, examples))
         elif (output := model_system(spec, kind, examples, val, config, out_dir)) is not None:
             outputs.append(output)
+    mcq = mcq_systems(config, kinds, out_dir) if config.mcq_set else None
     if not is_global_zero():
         return None  # other ranks only help generate; scoring and the report are rank 0's
 
     report = score(outputs, examples, val, config)
+    if mcq is not None:
+        report["mcq"] = mcq_report(*mcq, config)
+        if plot_mcq(report["mcq"], out_dir / "mcq.png"):
+            report["mcq"]["plot"] = "mcq.png"
     if judge.run:
         report["judge"] = run_judge(outputs, examples, config, out_dir)
     else:

@@ -35,6 +35,12 @@ class Example:
         return [*self.prompt, answer]
 
 
+def check_source(source: str, what: str) -> None:
+    """Fail now on a local path that does not exist (a hub id is checked when read)."""
+    if is_local(source) and not glob.has_magic(source) and not os.path.exists(source):
+        raise FileNotFoundError(f"{what} {source!r} does not exist")
+
+
 def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
     """Read a test set: question = the last user message, reference = the last assistant one.
 
@@ -42,12 +48,7 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
     """
     if spec.limit is not None and spec.limit < 1:
         raise ValueError(f"{what}.limit must be >= 1 or null, got {spec.limit}")
-    if (
-        is_local(spec.source)
-        and not glob.has_magic(spec.source)
-        and not os.path.exists(spec.source)
-    ):
-        raise FileNotFoundError(f"{what}.source {spec.source!r} does not exist")
+    check_source(spec.source, f"{what}.source")
     columns = column_map(spec.preset, spec.columns)
     examples = []
     for row in read_rows(spec.source, split=spec.split, subset=spec.subset):
