@@ -131,7 +131,7 @@ def test_loglik_accuracy_agrees_with_plain_transformers(tiny_model_dir, tmp_path
     dev = list(csv.DictReader(DEV.open(encoding="utf-8")))
     by_hand = _independent_logprobs(tiny_model_dir, rows, dev)
     assert [list(r) for r in result["raw"]] == [list(h) for h in by_hand]
-    diff = max(abs(r[c] - h[c]) for r, h in zip(result["raw"], by_hand) for c in h)
+    diff = max(abs(r[c] - h[c]) for r, h in zip(result["raw"], by_hand, strict=True) for c in h)
     assert diff < 1e-4, diff
     predicted = [max(h, key=h.get) for h in by_hand]
     assert result["predictions"] == predicted
@@ -139,8 +139,14 @@ def test_loglik_accuracy_agrees_with_plain_transformers(tiny_model_dir, tmp_path
     assert result["accuracy"]["score"] == pytest.approx(100 * correct / 12)
     assert result["accuracy"]["low"] <= result["accuracy"]["score"] <= result["accuracy"]["high"]
     for subject, entry in result["subjects"].items():
-        mine = [p == r["Answer"] for p, r in zip(predicted, rows) if r["subject"] == subject]
-        assert entry["n"] == len(mine) and entry["score"] == pytest.approx(100 * sum(mine) / len(mine))
+        mine = [
+            p == r["Answer"]
+            for p, r in zip(predicted, rows, strict=True)
+            if r["subject"] == subject
+        ]
+        assert entry["n"] == len(mine) and entry["score"] == pytest.approx(
+            100 * sum(mine) / len(mine)
+        )
     print(f"\nloglik agreement: max |Δ log p| = {diff:.2e} over {sum(map(len, by_hand))} letters; "
           f"accuracy {result['accuracy']['score']:.1f}% = {correct}/12 by hand")  # fmt: skip
 

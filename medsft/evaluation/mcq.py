@@ -335,9 +335,7 @@ def mcq_report(
         "shots": spec.shots,
         "methods": list(spec.methods),
         "multi_answer": sum(len(it.answer) > 1 for it in items),
-        # A uniform guess among the options (single answer), or among their non-empty subsets.
-        "chance": 100 * sum(1 / len(it.options) if len(it.answer) == 1
-                            else 1 / (2 ** len(it.options) - 1) for it in items) / len(items),
+        "chance": 100 * sum(map(_chance, items)) / len(items),
         "subjects": dict(sorted(counts.items())),
         "prompt_example": prompts[0],
         "chat_prompt_example": mcq_prompt(items[0], []),
@@ -345,3 +343,10 @@ def mcq_report(
         "results": results,
         "paired": paired,
     }
+
+
+def _chance(item: McqItem) -> float:
+    """A uniform guess's accuracy: among the options, or among their non-empty subsets when the
+    question has several answers."""
+    n = len(item.options)
+    return 1 / n if len(item.answer) == 1 else 1 / (2**n - 1)
