@@ -10,8 +10,8 @@ from medsft.evaluation.scoring import LENGTH_RATIO_FLAG
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md from report.json's content."""
     sections = [
-        _header, _systems, _lengths, _scores, _paired, _thinking, _mcq, _judge, _training,
-        _plots, _examples, _signatures,
+        _header, _systems, _lengths, _scores, _paired, _slices, _thinking, _mcq, _judge,
+        _training, _plots, _examples, _signatures,
     ]  # fmt: skip
     lines: list[str] = []
     for section in sections:
@@ -152,6 +152,24 @@ def _paired(report: dict[str, Any]) -> list[str]:
         f"| {t['a']} | {t['b']} | {t['metric']} | {t['delta']:+.2f} | {t['p_value']:.3f} |"
         for t in report["paired"]
     ]
+
+
+def _slices(report: dict[str, Any]) -> list[str]:
+    slices = report.get("slices")
+    if not slices:
+        return []
+    groups = slices["groups"]
+    systems = [s["name"] for s in report["systems"]]
+    names = [n for n in report["metrics"][systems[0]] if not n.startswith("distinct")]
+    lines = ["", f"### Scores by `{slices['column']}` (95% bootstrap intervals)", "",
+             "Small slices have wide intervals: compare systems within a slice, and read n."]  # fmt: skip
+    for system in systems:
+        lines += ["", f"**{system}**", "", "| " + slices["column"] + " | n | " + " | ".join(names)
+                  + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
+        for group, g in groups.items():
+            cells = [_fmt(g["systems"][system][n]) for n in names]
+            lines.append(f"| {_cell(group, 60)} | {g['n']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _thinking(report: dict[str, Any]) -> list[str]:

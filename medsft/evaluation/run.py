@@ -22,6 +22,7 @@ from medsft.evaluation.scoring import (
     metric_tokenizer,
     paired_tests,
     score_texts,
+    slice_scores,
     think_summary,
 )
 from medsft.evaluation.systems import SystemOutput
@@ -117,6 +118,9 @@ def score(
         "paired": paired_tests(outputs, references, scoring, tokenizer)
         if scoring.paired and scoring.n_resamples > 0 and len(outputs) > 1
         else [],
+        "slices": {"column": test.slice_column,
+                   "groups": slice_scores(outputs, examples, scoring, tokenizer)}
+        if test.slice_column else None,
     }  # fmt: skip
 
 
