@@ -85,6 +85,24 @@ class McqSpec:
 
 
 @dataclass
+class LeakageSettings:
+    """The training data to check the test set against."""
+
+    train_set: DataSpec = field(default_factory=lambda: DataSpec(split="train"))
+    """The training data, read with its training column mapping (preset / columns)."""
+    unit: Literal["auto", "char", "word"] = "auto"
+    """Overlap tokens: `char` (Chinese), `word` (space-separated languages), or `auto` (char
+    when the test questions hold Han characters)."""
+    seed_length: int = 8
+    """Shortest overlap looked for, in tokens (shorter shared runs are too common to mean
+    anything: 8 characters, or 8 words)."""
+    threshold: float = 0.5
+    """Flag items sharing at least this share of their tokens in one run with a training row."""
+    show: int = 10
+    """Flagged items listed in report.md (all are in report.json)."""
+
+
+@dataclass
 class SystemSpec:
     """One system to evaluate."""
 
@@ -206,6 +224,8 @@ class EvalConfig:
     """Questions with reference answers."""
     mcq_set: McqSpec | None = None
     """A multiple-choice benchmark scored beside the test set (model systems only)."""
+    leakage: LeakageSettings | None = None
+    """Check the test set against training data (medsft.evaluation.leakage)."""
     val_set: DataSpec | None = None
     """Optional extra set for the perplexity of each model system (e.g. the training's val data)."""
     baseline: str | None = None

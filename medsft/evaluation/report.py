@@ -10,8 +10,8 @@ from medsft.evaluation.scoring import LENGTH_RATIO_FLAG
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md from report.json's content."""
     sections = [
-        _header, _systems, _lengths, _scores, _paired, _slices, _thinking, _mcq, _judge,
-        _training, _plots, _examples, _signatures,
+        _header, _systems, _lengths, _scores, _paired, _slices, _thinking, _mcq, _leakage,
+        _judge, _training, _plots, _examples, _signatures,
     ]  # fmt: skip
     lines: list[str] = []
     for section in sections:
@@ -226,6 +226,12 @@ def _mcq(report: dict[str, Any]) -> list[str]:
         lines += ["", "`generate` sends the zero-shot prompt as the user message of the chat "
                   "template, and reads letters from cues like 答案是 B / 答案：A、D / answer is C."]  # fmt: skip
     return lines
+
+
+def _leakage(report: dict[str, Any]) -> list[str]:
+    from medsft.evaluation.leakage import render_leakage
+
+    return render_leakage(report["leakage"]) if report.get("leakage") else []
 
 
 def _judge(report: dict[str, Any]) -> list[str]:

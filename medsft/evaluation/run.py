@@ -12,6 +12,7 @@ from medsft.cache import digest
 from medsft.evaluation.answers import answers_system
 from medsft.evaluation.config import EvalConfig, judge_status, validate_config
 from medsft.evaluation.judging import run_judge
+from medsft.evaluation.leakage import check_leakage
 from medsft.evaluation.mcq import mcq_report, mcq_systems
 from medsft.evaluation.models import is_global_zero, model_system
 from medsft.evaluation.plots import plot_mcq, plot_metrics, plot_training
@@ -76,6 +77,10 @@ def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[
     else:
         log.info("judge skipped: %s", judge.reason)
         report["judge"] = {"status": "skipped", "reason": judge.reason, "baseline": config.baseline}
+    if config.leakage is not None:
+        report["leakage"] = check_leakage(
+            examples, config.leakage, progress=config.runtime.progress
+        )
     report["training"] = training_curves(outputs, out_dir)
     report["examples"] = examples_shown(outputs, examples, config.scoring.examples)
     plot_metrics(report, out_dir / "metrics.png")
