@@ -11,7 +11,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     """report.md from report.json's content."""
     sections = [
         _header, _systems, _lengths, _scores, _paired, _slices, _thinking, _mcq, _leakage,
-        _judge, _training, _plots, _examples, _signatures,
+        _judge, _ablation, _training, _plots, _examples, _signatures,
     ]  # fmt: skip
     lines: list[str] = []
     for section in sections:
@@ -232,6 +232,12 @@ def _leakage(report: dict[str, Any]) -> list[str]:
     from medsft.evaluation.leakage import render_leakage
 
     return render_leakage(report["leakage"]) if report.get("leakage") else []
+
+
+def _ablation(report: dict[str, Any]) -> list[str]:
+    from medsft.evaluation.ablation import render_ablation
+
+    return render_ablation(report.get("ablation"))
 
 
 def _judge(report: dict[str, Any]) -> list[str]:

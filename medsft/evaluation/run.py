@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.cache import digest
+from medsft.evaluation.ablation import ablation
 from medsft.evaluation.answers import answers_system
 from medsft.evaluation.config import EvalConfig, judge_status, validate_config
 from medsft.evaluation.judging import run_judge
@@ -82,6 +83,7 @@ def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[
             examples, config.leakage, progress=config.runtime.progress
         )
     report["training"] = training_curves(outputs, out_dir)
+    report["ablation"] = ablation(outputs, report)
     report["examples"] = examples_shown(outputs, examples, config.scoring.examples)
     plot_metrics(report, out_dir / "metrics.png")
     report["plots"] = ["metrics.png", *(t["plot"] for t in report["training"].values()
