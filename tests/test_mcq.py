@@ -156,3 +156,17 @@ def test_loglik_accuracy_agrees_with_plain_transformers(tiny_model_dir, tmp_path
     assert (tmp_path / "eval" / "mcq.png").stat().st_size > 0
     saved = json.loads((tmp_path / "eval" / "report.json").read_text(encoding="utf-8"))
     assert saved["mcq"]["results"]["tiny/loglik"]["predictions"] == predicted
+
+
+@pytest.mark.parametrize(
+    "mcq, message",
+    [(McqSpec(source=str(SAMPLE), methods=[]), "methods is empty"),
+     (McqSpec(source=str(SAMPLE), shots=2), "k-shot needs mcq_set.dev_source"),
+     (McqSpec(source=str(SAMPLE), letters="AAB"), "distinct capital letters")],
+)  # fmt: skip
+def test_mcq_config_errors_say_how_to_fix(mcq, message):
+    from medsft.evaluation import validate_config
+
+    config = EvalConfig(systems=[SystemSpec("m", "random:tiny")], mcq_set=mcq)
+    with pytest.raises(ValueError, match=message):
+        validate_config(config)

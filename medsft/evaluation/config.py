@@ -310,6 +310,8 @@ def validate_config(config: EvalConfig) -> list[Kind]:
         )
     config.generation.validate()
     _validate_scoring(config.scoring)
+    if config.mcq_set is not None:
+        _validate_mcq(config.mcq_set)
     kinds = [infer_kind(s) for s in config.systems]
     for spec, kind in zip(config.systems, kinds, strict=True):
         _check_system(spec, kind)
@@ -334,6 +336,19 @@ def _validate_scoring(scoring: ScoringSettings) -> None:
         raise ValueError("scoring needs at least one of bleu_orders and rouge_types")
     if any(n < 1 for n in [*scoring.bleu_orders, *scoring.distinct_orders]):
         raise ValueError("scoring.bleu_orders and scoring.distinct_orders take orders >= 1")
+
+
+def _validate_mcq(mcq: McqSpec) -> None:
+    if not mcq.methods:
+        raise ValueError("mcq_set.methods is empty; use [loglik], [generate] or both")
+    if mcq.shots < 0 or (mcq.shots and mcq.dev_source is None):
+        raise ValueError(
+            "mcq_set.shots must be >= 0, and k-shot needs mcq_set.dev_source (e.g. CMMLU's dev/)"
+        )
+    if not re.fullmatch(r"[A-Z]{2,26}", mcq.letters) or len(set(mcq.letters)) != len(mcq.letters):
+        raise ValueError(f"mcq_set.letters must be distinct capital letters, got {mcq.letters!r}")
+    if mcq.limit is not None and mcq.limit < 1:
+        raise ValueError(f"mcq_set.limit must be >= 1 or null, got {mcq.limit}")
 
 
 def _check_system(spec: SystemSpec, kind: Kind) -> None:

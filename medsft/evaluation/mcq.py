@@ -225,22 +225,21 @@ def mcq_systems(
             log.info("mcq_set: skipping %s (answers files answer the test set only)", system.name)
             continue
         if "loglik" in spec.methods and is_global_zero():  # single-process: rank 0's alone
-            runs.append(_loglik_run(system, kind, items, prompts, config, out_dir))
+            runs.append(_loglik_run(system, kind, items, prompts, spec.letters, config, out_dir))
         if "generate" in spec.methods:
             runs.append(_generate_run(system, kind, items, config, out_dir))
     return items, prompts, runs
 
 
 def _loglik_run(
-    spec: SystemSpec, kind: str, items: list[McqItem], prompts: list[str], config: EvalConfig,
-    out_dir: Path,
+    spec: SystemSpec, kind: str, items: list[McqItem], prompts: list[str], letters: str,
+    config: EvalConfig, out_dir: Path,
 ) -> McqRun:  # fmt: skip
     from tqdm.auto import tqdm
 
     from medsft.evaluation.models import CACHE_VERSION, ModelSource, _scoring_device
     from medsft.evaluation.systems import model_fingerprint
 
-    letters = config.mcq_set.letters if config.mcq_set else "ABCDE"
     src = ModelSource.resolve(spec, kind)
     model_key = {"v": CACHE_VERSION, "weights": model_fingerprint(src.weights), "dtype": src.dtype}
     keys = [digest([model_key, "mcq-loglik", p, letters]) for p in prompts]
