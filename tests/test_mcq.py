@@ -40,6 +40,9 @@ def test_cmmlu_layout_takes_the_subject_from_the_file_name(tmp_path):
     write_csv(tmp_path / "virology.csv", [header, ["0", "问二", "甲", "乙", "丙", "丁", "d"]])
     items = load_mcq(McqSpec(source=str(tmp_path)))
     assert [(it.subject, it.answer) for it in items] == [("anatomy", "B"), ("virology", "D")]
+    named = mcq_prompt(items[0], [], {"anatomy": "解剖学"})
+    assert named.startswith("以下是关于解剖学的单项选择题")
+    assert mcq_prompt(items[1], [], {"anatomy": "解剖学"}).startswith("以下是关于virology的")
 
 
 def test_columns_map_other_layouts_and_bad_rows_name_file_and_line(tmp_path):

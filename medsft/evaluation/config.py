@@ -82,6 +82,9 @@ class McqSpec:
     """Hub split of the shots."""
     letters: str = "ABCDE"
     """Option letters, in order."""
+    subject_names: dict[str, str] | None = None
+    """Subject -> its name in the prompt, e.g. CMMLU's file names to their Chinese names
+    (`{anatomy: 解剖学, clinical_knowledge: 临床知识}`, as CMMLU's own script prompts)."""
 
 
 @dataclass

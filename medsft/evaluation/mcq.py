@@ -120,11 +120,14 @@ def question_block(item: McqItem) -> str:
     return f"题目：{item.question}{options}\n{ANSWER_CUE}"
 
 
-def mcq_prompt(item: McqItem, shots: list[McqItem]) -> str:
-    """CMMLU's prompt: the instruction, solved examples (`…答案是：B`), then the question."""
+def mcq_prompt(item: McqItem, shots: list[McqItem], names: dict[str, str] | None = None) -> str:
+    """CMMLU's prompt: the instruction, solved examples (`…答案是：B`), then the question.
+
+    `names` maps a subject to its name in the instruction (else the subject as is)."""
     kind = "多项" if len(item.answer) > 1 else "单项"
+    subject = (names or {}).get(item.subject, item.subject)
     solved = "".join(f"{question_block(s)}{s.answer}\n\n" for s in shots)
-    return HEADER.format(subject=item.subject, kind=kind) + solved + question_block(item)
+    return HEADER.format(subject=subject, kind=kind) + solved + question_block(item)
 
 
 def shots_for(items: list[McqItem], dev: list[McqItem], k: int) -> list[list[McqItem]]:
@@ -217,8 +220,8 @@ def mcq_systems(
     assert spec is not None
     items = load_mcq(spec)
     dev = load_mcq(spec, dev=True) if spec.shots else []
-    prompts = [mcq_prompt(it, s) for it, s in zip(items, shots_for(items, dev, spec.shots),
-                                                  strict=True)]  # fmt: skip
+    shots = shots_for(items, dev, spec.shots)
+    prompts = [mcq_prompt(it, s, spec.subject_names) for it, s in zip(items, shots, strict=True)]
     runs = []
     for system, kind in zip(config.systems, kinds, strict=True):
         if kind == "answers":
@@ -227,7 +230,7 @@ def mcq_systems(
         if "loglik" in spec.methods and is_global_zero():  # single-process: rank 0's alone
             runs.append(_loglik_run(system, kind, items, prompts, spec.letters, config, out_dir))
         if "generate" in spec.methods:
-            runs.append(_generate_run(system, kind, items, config, out_dir))
+            runs.append(_generate_run(system, kind, items, spec.subject_names, config, out_dir))
     return items, prompts, runs
 
 
@@ -262,12 +265,13 @@ def _loglik_run(
 
 
 def _generate_run(
-    spec: SystemSpec, kind: str, items: list[McqItem], config: EvalConfig, out_dir: Path
-) -> McqRun:
+    spec: SystemSpec, kind: str, items: list[McqItem], names: dict[str, str] | None,
+    config: EvalConfig, out_dir: Path,
+) -> McqRun:  # fmt: skip
     from medsft.evaluation.models import model_system
 
     examples = [
-        Example(it.index, it.where, [{"role": "user", "content": mcq_prompt(it, [])}],
+        Example(it.index, it.where, [{"role": "user", "content": mcq_prompt(it, [], names)}],
                 it.question, it.answer, None)
         for it in items
     ]  # fmt: skip
@@ -337,7 +341,7 @@ def mcq_report(
         "chance": 100 * sum(map(_chance, items)) / len(items),
         "subjects": dict(sorted(counts.items())),
         "prompt_example": prompts[0],
-        "chat_prompt_example": mcq_prompt(items[0], []),
+        "chat_prompt_example": mcq_prompt(items[0], [], spec.subject_names),
         "answers": [it.answer for it in items],
         "results": results,
         "paired": paired,
