@@ -78,3 +78,40 @@ def test_datamodule_adds_copies_to_training_only_the_same_in_every_shard():
     replaced, replace_stats = _texts(replace, "train")
     assert len(replaced) == len(base) and replace_stats.augmented == stats.augmented
     assert set(replaced) == set(train) - (set(base) - set(replaced))
+
+
+def test_llm_paraphrase_file_copies_training_questions_only_and_caches(tmp_path, monkeypatch):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from judge_server import JudgeServer
+
+    from medsft.augment import main
+
+    def rewrite(request):
+        return "改写：" + request.prompt.rsplit("问题：", 1)[1]
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = tmp_path / "para.jsonl"
+    argv = ["--data.source", HUATUO, "--data.preset", "huatuo", "--data.val_fraction", "0.25",
+            "--augment.fraction", "0.3", "--out", str(out), "--progress", "false"]  # fmt: skip
+    with JudgeServer(rewrite) as server:
+        counts = main([*argv, "--paraphrase.base_url", server.base_url])
+        first = server.request_count
+        assert main([*argv, "--paraphrase.base_url", server.base_url]) == counts
+        assert server.request_count == first  # every reply came from the cache
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    copies = [r for r in rows if r["augmented"]]
+    assert counts["paraphrased"] == len(copies) == first and 0.15 * 64 < len(copies) < 0.45 * 64
+    assert len(rows) == 64 + len(copies)
+    by_id = {str(r["id"]): r for r in ROWS}
+    for c in copies:
+        original = by_id[c["id"]]
+        assert c["messages"][0]["content"] == "改写：" + original["question"]
+        assert c["messages"][1]["content"] == original["answer"]
+    # Trained with the same val_fraction, validation holds the originals only, no copy.
+    kwargs = dict(tokenizer="qwen3", val_fraction=0.25, shuffle_buffer=1)
+    para = SFTDataModule(source=str(out), preset="messages", **kwargs)
+    plain = SFTDataModule(source=HUATUO, **kwargs)
+    assert _texts(para, "val")[0] == _texts(plain, "val")[0]
+    assert len(_texts(para, "train")[0]) == len(_texts(plain, "train")[0]) + len(copies)
