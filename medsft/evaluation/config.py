@@ -21,6 +21,7 @@ from medsft.metrics.judge import Language
 from medsft.model import RANDOM_PREFIX, DType, ensure_hub_reachable, is_hub_id, resolve_trained
 
 Kind = Literal["auto", "model", "run", "answers"]
+McqMethod = Literal["loglik", "generate"]
 ANSWER_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
@@ -42,6 +43,66 @@ class DataSpec:
     """System message for rows without one (use the one the model was trained with)."""
     limit: int | None = None
     """Use only the first `limit` rows."""
+    slice_column: str | None = None
+    """Break every metric down by this column (Huatuo's `label`, a department, a subject)."""
+
+
+@dataclass
+class McqSpec:
+    """A multiple-choice benchmark (CMMLU, CMB, CMExam, ...), scored by accuracy (medsft.evaluation.mcq).
+
+    Rows hold a question, options `A`..`E` (empty ones are dropped) and the answer letter(s)
+    (`ABD`: a multi-answer question, scored as exact set match). CMMLU's CSV layout (an unnamed
+    index, Question, A-D, Answer; one file per subject) reads as is.
+    """
+
+    source: str
+    """Local file, directory or glob (CSV, JSONL, JSON, Parquet), or a hub dataset id."""
+    columns: dict[str, str] | None = None
+    """Role -> column overrides; roles: question, answer, subject, id and the letters A..E.
+    Defaults: Question, Answer, subject (else the file's name: CMMLU's one CSV per subject), id,
+    and A..E."""
+    split: str = "test"
+    """Hub split to read."""
+    subset: str | None = None
+    """Hub dataset configuration name (e.g. a CMMLU subject)."""
+    limit: int | None = None
+    """Use only the first `limit` questions."""
+    methods: list[McqMethod] = field(default_factory=lambda: ["loglik"])
+    """`loglik`: the log-probability of each option letter after the prompt, one forward pass
+    per question (CMMLU's and lm-evaluation-harness's way, for base and tuned models alike);
+    `generate`: the answer generated with the chat template (`generation` settings) and its
+    letter(s) extracted (the way chat models are scored on CMB); unparseable answers are counted
+    apart (and scored wrong)."""
+    shots: int = 0
+    """Solved examples before each question (loglik), taken from `dev_source` (same subject)."""
+    dev_source: str | None = None
+    """Where the shots come from (CMMLU's dev/ folder); a hub id reads its `dev_split`."""
+    dev_split: str = "dev"
+    """Hub split of the shots."""
+    letters: str = "ABCDE"
+    """Option letters, in order."""
+    subject_names: dict[str, str] | None = None
+    """Subject -> its name in the prompt, e.g. CMMLU's file names to their Chinese names
+    (`{anatomy: 解剖学, clinical_knowledge: 临床知识}`, as CMMLU's own script prompts)."""
+
+
+@dataclass
+class LeakageSettings:
+    """The training data to check the test set against."""
+
+    train_set: DataSpec = field(default_factory=lambda: DataSpec(split="train"))
+    """The training data, read with its training column mapping (preset / columns)."""
+    unit: Literal["auto", "char", "word"] = "auto"
+    """Overlap tokens: `char` (Chinese), `word` (space-separated languages), or `auto` (char
+    when the test questions hold Han characters)."""
+    seed_length: int = 8
+    """Shortest overlap looked for, in tokens (shorter shared runs are too common to mean
+    anything: 8 characters, or 8 words)."""
+    threshold: float = 0.5
+    """Flag items sharing at least this share of their tokens in one run with a training row."""
+    show: int = 10
+    """Flagged items listed in report.md (all are in report.json)."""
 
 
 @dataclass
@@ -164,6 +225,10 @@ class EvalConfig:
     """Systems to evaluate and compare (see SystemSpec)."""
     test_set: DataSpec = field(default_factory=DataSpec)
     """Questions with reference answers."""
+    mcq_set: McqSpec | None = None
+    """A multiple-choice benchmark scored beside the test set (model systems only)."""
+    leakage: LeakageSettings | None = None
+    """Check the test set against training data (medsft.evaluation.leakage)."""
     val_set: DataSpec | None = None
     """Optional extra set for the perplexity of each model system (e.g. the training's val data)."""
     baseline: str | None = None
@@ -248,6 +313,8 @@ def validate_config(config: EvalConfig) -> list[Kind]:
         )
     config.generation.validate()
     _validate_scoring(config.scoring)
+    if config.mcq_set is not None:
+        _validate_mcq(config.mcq_set)
     kinds = [infer_kind(s) for s in config.systems]
     for spec, kind in zip(config.systems, kinds, strict=True):
         _check_system(spec, kind)
@@ -272,6 +339,19 @@ def _validate_scoring(scoring: ScoringSettings) -> None:
         raise ValueError("scoring needs at least one of bleu_orders and rouge_types")
     if any(n < 1 for n in [*scoring.bleu_orders, *scoring.distinct_orders]):
         raise ValueError("scoring.bleu_orders and scoring.distinct_orders take orders >= 1")
+
+
+def _validate_mcq(mcq: McqSpec) -> None:
+    if not mcq.methods:
+        raise ValueError("mcq_set.methods is empty; use [loglik], [generate] or both")
+    if mcq.shots < 0 or (mcq.shots and mcq.dev_source is None):
+        raise ValueError(
+            "mcq_set.shots must be >= 0, and k-shot needs mcq_set.dev_source (e.g. CMMLU's dev/)"
+        )
+    if not re.fullmatch(r"[A-Z]{2,26}", mcq.letters) or len(set(mcq.letters)) != len(mcq.letters):
+        raise ValueError(f"mcq_set.letters must be distinct capital letters, got {mcq.letters!r}")
+    if mcq.limit is not None and mcq.limit < 1:
+        raise ValueError(f"mcq_set.limit must be >= 1 or null, got {mcq.limit}")
 
 
 def _check_system(spec: SystemSpec, kind: Kind) -> None:

@@ -182,3 +182,53 @@ def plot_training(name: str, scalars: Scalars, path: Path) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def plot_mcq(mcq: dict[str, Any], path: Path) -> bool:
+    """mcq.png: accuracy of every (system, method), overall and per subject, with 95% intervals."""
+    results = mcq["results"]
+    if not results:
+        return False
+    import numpy as np
+
+    plt = _pyplot()
+    groups = ["all", *mcq["subjects"]]
+    fig, ax = plt.subplots(figsize=(2.5 + 0.45 * len(groups) * max(len(results), 2), 4.5))
+    x = np.arange(len(groups))
+    width = 0.8 / len(results)
+    for k, (name, r) in enumerate(results.items()):
+        entries = [r["accuracy"], *(r["subjects"][s] for s in mcq["subjects"])]
+        _bars(ax, x + (k - (len(results) - 1) / 2) * width, entries, width, label=name)
+    ax.axhline(mcq["chance"], color="black", linewidth=0.8, linestyle="--", label="chance")
+    ax.set_xticks(x, [f"{g}\n(n={mcq['n'] if g == 'all' else mcq['subjects'][g]})"
+                      for g in groups], rotation=30, ha="right")  # fmt: skip
+    ax.set_ylabel("accuracy (%), 95% bootstrap CI")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Multiple choice: {mcq['source']}", fontsize=10)
+    ax.legend(fontsize="small")
+    save_cjk(fig, path)
+    return True
+
+
+CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei",
+             "Microsoft YaHei", "PingFang SC")  # fmt: skip
+
+
+def save_cjk(fig: Any, path: Path) -> None:
+    """Save a figure whose labels may be Chinese (subjects, departments) in an installed CJK font;
+    without one, the missing-glyph warnings are silenced (the labels show as boxes)."""
+    import warnings
+
+    from matplotlib import font_manager
+
+    plt = _pyplot()
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = next((f for f in CJK_FONTS if f in installed), None)
+    if cjk:
+        for text in fig.findobj(lambda o: hasattr(o, "set_fontfamily")):
+            text.set_fontfamily([cjk, "DejaVu Sans"])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -10,8 +10,8 @@ from medsft.evaluation.scoring import LENGTH_RATIO_FLAG
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md from report.json's content."""
     sections = [
-        _header, _systems, _lengths, _scores, _paired, _thinking, _judge, _training, _plots,
-        _examples, _signatures,
+        _header, _systems, _lengths, _scores, _paired, _slices, _thinking, _mcq, _leakage,
+        _judge, _ablation, _training, _plots, _examples, _signatures,
     ]  # fmt: skip
     lines: list[str] = []
     for section in sections:
@@ -154,6 +154,24 @@ def _paired(report: dict[str, Any]) -> list[str]:
     ]
 
 
+def _slices(report: dict[str, Any]) -> list[str]:
+    slices = report.get("slices")
+    if not slices:
+        return []
+    groups = slices["groups"]
+    systems = [s["name"] for s in report["systems"]]
+    names = [n for n in report["metrics"][systems[0]] if not n.startswith("distinct")]
+    lines = ["", f"### Scores by `{slices['column']}` (95% bootstrap intervals)", "",
+             "Small slices have wide intervals: compare systems within a slice, and read n."]  # fmt: skip
+    for system in systems:
+        lines += ["", f"**{system}**", "", "| " + slices["column"] + " | n | " + " | ".join(names)
+                  + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
+        for group, g in groups.items():
+            cells = [_fmt(g["systems"][system][n]) for n in names]
+            lines.append(f"| {_cell(group, 60)} | {g['n']} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _thinking(report: dict[str, Any]) -> list[str]:
     think = {s: v for s, v in report["think"].items() if v["with_think"]}
     if not think:
@@ -166,6 +184,60 @@ def _thinking(report: dict[str, Any]) -> list[str]:
             scored = ", ".join(f"{k} {_fmt(e)}" for k, e in v["metrics"].items())
             lines.append(f"\n{s}'s think blocks vs the reference reasoning: {scored}")
     return lines
+
+
+def _mcq(report: dict[str, Any]) -> list[str]:
+    mcq = report.get("mcq")
+    if not mcq:
+        return []
+    results = mcq["results"]
+    lines = [
+        "",
+        "## Multiple choice",
+        "",
+        f"`{mcq['source']}`: {mcq['n']} questions ({mcq['multi_answer']} with several answers, "
+        f"scored as exact set match), {len(mcq['subjects'])} subject(s), {mcq['shots']}-shot; "
+        f"chance {mcq['chance']:.1f}%. Methods: `loglik` = the likeliest option letter after the "
+        "prompt (one forward pass, no chat template); `generate` = the letters extracted from "
+        "the answer generated with the chat template (unparseable answers count as wrong).",
+        "",
+        "| system / method | accuracy % (95% CI) | unparseable |",
+        "|---|---|---|",
+    ]
+    for name, r in results.items():
+        unparsed = r["unparseable"] if r["method"] == "generate" else "–"
+        lines.append(f"| {name} | {_fmt(r['accuracy'], 1)} | {unparsed} |")
+    lines += ["", "### Accuracy per subject (%, 95% CI)", "",
+              "| subject | n | " + " | ".join(results) + " |",
+              "|---|---|" + "---|" * len(results)]  # fmt: skip
+    for subject, n in mcq["subjects"].items():
+        cells = [_fmt(r["subjects"][subject], 1) for r in results.values()]
+        lines.append(f"| {subject} | {n} | " + " | ".join(cells) + " |")
+    if mcq["paired"]:
+        lines += ["", "Paired bootstrap tests of accuracy (A − B, points; two-sided p): "
+                  + "; ".join(f"{t['a']} − {t['b']}: {t['delta']:+.1f} (p {t['p_value']:.3f})"
+                              for t in mcq["paired"]) + "."]  # fmt: skip
+    if mcq.get("plot"):
+        lines += ["", f"![multiple-choice accuracy]({mcq['plot']})"]
+    fence = "````"
+    lines += ["", "Prompt of the first question (`loglik`; the model's next token is scored):", "",
+              f"{fence}text", mcq["prompt_example"], fence]  # fmt: skip
+    if "generate" in mcq["methods"]:
+        lines += ["", "`generate` sends the zero-shot prompt as the user message of the chat "
+                  "template, and reads letters from cues like 答案是 B / 答案：A、D / answer is C."]  # fmt: skip
+    return lines
+
+
+def _leakage(report: dict[str, Any]) -> list[str]:
+    from medsft.evaluation.leakage import render_leakage
+
+    return render_leakage(report["leakage"]) if report.get("leakage") else []
+
+
+def _ablation(report: dict[str, Any]) -> list[str]:
+    from medsft.evaluation.ablation import render_ablation
+
+    return render_ablation(report.get("ablation"))
 
 
 def _judge(report: dict[str, Any]) -> list[str]:

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from medsft.cache import digest
+from medsft.evaluation.ablation import ablation
 from medsft.evaluation.answers import answers_system
 from medsft.evaluation.config import EvalConfig, judge_status, validate_config
 from medsft.evaluation.judging import run_judge
+from medsft.evaluation.leakage import check_leakage
+from medsft.evaluation.mcq import mcq_report, mcq_systems
 from medsft.evaluation.models import is_global_zero, model_system
-from medsft.evaluation.plots import plot_metrics, plot_training
+from medsft.evaluation.plots import plot_mcq, plot_metrics, plot_training
 from medsft.evaluation.report import render_markdown
 from medsft.evaluation.scoring import (
     flag_lengths,
@@ -21,6 +24,7 @@ from medsft.evaluation.scoring import (
     metric_tokenizer,
     paired_tests,
     score_texts,
+    slice_scores,
     think_summary,
 )
 from medsft.evaluation.systems import SystemOutput
@@ -60,16 +64,26 @@ def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[
             outputs.append(answers_system(spec, examples))
         elif (output := model_system(spec, kind, examples, val, config, out_dir)) is not None:
             outputs.append(output)
+    mcq = mcq_systems(config, kinds, out_dir) if config.mcq_set else None
     if not is_global_zero():
         return None  # other ranks only help generate; scoring and the report are rank 0's
 
     report = score(outputs, examples, val, config)
+    if mcq is not None:
+        report["mcq"] = mcq_report(*mcq, config)
+        if plot_mcq(report["mcq"], out_dir / "mcq.png"):
+            report["mcq"]["plot"] = "mcq.png"
     if judge.run:
         report["judge"] = run_judge(outputs, examples, config, out_dir)
     else:
         log.info("judge skipped: %s", judge.reason)
         report["judge"] = {"status": "skipped", "reason": judge.reason, "baseline": config.baseline}
+    if config.leakage is not None:
+        report["leakage"] = check_leakage(
+            examples, config.leakage, progress=config.runtime.progress
+        )
     report["training"] = training_curves(outputs, out_dir)
+    report["ablation"] = ablation(outputs, report)
     report["examples"] = examples_shown(outputs, examples, config.scoring.examples)
     plot_metrics(report, out_dir / "metrics.png")
     report["plots"] = ["metrics.png", *(t["plot"] for t in report["training"].values()
@@ -111,6 +125,9 @@ def score(
         "paired": paired_tests(outputs, references, scoring, tokenizer)
         if scoring.paired and scoring.n_resamples > 0 and len(outputs) > 1
         else [],
+        "slices": {"column": test.slice_column,
+                   "groups": slice_scores(outputs, examples, scoring, tokenizer)}
+        if test.slice_column else None,
     }  # fmt: skip
 
 

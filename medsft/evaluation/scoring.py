@@ -135,3 +135,25 @@ def flag_lengths(lengths: dict[str, dict[str, Any]], baseline: str | None) -> No
             and ratio is not None
             and not 1 / LENGTH_RATIO_FLAG <= ratio <= LENGTH_RATIO_FLAG
         )
+
+
+def slice_scores(
+    outputs: list[SystemOutput], examples: list[Example], scoring: ScoringSettings, tokenizer: str
+) -> dict[str, dict[str, Any]]:
+    """Every text metric of every system on each slice of the test set (its `slice_column`'s
+    values), with counts and intervals; per-example scores stay in `metrics`."""
+    groups: dict[str, list[int]] = {}
+    for ex in examples:
+        groups.setdefault(str(ex.group), []).append(ex.index)
+    out = {}
+    for group, idx in sorted(groups.items(), key=lambda g: (-len(g[1]), g[0])):
+        references = [examples[i].reference for i in idx]
+        systems = {
+            o.name: score_texts([o.answers[i] for i in idx], references, scoring, tokenizer)
+            for o in outputs
+        }
+        for metrics in systems.values():
+            for entry in metrics.values():
+                entry.pop("per_sample")
+        out[group] = {"n": len(idx), "systems": systems}
+    return out

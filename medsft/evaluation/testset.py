@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 
 from medsft.chat import Message, qa_messages
-from medsft.data import InvalidExample, column_map, is_local, read_rows, to_messages
+from medsft.data import InvalidExample, Row, column_map, is_local, read_rows, to_messages
 from medsft.evaluation.config import DataSpec
 from medsft.generate import split_think
 
@@ -26,6 +26,8 @@ class Example:
     reference: str
     """The reference answer, without any think block."""
     reference_think: str | None
+    group: str | None = None
+    """The row's value in `slice_column`, when one is named."""
 
     @property
     def conversation(self) -> list[Message]:
@@ -35,6 +37,24 @@ class Example:
         return [*self.prompt, answer]
 
 
+def check_source(source: str, what: str) -> None:
+    """Fail now on a local path that does not exist (a hub id is checked when read)."""
+    if is_local(source) and not glob.has_magic(source) and not os.path.exists(source):
+        raise FileNotFoundError(f"{what} {source!r} does not exist")
+
+
+def _group(row: Row, column: str | None, what: str) -> str | None:
+    if column is None:
+        return None
+    value = row.data.get(column) if isinstance(row.data, dict) else None
+    if value is None or str(value).strip() == "":
+        raise ValueError(
+            f"{what}.slice_column: {row.where}: no value in column {column!r}; every row needs "
+            "one (or set slice_column: null)"
+        )
+    return str(value).strip()
+
+
 def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
     """Read a test set: question = the last user message, reference = the last assistant one.
 
@@ -42,12 +62,7 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
     """
     if spec.limit is not None and spec.limit < 1:
         raise ValueError(f"{what}.limit must be >= 1 or null, got {spec.limit}")
-    if (
-        is_local(spec.source)
-        and not glob.has_magic(spec.source)
-        and not os.path.exists(spec.source)
-    ):
-        raise FileNotFoundError(f"{what}.source {spec.source!r} does not exist")
+    check_source(spec.source, f"{what}.source")
     columns = column_map(spec.preset, spec.columns)
     examples = []
     for row in read_rows(spec.source, split=spec.split, subset=spec.subset):
@@ -67,8 +82,9 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
             raise ValueError(f"{what}: {row.where}: no user message before the reference answer")
         think, reference = split_think(messages[last]["content"])
         examples.append(
-            Example(len(examples), row.where, prompt, users[-1]["content"], reference, think)
-        )
+            Example(len(examples), row.where, prompt, users[-1]["content"], reference, think,
+                    _group(row, spec.slice_column, what))
+        )  # fmt: skip
     if not examples:
         raise ValueError(f"{what}: no rows in {spec.source!r}")
     return examples

@@ -1,0 +1,175 @@
+"""Multiple-choice benchmarks: reading, prompts, letter extraction, and loglik scoring checked
+against an independent computation with plain transformers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medsft.evaluation import EvalConfig, JudgeSettings, RuntimeSettings, ScoringSettings, evaluate
+from medsft.evaluation.config import DataSpec, McqSpec, SystemSpec
+from medsft.evaluation.mcq import extract_letters, load_mcq, mcq_prompt
+from medsft.generate import GenerationSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample" / "mcq_sample.csv"
+DEV = ROOT / "data" / "sample" / "mcq_dev.csv"
+
+
+def write_csv(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+def test_sample_reads_with_subjects_options_and_answer_sets():
+    items = load_mcq(McqSpec(source=str(SAMPLE)))
+    assert len(items) == 12
+    assert {it.subject for it in items} == {"内科", "儿科", "药理", "解剖"}
+    assert [it.answer for it in items if len(it.answer) > 1] == ["ABD"]
+    assert [len(it.options) for it in items].count(5) == 1  # empty E columns are dropped
+
+
+def test_cmmlu_layout_takes_the_subject_from_the_file_name(tmp_path):
+    header = ["", "Question", "A", "B", "C", "D", "Answer"]
+    write_csv(tmp_path / "anatomy.csv", [header, ["0", "问一", "甲", "乙", "丙", "丁", "B"]])
+    write_csv(tmp_path / "virology.csv", [header, ["0", "问二", "甲", "乙", "丙", "丁", "d"]])
+    items = load_mcq(McqSpec(source=str(tmp_path)))
+    assert [(it.subject, it.answer) for it in items] == [("anatomy", "B"), ("virology", "D")]
+    named = mcq_prompt(items[0], [], {"anatomy": "解剖学"})
+    assert named.startswith("以下是关于解剖学的单项选择题")
+    assert mcq_prompt(items[1], [], {"anatomy": "解剖学"}).startswith("以下是关于virology的")
+
+
+def test_columns_map_other_layouts_and_bad_rows_name_file_and_line(tmp_path):
+    path = write_csv(tmp_path / "cmb.csv", [["题目", "选项A", "选项B", "选项C", "答案", "科目"],
+                                            ["问", "甲", "乙", "丙", "A、C", "内科"],
+                                            ["问", "甲", "乙", "丙", "D", "外科"]])  # fmt: skip
+    columns = {"question": "题目", "answer": "答案", "subject": "科目", "A": "选项A", "B": "选项B",
+               "C": "选项C"}  # fmt: skip
+    spec = McqSpec(source=str(path), columns=columns, letters="ABC", limit=1)
+    assert load_mcq(spec)[0].answer == "AC"
+    with pytest.raises(ValueError, match=r"cmb.csv:3: answer 'D' .* not among the options ABC"):
+        load_mcq(McqSpec(source=str(path), columns=columns, letters="ABC"))
+
+
+@pytest.mark.parametrize(
+    "answer, expected",
+    [("答案是：B", "B"), ("答案：A、D", "AD"), ("正确答案为 C。因为……", "C"), ("The answer is D.", "D"),
+     ("B. 二甲双胍", "B"), ("（C）", "C"), ("选B", "B"), ("我认为应该多喝水。", None),
+     ("答案是F", None), ("A型血的人更容易……", None)],
+)  # fmt: skip
+def test_letters_are_extracted_from_generated_answers(answer, expected):
+    assert extract_letters(answer, "ABCDE") == expected
+
+
+def test_kshot_prompt_uses_dev_questions_of_the_same_subject():
+    items = load_mcq(McqSpec(source=str(SAMPLE)))
+    dev = load_mcq(McqSpec(source=str(SAMPLE), dev_source=str(DEV)), dev=True)
+    prompt = mcq_prompt(items[4], [d for d in dev if d.subject == items[4].subject])
+    assert prompt.startswith("以下是关于儿科的单项选择题")
+    assert "儿童缺铁性贫血" in prompt and "答案是：A\n\n题目：" + items[4].question in prompt
+    assert prompt.endswith("D. 12个月\n答案是：")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random tiny Qwen3 saved like any model, loaded below the way users load models."""
+    from medsft.model import load_tokenizer, random_qwen3
+
+    path = tmp_path_factory.mktemp("tiny")
+    random_qwen3("tiny", seed=3).save_pretrained(path)
+    load_tokenizer("qwen3").save_pretrained(path)
+    return path
+
+
+def _independent_logprobs(model_dir: Path, rows: list[dict], dev: list[dict]) -> list[dict]:
+    """log P(letter | prompt) per question, by hand: the CMMLU prompt rebuilt from the CSVs, each
+    letter appended and scored by a full forward pass of plain transformers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+
+    def block(r: dict) -> str:
+        options = [f"{c}. {r[c]}" for c in "ABCDE" if r[c]]
+        return "题目：" + r["Question"] + "\n" + "\n".join(options) + "\n答案是："
+
+    out = []
+    for r in rows:
+        shot = next(d for d in dev if d["subject"] == r["subject"])
+        kind = "多项" if len(r["Answer"]) > 1 else "单项"
+        prompt = f"以下是关于{r['subject']}的{kind}选择题，请直接给出正确答案的选项。\n\n"
+        prompt += block(shot) + shot["Answer"] + "\n\n" + block(r)
+        scores = {}
+        for letter in (c for c in "ABCDE" if r[c]):
+            ids = tokenizer(prompt + letter, add_special_tokens=False, return_tensors="pt")
+            with torch.no_grad():
+                logits = model(**ids).logits[0]
+            scores[letter] = torch.log_softmax(logits[-2], -1)[ids.input_ids[0, -1]].item()
+        out.append(scores)
+    return out
+
+
+def test_loglik_accuracy_agrees_with_plain_transformers(tiny_model_dir, tmp_path):
+    config = EvalConfig(
+        systems=[SystemSpec("tiny", str(tiny_model_dir), kind="model")],
+        test_set=DataSpec(source="data/sample/test_zh_med.json", limit=1),
+        mcq_set=McqSpec(source=str(SAMPLE), shots=1, dev_source=str(DEV)),
+        output_dir=str(tmp_path / "eval"),
+        generation=GenerationSettings(max_new_tokens=2),
+        scoring=ScoringSettings(n_resamples=200, perplexity=False, examples=0),
+        judge=JudgeSettings(enabled=False),
+        runtime=RuntimeSettings(accelerator="cpu", progress=False),
+    )
+    report = evaluate(config)
+    mcq = report["mcq"]
+    result = mcq["results"]["tiny/loglik"]
+
+    rows = list(csv.DictReader(SAMPLE.open(encoding="utf-8")))
+    dev = list(csv.DictReader(DEV.open(encoding="utf-8")))
+    by_hand = _independent_logprobs(tiny_model_dir, rows, dev)
+    assert [list(r) for r in result["raw"]] == [list(h) for h in by_hand]
+    diff = max(abs(r[c] - h[c]) for r, h in zip(result["raw"], by_hand, strict=True) for c in h)
+    assert diff < 1e-4, diff
+    predicted = [max(h, key=h.get) for h in by_hand]
+    assert result["predictions"] == predicted
+    correct = sum(p == r["Answer"] for p, r in zip(predicted, rows, strict=True))
+    assert result["accuracy"]["score"] == pytest.approx(100 * correct / 12)
+    assert result["accuracy"]["low"] <= result["accuracy"]["score"] <= result["accuracy"]["high"]
+    for subject, entry in result["subjects"].items():
+        mine = [
+            p == r["Answer"]
+            for p, r in zip(predicted, rows, strict=True)
+            if r["subject"] == subject
+        ]
+        assert entry["n"] == len(mine) and entry["score"] == pytest.approx(
+            100 * sum(mine) / len(mine)
+        )
+    print(f"\nloglik agreement: max |Δ log p| = {diff:.2e} over {sum(map(len, by_hand))} letters; "
+          f"accuracy {result['accuracy']['score']:.1f}% = {correct}/12 by hand")  # fmt: skip
+
+    markdown = (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
+    assert "## Multiple choice" in markdown and "| 儿科 | 3 |" in markdown
+    assert mcq["prompt_example"] in markdown  # the prompt format is shown
+    assert (tmp_path / "eval" / "mcq.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "eval" / "report.json").read_text(encoding="utf-8"))
+    assert saved["mcq"]["results"]["tiny/loglik"]["predictions"] == predicted
+
+
+@pytest.mark.parametrize(
+    "mcq, message",
+    [(McqSpec(source=str(SAMPLE), methods=[]), "methods is empty"),
+     (McqSpec(source=str(SAMPLE), shots=2), "k-shot needs mcq_set.dev_source"),
+     (McqSpec(source=str(SAMPLE), letters="AAB"), "distinct capital letters")],
+)  # fmt: skip
+def test_mcq_config_errors_say_how_to_fix(mcq, message):
+    from medsft.evaluation import validate_config
+
+    config = EvalConfig(systems=[SystemSpec("m", "random:tiny")], mcq_set=mcq)
+    with pytest.raises(ValueError, match=message):
+        validate_config(config)
