@@ -399,7 +399,9 @@ def _preset_hint(data: Any) -> str:
 def _message(where: str, name: str, m: Any) -> dict[str, str]:
     """One chat message: {role, content} (preset messages) or ShareGPT's {from, value}."""
     if isinstance(m, dict) and "role" not in m and "from" in m:
-        role, role_key, content = SHAREGPT_ROLES.get(m["from"], m["from"]), "from", m.get("value")
+        role = m["from"]
+        role = SHAREGPT_ROLES.get(role, role) if isinstance(role, str) else role
+        role_key, content = "from", m.get("value")
         known = ", ".join(SHAREGPT_ROLES)
     elif isinstance(m, dict) and "role" in m:
         role, role_key, content = m["role"], "role", m.get("content")
