@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from jsonargparse import lazy_instance  # noqa: E402
+from lightning.pytorch import Callback  # noqa: E402
 from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningCLI  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
@@ -59,8 +61,10 @@ class SFTCLI(LightningCLI):
         """Fail in seconds, not after GPU setup, when a hub model or dataset cannot be reached."""
         from medsft.data import is_local
         from medsft.model import check_source, ensure_hub_reachable, is_hub_id
+        from medsft.module import validate_strategy
 
         config = self.config
+        validate_strategy(config.trainer.strategy, config.model.finetune, config.model.quantize)
         _choose_cpu_threads(config.model.name_or_path, config.trainer.accelerator)
         for name in {config.model.name_or_path, config.model.tokenizer or ""} - {""}:
             check_source(name)
@@ -106,8 +110,11 @@ def _choose_cpu_threads(name_or_path: str, accelerator: Any) -> None:
         )
 
 
-def main(args: list[str] | None = None) -> SFTCLI:
-    """Parse the config, train, and save the adapter or model (rank 0) into the run directory."""
+def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> SFTCLI:
+    """Parse the config, train, and save the adapter or model (rank 0) into the run directory.
+
+    `callbacks` are added to the configured ones (benchmarks and tests observe the real run).
+    """
     cli = SFTCLI(
         SFTModule,
         SFTDataModule,
@@ -119,6 +126,7 @@ def main(args: list[str] | None = None) -> SFTCLI:
             "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="sft"),
         },
     )
+    cli.trainer.callbacks.extend(callbacks)
     ckpt_path = cli.config.get("ckpt_path")
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=_resolve_ckpt(cli, ckpt_path))
 

@@ -8,9 +8,9 @@ Rows stream: nothing is loaded whole, so Huatuo26M (or larger) trains from the h
 - Train/validation split by a hash of each example's id (or text): the same on every run, worker
   count and world size.
 - Sharding: row i goes to shard i mod (world_size * num_workers), so within an epoch every row is
-  read by exactly one (rank, worker). Validation is sharded across workers only: every rank sees
-  the whole (small) validation set, so all ranks run the same number of validation steps, and a
-  token-weighted loss (sum/count) is unchanged by the replication.
+  read by exactly one (rank, worker), in training and validation alike. Ranks whose shard ends
+  first step on empty padding batches until all are done (see `_UntilAllRanksDone`), so data
+  parallelism stays in step and the token-weighted loss (sum/count over all ranks) is exact.
 - Bad rows raise an error naming file, line and field, or with `skip_invalid` are skipped and
   counted in a logged summary.
 """
@@ -36,6 +36,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from medsft.chat import IGNORE_INDEX, EmptySupervision, MultiTurn, qa_messages, render_conversation
+from medsft.loss import supervised_positions
 
 log = logging.getLogger(__name__)
 
@@ -303,9 +304,8 @@ class SFTStream(IterableDataset):
     def _shard(self) -> tuple[int, int, int | None]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
-        # Every rank reads the whole validation set (see the module docstring).
-        rank, world = (self.rank, self.world_size) if self.split == "train" else (0, 1)
-        return rank * workers + worker, world * workers, info.seed if info else None
+        shard = self.rank * workers + worker
+        return shard, self.world_size * workers, info.seed if info else None
 
     def examples(self, shard: int = 0, num_shards: int = 1) -> Iterator[dict[str, Any]]:
         """Rendered examples of a shard in source order (no shuffling)."""
@@ -413,7 +413,11 @@ def _grouped(
 def collate(
     examples: list[dict[str, Any]], pad_token_id: int, *, pad_to_multiple_of: int = 1
 ) -> dict[str, Any]:
-    """Right-pad to the longest example; labels are padded with -100, so padding is never trained."""
+    """Right-pad to the longest example; labels are padded with -100, so padding is never trained.
+
+    Also the loss's supervised `positions` and `targets` (medsft.loss.supervised_positions),
+    computed here on the CPU so that the training step needs no host sync to find them.
+    """
     if not examples:
         raise ValueError("empty batch")
     longest = max(len(ex["input_ids"]) for ex in examples)
@@ -426,36 +430,60 @@ def collate(
         input_ids[i, :n] = torch.tensor(ex["input_ids"])
         labels[i, :n] = torch.tensor(ex["labels"])
         attention_mask[i, :n] = 1
+    positions, targets = supervised_positions(labels)
     return {
         "input_ids": input_ids,
         "labels": labels,
         "attention_mask": attention_mask,
+        "positions": positions,
+        "targets": targets,
         "index": [ex.get("index") for ex in examples],
         "meta": [ex.get("meta", {}) for ex in examples],
     }
 
 
 class _UntilAllRanksDone:
-    """Train loader for several ranks: after its own data, yields empty padding batches.
+    """A loader for several ranks: after its own data, yields empty padding batches.
 
-    Shards differ by a few examples, but DDP needs every rank to take the same number of steps.
-    A finished rank keeps stepping on a batch with no supervised token (zero gradient, zero
-    tokens, so the token-weighted loss is exact) until SFTModule sees every rank padding and ends
-    the epoch. Nothing is dropped or repeated.
+    Shards differ by a few examples, but data-parallel forward and backward are collective, so
+    every rank must take the same number of steps. A finished rank steps on a batch with no
+    supervised token (zero gradient, zero tokens, so the token-weighted loss is exact) until all
+    ranks are done. Nothing is dropped or repeated.
+
+    Training: SFTModule sees every rank padding at an accumulation boundary and ends the epoch.
+    Validation (`all_done` given): the loader asks the ranks before each batch and stops when
+    all are padding, so a sharded validation set never leaves a rank waiting in a collective.
     """
 
-    def __init__(self, loader: DataLoader, pad_token_id: int):
-        self.loader, self.pad_token_id = loader, pad_token_id
+    def __init__(
+        self,
+        loader: DataLoader,
+        pad_token_id: int,
+        all_done: Callable[[bool], bool] | None = None,
+    ):
+        self.loader, self.pad_token_id, self.all_done = loader, pad_token_id, all_done
+
+    def _padding(self) -> dict[str, Any]:
+        batch = collate(
+            [{"input_ids": [self.pad_token_id] * 2, "labels": [IGNORE_INDEX] * 2}],
+            self.pad_token_id,
+        )
+        batch["padding"] = True
+        return batch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        yield from self.loader
+        batches = iter(self.loader)
         while True:
-            batch = collate(
-                [{"input_ids": [self.pad_token_id] * 2, "labels": [IGNORE_INDEX] * 2}],
-                self.pad_token_id,
-            )
-            batch["padding"] = True
+            batch = next(batches, None)
+            if self.all_done is not None and self.all_done(batch is None):
+                return
+            if batch is None:
+                break
             yield batch
+        while True:
+            yield self._padding()
+            if self.all_done is not None and self.all_done(True):
+                return
 
 
 class SFTDataModule(LightningDataModule):
@@ -584,7 +612,16 @@ class SFTDataModule(LightningDataModule):
             return []
         if self.val_set is None:
             self.setup("validate")
-        return self._loader(self.val_set)
+        loader = self._loader(self.val_set)
+        if self.val_set.world_size > 1:
+            return _UntilAllRanksDone(loader, self.tokenizer.pad_token_id, self._all_ranks_done)
+        return loader
+
+    def _all_ranks_done(self, done: bool) -> bool:
+        """Collective: whether every rank's shard is exhausted."""
+        strategy = self.trainer.strategy
+        flag = torch.tensor(float(done), device=strategy.root_device)
+        return bool(strategy.reduce(flag, reduce_op="sum") >= self.trainer.world_size)
 
     def preview(self, n: int = 3) -> list[dict[str, Any]]:
         """The first `n` training examples in source order, for auditing (python -m medsft.chat)."""

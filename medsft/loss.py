@@ -10,8 +10,14 @@ t, predicted from positions < t. The shift happens here.
 Two ways in:
 - `logits` [B, T, V]: the model's full output.
 - `hidden_states` [B, T, H] and `head` (the output projection, called as a module so PEFT and
-  sharding hooks run): logits are computed only at supervised positions, in chunks. With Qwen3's 151,936-token vocabulary the full logits are the
-  largest tensor in training; prompts and padding never need them.
+  sharding hooks run): logits are computed only at supervised positions, in chunks. With Qwen3's
+  151,936-token vocabulary the full logits are the largest tensor in training; prompts and padding
+  never need them.
+
+Selecting positions with a boolean mask makes the host wait for the device (the result's size
+depends on the data). Training precomputes them on the CPU in the data loader
+(`supervised_positions`, called by medsft.data.collate) and passes `positions` and `targets`, so the
+step queues its work without a host sync.
 """
 
 from __future__ import annotations
@@ -24,12 +30,23 @@ import torch.nn.functional as F
 from medsft.chat import IGNORE_INDEX
 
 
+def supervised_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions, targets): flat indices into [B * T] of the positions whose *next* token is
+    supervised, and those next tokens. Row-major order, as `tensor[mask]` gives."""
+    targets = labels[:, 1:]
+    mask = torch.zeros_like(labels, dtype=torch.bool)
+    mask[:, :-1] = targets != IGNORE_INDEX
+    return mask.flatten().nonzero().squeeze(1), labels[:, 1:][mask[:, :-1]]
+
+
 def masked_nll(
     labels: torch.Tensor,
     *,
     logits: torch.Tensor | None = None,
     hidden_states: torch.Tensor | None = None,
     head: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    positions: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
     chunk_size: int = 2048,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sum of next-token NLL over supervised positions, and their count.
@@ -39,15 +56,14 @@ def masked_nll(
         logits: [B, T, V] model outputs; or give `hidden_states` and `head` instead.
         hidden_states: [B, T, H] final hidden states (after the last norm).
         head: the output projection, e.g. `model.lm_head`: [*, H] -> [*, V].
+        positions, targets: `supervised_positions(labels)`, precomputed (hidden-state path):
+            no host sync.
         chunk_size: supervised positions per projection chunk (hidden-state path only).
 
     Returns:
         (nll_sum, n_tokens): float32 scalar with grad, int64 scalar. `nll_sum` is 0 (still
         connected to the graph) when nothing is supervised, so every rank can run backward.
     """
-    targets = labels[:, 1:]
-    mask = targets != IGNORE_INDEX
-    count = mask.sum()
     if logits is not None:
         if hidden_states is not None:
             raise ValueError("give either logits or hidden_states + head, not both")
@@ -55,16 +71,20 @@ def masked_nll(
             raise ValueError(
                 f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}"
             )
+        next_tokens = labels[:, 1:]
+        mask = next_tokens != IGNORE_INDEX
         selected = logits[:, :-1][mask].float()
-        return F.cross_entropy(selected, targets[mask], reduction="sum"), count
+        return F.cross_entropy(selected, next_tokens[mask], reduction="sum"), mask.sum()
     if hidden_states is None or head is None:
         raise ValueError("masked_nll needs logits, or hidden_states together with head")
     if hidden_states.shape[:2] != labels.shape:
         raise ValueError(
             f"hidden_states {tuple(hidden_states.shape)} do not match labels {tuple(labels.shape)}"
         )
-    h = hidden_states[:, :-1][mask]
-    y = targets[mask]
+    if positions is None:
+        positions, targets = supervised_positions(labels)
+    y, count = targets, (targets != IGNORE_INDEX).sum()
+    h = hidden_states.flatten(0, 1).index_select(0, positions)
     if h.shape[0] == 0:
         # A padding batch on a finished rank: zero, but every parameter stays in the graph, as
         # data-parallel backward expects.

@@ -206,11 +206,18 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any
 
 
 def resolve_dtype(dtype: DType) -> torch.dtype:
-    """`auto`: bfloat16 on a GPU that supports it, else float32."""
-    if dtype == "auto":
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
-    return getattr(torch, dtype)
+    """`auto`: bfloat16 on a GPU with native bf16 (Ampere and later), float16 on older GPUs, else
+    float32.
+
+    T4 and V100 only emulate bf16 (torch's `is_bf16_supported()` says yes there by default), which
+    runs several times slower than their fp16 tensor cores.
+    """
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if not torch.cuda.is_available():
+        return torch.float32
+    native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+    return torch.bfloat16 if native_bf16 else torch.float16
 
 
 def random_qwen3(preset: str, *, dtype: torch.dtype = torch.float32, seed: int = 0) -> Any:
@@ -226,14 +233,15 @@ def random_qwen3(preset: str, *, dtype: torch.dtype = torch.float32, seed: int =
     return Qwen3ForCausalLM(config).to(dtype)
 
 
-def _nf4_config() -> Any:
+def _nf4_config(compute_dtype: torch.dtype) -> Any:
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        # 4-bit weights are dequantized to this for each matmul; fp32 (CPU) would waste time.
+        bnb_4bit_compute_dtype=torch.bfloat16 if compute_dtype == torch.float32 else compute_dtype,
     )
 
 
@@ -283,7 +291,7 @@ def load_base_model(
         trust_remote_code=trust_remote_code,
     )
     if quantize == "nf4":
-        kwargs["quantization_config"] = _nf4_config()
+        kwargs["quantization_config"] = _nf4_config(torch_dtype)
         kwargs["device_map"] = {"": torch.device(device) if device is not None else "cpu"}
     model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
     if quantize is None and device is not None:
@@ -327,32 +335,45 @@ def build_model(
     )  # fmt: skip
     # The KV cache is useless in training and clashes with gradient checkpointing.
     model.config.use_cache = False
+    # No peft.prepare_model_for_kbit_training: it casts embeddings, the tied head and the norms to
+    # fp32, which makes the whole residual stream fp32 (~30% more activation memory) and re-casts
+    # the head on every loss chunk under autocast. A frozen base may stay in its loaded dtype; the
+    # norms compute in fp32 internally and PEFT keeps the adapter weights in fp32.
     if quantize is not None:
-        from peft import prepare_model_for_kbit_training
+        model.requires_grad_(False)
+    if gradient_checkpointing:
+        enable_checkpointing(model)
+    if finetune == "lora":
+        from peft import LoraConfig, get_peft_model
 
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing
+        config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            use_dora=lora.use_dora,
+            task_type="CAUSAL_LM",
         )
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if finetune == "lora":
-            model.enable_input_require_grads()
-    if finetune == "full":
-        return model
-    from peft import LoraConfig, get_peft_model
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = get_peft_model(model, config)
+    # from_pretrained returns a model in eval mode, and Lightning (>= 2.6) keeps the mode it finds:
+    # in eval mode the checkpointed layers skip checkpointing (and dropout is off) in training.
+    return model.train()
 
-    config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        use_dora=lora.use_dora,
-        task_type="CAUSAL_LM",
-    )
-    with torch.random.fork_rng(devices=[], enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
-        return get_peft_model(model, config)
+
+def enable_checkpointing(model: Any) -> None:
+    """Non-reentrant activation checkpointing on every decoder layer.
+
+    Reentrant checkpointing (what peft and older transformers fall back to) needs inputs that
+    require grad, breaks DDP's unused-parameter detection and is being deprecated by torch.
+    """
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def backbone_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:

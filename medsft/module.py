@@ -8,6 +8,11 @@ by `accumulate_grad_batches` (A) and data-parallel reduction averages over ranks
 optimizer step the gradients are rescaled by A * W / N, with N the supervised tokens of the whole
 step across all ranks. Every supervised token then weighs the same, however answers are spread
 over micro-batches and ranks. Logged losses follow the same rule.
+
+No host syncs on ordinary steps: supervised positions come precomputed from the data loader, the
+token counts stay on the device (one all-reduce per optimizer step on several ranks), and
+metrics are read to the host only on logging steps (`trainer.log_every_n_steps`). On several
+ranks one flag per accumulation window is read to end the epoch together.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.nn.functional as F
 from lightning import LightningModule
 from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 
+from medsft.chat import IGNORE_INDEX
 from medsft.loss import masked_nll
 from medsft.metrics.likelihood import TokenPerplexity
 from medsft.model import (
@@ -52,6 +59,9 @@ class OptimizerSettings:
     """After warmup: cosine decay to `min_lr_ratio * lr` at the last step, or constant."""
     min_lr_ratio: float = 0.1
     """Final learning rate as a fraction of `lr` (cosine)."""
+    fused: bool | None = None
+    """torch's fused AdamW kernel; null = on for a single-device or DDP CUDA run (not FSDP2,
+    not fp16 with a loss scaler). Gradient clipping works with it (medsft clips itself)."""
 
 
 class FSDP2Strategy(ModelParallelStrategy):
@@ -84,6 +94,25 @@ class FSDP2Strategy(ModelParallelStrategy):
 StrategyRegistry.register(
     "fsdp2", FSDP2Strategy, description="FSDP2 over all ranks (medsft)", override=True
 )
+
+
+def validate_strategy(strategy: Any, finetune: str, quantize: str | None) -> None:
+    """FSDP2 shards full fine-tuning only: say so before any model is built.
+
+    `strategy` as configured (`"fsdp2"`, a class path) or a Strategy instance.
+    """
+    if isinstance(strategy, ModelParallelStrategy):
+        sharded = True
+    else:
+        name = strategy if isinstance(strategy, str) else str(getattr(strategy, "class_path", ""))
+        sharded = name == "fsdp2" or name.endswith(("FSDP2Strategy", "ModelParallelStrategy"))
+    if sharded and (finetune != "full" or quantize is not None):
+        raise ValueError(
+            "strategy fsdp2 shards full fine-tuning only: 4-bit weights cannot be sharded and a "
+            "LoRA adapter is small enough to replicate. Use --trainer.strategy ddp for LoRA and "
+            "QLoRA (configs/lora.yaml, configs/qlora.yaml), or --model.finetune full with "
+            "--model.quantize null for FSDP2 (configs/full.yaml)."
+        )
 
 
 class SFTModule(LightningModule):
@@ -132,8 +161,11 @@ class SFTModule(LightningModule):
         self.val_ppl = TokenPerplexity()
         # LoRA checkpoints hold only the adapter; the frozen base is rebuilt from name_or_path.
         self.strict_loading = finetune == "full"
-        self._window = torch.zeros(3, dtype=torch.float64)  # nll sum, supervised, all tokens
-        self._window_start = time.perf_counter()
+        # This optimizer step's nll sum, supervised and all tokens; and tokens since the last log.
+        self._window = torch.zeros(3, dtype=torch.float64)
+        self._since_log = torch.zeros(2, dtype=torch.float64)
+        self._log_start = time.perf_counter()
+        self._grad_norm: torch.Tensor | None = None
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -155,6 +187,7 @@ class SFTModule(LightningModule):
             # PEFT records the model's own path; a preset must be rebuilt by name when loading.
             self.model.peft_config["default"].base_model_name_or_path = self.name_or_path
         if self._device_mesh is not None:
+            validate_strategy(self.trainer.strategy, self.finetune, self.quantize)
             self._fully_shard()
 
     def _fully_shard(self) -> None:
@@ -179,25 +212,37 @@ class SFTModule(LightningModule):
 
     def step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of token NLL, supervised tokens) of a batch: the one step train and val share."""
+        labels = batch["labels"]
+        positions, targets = batch.get("positions"), batch.get("targets")
+        # No attention mask: batches are right-padded, and under causal attention a real token
+        # never sees the padding after it, so its output is the same. Padding positions are never
+        # supervised. Without a mask, transformers needs no host sync to inspect it and SDPA runs
+        # its causal (flash) kernel.
+        input_ids = batch["input_ids"]
         if self._device_mesh is not None:
-            # Under FSDP2 the root module must run its own forward to gather its parameters.
-            logits = self.model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits
-            return masked_nll(batch["labels"], logits=logits)
+            # Under FSDP2 the root module must run its own forward to gather its parameters; its
+            # boolean `logits_to_keep` still projects supervised positions only ([N, V] logits).
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+            logits = self.model(input_ids=input_ids, logits_to_keep=keep).logits
+            next_tokens = labels[:, 1:][keep[:, :-1]]
+            return F.cross_entropy(logits.float(), next_tokens, reduction="sum"), keep.sum()
         backbone, head = backbone_and_head(self.model)
-        hidden = backbone(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-        ).last_hidden_state
-        return masked_nll(batch["labels"], hidden_states=hidden, head=head)
+        hidden = backbone(input_ids=input_ids, use_cache=False).last_hidden_state
+        return masked_nll(
+            labels, hidden_states=hidden, head=head, positions=positions, targets=targets
+        )
+
+    def on_train_start(self) -> None:
+        self._log_start = time.perf_counter()
 
     def on_train_epoch_start(self) -> None:
         self._window = torch.zeros_like(self._window)
-        self._window_start = time.perf_counter()
 
     def on_train_batch_start(self, batch: dict[str, Any], batch_idx: int) -> int | None:
         # Every rank has finished its shard: end the epoch together, but only on an accumulation
         # boundary, so a partial window is completed by zero-token padding batches and stepped.
+        # The one host read per window on several ranks (see the module docstring).
         if self.trainer.world_size > 1 and batch_idx % self.trainer.accumulate_grad_batches == 0:
             padding = torch.tensor(float(batch.get("padding", False)), device=self.device)
             if self.trainer.strategy.reduce(padding, reduce_op="sum") >= self.trainer.world_size:
@@ -206,42 +251,79 @@ class SFTModule(LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         nll, n = self.step(batch)
-        # Kept on the device: no host sync per micro-batch.
         counts = torch.stack([nll.detach(), n, batch["attention_mask"].sum()]).to(torch.float64)
         self._window = self._window.to(counts.device) + counts
         return nll
 
+    def _is_logging_step(self) -> bool:
+        step, trainer = self.trainer.global_step, self.trainer
+        return step % trainer.log_every_n_steps == 0 or step + 1 == trainer.max_steps
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         window = self._window.to(self.device)
+        self._window = torch.zeros_like(window)
         if self.trainer.world_size > 1:
             window = self.trainer.strategy.reduce(window, reduce_op="sum")
-        nll_sum, n_sup, n_all = (float(x) for x in window)
-        self._window = torch.zeros_like(self._window)
-        if n_sup == 0:
-            # The data path drops examples without supervised tokens, so this is a bug upstream.
-            raise RuntimeError("an optimizer step saw no supervised token on any rank")
-        scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / n_sup
-        params = [p for p in self.parameters() if p.grad is not None]
-        torch._foreach_mul_([p.grad for p in params], scale)
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        if hasattr(grad_norm, "full_tensor"):
+        n_sup = window[1]
+        # The data path drops examples without supervised tokens and the epoch ends before a
+        # window of padding only, so this is a bug upstream; checked without a host sync.
+        torch._assert_async(n_sup > 0, "an optimizer step saw no supervised token on any rank")
+        scale = (self.trainer.accumulate_grad_batches * self.trainer.world_size / n_sup).float()
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        torch._foreach_mul_(grads, scale)
+        logging = self._is_logging_step()
+        self._grad_norm = (
+            torch.nn.utils.get_total_norm(grads)
+            if logging or self.trainer.gradient_clip_val
+            else None
+        )
+        self._since_log = self._since_log.to(window.device) + window[1:]
+        if logging:
+            self._log_train_metrics(optimizer, window)
+
+    def _log_train_metrics(self, optimizer: torch.optim.Optimizer, window: torch.Tensor) -> None:
+        """Read the step's figures to the host (the only sync of a logging step) and log them."""
+        grad_norm = self._grad_norm
+        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor, summed over shards
             grad_norm = grad_norm.full_tensor()
+        nll_sum, step_tokens, _ = window.tolist()
+        n_sup, n_all = self._since_log.tolist()
         now = time.perf_counter()
-        elapsed, self._window_start = now - self._window_start, now
+        elapsed, self._log_start = now - self._log_start, now
+        self._since_log = torch.zeros_like(self._since_log)
+        loss = nll_sum / step_tokens
         metrics = {
-            "train/loss": nll_sum / n_sup,
+            "train/loss": loss,
             "train/grad_norm": float(grad_norm),
             "train/lr": optimizer.param_groups[0]["lr"],
             "train/supervised_tokens_per_s": n_sup / elapsed,
             "train/tokens_per_s": n_all / elapsed,
-            "train/supervised_tokens": n_sup,
+            "train/supervised_tokens": step_tokens,
         }
         if torch.cuda.is_available():
             metrics["train/peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        self.log_dict(metrics, on_step=True, prog_bar=False, rank_zero_only=True)
-        self.log(
-            "loss", nll_sum / n_sup, prog_bar=True, on_step=True, logger=False, rank_zero_only=True
-        )
+        if self.trainer.is_global_zero and self.logger is not None:
+            self.logger.log_metrics(metrics, step=self.global_step)
+        self.log("loss", loss, prog_bar=True, on_step=True, logger=False, rank_zero_only=True)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip with the norm already computed for logging.
+
+        Lightning's own clipping refuses fused optimizers under any mixed precision (it cannot
+        tell bf16 without a loss scaler from fp16 with one); medsft never fuses with a scaler.
+        """
+        if not gradient_clip_val:
+            return
+        params = [p for p in self.parameters() if p.grad is not None]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, self._grad_norm)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         nll, n = self.step(batch)
@@ -267,7 +349,16 @@ class SFTModule(LightningModule):
             {"params": no_decay, "weight_decay": 0.0},
         ]
         if opt.name == "adamw":
-            fused = torch.cuda.is_available() and self._device_mesh is None
+            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+            fused = opt.fused
+            if fused is None:
+                fused = torch.cuda.is_available() and self._device_mesh is None and scaler is None
+            elif fused and scaler is not None:
+                raise ValueError(
+                    "optimizer.fused: true cannot be combined with 16-mixed precision (the fused "
+                    "kernel unscales gradients itself, after clipping would have run): use "
+                    "bf16-mixed, or optimizer.fused: false"
+                )
             optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas, fused=fused or None)
         else:
             import bitsandbytes as bnb
