@@ -16,7 +16,7 @@ import torch
 from torchmetrics import Metric
 
 from medsft.chat import IGNORE_INDEX, EmptySupervision, Message, render
-from medsft.loss import masked_nll
+from medsft.loss import masked_nll, supervised_positions
 
 
 @dataclass(frozen=True)
@@ -162,10 +162,16 @@ def perplexity(
             rows = [{"logits": logits[r : r + 1]} for r in range(len(chunk))]
         else:
             hidden = backbone(**inputs).last_hidden_state
-            rows = [
-                {"hidden_states": hidden[r : r + 1], "head": head, "chunk_size": NLL_CHUNK}
-                for r in range(len(chunk))
-            ]
+            rows = []
+            for r in range(len(chunk)):
+                # Supervised positions found on the host, so the device never has to report them.
+                positions, targets = supervised_positions(batch["labels"][r : r + 1])
+                rows.append(
+                    {
+                        "hidden_states": hidden[r : r + 1], "head": head, "chunk_size": NLL_CHUNK,
+                        "positions": positions.to(device), "targets": targets.to(device),
+                    }
+                )  # fmt: skip
         nll_parts += [masked_nll(labels[r : r + 1], **row)[0] for r, row in enumerate(rows)]
         bar.update(len(chunk))
     bar.close()
