@@ -120,6 +120,11 @@ def run_medsft(args: argparse.Namespace, log: StepLog) -> None:
                 "--packing: this medsft's SFTDataModule has no `packing` option yet "
                 "(data.packing, issue 11); run without --packing"
             )
+        if "position_ids" not in inspect.getsource(SFTModule.step):
+            sys.exit(
+                "--packing: this medsft's SFTModule.step does not pass a packed batch's "
+                "position_ids to the model, so packed examples would attend to each other"
+            )
         data_args["packing"] = True
     L.seed_everything(args.seed)
     module = SFTModule(

@@ -40,6 +40,7 @@ from lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from medsft.chat import IGNORE_INDEX, EmptySupervision, MultiTurn, qa_messages, render_conversation
+from medsft.flops import causal_pairs
 from medsft.loss import supervised_positions
 
 log = logging.getLogger(__name__)
@@ -469,6 +470,7 @@ def _concatenated(examples: list[dict]) -> dict:
         "input_ids": input_ids,
         "labels": labels,
         "position_ids": position_ids,
+        "lengths": [len(ex["input_ids"]) for ex in examples],
         "index": [ex.get("index") for ex in examples],
         "meta": {"packed": len(examples)},
     }
@@ -480,7 +482,8 @@ def collate(
     """Right-pad to the longest example; labels are padded with -100, so padding is never trained.
 
     Also the loss's supervised `positions` and `targets` (medsft.loss.supervised_positions),
-    computed here on the CPU so that the training step needs no host sync to find them.
+    computed here on the CPU so that the training step needs no host sync to find them, and
+    packed rows' `position_ids` (see `_packed`).
     """
     if not examples:
         raise ValueError("empty batch")
@@ -501,6 +504,11 @@ def collate(
         "attention_mask": attention_mask,
         "positions": positions,
         "targets": targets,
+        # Query-key pairs attention computes for these examples (packed ones count apart), for
+        # the model FLOPs of the step (medsft.flops): a host integer, no sync.
+        "attention_pairs": causal_pairs(
+            n for ex in examples for n in ex.get("lengths", [len(ex["input_ids"])])
+        ),
         "index": [ex.get("index") for ex in examples],
         "meta": [ex.get("meta", {}) for ex in examples],
     }

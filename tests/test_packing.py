@@ -41,11 +41,13 @@ def test_best_fit_keeps_examples_whole_and_fills_rows():
     assert len(rows) <= 1.03 * sum(lengths) / 1024 + 3
 
 
-def test_collate_pads_position_ids():
+def test_collate_pads_position_ids_and_counts_attention_per_example():
     rows = list(_packed(iter(_examples([5, 3, 9])), 10, random.Random(0)))
     batch = collate(rows, pad_token_id=0)
     assert batch["position_ids"].shape == batch["input_ids"].shape
-    assert "position_ids" not in collate(_examples([5, 3]), pad_token_id=0)
+    assert batch["attention_pairs"] == 15 + 6 + 45  # per example, not per packed row
+    plain = collate(_examples([5, 3]), pad_token_id=0)
+    assert "position_ids" not in plain and plain["attention_pairs"] == 15 + 6
 
 
 @pytest.mark.parametrize("finetune", ["full", "lora"])
