@@ -110,6 +110,8 @@ def write_result(
         "versions": versions(),
         "figures": figures,
     }
-    path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(record, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
     print(f"wrote {path}")
     return path

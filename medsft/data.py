@@ -11,12 +11,16 @@ Rows stream: nothing is loaded whole, so Huatuo26M (or larger) trains from the h
   read by exactly one (rank, worker), in training and validation alike. Ranks whose shard ends
   first step on empty padding batches until all are done (see `_UntilAllRanksDone`), so data
   parallelism stays in step and the token-weighted loss (sum/count over all ranks) is exact.
+- Packing (`packing: true`): shuffled training examples are packed whole, best-fit decreasing,
+  into rows of up to `max_length` tokens, with position ids restarting per example, so each
+  example attends only to itself and gets the loss it would get alone, with almost no padding.
 - Bad rows raise an error naming file, line and field, or with `skip_invalid` are skipped and
   counted in a logged summary.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import glob
 import hashlib
@@ -551,7 +555,9 @@ class SFTStream(IterableDataset):
             # whatever the process's own random state.
             rng = random.Random(hash((self.dm.seed, self.epoch, shard)))
             stream = _shuffled(stream, self.dm.shuffle_buffer, rng)
-            if self.dm.group_by_length:
+            if self.dm.packing:
+                stream = _packed(stream, self.dm.max_length, rng)
+            elif self.dm.group_by_length:
                 stream = _grouped(stream, self.dm.batch_size, rng)
         skip = self.skip.get(worker, 0)
         for n, example in enumerate(stream, start=1):
@@ -616,13 +622,74 @@ def data_counts(examples: list[dict[str, Any]]) -> dict[str, int]:
     return dict(total)
 
 
+def _packed(
+    stream: Iterator[dict], capacity: int, rng: random.Random, window: int = 512
+) -> Iterator[dict]:
+    """Best-fit decreasing packing of whole examples into rows of at most `capacity` tokens.
+
+    Each window of `window` examples is sorted longest first, and each example goes into the open
+    row with the least room that still fits it (a new row if none does); rows are then yielded in
+    random order. An example is never split. `position_ids` restart at 0 for each example, which
+    is how the model tells them apart: with them (and no attention mask) transformers attends
+    only within each example, so a packed row gives each example exactly the loss it has alone.
+    """
+    pending: list[dict] = []
+
+    def flush() -> Iterator[dict]:
+        rows: list[list[dict]] = []
+        room: list[tuple[int, int]] = []  # (free tokens, row), sorted: best fit by bisection
+        for ex in sorted(pending, key=lambda ex: len(ex["input_ids"]), reverse=True):
+            n = len(ex["input_ids"])
+            i = bisect.bisect_left(room, (n, -1))
+            if i == len(room):
+                rows.append([ex])
+                bisect.insort(room, (capacity - n, len(rows) - 1))
+                continue
+            free, row = room.pop(i)
+            rows[row].append(ex)
+            bisect.insort(room, (free - n, row))
+        rng.shuffle(rows)
+        for row in rows:
+            yield _concatenated(row)
+        pending.clear()
+
+    for item in stream:
+        pending.append(item)
+        if len(pending) == window:
+            yield from flush()
+    yield from flush()
+
+
+def _concatenated(examples: list[dict]) -> dict:
+    """One packed row: token ids, labels and per-example position ids, end to end."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    position_ids: list[int] = []
+    for ex in examples:
+        n = len(ex["input_ids"])
+        input_ids += ex["input_ids"]
+        # An example's first token is never predicted from the one before it in the row.
+        labels += [IGNORE_INDEX, *ex["labels"][1:]]
+        position_ids += range(n)
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "position_ids": position_ids,
+        "lengths": [len(ex["input_ids"]) for ex in examples],
+        "index": [ex.get("index") for ex in examples],
+        "meta": {"packed": len(examples)},
+        "counts": dict(sum((Counter(ex.get("counts", {})) for ex in examples), Counter())),
+    }
+
+
 def collate(
     examples: list[dict[str, Any]], pad_token_id: int, *, pad_to_multiple_of: int = 1
 ) -> dict[str, Any]:
     """Right-pad to the longest example; labels are padded with -100, so padding is never trained.
 
     Also the loss's supervised `positions` and `targets` (medsft.loss.supervised_positions),
-    computed here on the CPU so that the training step needs no host sync to find them.
+    computed here on the CPU so that the training step needs no host sync to find them, and
+    packed rows' `position_ids` (see `_packed`).
     """
     if not examples:
         raise ValueError("empty batch")
@@ -637,22 +704,30 @@ def collate(
         labels[i, :n] = torch.tensor(ex["labels"])
         attention_mask[i, :n] = 1
     positions, targets = supervised_positions(labels)
-    lengths = [len(ex["input_ids"]) for ex in examples]
     stream = [ex["position"] for ex in examples if "position" in ex]
-    return {
+    batch = {
         "input_ids": input_ids,
         "labels": labels,
         "attention_mask": attention_mask,
         "positions": positions,
         "targets": targets,
-        # For MFU: the query-key pairs causal attention computes (padding excluded).
-        "attention_pairs": torch.tensor(causal_pairs(lengths)),
+        # Query-key pairs attention computes for these examples (packed ones count apart), for
+        # the model FLOPs of the step (medsft.flops).
+        "attention_pairs": torch.tensor(
+            causal_pairs(n for ex in examples for n in ex.get("lengths", [len(ex["input_ids"])]))
+        ),
         "index": [ex.get("index") for ex in examples],
         "meta": [ex.get("meta", {}) for ex in examples],
         # (worker, examples it delivered in this epoch up to this batch): the resume point.
         "stream_position": max(stream, key=lambda p: p[1]) if stream else None,
         "data_counts": data_counts(examples),
     }
+    if "position_ids" in examples[0]:  # packed rows (see _packed); padding gets position 0
+        position_ids = torch.zeros((len(examples), longest), dtype=torch.long)
+        for i, ex in enumerate(examples):
+            position_ids[i, : len(ex["position_ids"])] = torch.tensor(ex["position_ids"])
+        batch["position_ids"] = position_ids
+    return batch
 
 
 class _UntilAllRanksDone:
@@ -771,6 +846,7 @@ class SFTDataModule(LightningDataModule):
         num_workers: int = 0,
         shuffle_buffer: int = 1000,
         group_by_length: bool = False,
+        packing: bool = False,
         pad_to_multiple_of: int = 8,
         skip_invalid: bool = False,
         seed: int = 0,
@@ -800,6 +876,9 @@ class SFTDataModule(LightningDataModule):
             num_workers: dataloader worker processes per rank.
             shuffle_buffer: size of the streaming shuffle buffer (1 = no shuffling).
             group_by_length: batch examples of similar length together (less padding).
+            packing: training rows of whole examples packed best-fit up to `max_length` tokens,
+                each example attending only to itself (position ids restart per example):
+                almost no padding. `batch_size` then counts packed rows.
             pad_to_multiple_of: pad batch length to a multiple of this (tensor-core friendly).
             skip_invalid: skip and count bad rows instead of stopping with an error.
             seed: shuffling seed.
@@ -812,6 +891,11 @@ class SFTDataModule(LightningDataModule):
         self.column_map = column_map(preset, columns)
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if packing and group_by_length:
+            raise ValueError(
+                "packing fills rows to max_length, so group_by_length has nothing to do: "
+                "set one of them"
+            )
         if max_length < 8 or batch_size < 1 or num_workers < 0:
             raise ValueError("max_length must be >= 8, batch_size >= 1 and num_workers >= 0")
         for name in (source, val_source):
@@ -834,6 +918,7 @@ class SFTDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.shuffle_buffer = shuffle_buffer
         self.group_by_length = group_by_length
+        self.packing = packing
         self.pad_to_multiple_of = pad_to_multiple_of
         self.skip_invalid = skip_invalid
         self.seed = seed

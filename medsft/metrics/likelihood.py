@@ -16,7 +16,7 @@ import torch
 from torchmetrics import Metric
 
 from medsft.chat import IGNORE_INDEX, EmptySupervision, Message, render
-from medsft.loss import masked_nll
+from medsft.loss import masked_nll, supervised_positions
 
 
 @dataclass(frozen=True)
@@ -152,20 +152,26 @@ def perplexity(
         chunk = examples[start : start + batch_size]
         batch = collate([ex for _, ex in chunk], tokenizer.pad_token_id)
         counts += (batch["labels"][:, 1:] != IGNORE_INDEX).sum(dim=1).tolist()  # host tensor
-        inputs = {
-            "input_ids": batch["input_ids"].to(device),
-            "attention_mask": batch["attention_mask"].to(device),
-        }
+        input_ids = batch["input_ids"].to(device)
         labels = batch["labels"].to(device)
         if head is None:
-            logits = model(**inputs).logits
+            mask = batch["attention_mask"].to(device)
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
             rows = [{"logits": logits[r : r + 1]} for r in range(len(chunk))]
         else:
-            hidden = backbone(**inputs).last_hidden_state
-            rows = [
-                {"hidden_states": hidden[r : r + 1], "head": head, "chunk_size": NLL_CHUNK}
-                for r in range(len(chunk))
-            ]
+            # No attention mask, as in training (medsft.module): rows are right-padded, and under
+            # causal attention no real token sees the padding after it.
+            hidden = backbone(input_ids=input_ids, use_cache=False).last_hidden_state
+            rows = []
+            for r in range(len(chunk)):
+                # Supervised positions found on the host, so the device never has to report them.
+                positions, targets = supervised_positions(batch["labels"][r : r + 1])
+                rows.append(
+                    {
+                        "hidden_states": hidden[r : r + 1], "head": head, "chunk_size": NLL_CHUNK,
+                        "positions": positions.to(device), "targets": targets.to(device),
+                    }
+                )  # fmt: skip
         nll_parts += [masked_nll(labels[r : r + 1], **row)[0] for r, row in enumerate(rows)]
         bar.update(len(chunk))
     bar.close()

@@ -1,0 +1,260 @@
+"""medsft's training path against TRL's SFTTrainer on the same work, side by side.
+
+    pip install -e ".[bench]"                                     # TRL: for this benchmark only
+    OMP_NUM_THREADS=1 python benchmarks/vs_trl.py                 # random:tiny, batch 4 x 512
+    OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --packing       # both sides pack
+    python benchmarks/vs_trl.py --preset Qwen3-0.6B --batch-size 2 --max-length 256 --steps 6
+
+The same work on both sides: a `random:<preset>` Qwen3 (exact shapes, random weights, same seed),
+the real Qwen3 tokenizer, the same rows (the 500 real Huatuo26M-Lite rows of ../shared/data when
+present, else data/sample/huatuo_sample.jsonl, or `--data FILE` with question/answer fields),
+LoRA of the same rank, alpha and dropout on every linear projection, AdamW at the same learning
+rate, the same batch size and max length, fp32 (CPU) or bf16 (GPU), loss on the answer only.
+
+- medsft: what train.py runs: SFTModule + SFTDataModule driven by a Lightning Trainer.
+- TRL: SFTTrainer on prompt-completion conversations with `completion_only_loss=True` and
+  gradient checkpointing off (TRL turns it on by default; medsft's configs leave it off).
+  `--packing` gives TRL `packing=True, padding_free=True` (best-fit decreasing) and medsft
+  `data.packing: true`.
+
+Each side trains in its own process (clean peak memory), alternately, for `--rounds` rounds.
+A step's time is the interval between the ends of consecutive optimizer steps (data loading
+included on both sides); the first `--warmup` steps are left out. Tokens are the non-padding
+tokens of each batch, supervised tokens those with a label. Peak memory is the process's peak RSS
+on CPU (model build included) and the CUDA allocator's peak on a GPU. Medians over rounds,
+ratios (medsft / TRL) last. Writes benchmarks/results/vs_trl_<preset>[_packing].json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from record import write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SHARED_ROWS = ROOT.parent / "shared/data/huatuo26m_lite/huatuo26m_lite_qa500.enddonkey.jsonl"
+SAMPLE_ROWS = ROOT / "data/sample/huatuo_sample.jsonl"
+IGNORE_INDEX = -100
+
+
+class StepLog:
+    """Per optimizer step: end time, non-padding tokens and supervised tokens of its batch."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+        self.tokens: list[int] = []
+        self.supervised: list[int] = []
+        self._pending = (0, 0)
+
+    def batch(self, batch: dict[str, Any]) -> None:
+        labels = batch["labels"]
+        mask = batch.get("attention_mask")
+        tokens = int(mask.sum()) if mask is not None else labels.numel()  # padding-free: no pads
+        self._pending = (tokens, int((labels[..., 1:] != IGNORE_INDEX).sum()))
+
+    def step_end(self) -> None:
+        self.ends.append(time.perf_counter())
+        self.tokens.append(self._pending[0])
+        self.supervised.append(self._pending[1])
+
+    def figures(self, warmup: int) -> dict[str, Any]:
+        """Steady state: the steps after the first `warmup`, timed from the end of the last one."""
+        if len(self.ends) <= warmup + 1:
+            raise RuntimeError(f"only {len(self.ends)} steps ran; need more than warmup + 1")
+        seconds = self.ends[-1] - self.ends[warmup]
+        intervals = [
+            b - a for a, b in zip(self.ends[warmup:-1], self.ends[warmup + 1 :], strict=True)
+        ]
+        tokens, supervised = sum(self.tokens[warmup + 1 :]), sum(self.supervised[warmup + 1 :])
+        return {
+            "steps_timed": len(intervals),
+            "step_s_median": statistics.median(intervals),
+            "tokens_per_s": tokens / seconds,
+            "supervised_tokens_per_s": supervised / seconds,
+            "tokens_per_step": tokens / len(intervals),
+            "supervised_per_step": supervised / len(intervals),
+        }
+
+
+def peak_memory_mib() -> dict[str, float]:
+    import torch
+
+    if torch.cuda.is_available():
+        return {"cuda_peak_mib": torch.cuda.max_memory_allocated() / 2**20}
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_medsft(args: argparse.Namespace, log: StepLog) -> None:
+    import lightning as L
+    import torch
+
+    from medsft.data import SFTDataModule
+    from medsft.model import LoraSettings
+    from medsft.module import OptimizerSettings, SFTModule
+
+    class Timer(L.Callback):
+        def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
+            log.batch(batch)
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+            log.step_end()
+
+    data_args: dict[str, Any] = dict(
+        source=str(args.data), tokenizer="qwen3", preset="huatuo", val_fraction=0.0,
+        max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
+    )  # fmt: skip
+    if args.packing:
+        if "packing" not in inspect.signature(SFTDataModule).parameters:
+            sys.exit(
+                "--packing: this medsft's SFTDataModule has no `packing` option yet "
+                "(data.packing, issue 11); run without --packing"
+            )
+        if "position_ids" not in inspect.getsource(SFTModule.step):
+            sys.exit(
+                "--packing: this medsft's SFTModule.step does not pass a packed batch's "
+                "position_ids to the model, so packed examples would attend to each other"
+            )
+        data_args["packing"] = True
+    L.seed_everything(args.seed)
+    module = SFTModule(
+        f"random:{args.preset}", tokenizer="qwen3", finetune="lora",
+        lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05),
+        optimizer=OptimizerSettings(lr=args.lr, schedule="constant"),
+    )  # fmt: skip
+    gpu = torch.cuda.is_available()
+    trainer = L.Trainer(
+        accelerator="gpu" if gpu else "cpu", devices=1, precision="bf16-true" if gpu else "32-true",
+        max_steps=args.warmup + args.steps, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+        num_sanity_val_steps=0, callbacks=[Timer()],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=SFTDataModule(**data_args))
+
+
+def run_trl(args: argparse.Namespace, log: StepLog) -> None:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from medsft.model import QWEN3_LINEAR, load_tokenizer, random_qwen3
+
+    class Counted(SFTTrainer):
+        def training_step(self, model, inputs, *rest, **kwargs):
+            log.batch(inputs)
+            return super().training_step(model, inputs, *rest, **kwargs)
+
+    class Timer(TrainerCallback):
+        def on_step_end(self, *_args, **_kwargs) -> None:
+            log.step_end()
+
+    rows = [json.loads(line) for line in args.data.read_text("utf-8").splitlines() if line.strip()]
+    dataset = Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": row["question"]}],
+                "completion": [{"role": "assistant", "content": row["answer"]}],
+                # medsft renders with enable_thinking=False too (empty think block in the prompt).
+                "chat_template_kwargs": {"enable_thinking": False},
+            }
+            for row in rows
+        ]
+    )
+    gpu = torch.cuda.is_available()
+    model = random_qwen3(
+        args.preset, seed=args.seed, dtype=torch.bfloat16 if gpu else torch.float32
+    )
+    config = SFTConfig(
+        output_dir=str(Path(os.environ.get("TMPDIR", "/tmp")) / "vs_trl"), report_to="none",
+        max_steps=args.warmup + args.steps, per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
+        max_length=args.max_length, completion_only_loss=True, packing=args.packing,
+        padding_free=args.packing, gradient_checkpointing=False, bf16=gpu, use_cpu=not gpu,
+        save_strategy="no", logging_steps=10_000, seed=args.seed, dataloader_num_workers=0,
+        disable_tqdm=True,
+    )  # fmt: skip
+    lora = LoraConfig(
+        r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.05,
+        target_modules=list(QWEN3_LINEAR), task_type="CAUSAL_LM",
+    )  # fmt: skip
+    trainer = Counted(
+        model=model, args=config, train_dataset=dataset, processing_class=load_tokenizer("qwen3"),
+        peft_config=lora, callbacks=[Timer()],
+    )  # fmt: skip
+    trainer.train()
+
+
+def child(args: argparse.Namespace) -> None:
+    log = StepLog()
+    (run_medsft if args.side == "medsft" else run_trl)(args, log)
+    print(json.dumps({**log.figures(args.warmup), **peak_memory_mib()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="tiny", help="random:<preset> model shape")
+    parser.add_argument(
+        "--data", type=Path, default=SHARED_ROWS if SHARED_ROWS.is_file() else SAMPLE_ROWS
+    )
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--lora-r", type=int, default=16, help="rank; alpha = 2 r, dropout 0.05")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per round and side")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--packing", action="store_true", help="pack on both sides")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--side", choices=["medsft", "trl"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        child(args)
+        return
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        sys.exit('TRL is not installed: pip install -e ".[bench]"')
+    runs: dict[str, list[dict[str, Any]]] = {"medsft": [], "trl": []}
+    for round_ in range(args.rounds):
+        for side in runs:
+            cmd = [sys.executable, __file__, *sys.argv[1:], "--side", side]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode:
+                sys.exit(f"{side} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
+            runs[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"round {round_ + 1} {side}: {runs[side][-1]}", flush=True)
+    summary = {
+        side: {key: statistics.median(r[key] for r in results) for key in results[0]}
+        for side, results in runs.items()
+    }
+    memory = "cuda_peak_mib" if "cuda_peak_mib" in summary["medsft"] else "peak_rss_mib"
+    ratios = {
+        key: summary["medsft"][key] / summary["trl"][key]
+        for key in ("tokens_per_s", "supervised_tokens_per_s", "step_s_median", memory)
+    }
+    print(
+        f"\n{'median of ' + str(args.rounds) + ' rounds':<28}{'medsft':>12}{'TRL':>12}{'ratio':>8}"
+    )
+    for key in ("tokens_per_s", "supervised_tokens_per_s", "step_s_median", memory):
+        m, t = summary["medsft"][key], summary["trl"][key]
+        print(f"{key:<28}{m:>12.2f}{t:>12.2f}{ratios[key]:>7.2f}x")
+    name = f"vs_trl_{args.preset}" + ("_packing" if args.packing else "")
+    figures = {"rows": str(args.data), "medsft": summary["medsft"], "trl": summary["trl"]}
+    figures |= {"ratios_medsft_over_trl": ratios, "rounds": runs}
+    write_result(name, figures, args={k: str(v) for k, v in vars(args).items() if k != "side"})
+
+
+if __name__ == "__main__":
+    main()
