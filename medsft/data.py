@@ -115,6 +115,7 @@ class StreamStats:
     def counts(self) -> dict[str, int]:
         """The counters carried in batches (medsft.datastats), cumulative for this pass."""
         return {
+            "examples": self.examples,
             "rows": self.rows,
             "invalid": sum(self.invalid.values()),
             "dropped": self.dropped,
@@ -616,8 +617,8 @@ def _grouped(
 
 def data_counts(examples: list[dict[str, Any]]) -> dict[str, int]:
     """A batch's data counters (plain ints: no device copy) for medsft.datastats.DataMonitor."""
-    total = Counter({"examples": sum("counts" in ex for ex in examples)})
-    for ex in examples:
+    total: Counter = Counter()
+    for ex in examples:  # an example's own increments, or a packed row's sum of them
         total.update(ex.get("counts", {}))
     return dict(total)
 

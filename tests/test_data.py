@@ -418,7 +418,7 @@ def test_truncated_answers_are_counted_or_dropped(tmp_path):
     dropping = SFTStream(dm(path, max_length=40, truncation="drop"), "train", 0, 1)
     (kept,) = dropping.examples()
     assert data_end(dropping.dm.tokenizer, kept) and dropping.stats.dropped_truncated == 1
-    assert kept["counts"] == {"rows": 1, "invalid": 0, "dropped": 0, "truncated": 0}
+    assert kept["counts"] == {"examples": 1, "rows": 1, "invalid": 0, "dropped": 0, "truncated": 0}
     with pytest.raises(ValueError, match="truncation must be"):
         dm(path, truncation="left")
 
@@ -428,11 +428,13 @@ def data_end(tokenizer, example):
     return tokenizer.decode(supervised).endswith("<|im_end|>")
 
 
-def test_counts_reach_batches_from_worker_processes(tmp_path):
+@pytest.mark.parametrize("packing", [False, True])
+def test_counts_reach_batches_from_worker_processes(tmp_path, packing):
     rows = [{"question": "问", "answer": "答" * (3 if i % 2 else 200)} for i in range(10)]
     path = Path(write_jsonl(tmp_path / "d.jsonl", rows))
     path.write_text(path.read_text() + "{bad\n")
-    data = dm(str(path), max_length=48, num_workers=2, batch_size=2, skip_invalid=True)
+    data = dm(str(path), max_length=48, num_workers=2, batch_size=2, skip_invalid=True,
+              packing=packing)  # fmt: skip
     data.setup()
     total = Counter()
     for batch in data.train_dataloader():
