@@ -11,6 +11,11 @@ folder trains to the end with no checkpoint. `SafeCheckpointIO` instead:
   good checkpoints exist at every moment;
 - deletes temp files of saves whose process died (at each save), and raises on any write error.
 
+`WholeShardedSaves` does the same for FSDP2's distributed checkpoints (a directory of shards):
+Lightning writes them into the existing directory, so a kill mid-save mixes two steps' shards
+under the old index; here every rank writes into a sibling temp directory, and rank 0 renames it
+into place once all ranks are done.
+
 `usable_checkpoint` checks a checkpoint cheaply before resuming (a `torch.save` file is a zip
 archive: a truncated or empty one has no central directory; an FSDP2 distributed checkpoint is a
 directory with a `.metadata` file) and falls back to the kept previous one, saying so; loading
@@ -20,6 +25,7 @@ falls back the same way when a file passes that check but still fails to load.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -57,13 +63,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def remove_orphans(folder: str | Path) -> list[Path]:
-    """Delete temp files left by saves whose process was killed; returns what was deleted."""
+    """Delete temp files (and sharded temp folders) left by saves whose process was killed."""
     removed = []
     for tmp in Path(folder).glob(f".*{TEMP_MARK}*"):
         pid = tmp.name.rsplit(TEMP_MARK, 1)[1]
         if pid.isdigit() and not _alive(int(pid)):
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
             removed.append(tmp)
     return removed
 
@@ -202,4 +215,46 @@ class SafeCheckpointIO(TorchCheckpointIO):
 
     def remove_checkpoint(self, path: Any) -> None:
         super().remove_checkpoint(path)
-        previous_path(path).unlink(missing_ok=True)
+        _remove(previous_path(path))
+
+
+class WholeShardedSaves:
+    """For a ModelParallelStrategy (FSDP2): distributed checkpoints written beside the target
+    and renamed into place when every rank has written its shards; the previous one is kept.
+
+    Mixed in before the strategy class: `class FSDP2Strategy(WholeShardedSaves, ...)`.
+    """
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], filepath: Any, storage_options: Any | None = None
+    ) -> None:
+        if not getattr(self, "_save_distributed_checkpoint", False):  # one file: CheckpointIO
+            return super().save_checkpoint(checkpoint, filepath, storage_options)
+        path = Path(self.broadcast(str(filepath)))
+        tmp = path.with_name(f".{path.name}{TEMP_MARK}{self.broadcast(os.getpid())}")
+        leader = self.global_rank == 0
+        if leader:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            remove_orphans(path.parent)
+            _remove(tmp)
+        self.barrier("medsft_checkpoint_begin")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+        except BaseException:
+            if leader:
+                _remove(tmp)
+            raise
+        self.barrier("medsft_checkpoint_written")  # every shard and the index are in tmp
+        if leader:
+            if path.exists():
+                previous = previous_path(path)
+                _remove(previous)
+                os.replace(path, previous)  # a moment without `path`: resume takes previous
+            os.replace(tmp, path)
+            _fsync_dir(path.parent)
+        self.barrier("medsft_checkpoint_renamed")
+
+    def remove_checkpoint(self, filepath: Any) -> None:
+        super().remove_checkpoint(filepath)
+        if self.global_rank == 0:
+            _remove(previous_path(filepath))

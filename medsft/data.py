@@ -104,6 +104,8 @@ class StreamStats:
     truncated_away: int = 0
     truncated: int = 0
     dropped_truncated: int = 0
+    augmented: int = 0
+    """Augmented copies made (data.augment)."""
 
     @property
     def dropped(self) -> int:
@@ -119,19 +121,20 @@ class StreamStats:
             "truncated": self.truncated,
         }
 
-    augmented: int = 0
-    """Augmented copies made (data.augment)."""
-
     def summary(self) -> str:
-        invalid = ", ".join(f"{k}: {v}" for k, v in sorted(self.invalid.items())) or "none"
-        return (
-            f"{self.rows} rows read, {self.examples} examples, {self.other_split} in the other "
-            f"split, {sum(self.invalid.values())} invalid skipped ({invalid}), "
-            f"{self.truncated_away} dropped with no supervised token after truncation, "
-            f"{self.dropped_truncated} dropped because max_length would cut the answer, "
-            f"{self.truncated} with the answer truncated"
-            + (f", {self.augmented} augmented copies" if self.augmented else "")
-        )
+        invalid = ", ".join(f"{k}: {v}" for k, v in sorted(self.invalid.items()))
+        parts = [f"{self.rows} rows read", f"{self.examples} examples"]
+        for count, what in [
+            (self.other_split, "in the other split"),
+            (sum(self.invalid.values()), f"invalid skipped ({invalid})"),
+            (self.truncated_away, "dropped with no supervised token after truncation"),
+            (self.dropped_truncated, "dropped because max_length would cut the answer"),
+            (self.truncated, "with the answer truncated (no end-of-turn token)"),
+            (self.augmented, "augmented copies"),
+        ]:
+            if count:
+                parts.append(f"{count} {what}")
+        return ", ".join(parts)
 
 
 class EmptySource(UserError, ValueError):
@@ -400,7 +403,9 @@ def _preset_hint(data: Any) -> str:
 def _message(where: str, name: str, m: Any) -> dict[str, str]:
     """One chat message: {role, content} (preset messages) or ShareGPT's {from, value}."""
     if isinstance(m, dict) and "role" not in m and "from" in m:
-        role, role_key, content = SHAREGPT_ROLES.get(m["from"], m["from"]), "from", m.get("value")
+        role = m["from"]
+        role = SHAREGPT_ROLES.get(role, role) if isinstance(role, str) else role
+        role_key, content = "from", m.get("value")
         known = ", ".join(SHAREGPT_ROLES)
     elif isinstance(m, dict) and "role" in m:
         role, role_key, content = m["role"], "role", m.get("content")

@@ -29,6 +29,7 @@ from lightning import LightningModule
 from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 
 from medsft.chat import IGNORE_INDEX
+from medsft.checkpoint import WholeShardedSaves
 from medsft.errors import ConfigError, UserError
 from medsft.flops import FlopCounter, mfu
 from medsft.loss import masked_nll
@@ -86,8 +87,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-class FSDP2Strategy(ModelParallelStrategy):
+class FSDP2Strategy(WholeShardedSaves, ModelParallelStrategy):
     """FSDP2 across every rank: ModelParallelStrategy with all ranks data-parallel.
+
+    Sharded checkpoints are written whole or not at all (medsft.checkpoint.WholeShardedSaves).
 
     ModelParallelStrategy's own default spends a node's GPUs on tensor parallelism, so
     `--trainer.devices 4` would need a matching `data_parallel_size`; here it follows the devices.

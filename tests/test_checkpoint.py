@@ -146,3 +146,37 @@ def test_train_refuses_an_unwritable_checkpoint_folder_before_training(tmp_path)
             "--config", str(ROOT / "configs/demo.yaml"), "--trainer.logger.init_args.save_dir",
             str(tmp_path), "--checkpoint.dirpath", str(tmp_path / "file" / "ckpt"),
         ])  # fmt: skip
+
+
+def test_sharded_checkpoints_are_renamed_into_place_whole(tmp_path, monkeypatch):
+    """FSDP2's distributed checkpoints (one process here): a failed save leaves the last good
+    directory and no temp folder; a good one keeps the one it replaces."""
+    import lightning.pytorch.strategies.model_parallel as mp
+
+    from medsft.module import FSDP2Strategy
+
+    strategy, path = FSDP2Strategy(), tmp_path / "last.ckpt"
+
+    def save(step):
+        strategy.save_checkpoint({"state_dict": {"w": torch.full((8,), float(step))}, "global_step": step}, path)  # fmt: skip
+
+    def step_of(folder):
+        return torch.load(folder / "meta.pt", weights_only=False)["global_step"]
+
+    save(1)
+    save(2)
+    assert usable_checkpoint(path) == path and step_of(path) == 2
+    assert step_of(previous_path(path)) == 1
+
+    def killed_midway(state, folder):
+        (Path(folder) / "__0_0.distcp").write_bytes(b"half a shard")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mp, "_distributed_checkpoint_save", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        save(3)
+    assert step_of(path) == 2 and step_of(previous_path(path)) == 1
+    assert b"half a shard" not in (path / "__0_0.distcp").read_bytes()  # step 2's shards, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.prev.ckpt"]
+    strategy.remove_checkpoint(path)
+    assert list(tmp_path.iterdir()) == []

@@ -369,6 +369,7 @@ def test_non_utf8_bytes_name_file_and_line_and_are_skipped_on_request(tmp_path, 
         ('{"question": "q"}\n{"oops\n', True, r"2 rows read, 0 examples, .*2 invalid skipped"),
         ('{"question": "' + "很长的问题" * 100 + '", "answer": "a"}\n', False, "1 dropped with no supervised"),
     ],
+    ids=["empty", "blank-lines", "empty-array", "all-invalid", "prompt-too-long"],
 )  # fmt: skip
 def test_a_source_with_no_usable_example_fails_at_setup_naming_it(tmp_path, text, skip, match):
     from medsft.data import EmptySource
@@ -442,13 +443,13 @@ def test_counts_reach_batches_from_worker_processes(tmp_path):
 
 # Fuzzing the readers: every input either gives examples or fails naming file and line (or
 # the file, for Parquet); none hangs or escapes with a bare exception.
-FUZZ = settings(max_examples=100, deadline=5000, suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=60, deadline=5000, suppress_health_check=list(HealthCheck))
 
 
-def _read_or_fail_clearly(path: Path, skip: bool) -> None:
+def _read_or_fail_clearly(path: Path, skip: bool, preset: str = "huatuo") -> None:
     from medsft.data import EmptySource
 
-    data = dm(str(path), skip_invalid=skip, max_length=64)
+    data = dm(str(path), skip_invalid=skip, max_length=64, preset=preset)
     try:
         data.check_not_empty()
         examples = list(SFTStream(data, "train", 0, 1).examples())
@@ -487,19 +488,37 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=12,
 )
+MESSAGE = st.fixed_dictionaries(
+    {}, optional={"role": st.sampled_from(["user", "assistant", "system", "gpt"]) | JSON_VALUES,
+                  "from": st.sampled_from(["human", "gpt", "user"]) | JSON_VALUES,
+                  "content": TEXT | JSON_VALUES, "value": TEXT | JSON_VALUES},
+)  # fmt: skip
 ROWS = st.lists(
     st.fixed_dictionaries({"question": TEXT | JSON_VALUES, "answer": TEXT | JSON_VALUES}, optional={"id": JSON_VALUES})
+    | st.fixed_dictionaries({}, optional={"messages": st.lists(MESSAGE, max_size=4) | JSON_VALUES,
+                                          "conversations": st.lists(MESSAGE, max_size=4)})
     | JSON_VALUES,
     max_size=6,
 )  # fmt: skip
 
 
 @FUZZ
-@given(ROWS, st.sampled_from(["jsonl", "json", "csv"]), st.booleans(), st.booleans())
-@example(
-    [{"question": "\ud800", "answer": "a"}, {"question": "q", "answer": "a"}], "jsonl", True, True
+@given(
+    ROWS,
+    st.sampled_from(["jsonl", "json", "csv"]),
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from(["huatuo", "messages", "sharegpt"]),
 )
-def test_fuzz_random_json_rows(rows, fmt, skip, ascii):
+@example(
+    [{"question": "\ud800", "answer": "a"}, {"question": "q", "answer": "a"}],
+    "jsonl",
+    True,
+    True,
+    "huatuo",
+)
+@example([{"conversations": [{"from": [1], "value": "v"}]}], "jsonl", False, True, "sharegpt")  # fmt: skip
+def test_fuzz_random_json_rows(rows, fmt, skip, ascii, preset):
     if fmt == "jsonl":
         text = "".join(json.dumps(r, ensure_ascii=ascii) + "\n" for r in rows)
     elif fmt == "json":
@@ -512,4 +531,5 @@ def test_fuzz_random_json_rows(rows, fmt, skip, ascii):
             [[str(v) for v in r.values()] if isinstance(r, dict) else [str(r)] for r in rows]
         )
         text = out.getvalue()
-    _read_or_fail_clearly(_fuzz_file(f".{fmt}", text.encode("utf-8", errors="surrogatepass")), skip)
+    data = text.encode("utf-8", errors="surrogatepass")
+    _read_or_fail_clearly(_fuzz_file(f".{fmt}", data), skip, preset)

@@ -35,6 +35,19 @@ def test_truncation_is_logged_and_warned_before_a_pass_ends(tmp_path, caplog):
     assert "1 of 2 rows read so far (50.0%) were dropped" in caplog.text
 
 
+def test_epochs_without_data_stop_the_run(tmp_path, monkeypatch):
+    """Past the start-up check (data that vanished, or a stream that yields nothing), Lightning
+    would loop over empty epochs forever; the run stops after two instead."""
+    from medsft.data import EmptySource, SFTDataModule
+
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    monkeypatch.setattr(SFTDataModule, "check_not_empty", lambda self: None)
+    with pytest.raises(EmptySource, match=f"2 training epochs in a row had no batch.*{empty}"):
+        # max_epochs bounds the loop should the guard fail: then the run would end "successfully".
+        train(tmp_path, "--data.source", str(empty), "--trainer.max_epochs", "50")
+
+
 def test_resume_from_a_damaged_checkpoint_uses_the_previous_one(tmp_path, capsys):
     """A save every step: the one before the last is kept beside it."""
     every = ("--checkpoint.every_n_train_steps", "1")
