@@ -982,6 +982,8 @@ class SFTDataModule(LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=lambda b: collate(b, pad, pad_to_multiple_of=self.pad_to_multiple_of),
             persistent_workers=False,
+            # Page-locked batches copy to the GPU without making the host wait for it.
+            pin_memory=torch.cuda.is_available(),
             multiprocessing_context="fork" if self.num_workers and os.name == "posix" else None,
             # Its own generator: iterating never draws from the global RNG, which the model's
             # dropout uses, so a resumed run's random stream matches the uninterrupted one.

@@ -260,16 +260,23 @@ class SFTModule(LightningModule):
         # supervised. Without a mask, transformers needs no host sync to inspect it and SDPA runs
         # its causal (flash) kernel.
         input_ids = batch["input_ids"]
+        # Packed rows (data.packing): position ids restart at each example, which is how
+        # transformers keeps attention inside each one (block-diagonal, or flash varlen).
+        position_ids = batch.get("position_ids")
         if self._device_mesh is not None:
             # Under FSDP2 the root module must run its own forward to gather its parameters; its
             # boolean `logits_to_keep` still projects supervised positions only ([N, V] logits).
             keep = torch.zeros_like(labels, dtype=torch.bool)
             keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-            logits = self.model(input_ids=input_ids, logits_to_keep=keep).logits
+            logits = self.model(
+                input_ids=input_ids, position_ids=position_ids, logits_to_keep=keep
+            ).logits
             next_tokens = labels[:, 1:][keep[:, :-1]]
             return F.cross_entropy(logits.float(), next_tokens, reduction="sum"), keep.sum()
         backbone, head = backbone_and_head(self.model)
-        hidden = backbone(input_ids=input_ids, use_cache=False).last_hidden_state
+        hidden = backbone(
+            input_ids=input_ids, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
         return masked_nll(
             labels, hidden_states=hidden, head=head, positions=positions, targets=targets
         )

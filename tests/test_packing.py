@@ -7,8 +7,7 @@ import torch
 
 from medsft.chat import IGNORE_INDEX
 from medsft.data import SFTDataModule, _packed, collate
-from medsft.loss import masked_nll
-from medsft.model import backbone_and_head, build_model
+from medsft.model import build_model
 
 
 def _examples(lengths, seed=0):
@@ -52,15 +51,16 @@ def test_collate_pads_position_ids_and_counts_attention_per_example():
 
 @pytest.mark.parametrize("finetune", ["full", "lora"])
 def test_packed_equals_unpacked_losses_and_gradients(finetune):
-    torch.manual_seed(0)
-    model = build_model("random:tiny", finetune=finetune).eval()  # eval: no LoRA dropout
-    backbone, head = backbone_and_head(model)
-    examples = _examples([37, 12, 50, 23])
-    params = [p for p in model.parameters() if p.requires_grad]
+    from medsft.module import SFTModule
 
-    def loss_and_grads(batch, **kwargs):
-        hidden = backbone(input_ids=batch["input_ids"], use_cache=False, **kwargs)
-        nll, n = masked_nll(batch["labels"], hidden_states=hidden.last_hidden_state, head=head)
+    torch.manual_seed(0)
+    module = SFTModule(finetune=finetune)
+    module.model = build_model("random:tiny", finetune=finetune).eval()  # eval: no dropout
+    examples = _examples([37, 12, 50, 23])
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def loss_and_grads(batch):  # the training step itself, as train.py runs it
+        nll, n = module.step(batch)
         grads = torch.autograd.grad(nll, params)
         return nll.detach(), int(n), grads
 
@@ -68,13 +68,13 @@ def test_packed_equals_unpacked_losses_and_gradients(finetune):
     rows = list(_packed(iter(examples), 64, random.Random(0)))
     assert len(rows) == 2  # 37 + 23 and 50 + 12
     packed_batch = collate(rows, pad_token_id=0)
-    packed = loss_and_grads(packed_batch, position_ids=packed_batch["position_ids"])
+    packed = loss_and_grads(packed_batch)
     assert packed[1] == plain[1]
     assert packed[0].item() == pytest.approx(plain[0].item(), rel=1e-5)
     for a, b in zip(packed[2], plain[2], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     # Without its position ids the packed row attends across examples: other gradients.
-    crossed = loss_and_grads(packed_batch)
+    crossed = loss_and_grads({k: v for k, v in packed_batch.items() if k != "position_ids"})
     pairs = zip(crossed[2], plain[2], strict=True)
     assert not all(torch.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in pairs)
 
