@@ -193,10 +193,10 @@ class SFTModule(LightningModule):
         self.val_ppl = TokenPerplexity()
         # LoRA checkpoints hold only the adapter; the frozen base is rebuilt from name_or_path.
         self.strict_loading = finetune == "full"
-        # This optimizer step's nll sum, supervised tokens, all tokens and causal attention pairs;
-        # and the last three summed since the last log.
-        self._window = torch.zeros(4, dtype=torch.float64)
-        self._since_log = torch.zeros(3, dtype=torch.float64)
+        # This optimizer step's nll sum, supervised tokens, real tokens, causal attention pairs
+        # and token slots (real + padding); and the last four summed since the last log.
+        self._window = torch.zeros(5, dtype=torch.float64)
+        self._since_log = torch.zeros(4, dtype=torch.float64)
         self._flops: FlopCounter | None = None
         self._rng_to_restore: dict[str, Any] | None = None
         self._skipped_in_a_row = 0
@@ -305,7 +305,9 @@ class SFTModule(LightningModule):
         counts = torch.stack(
             [nll.detach(), n, batch["attention_mask"].sum(), batch["attention_pairs"]]
         ).to(torch.float64)
-        self._window = self._window.to(counts.device) + counts
+        self._window = self._window.to(counts.device)
+        self._window[:4] += counts
+        self._window[4] += batch["input_ids"].numel()  # a host number: no copy, no sync
         return nll
 
     def _is_logging_step(self) -> bool:
@@ -376,8 +378,8 @@ class SFTModule(LightningModule):
         grad_norm = self._grad_norm
         if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor, summed over shards
             grad_norm = grad_norm.full_tensor()
-        nll_sum, step_tokens, _, _ = window.tolist()
-        n_sup, n_all, pairs = self._since_log.tolist()
+        nll_sum, step_tokens, *_ = window.tolist()
+        n_sup, n_all, pairs, slots = self._since_log.tolist()
         now = time.perf_counter()
         elapsed, self._log_start = now - self._log_start, now
         self._since_log = torch.zeros_like(self._since_log)
@@ -391,6 +393,7 @@ class SFTModule(LightningModule):
             "train/supervised_tokens_per_s": n_sup / elapsed,
             "train/tokens_per_s": n_all / elapsed,
             "train/supervised_tokens": step_tokens,
+            "train/padding_fraction": 1 - n_all / slots,  # token slots spent on padding
         }
         if torch.cuda.is_available():
             metrics["train/peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30

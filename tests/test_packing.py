@@ -97,3 +97,33 @@ def test_datamodule_packs_training_rows(qwen3_tokenizer):
     assert real == sum(len(ex["input_ids"]) for ex in examples)
     padded = sum(b["input_ids"].numel() for b in batches)
     assert real / padded > 0.9
+
+
+def test_padding_fraction_is_logged_and_packing_lowers_it(tmp_path):
+    import json
+
+    from tests.test_train import scalars
+    from train import main
+
+    rng = random.Random(0)  # answers of very different lengths, as real data has
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(
+        json.dumps({"question": "头痛怎么办？", "answer": "多休息。" * rng.randint(1, 60)}) + "\n"
+        for _ in range(48)
+    ), encoding="utf-8")  # fmt: skip
+
+    def padding(*args):
+        cli = main([
+            "--config", "configs/demo.yaml", "--data.source", str(rows), "--data.val_fraction", "0",
+            "--data.batch_size", "4", "--data.max_length", "512", "--data.shuffle_buffer", "48",
+            "--trainer.max_steps", "3", "--trainer.log_every_n_steps", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "null",
+            "--trainer.check_val_every_n_epoch", "null",
+            "--trainer.logger.init_args.save_dir", str(tmp_path), *args,
+        ])  # fmt: skip
+        return scalars(cli.trainer.log_dir, "train/padding_fraction")
+
+    plain, packed = padding(), padding("--data.packing", "true")
+    assert len(plain) == len(packed) == 3
+    # Packing leaves padding only in the last, partly filled rows of the packing window.
+    assert sum(plain) / 3 > 0.1 and sum(packed) < sum(plain) / 2, (plain, packed)
