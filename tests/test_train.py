@@ -366,3 +366,41 @@ def test_a_failed_start_leaves_no_version_folder(tmp_path):
     with pytest.raises(FileNotFoundError):
         train(tmp_path, "--data.source", str(tmp_path / "missing/*.jsonl"), name="bad")
     assert not list((tmp_path / "bad").glob("version_*"))
+
+
+def test_a_hub_stream_resumes_exactly(tmp_path, monkeypatch):
+    """A dataset streamed by `datasets` (as from the hub; here its json builder, offline) resumes
+    mid-epoch to the same losses and adapter as a run never stopped."""
+    import datasets
+
+    import medsft.data
+    import medsft.model
+
+    hub_id = "someone/huatuo-like"
+    load = datasets.load_dataset
+    path = four_rows(tmp_path)
+    with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
+        Path(path).write_text("".join(f.readline() for _ in range(24)), encoding="utf-8")
+
+    def streamed(name, *args, **kwargs):
+        assert name == hub_id and kwargs["streaming"]
+        return load("json", data_files=path, split="train", streaming=True)
+
+    monkeypatch.setattr(datasets, "load_dataset", streamed)
+    monkeypatch.setattr(medsft.model, "ensure_hub_reachable", lambda *a, **k: None)
+    is_local = medsft.data.is_local
+    monkeypatch.setattr(medsft.data, "is_local", lambda s: s != hub_id and is_local(s))
+    args = ["--data.source", hub_id, "--data.batch_size", "2", "--data.shuffle_buffer", "6",
+            "--model.finetune", "lora", "--model.optimizer.lr", "0.02",
+            "--checkpoint.every_n_train_steps", "3"]  # fmt: skip
+    straight = train(tmp_path, *args, "--trainer.max_steps", "8", name="straight")
+    train(tmp_path, *args, "--trainer.max_steps", "3", name="stopped")
+    resumed = train(tmp_path, *args, "--trainer.max_steps", "8", "--ckpt_path", "last",
+                    name="stopped")  # fmt: skip
+    a = scalars(straight.trainer.log_dir, "train/loss")
+    b = scalars(resumed.trainer.log_dir, "train/loss")
+    assert len(a) == len(b) == 8 and b == pytest.approx(a, rel=1e-6, abs=1e-6)
+    pairs = zip(straight.model.named_parameters(), resumed.model.parameters(), strict=True)
+    for (name, p), q in pairs:
+        if p.requires_grad:
+            torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-6, msg=name)
