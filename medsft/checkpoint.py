@@ -192,6 +192,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
             # A hard link, renamed over the old previous: `path` itself never goes missing.
             os.link(path, link)
             os.replace(link, previous)
+            # When a killed save had already made `previous` this same file, rename() does
+            # nothing (POSIX: two links to one file) and the temp link would stay behind.
+            link.unlink(missing_ok=True)
         except OSError:  # no hard links here: the previous moves; usable_checkpoint finds it
             link.unlink(missing_ok=True)
             os.replace(path, previous)

@@ -33,6 +33,7 @@ from medsft.evaluation import (
 )
 from medsft.evaluation.answers import answers_system
 from medsft.generate import GenerationSettings
+from tests.test_train import scalars  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -280,6 +281,16 @@ def test_demo_training_then_evaluation_with_judge_and_reuse(tmp_path, monkeypatc
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert train.returncode == 0, train.stderr[-3000:]
+    # train.py on the demo config, end to end (this run is also the one evaluated below).
+    run = logs / "demo" / "version_0"
+    losses = scalars(run, "train/loss")
+    assert losses[-1] < losses[0] - 2.0, losses
+    val = scalars(run, "val/loss")
+    assert len(val) >= 2 and val[-1] < val[0], val
+    assert (run / "config.yaml").exists() and (run / "model" / "model.safetensors").exists()
+    for tag in ("train/lr", "train/grad_norm", "train/tokens_per_s", "train/padding_fraction",
+                "train/supervised_tokens_per_s", "val/ppl"):  # fmt: skip
+        assert scalars(run, tag), tag
 
     out = tmp_path / "eval"
     monkeypatch.chdir(ROOT)  # the demo config's data paths are relative to the repo
