@@ -535,3 +535,28 @@ def test_fuzz_random_json_rows(rows, fmt, skip, ascii, preset):
         text = out.getvalue()
     data = text.encode("utf-8", errors="surrogatepass")
     _read_or_fail_clearly(_fuzz_file(f".{fmt}", data), skip, preset)
+
+
+@pytest.mark.parametrize("stop_after", [1, 4, 7])
+def test_two_workers_resume_where_the_loader_stopped(stop_after):
+    """The data position of the batches trained on restarts the round robin of workers, each
+    skipping what it delivered: the rest of the epoch is exactly the uninterrupted one's."""
+
+    def run(position=None, limit=None):
+        data = dm(f"{SAMPLE}/huatuo_sample.jsonl", val_fraction=0, shuffle_buffer=8, batch_size=3,
+                  num_workers=2)  # fmt: skip
+        if position is not None:
+            data.position = position
+        data.setup("fit")
+        seen = []
+        for batch in data.train_dataloader():
+            if limit is not None and len(seen) == limit:
+                break
+            data.position.consumed(0, batch["stream_position"])
+            seen.append(batch["index"])
+        return seen, data.position
+
+    everything, _ = run()
+    first, position = run(limit=stop_after)
+    rest, _ = run(position=position)
+    assert first == everything[:stop_after] and first + rest == everything
