@@ -203,6 +203,7 @@ class SFTModule(LightningModule):
         self._loss_max = torch.zeros((), dtype=torch.float64)  # worst step loss since the log
         self._log_start = time.perf_counter()
         self._grad_norm: torch.Tensor | None = None
+        self._grad_norm_full: torch.Tensor | None = None
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -329,6 +330,7 @@ class SFTModule(LightningModule):
         torch._foreach_mul_(grads, scale)
         logging = self._is_logging_step()
         guard = self.hparams.nonfinite != "off"
+        self._grad_norm_full = None
         self._grad_norm = (
             torch.nn.utils.get_total_norm(grads)
             if logging or guard or self.trainer.gradient_clip_val
@@ -342,6 +344,14 @@ class SFTModule(LightningModule):
         if logging:
             self._log_train_metrics(optimizer, window)
 
+    def _full_grad_norm(self) -> torch.Tensor:
+        """The step's gradient norm over all shards, gathered once per step (FSDP2 keeps it as a
+        DTensor, which clipping uses as it is)."""
+        if self._grad_norm_full is None:
+            norm = self._grad_norm
+            self._grad_norm_full = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        return self._grad_norm_full
+
     def _nonfinite(self, loss: torch.Tensor, params: list[torch.nn.Parameter]) -> bool:
         """The guard: the one host read of an ordinary step (`nonfinite: off` removes it).
 
@@ -350,9 +360,7 @@ class SFTModule(LightningModule):
         optimizer leaves every weight and its state untouched, and stops after
         `max_nonfinite_skips` in a row.
         """
-        grad_norm = self._grad_norm
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
+        grad_norm = self._full_grad_norm()
         if bool(torch.isfinite(loss) & torch.isfinite(grad_norm)):
             self._skipped_in_a_row = 0
             return False
@@ -375,9 +383,7 @@ class SFTModule(LightningModule):
 
     def _log_train_metrics(self, optimizer: torch.optim.Optimizer, window: torch.Tensor) -> None:
         """Read the step's figures to the host (the only sync of a logging step) and log them."""
-        grad_norm = self._grad_norm
-        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor, summed over shards
-            grad_norm = grad_norm.full_tensor()
+        grad_norm = self._full_grad_norm()
         nll_sum, step_tokens, *_ = window.tolist()
         n_sup, n_all, pairs, slots = self._since_log.tolist()
         now = time.perf_counter()
