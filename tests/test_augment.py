@@ -81,12 +81,8 @@ def test_datamodule_adds_copies_to_training_only_the_same_in_every_shard():
 
 
 def test_llm_paraphrase_file_copies_training_questions_only_and_caches(tmp_path, monkeypatch):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from judge_server import JudgeServer
-
     from medsft.augment import main
+    from tests.judge_server import JudgeServer
 
     def rewrite(request):
         return "改写：" + request.prompt.rsplit("问题：", 1)[1]

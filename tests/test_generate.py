@@ -269,7 +269,7 @@ DDP_SCRIPT = textwrap.dedent(
     import json, sys
     from dataclasses import asdict
     sys.path.insert(0, {tests!r})
-    from test_generate import prompts, tiny_model
+    from tests.test_generate import prompts, tiny_model
     from medsft.generate import GenerationSettings, generate
     from medsft.model import load_tokenizer
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import ROOT, TRAIN_CONFIGS, _run_train, scalars, train
 
 from medsft.checkpoint import previous_path
+from tests.test_train import ROOT, TRAIN_CONFIGS, _run_train, scalars, train
 from train import SFTCLI, _config_by_name, main
 
 

@@ -261,7 +261,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_run(tmp_path):
         "--data.source", str(data), "--data.val_fraction", "0", "--data.batch_size", "3",
         "--data.shuffle_buffer", "8", "--data.max_length", "256", "--data.packing", "true",
         # No loader workers here: forking workers from a process that already runs gloo's threads
-        # hung once in about six runs (tests/test_data.py resumes with workers in-process).
+        # hung once in about six runs (tests/data/test_data.py resumes with workers in-process).
         "--data.num_workers", "0",
         "--trainer.devices", "2", "--trainer.strategy", "ddp",
         "--model.finetune", "lora", "--model.optimizer.lr", "0.02",

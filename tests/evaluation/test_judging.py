@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from judge_server import BETTER_ZH, JudgeServer, prefer_longer_zh, reasoning_model
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.judge_server import BETTER_ZH, JudgeServer, prefer_longer_zh, reasoning_model
+
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import evaluate as evaluate_script  # noqa: E402
 

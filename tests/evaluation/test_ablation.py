@@ -17,7 +17,7 @@ from medsft.evaluation import (
 )
 from medsft.generate import GenerationSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake_run(path: Path, r: int, augment: dict | None) -> Path:

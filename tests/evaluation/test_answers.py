@@ -10,7 +10,7 @@ import pytest
 from medsft.evaluation import DataSpec, SystemSpec, infer_kind, load_examples
 from medsft.evaluation.answers import answers_system
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_TEST = ROOT / "data" / "sample" / "test_zh_med.json"
 
 

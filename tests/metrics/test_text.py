@@ -30,7 +30,7 @@ from medsft.metrics import (
 )
 from medsft.metrics.text import _lcs_length
 
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 
 # --------------------------------------------------------------------------------------------
 # Data: our references (data/sample), predictions = seeded perturbations of them; the real

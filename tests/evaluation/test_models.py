@@ -10,7 +10,7 @@ from medsft.evaluation import DataSpec, EvalConfig, SystemSpec, load_examples
 from medsft.evaluation.models import ModelSource, ModelSystem
 from medsft.generate import GenerationSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

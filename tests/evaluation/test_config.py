@@ -9,7 +9,7 @@ import yaml
 
 from medsft.evaluation import EvalConfig, JudgeSettings, SystemSpec, judge_status
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", ["eval.yaml", "eval_demo.yaml"])

@@ -17,7 +17,7 @@ from medsft.evaluation import (
     evaluate,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HUATUO = ROOT / "data" / "sample" / "huatuo_sample.jsonl"
 
 

@@ -10,18 +10,6 @@ import time
 from pathlib import Path
 
 import pytest
-from judge_server import (
-    BETTER,
-    BETTER_ZH,
-    EQUAL,
-    WORSE,
-    JudgeServer,
-    Reply,
-    prefer_first,
-    prefer_longer,
-    prefer_longer_zh,
-    reasoning_model,
-)
 
 from medsft.cache import JsonlStore
 from medsft.metrics.judge import (
@@ -36,6 +24,18 @@ from medsft.metrics.judge import (
     ajudge_pairs,
     judge_pairs,
     parse_verdict,
+)
+from tests.judge_server import (
+    BETTER,
+    BETTER_ZH,
+    EQUAL,
+    WORSE,
+    JudgeServer,
+    Reply,
+    prefer_first,
+    prefer_longer,
+    prefer_longer_zh,
+    reasoning_model,
 )
 
 SECRET = "sk-test-DO-NOT-LEAK-8f3a2c91d4"

@@ -22,7 +22,7 @@ from medsft.evaluation.config import LeakageSettings
 from medsft.evaluation.leakage import check_leakage
 from medsft.leakage import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEST = ROOT / "data" / "sample" / "test_zh_med.json"
 
 

@@ -12,7 +12,7 @@ from medsft.evaluation.plots import metrics_figure, plot_metrics, plot_training
 from medsft.evaluation.run import examples_shown, score
 from medsft.evaluation.systems import SystemOutput
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _report(distinct_orders: list[int]) -> dict:

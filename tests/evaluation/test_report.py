@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from test_evaluation_plots import _report
-
 from medsft.evaluation.report import render_markdown
+from tests.evaluation.test_plots import _report
 
 
 def test_lengths_beside_scores_and_the_length_flag():

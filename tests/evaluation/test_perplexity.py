@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 
 from medsft.chat import qa_messages
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OPTIONS = dict(batch_size=2, max_length=96, enable_thinking=False, progress=False)
 
 

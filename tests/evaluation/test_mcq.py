@@ -15,7 +15,7 @@ from medsft.evaluation.config import DataSpec, McqSpec, SystemSpec
 from medsft.evaluation.mcq import extract_letters, load_mcq, mcq_prompt
 from medsft.generate import GenerationSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample" / "mcq_sample.csv"
 DEV = ROOT / "data" / "sample" / "mcq_dev.csv"
 
