@@ -61,11 +61,11 @@ from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from tqdm.auto import tqdm
 
 from medsft.cache import JsonlStore, digest
+from medsft.metrics.endpoint import endpoint_key, public_url
 from medsft.metrics.stats import Interval, bootstrap_interval, mean_statistic
 
 if TYPE_CHECKING:
@@ -551,31 +551,6 @@ def _render(template: str, **values: str) -> str:
     return _PLACEHOLDER_RE.sub(lambda m: values[m[1]], template)
 
 
-def _public_url(base_url: str | None) -> str | None:
-    """The URL without credentials, query or trailing slash (safe to show and store)."""
-    if base_url is None:
-        return None
-    parts = urlsplit(base_url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-
-
-_LOOPBACK = {"localhost", "127.0.0.1", "::1", "0.0.0.0"}
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def _endpoint_key(base_url: str) -> str:
-    """The endpoint as the cache knows it: one spelling for `localhost`, `127.0.0.1`, `[::1]`,
-    an explicit default port, letter case and a trailing slash of the same server."""
-    parts = urlsplit(base_url)
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    host = "localhost" if host in _LOOPBACK or host.startswith("127.") else host
-    port = parts.port or _DEFAULT_PORTS.get(scheme)
-    return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
-
-
 def _check_texts(name: str, values: Sequence[str]) -> list[str]:
     values = list(values)
     for i, value in enumerate(values):
@@ -715,7 +690,7 @@ def _schedule(
 ) -> tuple[list[tuple[str, str]], dict[str, asyncio.Task[_Order]]]:  # fmt: skip
     """Each pair's two cache keys (ab, ba), and one task per distinct prompt: identical prompts
     (a repeated question, or A == B) are sent once."""
-    endpoint = _endpoint_key(str(judge.client.base_url))
+    endpoint = endpoint_key(str(judge.client.base_url))
     keys: list[tuple[str, str]] = []
     tasks: dict[str, asyncio.Task[_Order]] = {}
     for question, a, b in zip(questions, answers_a, answers_b, strict=True):
@@ -838,7 +813,7 @@ async def ajudge_pairs(
     judge.client = _client(secret, base_url, timeout, max_retries, judge.count_request)
     # The endpoint the client really uses (base_url, else OPENAI_BASE_URL, else OpenAI's), so a
     # model name served elsewhere never reuses these verdicts.
-    judge.endpoint = _public_url(str(judge.client.base_url))
+    judge.endpoint = public_url(str(judge.client.base_url))
     keys, tasks = _schedule(judge, prompt, questions, answers_a, answers_b)
     try:
         await _gather(tasks, model, progress)
@@ -869,7 +844,7 @@ def _result(records: list[PairRecord], usage: JudgeUsage, model: str, base_url: 
         )
     return JudgeResult(
         model=model,
-        base_url=_public_url(base_url),
+        base_url=public_url(base_url),
         records=records,
         usage=usage,
         interval=interval,
