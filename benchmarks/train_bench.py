@@ -40,7 +40,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from record import write_result  # noqa: E402
 
-import train  # noqa: E402
+from medsft.cli.train import main as train_main  # noqa: E402
 from medsft.flops import mfu  # noqa: E402
 
 
@@ -185,7 +185,7 @@ def main() -> None:
     meter = StepMeter(args.warmup)
     sys.argv = sys.argv[:1]  # LightningCLI reads the overrides, not this script's options
     start = time.perf_counter()
-    cli = train.main(overrides + extra, callbacks=[meter])
+    cli = train_main(overrides + extra, callbacks=[meter])
     figures = meter.result(cli.model)
     figures["wall_s"] = time.perf_counter() - start
     figures["batch_size"] = cli.datamodule.batch_size

@@ -9,7 +9,12 @@ folder trains to the end with no checkpoint. `SafeCheckpointIO` instead:
   the target only when complete (an atomic rename on POSIX);
 - keeps the file it replaces as `<stem>.prev<suffix>` (e.g. `last.prev.ckpt`), so the last two
   good checkpoints exist at every moment;
-- deletes temp files of saves whose process died (at each save), and raises on any write error.
+- deletes temp files of saves whose process died (at each save), and raises on any write error
+  as one line naming the folder, the bytes needed and free, and the checkpoint kept;
+- reads checkpoints as data only (`weights_only=True`): a crafted file cannot run code.
+
+`FreeSpaceCheck` warns before the first step when the folder has less room than one checkpoint
+of the model being trained (its saved weights plus the optimizer's moments).
 
 `WholeShardedSaves` does the same for FSDP2's distributed checkpoints (a directory of shards):
 Lightning writes them into the existing directory, so a kill mid-save mixes two steps' shards
@@ -24,7 +29,10 @@ falls back the same way when a file passes that check but still fails to load.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import pickle
 import shutil
 import tempfile
 import zipfile
@@ -32,8 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch import Callback
 
 from medsft.errors import UserError
+
+log = logging.getLogger(__name__)
 
 TEMP_MARK = ".tmp-"
 DISTRIBUTED_METADATA = ".metadata"  # torch.distributed.checkpoint's index file
@@ -158,6 +169,106 @@ def usable_checkpoint(path: str | Path) -> Path:
     )
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _size(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+def state_bytes(state: Any) -> int:
+    """The bytes of the tensors in a (nested) checkpoint dict: about its size on disk."""
+    import torch
+
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, list | tuple):
+        return sum(state_bytes(v) for v in state)
+    return 0
+
+
+def _disk_full(err: BaseException) -> bool:
+    # torch.save's zip writer reports a full disk as "RuntimeError: [enforce fail at
+    # inline_container.cc] . unexpected pos", the OSError only in the exception's context.
+    while err is not None:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "unexpected pos" in str(err) or "No space left" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def save_failed(path: Path, err: BaseException, needed: int) -> CheckpointError:
+    """One line for a failed save: the folder, the bytes needed and free, what was kept."""
+    folder = path.parent
+    kept = (f"the previous checkpoint {path} is kept" if path.exists()
+            else "no earlier checkpoint exists there")  # fmt: skip
+    if _disk_full(err):
+        free = shutil.disk_usage(folder).free
+        return CheckpointError(
+            f"cannot save checkpoint: no space left in {folder} (needs about {_size(needed)}, "
+            f"{_size(free)} free); {kept}; free space or set --checkpoint.dirpath elsewhere"
+        )
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else _first_line(err)
+    return CheckpointError(f"cannot save checkpoint {path}: {reason}; {kept}")
+
+
+def check_free_space(folder: str | Path, needed: int) -> bool:
+    """Warn (and return False) when `folder` has less free space than `needed` bytes."""
+    existing = Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free >= needed:
+        return True
+    log.warning(
+        "checkpoint folder %s has %s free, less than one checkpoint of this model (about %s): "
+        "the first save will fail; free space or set --checkpoint.dirpath elsewhere",
+        folder, _size(free), _size(needed),
+    )  # fmt: skip
+    return False
+
+
+class FreeSpaceCheck(Callback):
+    """Before the first step, once the model is built: is there room for one checkpoint?"""
+
+    def __init__(self, folder: str | Path) -> None:
+        """
+        Args:
+            folder: where checkpoints will be written (or its parent, not created yet).
+        """
+        self.folder = folder
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        callback = trainer.checkpoint_callback
+        folder = getattr(callback, "dirpath", None) or self.folder
+        check_free_space(folder, checkpoint_bytes(pl_module))
+
+
+def checkpoint_bytes(module: Any) -> int:
+    """About one checkpoint's size: what `state_dict` saves (the trainable weights for LoRA,
+    every weight for full fine-tuning) plus Adam's two fp32 moments per trainable parameter
+    (global sizes: a sharded save's shards together)."""
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    saved = {id(p): p for p in trainable}
+    if getattr(module, "finetune", "full") != "lora":
+        saved.update({id(p): p for p in module.parameters()})
+    weights = sum(p.numel() * p.element_size() for p in saved.values())
+    moments = sum(2 * 4 * p.numel() for p in trainable)
+    return weights + moments
+
+
 class SafeCheckpointIO(TorchCheckpointIO):
     """TorchCheckpointIO that writes beside the target, renames when whole and keeps the previous."""
 
@@ -180,6 +291,9 @@ class SafeCheckpointIO(TorchCheckpointIO):
             if path.is_file():
                 self._keep_previous(path)
             os.replace(tmp, path)
+        except (OSError, RuntimeError) as err:
+            tmp.unlink(missing_ok=True)
+            raise save_failed(path, err, state_bytes(checkpoint)) from None
         finally:
             tmp.unlink(missing_ok=True)
         _fsync_dir(path.parent)
@@ -200,8 +314,14 @@ class SafeCheckpointIO(TorchCheckpointIO):
             os.replace(path, previous)
 
     def load_checkpoint(self, path: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        kwargs["weights_only"] = True  # a checkpoint is data: never run code from one
         try:
             return super().load_checkpoint(path, *args, **kwargs)
+        except pickle.UnpicklingError as err:
+            raise CheckpointError(
+                f"refusing checkpoint {path}: it holds Python objects other than tensors and "
+                f"plain data, which loading could execute ({_first_line(err)})"
+            ) from None
         except Exception as err:
             previous = previous_path(path)
             if _problem(previous) is not None:
@@ -210,7 +330,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
                     f"previous checkpoint at {previous}"
                 ) from err
             print(
-                f"cannot load checkpoint {path} ({type(err).__name__}: {err}); loading the "
+                f"cannot load checkpoint {path} ({type(err).__name__}: {_first_line(err)}); loading the "
                 f"previous one, {previous}",
                 flush=True,
             )

@@ -138,7 +138,7 @@ def test_unwritable_checkpoint_folders_are_refused(tmp_path):
 
 
 def test_train_refuses_an_unwritable_checkpoint_folder_before_training(tmp_path):
-    from train import main
+    from medsft.cli.train import main
 
     (tmp_path / "file").write_text("")
     with pytest.raises(CheckpointError, match="checkpoint.dirpath"):

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from train import _choose_cpu_threads
+from medsft.cli.train import choose_cpu_threads
 
 
 @pytest.fixture
@@ -19,21 +19,21 @@ def threads(monkeypatch):
 
 
 def test_tiny_model_on_cpu_gets_one_thread(threads, tmp_path):
-    _choose_cpu_threads("random:tiny", "cpu")
+    choose_cpu_threads("random:tiny", "cpu")
     assert threads() == 1
     # A local model directory is judged by its config.json.
     torch.set_num_threads(2)
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 64}))
-    _choose_cpu_threads(str(tmp_path), "cpu")
+    choose_cpu_threads(str(tmp_path), "cpu")
     assert threads() == 1
 
 
 def test_user_choice_larger_models_and_gpus_are_left_alone(threads, monkeypatch, tmp_path):
-    _choose_cpu_threads("random:Qwen3-0.6B", "cpu")
+    choose_cpu_threads("random:Qwen3-0.6B", "cpu")
     (tmp_path / "config.json").write_text(json.dumps({"hidden_size": 1024}))
-    _choose_cpu_threads(str(tmp_path), "cpu")
-    _choose_cpu_threads("random:tiny", "gpu")
+    choose_cpu_threads(str(tmp_path), "cpu")
+    choose_cpu_threads("random:tiny", "gpu")
     assert threads() == 2
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    _choose_cpu_threads("random:tiny", "cpu")
+    choose_cpu_threads("random:tiny", "cpu")
     assert threads() == 2

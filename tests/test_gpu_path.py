@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch import Callback
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from medsft.cli.train import main
 from medsft.model import build_model, random_qwen3
-from train import main
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from medsft.checkpoint import previous_path
+from medsft.cli.train import SFTCLI, config_by_name, main
 from tests.test_train import ROOT, TRAIN_CONFIGS, _run_train, scalars, train
-from train import SFTCLI, _config_by_name, main
 
 
 def test_truncation_is_logged_and_warned_before_a_pass_ends(tmp_path, caplog):
@@ -69,13 +69,13 @@ def test_resume_from_a_damaged_checkpoint_uses_the_previous_one(tmp_path, capsys
 
 def test_a_bare_config_name_is_found_in_configs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert _config_by_name(["--config", "lora.yaml", "--x", "1"]) == [
+    assert config_by_name(["--config", "lora.yaml", "--x", "1"]) == [
         "--config", str(ROOT / "configs/lora.yaml"), "--x", "1",
     ]  # fmt: skip
-    assert _config_by_name(["--config=demo"]) == [f"--config={ROOT / 'configs/demo.yaml'}"]
+    assert config_by_name(["--config=demo"]) == [f"--config={ROOT / 'configs/demo.yaml'}"]
     assert "using" in capsys.readouterr().out
     (tmp_path / "lora.yaml").write_text("seed_everything: 1\n")  # a file here wins
-    assert _config_by_name(["--config", "lora.yaml"]) == ["--config", "lora.yaml"]
+    assert config_by_name(["--config", "lora.yaml"]) == ["--config", "lora.yaml"]
     with pytest.raises(SystemExit) as done:
         main(["--config", "demo.yaml", "--print_config"])
     assert done.value.code == 0

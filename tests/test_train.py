@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from train import main
+from medsft.cli.train import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIGS = sorted(
@@ -130,9 +130,14 @@ def test_lora_checkpoint_holds_the_adapter_only_and_resumes(tmp_path):
     # A fresh start would log exactly curve[0] (same data, same init); the resumed run starts
     # from the trained adapter instead, better than the fresh run's first two steps.
     assert curve[6] < min(curve[:2]) - 0.05, curve
+    other = ("--model.lora.target_modules", "[q_proj, v_proj]", "--trainer.max_steps", "12",
+             "--ckpt_path", str(ckpt))  # fmt: skip
+    with pytest.raises(ValueError, match="changed experiment: model.lora.target_modules"):
+        train(tmp_path, *MODES["lora"], *other, name="other")
+    # Allowed on purpose, the adapter in the file still cannot be loaded into another one.
     with pytest.raises(ValueError, match="adapter does not match"):
-        train(tmp_path, *MODES["lora"], "--model.lora.target_modules", "[q_proj, v_proj]",
-              "--trainer.max_steps", "12", "--ckpt_path", str(ckpt), name="other")  # fmt: skip
+        train(tmp_path, *MODES["lora"], *other, "--allow_changed", "[model.lora.target_modules]",
+              name="other")  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", ["lora", "qlora"])

@@ -102,8 +102,8 @@ def test_datamodule_packs_training_rows(qwen3_tokenizer):
 def test_padding_fraction_is_logged_and_packing_lowers_it(tmp_path):
     import json
 
+    from medsft.cli.train import main
     from tests.test_train import scalars
-    from train import main
 
     rng = random.Random(0)  # answers of very different lengths, as real data has
     rows = tmp_path / "rows.jsonl"

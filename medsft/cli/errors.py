@@ -1,0 +1,74 @@
+"""The error policy of every entry point (train.py, evaluate.py, `python -m medsft.*`).
+
+A mistake the user can fix (`medsft.errors.UserError`) prints one line, `error: <reason>`, and
+exits 1; the reason is the first line of the message (what follows it, such as the example a
+chat template cannot render, is detail). `MEDSFT_DEBUG=1` or `--debug` on the command line
+shows the full traceback instead. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from medsft.errors import UserError
+
+DEBUG_ENV = "MEDSFT_DEBUG"
+DEBUG_FLAG = "--debug"
+# A DataLoader worker's error reaches the main process as "Caught X in DataLoader worker
+# process N." followed by the worker's traceback text; its reason is in the exception line.
+_WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.$")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*: (.*)$")
+
+
+def debug_requested(argv: Sequence[str] | None = None) -> bool:
+    """Whether the user asked for tracebacks (`MEDSFT_DEBUG=1`, or `--debug` in `argv`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0") or DEBUG_FLAG in argv
+
+
+def reason(err: BaseException) -> str:
+    """The first line of an error's message: the reason, without the detail that follows.
+
+    For an error re-raised from a DataLoader worker, the first line of the worker's own
+    message (its exception line), not torch's "Caught ... in DataLoader worker" preamble.
+    """
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    if _WORKER.match(lines[0]):
+        for line in lines[1:]:
+            found = _EXCEPTION_LINE.match(line)
+            if found and not line.startswith((" ", "Traceback", "Original Traceback")):
+                return found.group(1)
+    return lines[0]
+
+
+def fail(err: BaseException) -> NoReturn:
+    """Print `error: <reason>` to stderr and exit 1."""
+    print(f"error: {reason(err)}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+def run(main: Callable[..., Any], argv: Sequence[str] | None = None) -> Any:
+    """Call `main(argv)` under the error policy; `--debug` is taken out of `argv` first.
+
+    With `argv` None the command line is `sys.argv[1:]`, and `--debug` is removed from
+    sys.argv too (DDP workers relaunched from sys.argv see the same arguments).
+    """
+    debug = debug_requested(argv)
+    if argv is None:
+        sys.argv[1:] = [a for a in sys.argv[1:] if a != DEBUG_FLAG]
+        args = None
+    else:
+        args = [a for a in argv if a != DEBUG_FLAG]
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # DDP workers and subprocesses follow the same policy
+        return main(args)
+    try:
+        return main(args)
+    except UserError as err:
+        fail(err)

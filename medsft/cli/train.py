@@ -1,0 +1,447 @@
+"""`python train.py` / `python -m medsft.cli.train`: the training command (LightningCLI).
+
+`SFTCLI` ties the data's tokenizer to the model's and adds `--ckpt_path` (a path or `last`),
+`--allow_changed` and `--export`. `main` parses, checks the run can start (checkpoint folder
+writable and big enough, hub sources reachable), resumes into the checkpoint's own version
+folder as the same experiment (medsft.runs), trains with preemption handling
+(medsft.preemption), and saves the adapter or model.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from jsonargparse import lazy_instance  # noqa: E402
+from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, TQDMProgressBar  # noqa: E402
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
+from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+
+from medsft import runs  # noqa: E402
+from medsft.data import SFTDataModule  # noqa: E402
+from medsft.module import SFTModule  # noqa: E402
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# Models up to this width train on one CPU thread unless OMP_NUM_THREADS says otherwise.
+TINY_HIDDEN_SIZE = 256
+
+
+def _tokenizer_of(name_or_path: str, tokenizer: str | None) -> str:
+    return tokenizer or name_or_path
+
+
+class SFTCLI(LightningCLI):
+    """LightningCLI with the data's tokenizer tied to the model's, and resume/export options."""
+
+    resume: runs.CheckpointInfo | None = None
+    """The checkpoint this run continues from, resolved before the classes are built."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # Always there, configurable as --checkpoint.*: save_last makes `--ckpt_path last` work.
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        # One source of truth: the data is tokenized with the model's tokenizer.
+        parser.link_arguments(
+            ("model.name_or_path", "model.tokenizer"), "data.tokenizer", compute_fn=_tokenizer_of
+        )
+        parser.add_argument(
+            "--ckpt_path", type=str | None, default=None,
+            help="resume: a checkpoint path, or 'last' for this run name's latest checkpoint "
+            "(a requeued SLURM job resumes from 'last' by itself)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--allow_changed", type=list[str], default=[],
+            help="on resume, config keys (or sections, e.g. data) allowed to differ from the "
+            "checkpoint's, e.g. --allow_changed [data.batch_size]",
+        )  # fmt: skip
+        parser.add_argument(
+            "--export", type=bool, default=False,
+            help="after training, merge the adapter into a standalone model in <run>/merged",
+        )  # fmt: skip
+
+    def before_instantiate_classes(self) -> None:
+        """Fail in seconds, not after GPU setup: a strategy that cannot work, an unreachable
+        hub source, a checkpoint that is missing or not plain data. A resume logs into the
+        checkpoint's own version folder."""
+        from medsft.data import is_local
+        from medsft.model import check_source, ensure_hub_reachable, is_hub_id
+        from medsft.module import validate_strategy
+
+        config = self.config
+        validate_strategy(config.trainer.strategy, config.model.finetune, config.model.quantize)
+        choose_cpu_threads(config.model.name_or_path, config.trainer.accelerator)
+        for name in {config.model.name_or_path, config.model.tokenizer or ""} - {""}:
+            check_source(name)
+            if is_hub_id(name):
+                ensure_hub_reachable(name)
+        for source in (config.data.source, config.data.val_source):
+            if source and not is_local(source):
+                ensure_hub_reachable(source, repo_type="dataset", probe="README.md")
+        self._resolve_resume()
+
+    def _resolve_resume(self) -> None:
+        from medsft.preemption import slurm_job_id
+
+        config = self.config
+        logger_args = _logger_args(config)
+        ckpt_path = config.get("ckpt_path")
+        requeued = ckpt_path is None and slurm_job_id() is not None and _slurm_restarts() > 0
+        found = runs.find_checkpoint(
+            "last" if requeued else ckpt_path,
+            dirpath=config.checkpoint.get("dirpath"),
+            save_dir=(logger_args or {}).get("save_dir"),
+            name=(logger_args or {}).get("name"),
+            required=not requeued,
+        )
+        if found is None:
+            return
+        self.resume = runs.read_checkpoint(found)
+        if logger_args is None:
+            return
+        version = runs.version_of(found, logger_args.get("save_dir"), logger_args.get("name"))
+        if version is not None and "version" in logger_args:
+            # The logger's own options (public): the same folder, and for TensorBoard, events
+            # the stopped run logged after this checkpoint hidden rather than drawn twice.
+            logger_args["version"] = version
+            if "purge_step" in logger_args and logger_args.get("purge_step") is None:
+                logger_args["purge_step"] = self.resume.step
+
+
+def _logger_args(config: Any) -> Any:
+    """The init_args of a single configured logger (a class_path), else None."""
+    logger = config.trainer.get("logger")
+    if logger is None or isinstance(logger, bool | list) or "init_args" not in logger:
+        return None
+    return logger.init_args
+
+
+def _slurm_restarts() -> int:
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
+class RunConfig(SaveConfigCallback):
+    """Saves the resolved config into the run folder, never over an earlier one: a resumed
+    run writes `config.resume-K.yaml`, headed by what it changed."""
+
+    changes: runs.Changes | None = None
+    """Set for a resumed run: the allowed differences from the checkpoint's config."""
+    resumed_from: runs.CheckpointInfo | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.resumed_from is not None and not self.already_saved:
+            # Decided on rank 0 and broadcast: every rank must agree on the file name.
+            name = runs.resume_config_name(trainer.log_dir) if trainer.is_global_zero else ""
+            self.config_filename = trainer.strategy.broadcast(name)
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.resumed_from is None:
+            return
+        path = Path(trainer.log_dir) / self.config_filename
+        header = (
+            f"# Resumed from {self.resumed_from.path} at step {self.resumed_from.step}; "
+            f"changed: {self.changes.describe() if self.changes else 'nothing'}\n"
+        )
+        path.write_text(header + path.read_text(encoding="utf-8"), encoding="utf-8")
+
+
+class NewLearningRate(Callback):
+    """`--allow_changed model.optimizer.lr` on resume: the restored optimizer and schedule
+    would keep the checkpoint's learning rate; scale them to the new one."""
+
+    def __init__(self, old: float, new: float) -> None:
+        self.ratio = new / old
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            scheduler.base_lrs = [lr * self.ratio for lr in scheduler.base_lrs]
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                group["lr"] *= self.ratio
+                if "initial_lr" in group:
+                    group["initial_lr"] *= self.ratio
+
+
+def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> SFTCLI:
+    """Parse the config, train, and save the adapter or model (rank 0) into the run directory.
+
+    Args:
+        args: the command line (None: sys.argv).
+        callbacks: added to the configured ones (benchmarks and tests observe the real run).
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from medsft.preemption import Preempted, exit_code
+
+    args = config_by_name(args)
+    cli = SFTCLI(
+        SFTModule,
+        SFTDataModule,
+        run=False,
+        args=args,
+        seed_everything_default=0,
+        save_config_callback=RunConfig,
+        save_config_kwargs={"overwrite": False},
+        trainer_defaults={
+            "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="sft"),
+        },
+    )
+    trainer = cli.trainer
+    resume = cli.resume
+    _record_config(cli)
+    if resume is not None and _nothing_to_train(resume, trainer.max_steps):
+        return cli
+    trainer.callbacks.extend(callbacks)
+    _safeguard(cli)
+    if trainer.progress_bar_callback is not None:
+        trainer.callbacks = [c for c in trainer.callbacks if c is not trainer.progress_bar_callback]
+        trainer.callbacks.append(StepProgressBar())
+    try:
+        trainer.fit(
+            cli.model, datamodule=cli.datamodule, ckpt_path=str(resume.path) if resume else None,
+            weights_only=True,
+        )  # fmt: skip
+    except Preempted:
+        raise
+    except SIGTERMException:
+        # Lightning's own SIGTERM handling, before training started: no step to save.
+        raise SystemExit(exit_code(15)) from None
+    except BaseException:
+        runs.remove_empty_run(
+            _log_dir(trainer), step=trainer.global_step, resumed=resume is not None
+        )
+        raise
+
+    _checkpoint_the_end(trainer)
+    from medsft.export import export, save_trained
+
+    out = save_trained(cli.model, cli.datamodule.tokenizer, trainer)
+    if cli.config.get("export") and trainer.is_global_zero:
+        if cli.model.finetune != "lora":
+            print(f"--export: full fine-tuning already saved a standalone model in {out}")
+        else:
+            export(out, out.parent / "merged")
+    return cli
+
+
+def _record_config(cli: SFTCLI) -> None:
+    """Compare a resume with its checkpoint's config (medsft.runs.compare_configs) and make
+    every checkpoint of this run carry its own."""
+    import yaml
+
+    saver = next((c for c in cli.trainer.callbacks if isinstance(c, RunConfig)), None)
+    resolved = yaml.safe_load(cli.parser.dump(cli.config, skip_unset=False))
+    experiment = runs.experiment_config(resolved, cli.trainer.world_size)
+    resume = cli.resume
+    changes = None
+    if resume is not None:
+        if resume.config is None:
+            print(f"{resume.path} stores no config (written by an older medsft): the resumed "
+                  "config is not compared with it", flush=True)  # fmt: skip
+        else:
+            changes = runs.compare_configs(resume.config, experiment, cli.config.allow_changed)
+            if changes.allowed:
+                print(f"resuming with changes: {changes.describe()}", flush=True)
+            for key, old, new in changes.allowed:
+                if key == "model.optimizer.lr":
+                    cli.trainer.callbacks.append(NewLearningRate(old, new))
+    if saver is not None:
+        saver.resumed_from, saver.changes = resume, changes
+    cli.trainer.callbacks.append(StoreConfig(experiment))
+
+
+class StoreConfig(Callback):
+    """Every checkpoint carries the config it was trained with (medsft.runs.CONFIG_KEY)."""
+
+    def __init__(self, experiment: dict[str, Any]) -> None:
+        """
+        Args:
+            experiment: the flattened config (medsft.runs.experiment_config).
+        """
+        self.experiment = experiment
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule,
+                           checkpoint: dict[str, Any]) -> None:  # fmt: skip
+        checkpoint[runs.CONFIG_KEY] = {"config": self.experiment}
+
+
+def _nothing_to_train(resume: runs.CheckpointInfo, max_steps: int) -> bool:
+    if resume.step is not None and max_steps > 0 and resume.step >= max_steps:
+        print(f"{resume.path} is at step {resume.step}, and trainer.max_steps is {max_steps}: "
+              "nothing to train. Raise --trainer.max_steps to continue.")  # fmt: skip
+        return True
+    return False
+
+
+def _log_dir(trainer: Trainer) -> str | None:
+    return trainer.logger.log_dir if trainer.logger is not None and trainer.is_global_zero else None
+
+
+def config_by_name(args: list[str] | None) -> list[str] | None:
+    """`--config lora.yaml` (or `lora`) not in the working directory: the one in configs/.
+
+    Rewrites the arguments (sys.argv when `args` is None, so DDP workers re-launched from it
+    agree) and says which file it used.
+    """
+    argv = sys.argv[1:] if args is None else list(args)
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            at, prefix = i + 1, ""
+        elif arg.startswith("--config="):
+            at, prefix = i, "--config="
+        else:
+            continue
+        name = argv[at][len(prefix) :]
+        if os.path.exists(name) or os.path.dirname(name):
+            continue
+        for candidate in (CONFIG_DIR / name, CONFIG_DIR / f"{name}.yaml"):
+            if candidate.is_file():
+                print(f"--config {name}: using {candidate}", flush=True)
+                argv[at] = f"{prefix}{candidate}"
+                break
+    if args is None:
+        sys.argv[1:] = argv
+        return None
+    return argv
+
+
+def _insert_before_checkpoints(trainer: Trainer, callback: Callback) -> None:
+    """Run `callback`'s batch-end hook before checkpoints are written at that batch, so what
+    it updates (data counters) is in the checkpoint of the same step."""
+    at = next(
+        (i for i, c in enumerate(trainer.callbacks) if isinstance(c, Checkpoint)),
+        len(trainer.callbacks),
+    )
+    trainer.callbacks.insert(at, callback)
+
+
+def _safeguard(cli: SFTCLI) -> None:
+    """Checkpoints written whole (medsft.checkpoint) into a folder checked writable and big
+    enough now; data counters (truncation, drops) logged as they happen and an epoch without
+    data stopped; signals end training with a checkpoint (medsft.preemption)."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    from medsft.checkpoint import FreeSpaceCheck, SafeCheckpointIO, check_writable
+    from medsft.datastats import DataMonitor
+    from medsft.preemption import Preemption
+
+    trainer = cli.trainer
+    if trainer.checkpoint_callback is not None:
+        folder = trainer.checkpoint_callback.dirpath
+        if folder is None and trainer.logger is not None:
+            # The run's version folder is not chosen yet; its parent must be writable.
+            folder = os.path.join(
+                trainer.logger.save_dir or trainer.default_root_dir, trainer.logger.name or ""
+            )
+        folder = folder or trainer.default_root_dir
+        check_writable(folder)
+        trainer.callbacks.append(FreeSpaceCheck(folder))
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not a user's own plugin
+        trainer.strategy.checkpoint_io = SafeCheckpointIO()
+    _insert_before_checkpoints(trainer, DataMonitor())
+    _insert_before_checkpoints(trainer, Preemption())
+
+
+class StepProgressBar(TQDMProgressBar):
+    """Optimizer steps out of max_steps, continuing across epochs and resumes.
+
+    Lightning's bar counts batches per epoch, which a stream of unknown length shows as
+    "Epoch 1/-2" and, after a resume, "28/20".
+    """
+
+    def on_train_epoch_start(self, trainer: Any, *_: Any) -> None:
+        bar = self.train_progress_bar
+        if bar.total is None or bar.total != trainer.max_steps:
+            bar.reset(total=trainer.max_steps if trainer.max_steps > 0 else None)
+            bar.initial = trainer.global_step
+        bar.set_description(f"step (epoch {trainer.current_epoch})")
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        bar = self.train_progress_bar
+        if trainer.global_step != bar.n:
+            bar.n = trainer.global_step
+            bar.set_postfix(self.get_metrics(trainer, pl_module), refresh=True)
+
+
+def choose_cpu_threads(name_or_path: str, accelerator: Any) -> None:
+    """One intra-op thread for a tiny model trained on CPU, when the user has not chosen.
+
+    Measured on a 2-core machine (benchmarks/results/demo_threads.json): a `random:tiny` step's
+    matrices are too small to split, torch's default of one thread per core gains nothing on an
+    idle machine, and when anything else runs on a core, threads that spin-wait for a descheduled
+    sibling make each step about 2x slower. Larger models keep torch's default.
+    """
+    import torch
+
+    from medsft.model import PRESETS, RANDOM_PREFIX
+
+    if "OMP_NUM_THREADS" in os.environ or accelerator not in ("cpu", "auto", None):
+        return
+    if accelerator != "cpu" and torch.cuda.is_available():
+        return
+    hidden = None
+    if name_or_path.startswith(RANDOM_PREFIX):
+        hidden = PRESETS.get(name_or_path[len(RANDOM_PREFIX) :], {}).get("hidden_size")
+    elif os.path.isfile(os.path.join(name_or_path, "config.json")):
+        import json
+
+        with open(os.path.join(name_or_path, "config.json"), encoding="utf-8") as f:
+            hidden = json.load(f).get("hidden_size")
+    if hidden is not None and hidden <= TINY_HIDDEN_SIZE:
+        torch.set_num_threads(1)
+        print(
+            f"CPU training of a tiny model (hidden size {hidden}): 1 thread; set OMP_NUM_THREADS to choose"
+        )
+
+
+def _checkpoint_the_end(trainer: Any) -> None:
+    """last.ckpt at the final step, so resuming a finished run says there is nothing to do."""
+    callback = trainer.checkpoint_callback
+    if callback is None or not callback.save_last or callback.dirpath is None:
+        return
+    last = os.path.join(callback.dirpath, "last.ckpt")
+    if (
+        trainer.global_step > 0
+        and callback.last_model_path != last
+        or (os.path.exists(last) and runs.read_checkpoint(last).step != trainer.global_step)
+    ):
+        trainer.save_checkpoint(last)
+
+
+def quiet_known_noise() -> None:
+    """Silence, at the source, what every run printed and no user can act on."""
+    import logging
+    import warnings
+
+    class NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "Tip:" not in record.getMessage()  # Lightning's advertisement for LitLogger
+
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NoTips())
+    # Lightning 2.6's own call of a torch API that torch deprecated; nothing for a user to do.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # PEFT looks for a config.json beside a `random:` preset name, which has none by design.
+    warnings.filterwarnings("ignore", message=r"Could not find a config file in random:")
+
+
+def cli_main(argv: list[str] | None = None) -> None:
+    """The command line entry point: train under medsft's error policy."""
+    from medsft.cli.errors import run
+
+    quiet_known_noise()
+    run(main, argv)
+
+
+if __name__ == "__main__":
+    cli_main()
