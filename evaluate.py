@@ -15,63 +15,12 @@ Systems are base models (hub id, local dir, `random:tiny`), training runs (`logs
 --output_dir: report.md, report.json, metrics.png, training_<run>.png, generations/ (reused by
 later runs whose model, settings and questions are unchanged), judge_cache.jsonl, config.yaml.
 See medsft/evaluation/ (one module per job).
+
+Errors print one `error:` line; MEDSFT_DEBUG=1 or --debug shows the traceback. The code:
+medsft/cli/evaluate.py.
 """
 
-from __future__ import annotations
-
-import logging
-import os
-import warnings
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings  # noqa: E402
-
-from medsft.evaluation import EvalConfig, evaluate, is_global_zero  # noqa: E402
-
-
-def build_parser() -> ArgumentParser:
-    """The command line: --config files, then dotted overrides such as --generation.seed 1."""
-    # The config dataclasses document each field in an attribute docstring: show them in --help.
-    set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(
-        prog="python evaluate.py",
-        description="Generate, score and compare systems on a test set, and write a report.",
-        default_env=False,
-    )
-    parser.add_argument(
-        "--config", action=ActionConfigFile, help="a YAML config, e.g. configs/eval.yaml"
-    )
-    parser.add_class_arguments(EvalConfig, nested_key=None, as_group=False)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> dict | None:
-    """Parse the config, save it resolved into the output dir, and run the evaluation."""
-    # Data-parallel ranks run this script too; only rank 0 narrates.
-    level = logging.INFO if is_global_zero() else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # Device banners once per system, TensorBoard's notes on reading event files, one line per
-    # judge request: noise here.
-    for name in (
-        "lightning.pytorch",
-        "lightning.fabric",
-        "tensorboard",
-        "httpx",
-        "httpx2",
-        "openai",
-    ):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # Deprecation notices from inside transformers/Lightning, printed once per loaded model.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    parser = build_parser()
-    cfg = parser.parse_args(argv)
-    # The config holds names of environment variables only, never keys: safe to save as is.
-    resolved = parser.dump(cfg, skip_unset=False)
-    config = EvalConfig(**{k: v for k, v in vars(parser.instantiate(cfg)).items() if k != "config"})
-    return evaluate(config, resolved_config=resolved)
-
+from medsft.cli.evaluate import cli_main
 
 if __name__ == "__main__":
-    main()
+    cli_main()

@@ -15,7 +15,6 @@ the largest difference is printed, and export fails beyond the tolerance.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -128,13 +127,23 @@ def export(
     return diff
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m medsft.export", description=export.__doc__)
+def main(argv: list[str] | None = None) -> None:
+    """`python -m medsft.export`: merge a run's adapter into a standalone model.
+
+    Args:
+        argv: the command line (None: sys.argv).
+    """
+    from medsft.cli.parsing import tool_parser
+
+    parser = tool_parser("python -m medsft.export", __doc__)
     parser.add_argument("adapter", help="training run directory or its adapter/ directory")
     parser.add_argument("--out", required=True, help="output directory for the standalone model")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--tolerance", type=float, default=None, help="max |logit difference|")
-    args = parser.parse_args()
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="precision of the reloaded base and the saved model")  # fmt: skip
+    parser.add_argument("--tolerance", type=float | None, default=None,
+                        help="largest allowed |logit difference| (default: 1e-3 for float32, "
+                        "5e-2 for 16-bit)")  # fmt: skip
+    args = parser.parse_args(argv)
     try:
         export(args.adapter, args.out, dtype=args.dtype, tolerance=args.tolerance)
     except AlreadyStandalone as err:
@@ -142,4 +151,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from medsft.cli.errors import run
+
+    run(main)

@@ -5,7 +5,8 @@
     python -m medsft.leakage --help
 """
 
+from medsft.cli.errors import run
 from medsft.evaluation.leakage import main
 
 if __name__ == "__main__":
-    main()
+    run(main)

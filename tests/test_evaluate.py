@@ -37,7 +37,7 @@ from tests.test_train import scalars  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import evaluate as evaluate_script  # noqa: E402
+import medsft.cli.evaluate as evaluate_script  # noqa: E402
 
 SAMPLE_TEST = ROOT / "data" / "sample" / "test_zh_med.json"
 SAMPLE_BASELINE = ROOT / "data" / "sample" / "baseline_answers.jsonl"

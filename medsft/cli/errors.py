@@ -1,6 +1,6 @@
 """The error policy of every entry point (train.py, evaluate.py, `python -m medsft.*`).
 
-A mistake the user can fix (`medsft.errors.UserError`) prints one line, `error: <reason>`, and
+A mistake the user can fix (`medsft.errors.UserError`, or a file that is not there) prints one line, `error: <reason>`, and
 exits 1; the reason is the first line of the message (what follows it, such as the example a
 chat template cannot render, is detail). `MEDSFT_DEBUG=1` or `--debug` on the command line
 shows the full traceback instead. Anything else is a bug and keeps its traceback.
@@ -16,12 +16,22 @@ from typing import Any, NoReturn
 
 from medsft.errors import UserError
 
+USER_FIXABLE = (UserError, FileNotFoundError)
+"""Errors reported as one line; any other exception is a bug and keeps its traceback."""
 DEBUG_ENV = "MEDSFT_DEBUG"
 DEBUG_FLAG = "--debug"
 # A DataLoader worker's error reaches the main process as "Caught X in DataLoader worker
 # process N." followed by the worker's traceback text; its reason is in the exception line.
 _WORKER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.$")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*: (.*)$")
+
+
+def add_debug_argument(parser: Any) -> None:
+    """List `--debug` in a tool's --help (`run` takes it off the command line before parsing)."""
+    parser.add_argument(
+        DEBUG_FLAG, action="store_true",
+        help=f"on an error, show the full traceback (or set {DEBUG_ENV}=1)",
+    )  # fmt: skip
 
 
 def debug_requested(argv: Sequence[str] | None = None) -> bool:
@@ -70,5 +80,5 @@ def run(main: Callable[..., Any], argv: Sequence[str] | None = None) -> Any:
         return main(args)
     try:
         return main(args)
-    except UserError as err:
+    except USER_FIXABLE as err:
         fail(err)

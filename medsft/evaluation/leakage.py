@@ -182,14 +182,25 @@ class LeakageCommand:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Print the leakage section; write the JSON when --output is given."""
+    """Check a test set against training data for leakage: print the report section, and
+    write it as JSON (and markdown beside it) when --output is given.
+
+        python -m medsft.leakage --test_set.source data/sample/test_zh_med.json \\
+            --leakage.train_set.source data/sample/huatuo_sample.jsonl \\
+            --leakage.train_set.preset huatuo --output leakage.json
+
+    Args:
+        argv: the command line (None: sys.argv).
+    """
     import json
     from pathlib import Path
 
-    from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse import ActionConfigFile
+
+    from medsft.cli.parsing import tool_parser
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = ArgumentParser(prog="python -m medsft.leakage", default_env=False)
+    parser = tool_parser("python -m medsft.leakage", main.__doc__)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(LeakageCommand, nested_key=None, as_group=False)
     cfg = parser.instantiate(parser.parse_args(argv))
@@ -204,4 +215,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    from medsft.cli.errors import run
+
+    run(main)
