@@ -1,5 +1,5 @@
-"""A callback for the resume tests: the process kills itself with SIGKILL at a given step, as a
-preempted job dies (no exception, no cleanup, no final checkpoint)."""
+"""Callbacks for the resume tests. KillAt: the process kills itself with SIGKILL at a given step,
+as a preempted job dies (no exception, no cleanup, no final checkpoint); StepFile reports the step."""
 
 import os
 import signal
@@ -18,3 +18,19 @@ class KillAt(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StepFile(Callback):
+    """Writes the optimizer step reached after every batch, for a test that signals the
+    process from outside once training is under way."""
+
+    def __init__(self, path: str):
+        """
+        Args:
+            path: the file to write the step into.
+        """
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        with open(self.path, "w") as f:
+            f.write(str(trainer.global_step))

@@ -180,3 +180,71 @@ def test_sharded_checkpoints_are_renamed_into_place_whole(tmp_path, monkeypatch)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.prev.ckpt"]
     strategy.remove_checkpoint(path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_line_naming_folder_sizes_and_the_kept_checkpoint(
+    tmp_path, monkeypatch
+):
+    import shutil
+    from collections import namedtuple
+
+    io, path = SafeCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint(state(1), path)
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: Usage(10**9, 10**9 - 1500, 1500))
+
+    def full_disk(obj, f):
+        f.write(b"x" * 100)
+        # What torch.save raises when the disk fills mid-write: the zip writer's error.
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError) as err:
+        io.save_checkpoint(state(2), path)
+    assert str(err.value) == (
+        f"cannot save checkpoint: no space left in {tmp_path} (needs about 8.0 KB, 1.5 KB "
+        f"free); the previous checkpoint {path} is kept; free space or set "
+        "--checkpoint.dirpath elsewhere"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temp file left
+    monkeypatch.undo()
+    assert io.load_checkpoint(path)["global_step"] == 1
+
+    def enospc(obj, f):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", enospc)
+    with pytest.raises(CheckpointError, match="no space left in .*no earlier checkpoint"):
+        io.save_checkpoint(state(2), tmp_path / "new" / "last.ckpt")
+
+
+def test_the_start_up_check_warns_when_one_checkpoint_does_not_fit(tmp_path, monkeypatch, caplog):
+    import shutil
+    from collections import namedtuple
+
+    from medsft.checkpoint import check_free_space, checkpoint_bytes
+
+    module = torch.nn.Linear(10, 10)  # 110 parameters: 440 bytes + 880 of Adam moments
+    assert checkpoint_bytes(module) == 1320
+    module.weight.requires_grad_(False)
+    module.finetune = "lora"  # only the trainable bias is saved and optimized
+    assert checkpoint_bytes(module) == 10 * 4 * 3
+    Usage = namedtuple("Usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: Usage(10**6, 10**6 - 1000, 1000))
+    assert check_free_space(tmp_path / "not" / "yet", 999)
+    with caplog.at_level("WARNING", logger="medsft.checkpoint"):
+        assert not check_free_space(tmp_path / "not" / "yet", 1320)
+    assert "has 1.0 KB free, less than one checkpoint of this model (about 1.3 KB)" in caplog.text
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_on_load(tmp_path):
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"global_step": 1, "x": Payload()}, tmp_path / "last.ckpt")
+    with pytest.raises(CheckpointError, match="refusing checkpoint .* Python objects"):
+        SafeCheckpointIO().load_checkpoint(tmp_path / "last.ckpt")
+    assert not marker.exists()

@@ -1,0 +1,121 @@
+"""Preemption on the demo config, as a scheduler does it: a signal from outside mid-run, then
+the same command again. SIGTERM saves the step reached and exits 143; a resume loses no step.
+Under SLURM, SIGUSR1 also requeues (a fake `scontrol` records the call)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from medsft.preemption import Preemption, exit_code, slurm_job_id
+from tests.test_train import ROOT, scalars
+
+DEMO = ["--data.val_fraction", "0", "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "1",
+        "--trainer.val_check_interval", "null", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+
+
+def start(tmp_path, env, *args, cwd=ROOT):
+    """train.py on configs/demo.yaml in a subprocess that reports its step into a file."""
+    step_file = tmp_path / "step"
+    step_file.unlink(missing_ok=True)
+    callbacks = (f'[{{"class_path": "tests.resume_helpers.StepFile", '
+                 f'"init_args": {{"path": "{step_file}"}}}}]')  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
+           **env}  # fmt: skip
+    command = [
+        sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
+        "--data.source", str(ROOT / "data/sample/huatuo_sample.jsonl"), *DEMO,
+        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.callbacks", callbacks,
+        *args,
+    ]  # fmt: skip
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return proc, step_file
+
+
+def signal_at(proc, step_file, step, signum):
+    """Send `signum` once the run has reached `step`; the seconds until it exits."""
+    deadline = time.monotonic() + 600
+    while not (step_file.exists() and step_file.read_text() and int(step_file.read_text()) >= step):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    sent = time.monotonic()
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=300)
+    return time.monotonic() - sent, out, err
+
+
+def ckpt_step(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["global_step"]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_step_reached_exits_143_and_resumes_without_loss(tmp_path):
+    proc, step_file = start(tmp_path, {})
+    seconds, _, err = signal_at(proc, step_file, 2, signal.SIGTERM)
+    assert proc.returncode == 143, err[-3000:]
+    run = tmp_path / "demo" / "version_0"
+    reached = int(step_file.read_text())
+    saved = ckpt_step(run / "checkpoints" / "last.ckpt")
+    assert saved == reached and 2 <= saved < 8, (saved, reached)  # 0 steps lost
+    assert f"SIGTERM: saved step {saved}" in err and seconds < 120
+    assert not (run / "model").exists()  # a stopped run is not a trained model
+    resumed, _ = start(tmp_path, {}, "--ckpt_path", "last")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    assert not (tmp_path / "demo" / "version_1").exists()
+    assert len(scalars(run, "train/loss")) == 8  # one curve, every step once
+    assert (run / "config.yaml").exists() and (run / "config.resume-1.yaml").exists()
+
+
+@pytest.mark.slow
+def test_sigusr1_under_slurm_saves_into_the_run_and_requeues(tmp_path):
+    bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "scontrol").chmod(0o755)
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "sft",
+             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+             "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
+    work = tmp_path / "cwd"
+    work.mkdir()
+    proc, step_file = start(tmp_path, slurm, cwd=work)
+    _, _, err = signal_at(proc, step_file, 2, signal.SIGUSR1)
+    assert proc.returncode == 128 + signal.SIGUSR1, err[-3000:]
+    assert calls.read_text().split() == ["requeue", "4242"]
+    assert list(work.iterdir()) == []  # no hpc_ckpt_1.ckpt where the job was started
+    run = tmp_path / "demo" / "version_0"
+    saved = ckpt_step(run / "checkpoints" / "last.ckpt")
+    assert saved == int(step_file.read_text())
+    # SLURM starts the same command again, with SLURM_RESTART_COUNT set.
+    again, _ = start(tmp_path, {**slurm, "SLURM_RESTART_COUNT": "1"}, cwd=work)
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err[-3000:]
+    assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in out
+    assert not (tmp_path / "demo" / "version_1").exists()
+    assert len(scalars(run, "train/loss")) == 8
+
+
+def test_slurm_job_ids_and_exit_codes(monkeypatch):
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    assert slurm_job_id() is None
+    assert Preemption().signals() == [signal.SIGTERM, signal.SIGINT]
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    assert slurm_job_id() == "77" and signal.SIGUSR1 in Preemption().signals()
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "70")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    assert slurm_job_id() == "70_3"
+    assert exit_code(signal.SIGTERM) == 143 and exit_code(signal.SIGINT) == 130
+
+
+def test_a_failed_requeue_is_said_not_hidden(monkeypatch, capsys):
+    monkeypatch.setenv("SLURM_JOB_ID", "5")
+    Preemption(requeue=(str(Path("/nonexistent/scontrol")), "requeue"))._requeue()
+    assert "could not requeue SLURM job 5" in capsys.readouterr().err

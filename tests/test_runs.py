@@ -1,0 +1,161 @@
+"""medsft.runs: which checkpoint a resume takes, its version folder, and whether the resumed
+config is the same experiment."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from medsft.checkpoint import CheckpointError
+from medsft.errors import ConfigError
+from medsft.runs import (
+    CONFIG_KEY,
+    ResumeMismatch,
+    compare_configs,
+    experiment_config,
+    find_checkpoint,
+    flatten,
+    latest_config,
+    read_checkpoint,
+    remove_empty_run,
+    resume_config_name,
+    version_of,
+)
+
+OLD = experiment_config(
+    {"seed_everything": 0, "trainer": {"max_steps": 40, "log_every_n_steps": 5, "devices": 1,
+     "logger": {"init_args": {"version": 0}}},
+     "model": {"optimizer": {"lr": 0.01, "betas": [0.9, 0.999]}, "lora": {"r": 16}},
+     "data": {"batch_size": 2, "source": "a.jsonl", "num_workers": 0}, "ckpt_path": None},
+    world_size=1,
+)  # fmt: skip
+
+
+def changed(**dotted):
+    new = dict(OLD)
+    new.update({k.replace("__", "."): v for k, v in dotted.items()})
+    return new
+
+
+def test_flatten_keeps_lists_and_drops_bookkeeping():
+    assert flatten({"a": {"b": 1, "c": [1, 2], "d": {}}}) == {"a.b": 1, "a.c": [1, 2], "a.d": {}}
+    assert "trainer.logger.init_args.version" not in OLD and "ckpt_path" not in OLD
+    assert "trainer.devices" not in OLD and OLD["world_size"] == 1
+
+
+def test_a_changed_batch_size_stops_the_resume_with_one_line_and_the_fix():
+    with pytest.raises(ResumeMismatch) as err:
+        compare_configs(OLD, changed(data__batch_size=4))
+    assert str(err.value) == (
+        "resuming with a changed experiment: data.batch_size: 2 -> 4; resume with the "
+        "checkpoint's settings, or allow it on purpose with --allow_changed data.batch_size"
+    )
+    assert isinstance(err.value, ConfigError)
+    allowed = compare_configs(OLD, changed(data__batch_size=4), allow=["data.batch_size"])
+    assert allowed.describe() == "data.batch_size: 2 -> 4"
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("data.source", "b.jsonl"), ("seed_everything", 1), ("model.lora.r", 8), ("world_size", 2),
+     ("trainer.accumulate_grad_batches", 2), ("model.optimizer.lr", 0.001)],
+)  # fmt: skip
+def test_every_experiment_key_is_refused_and_each_difference_listed(key, value):
+    new = changed(**{key.replace(".", "__"): value}, data__batch_size=8)
+    with pytest.raises(ResumeMismatch, match="changed experiment") as err:
+        compare_configs(OLD, new)
+    message = str(err.value)
+    assert "\n" not in message and f"{key}: " in message and "data.batch_size: 2 -> 8" in message
+    compare_configs(OLD, new, allow=[key, "data"])  # a section allows all its keys
+
+
+def test_safe_keys_are_allowed_and_recorded():
+    new = changed(trainer__max_steps=60, trainer__log_every_n_steps=1, data__num_workers=2)
+    assert compare_configs(OLD, new).describe() == (
+        "data.num_workers: 0 -> 2, trainer.log_every_n_steps: 5 -> 1, trainer.max_steps: 40 -> 60"
+    )
+    assert compare_configs(OLD, dict(OLD)).describe() == "nothing"
+
+
+def test_optimizer_settings_the_restored_state_keeps_are_refused_even_when_allowed():
+    with pytest.raises(ResumeMismatch, match="would not take effect: model.optimizer.betas"):
+        compare_configs(OLD, changed(model__optimizer__betas=[0.9, 0.95]),
+                        allow=["model.optimizer.betas"])  # fmt: skip
+
+
+def test_each_resume_gets_its_own_config_file(tmp_path):
+    assert resume_config_name(tmp_path) == "config.yaml"
+    assert latest_config(tmp_path) is None
+    (tmp_path / "config.yaml").write_text("a: 1\n")
+    assert latest_config(tmp_path) == tmp_path / "config.yaml"
+    assert resume_config_name(tmp_path) == "config.resume-1.yaml"
+    for k in (1, 2, 10):
+        (tmp_path / f"config.resume-{k}.yaml").write_text("a: 2\n")
+    assert resume_config_name(tmp_path) == "config.resume-11.yaml"
+    assert latest_config(tmp_path) == tmp_path / "config.resume-10.yaml"
+
+
+def test_version_of_a_checkpoint(tmp_path):
+    ckpt = tmp_path / "logs" / "demo" / "version_3" / "checkpoints" / "last.ckpt"
+    assert version_of(ckpt, str(tmp_path / "logs"), "demo") == 3
+    assert version_of(ckpt, str(tmp_path / "logs"), "other") is None
+    assert version_of(tmp_path / "elsewhere" / "last.ckpt", str(tmp_path), "demo") is None
+
+
+def save(path, step, config=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"global_step": step, "state_dict": {"w": torch.zeros(2)}}
+    if config is not None:
+        state[CONFIG_KEY] = {"config": config}
+    torch.save(state, path)
+
+
+def test_last_is_the_newest_checkpoint_of_the_run_name(tmp_path, capsys):
+    older = tmp_path / "demo" / "version_0" / "checkpoints" / "last.ckpt"
+    newer = tmp_path / "demo" / "version_1" / "checkpoints" / "last.ckpt"
+    save(older, 3)
+    save(newer, 5, OLD)
+    os.utime(older, (1, 1))
+    found = find_checkpoint("last", dirpath=None, save_dir=str(tmp_path), name="demo")
+    assert found == newer and "resuming from" in capsys.readouterr().out
+    info = read_checkpoint(found)
+    assert info.step == 5 and info.config == OLD
+    assert read_checkpoint(older).config is None  # an older medsft's checkpoint
+    assert find_checkpoint(None, dirpath=None, save_dir=None, name=None) is None
+    assert find_checkpoint("last", dirpath=str(tmp_path / "x"), save_dir=None, name=None,
+                           required=False) is None  # fmt: skip
+    with pytest.raises(ConfigError, match="no checkpoint matches"):
+        find_checkpoint("last", dirpath=str(tmp_path / "x"), save_dir=None, name=None)
+
+
+class Payload:
+    """Unpickling this runs code: it creates the marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
+    marker = tmp_path / "code-ran"
+    ckpt = tmp_path / "last.ckpt"
+    torch.save({"global_step": 1, "state_dict": {}, "x": Payload(marker)}, ckpt)
+    with pytest.raises(CheckpointError) as err:
+        read_checkpoint(ckpt)
+    assert not marker.exists()
+    message = str(err.value)
+    assert message.startswith(f"refusing checkpoint {ckpt}: it holds Python objects")
+    assert "\n" not in message
+
+
+def test_an_empty_run_folder_is_removed_a_resumed_one_kept(tmp_path):
+    run = tmp_path / "version_0"
+    run.mkdir()
+    remove_empty_run(str(run), step=0, resumed=True)
+    remove_empty_run(str(run), step=3, resumed=False)
+    assert run.exists()
+    remove_empty_run(str(run), step=0, resumed=False)
+    assert not run.exists()
