@@ -32,5 +32,6 @@ class StepFile(Callback):
         self.path = path
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        with open(self.path, "w") as f:
+        with open(f"{self.path}.tmp", "w") as f:
             f.write(str(trainer.global_step))
+        os.replace(f"{self.path}.tmp", self.path)  # a reader never sees an empty file

@@ -41,7 +41,7 @@ def start(tmp_path, env, *args, cwd=ROOT):
 def signal_at(proc, step_file, step, signum):
     """Send `signum` once the run has reached `step`; the seconds until it exits."""
     deadline = time.monotonic() + 600
-    while not (step_file.exists() and step_file.read_text() and int(step_file.read_text()) >= step):
+    while not (step_file.exists() and int(step_file.read_text()) >= step):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.monotonic() < deadline
         time.sleep(0.05)
