@@ -49,7 +49,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     Args:
         argv: the command line (None: sys.argv).
     """
-    from medsft.evaluation import EvalConfig, evaluate, is_global_zero
+    from medsft.errors import ConfigError
+    from medsft.evaluation import (
+        EvalConfig,
+        evaluate,
+        is_global_zero,
+        judge_status,
+        validate_config,
+    )
 
     # Data-parallel ranks run this too; only rank 0 narrates.
     level = logging.INFO if is_global_zero() else logging.WARNING
@@ -65,6 +72,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     resolved = parser.dump(cfg, skip_unset=False)
     skip = {"config", "debug"}
     config = EvalConfig(**{k: v for k, v in vars(parser.instantiate(cfg)).items() if k not in skip})
+    try:  # checked again by evaluate(); here a setting that cannot work is the user's to fix
+        validate_config(config)
+        judge_status(config)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     return evaluate(config, resolved_config=resolved)
 
 

@@ -1,0 +1,30 @@
+"""evaluate.py under the error policy: a config mistake is one `error:` line, exit 1."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def evaluate_py(tmp_path, *args, debug=False):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("MEDSFT_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), "--config", str(ROOT / "configs/eval_demo.yaml"),
+         "--output_dir", str(tmp_path / "out"), *args, *(["--debug"] if debug else [])],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_config_mistake_is_one_error_line_and_debug_shows_the_traceback(tmp_path):
+    systems = ("--systems", "[{name: x, path: data/sample/baseline_answers.jsonl}]")
+    result = evaluate_py(tmp_path, *systems)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: baseline 'gpt' is not a system; choose one of x"
+    )
+    debug = evaluate_py(tmp_path, *systems, debug=True)
+    assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
+    assert not (tmp_path / "out").exists()  # stopped before anything was written
