@@ -35,3 +35,21 @@ class StepFile(Callback):
         with open(f"{self.path}.tmp", "w") as f:
             f.write(str(trainer.global_step))
         os.replace(f"{self.path}.tmp", self.path)  # a reader never sees an empty file
+
+
+class SignalAt(Callback):
+    """Sends a signal to its own process after an optimizer step, as a user or scheduler would
+    (the handler then runs between two Python instructions, not at a hook boundary)."""
+
+    def __init__(self, step: int, signum: int):
+        """
+        Args:
+            step: the optimizer step after which the signal is sent.
+            signum: the signal, e.g. signal.SIGINT.
+        """
+        self.step, self.signum, self.sent = step, signum, False
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), self.signum)

@@ -102,6 +102,23 @@ def test_sigusr1_under_slurm_saves_into_the_run_and_requeues(tmp_path):
     assert len(scalars(run, "train/loss")) == 8
 
 
+def test_sigint_mid_accumulation_finishes_the_step_saves_it_and_exits_130(tmp_path):
+    """Ctrl-C arrives at the first micro-batch of step 3's window of 2: the window completes,
+    step 3 is saved, and the exit status is 130."""
+    from medsft.preemption import Preempted
+    from tests.test_train import train
+
+    sigint = (f'[{{"class_path": "tests.resume_helpers.SignalAt", '
+              f'"init_args": {{"step": 2, "signum": {int(signal.SIGINT)}}}}}]')  # fmt: skip
+    with pytest.raises(Preempted) as stopped:
+        train(tmp_path, "--trainer.accumulate_grad_batches", "2", "--data.batch_size", "2",
+              "--trainer.max_steps", "6", "--trainer.callbacks", sigint, name="int")  # fmt: skip
+    assert stopped.value.code == 130 and stopped.value.signum == signal.SIGINT
+    assert stopped.value.checkpoint == str(tmp_path / "int/version_0/checkpoints/last.ckpt")
+    assert ckpt_step(stopped.value.checkpoint) == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
 def test_slurm_job_ids_and_exit_codes(monkeypatch):
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
@@ -119,3 +136,12 @@ def test_a_failed_requeue_is_said_not_hidden(monkeypatch, capsys):
     monkeypatch.setenv("SLURM_JOB_ID", "5")
     Preemption(requeue=(str(Path("/nonexistent/scontrol")), "requeue"))._requeue()
     assert "could not requeue SLURM job 5" in capsys.readouterr().err
+
+
+def test_the_sbatch_script_asks_for_the_requeue_signal_and_is_valid_bash():
+    script = ROOT / "docs/slurm/train.sbatch"
+    text = script.read_text()
+    for directive in ("--signal=USR1@90", "--requeue", "--nodes=", "--ntasks-per-node="):
+        assert f"#SBATCH {directive}" in text
+    assert "srun python train.py" in text and "--ckpt_path" not in text.split("srun", 1)[1]
+    subprocess.run(["bash", "-n", str(script)], check=True)
