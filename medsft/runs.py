@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsft.checkpoint import CheckpointError, usable_checkpoint
 from medsft.errors import ConfigError
 
 CONFIG_KEY = "medsft_run"
@@ -101,6 +100,8 @@ def find_checkpoint(
         ConfigError: `last` with no checkpoint found (when required).
         CheckpointError: neither the checkpoint nor the one kept before it is usable.
     """
+    from medsft.checkpoint import usable_checkpoint
+
     if ckpt_path is None:
         return None
     if ckpt_path != "last":
@@ -130,6 +131,8 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
     import pickle
 
     import torch
+
+    from medsft.checkpoint import CheckpointError
 
     path = Path(path)
     if path.is_dir():  # an FSDP2 distributed checkpoint: read by Lightning itself, sharded

@@ -1,6 +1,7 @@
 """The ablation table: every system's headline scores beside its training run's hyperparameters.
 
-Each run system's resolved `config.yaml` (written by train.py into the run directory) is
+Each run system's resolved config (written by train.py into the run directory: `config.yaml`,
+or after a resume that changed allowed settings the newest `config.resume-K.yaml`) is
 flattened to dotted keys (`model.lora.r`, `data.augment.fraction`, ...); the table shows the keys
 whose values differ between the runs (what the ablation varied) and a few that identify a run
 (base model, fine-tuning method), so 4B vs 14B, augmented vs not and LoRA r 8 vs 32 come out of
@@ -22,11 +23,14 @@ HEADLINE = ("BLEU-4", "ROUGE-L", "vocab-F1")
 
 
 def run_hparams(run_dir: Path) -> dict[str, Any] | None:
-    """The run's resolved config.yaml, flattened to dotted keys; None when it has none."""
+    """The run's last resolved config (medsft.runs.latest_config), flattened to dotted keys;
+    None when it has none."""
     import yaml
 
-    path = run_dir / "config.yaml"
-    if not path.is_file():
+    from medsft.runs import latest_config
+
+    path = latest_config(run_dir)
+    if path is None:
         return None
     flat: dict[str, Any] = {}
 

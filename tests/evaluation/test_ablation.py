@@ -78,3 +78,16 @@ def test_runs_hyperparameters_that_differ_sit_beside_their_scores(tmp_path):
     assert "## Ablation" in md and "`model.lora.r`" in md
     assert any(line.startswith("| r32aug | random:tiny | lora |") and "| 32 |" in line
                for line in md.splitlines())  # fmt: skip
+
+
+def test_a_resumed_runs_hyperparameters_are_those_it_last_trained_with(tmp_path):
+    from medsft.evaluation.ablation import run_hparams
+
+    (tmp_path / "config.yaml").write_text("trainer: {max_steps: 6}\n", encoding="utf-8")
+    assert run_hparams(tmp_path) == {"trainer.max_steps": 6}
+    (tmp_path / "config.resume-1.yaml").write_text(
+        "# Resumed from last.ckpt at step 6; changed: trainer.max_steps: 6 -> 9\n"
+        "trainer: {max_steps: 9}\n",
+        encoding="utf-8",
+    )
+    assert run_hparams(tmp_path) == {"trainer.max_steps": 9}
