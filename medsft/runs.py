@@ -36,6 +36,7 @@ _RESUME_CONFIG = re.compile(r"config\.resume-(\d+)\.yaml")
 NOT_COMPARED = (
     "trainer.logger", "trainer.callbacks", "trainer.devices", "trainer.num_nodes",
     "trainer.accelerator", "trainer.default_root_dir", "ckpt_path", "allow_changed", "config",
+    "debug",
 )  # fmt: skip
 """Bookkeeping: where the run logs and how it is launched (the world size is compared as such)."""
 SAFE = (

@@ -136,7 +136,7 @@ def test_lora_checkpoint_holds_the_adapter_only_and_resumes(tmp_path):
         train(tmp_path, *MODES["lora"], *other, name="other")
     # Allowed on purpose, the adapter in the file still cannot be loaded into another one.
     with pytest.raises(ValueError, match="adapter does not match"):
-        train(tmp_path, *MODES["lora"], *other, "--allow_changed", "[model.lora.target_modules]",
+        train(tmp_path, *MODES["lora"], *other, "--allow_changed", "model.lora.target_modules",
               name="other")  # fmt: skip
 
 

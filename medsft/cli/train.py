@@ -24,6 +24,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
 from medsft import runs  # noqa: E402
+from medsft.cli.errors import add_debug_argument  # noqa: E402
 from medsft.data import SFTDataModule  # noqa: E402
 from medsft.module import SFTModule  # noqa: E402
 
@@ -56,10 +57,11 @@ class SFTCLI(LightningCLI):
             "(a requeued SLURM job resumes from 'last' by itself)",
         )  # fmt: skip
         parser.add_argument(
-            "--allow_changed", type=list[str], default=[],
-            help="on resume, config keys (or sections, e.g. data) allowed to differ from the "
-            "checkpoint's, e.g. --allow_changed [data.batch_size]",
+            "--allow_changed", type=str | None, default=None,
+            help="on resume, comma-separated config keys (or sections, e.g. data) allowed to "
+            "differ from the checkpoint's, e.g. --allow_changed data.batch_size,data.seed",
         )  # fmt: skip
+        add_debug_argument(parser)
         parser.add_argument(
             "--export", type=bool, default=False,
             help="after training, merge the adapter into a standalone model in <run>/merged",
@@ -249,7 +251,8 @@ def _record_config(cli: SFTCLI) -> None:
             print(f"{resume.path} stores no config (written by an older medsft): the resumed "
                   "config is not compared with it", flush=True)  # fmt: skip
         else:
-            changes = runs.compare_configs(resume.config, experiment, cli.config.allow_changed)
+            allow = [k.strip() for k in (cli.config.allow_changed or "").split(",") if k.strip()]
+            changes = runs.compare_configs(resume.config, experiment, allow)
             if changes.allowed:
                 print(f"resuming with changes: {changes.describe()}", flush=True)
             for key, old, new in changes.allowed:

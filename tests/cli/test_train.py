@@ -26,17 +26,21 @@ def test_a_resume_refuses_a_changed_experiment_and_records_an_allowed_change(tmp
         "resuming with a changed experiment: data.batch_size: 4 -> 2; resume with the "
         "checkpoint's settings, or allow it on purpose with --allow_changed data.batch_size"
     )
-    # A longer max_steps is safe: allowed, said and recorded in the resume's own config file.
-    second = train(tmp_path, *resume, "--trainer.max_steps", "3", name="exp")
+    # The option the message names allows it; a longer max_steps is safe without asking. Both
+    # are said and recorded in the resume's own config file.
+    second = train(tmp_path, *resume, "--data.batch_size", "2", "--allow_changed",
+                   "data.batch_size", "--trainer.max_steps", "3", name="exp")  # fmt: skip
     assert second.trainer.log_dir == run and second.trainer.global_step == 3
-    assert "resuming with changes: trainer.max_steps: 2 -> 3" in capsys.readouterr().out
+    changes = "data.batch_size: 4 -> 2, trainer.max_steps: 2 -> 3"
+    assert f"resuming with changes: {changes}" in capsys.readouterr().out
     assert (tmp_path / "exp/version_0/config.yaml").read_text() == config  # never rewritten
     record = (tmp_path / "exp/version_0/config.resume-1.yaml").read_text()
-    assert record.splitlines()[0].endswith("at step 2; changed: trainer.max_steps: 2 -> 3")
-    assert "max_steps: 3" in record
+    assert record.splitlines()[0].endswith(f"at step 2; changed: {changes}")
+    assert "max_steps: 3" in record and "batch_size: 2" in record
     # An optimizer setting the restored state would keep is applied when allowed, not ignored.
-    train(tmp_path, *resume, "--trainer.max_steps", "4", "--model.optimizer.lr", "0.001",
-          "--allow_changed", "[model.optimizer.lr]", name="exp")  # fmt: skip
+    train(tmp_path, *resume, "--data.batch_size", "2", "--trainer.max_steps", "4",
+          "--model.optimizer.lr", "0.001", "--allow_changed", "model.optimizer.lr",
+          name="exp")  # fmt: skip
     assert scalars(run, "train/lr") == pytest.approx([0.01, 0.01, 0.01, 0.001])
     assert (tmp_path / "exp/version_0/config.resume-2.yaml").exists()
 
