@@ -201,6 +201,9 @@ class JudgeSettings:
     client's own, honouring Retry-After)."""
     cache: bool = True
     """Reuse judge replies from `<output_dir>/judge_cache.jsonl`."""
+    max_failed_share: float = 0.05
+    """Judge status `partial` (in report.json and report.md, with counts) when more than this
+    share of a system's pairs could not be judged (their rates leave those pairs out)."""
 
 
 @dataclass
@@ -403,6 +406,11 @@ def judge_status(config: EvalConfig) -> JudgeStatus:
 
 
 def _check_judge_settings(judge: JudgeSettings) -> None:
+    if not 0 <= judge.max_failed_share <= 1:
+        raise ValueError(
+            f"judge.max_failed_share must be a share in [0, 1] (e.g. 0.05), got "
+            f"{judge.max_failed_share}"
+        )
     if judge.base_url:
         parts = urlsplit(judge.base_url)
         if parts.username or parts.password or parts.query:

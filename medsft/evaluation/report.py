@@ -245,30 +245,39 @@ def _judge(report: dict[str, Any]) -> list[str]:
     lines = ["", "## Judge", ""]
     if judge["status"] == "skipped":
         return lines + [f"Skipped: {judge['reason']}."]
-    if judge["status"] == "failed":
-        lines += [f"**Failed**: {judge['reason']}"]
+    if judge["status"] in ("failed", "partial"):
+        lines += [f"**{judge['status'].capitalize()}**: {judge['reason']}"]
         if not judge.get("results"):
             return lines
         lines.append("")
     lines += [
         f"Judge `{judge['model']}` at {judge['endpoint']} (prompt language `{judge['language']}`), "
         f"every pair judged in both answer orders against **{judge['baseline']}**. A pair counts "
-        "as a win or loss only when both orders agree; otherwise it is a tie (inconsistent).",
+        "as a win or loss only when both orders agree; otherwise it is a tie (inconsistent). "
+        "Length-controlled: the adjusted win rate predicted at equal answer lengths (a logistic "
+        "regression of each pair's outcome on tanh of the standardised length difference, "
+        "AlpacaEval 2's approach); far below the raw rate, the judge rewarded length.",
         "",
-        "| system | win | tie | loss | adjusted win rate (95% CI) | consistency | errors | judged |",
-        "|---|---|---|---|---|---|---|---|",
+        "| system | win | tie | loss | adjusted win rate (95% CI) | length-controlled (95% CI) "
+        "| consistency | errors | judged |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s, r in judge["results"].items():
-        interval = r["interval"]
-        rate = "–" if r["adjusted_win_rate"] is None else f"{r['adjusted_win_rate']:.2f}"
-        if interval:
-            rate += f" [{interval['low']:.2f}, {interval['high']:.2f}]"
+        rate = _rate(r["adjusted_win_rate"], r["interval"])
+        controlled = r.get("length_controlled") or {}
+        lc_rate = _rate(r.get("length_controlled_win_rate"), controlled.get("interval"))
         consistency = "–" if r["consistency_rate"] is None else f"{r['consistency_rate']:.0%}"
         c = r["counts"]
         lines.append(
-            f"| {s} | {c['win']} | {c['tie']} | {c['loss']} | {rate} | {consistency} | "
-            f"{r['n_errors']} | {r['n_judged']}/{r['n_pairs']} |"
+            f"| {s} | {c['win']} | {c['tie']} | {c['loss']} | {rate} | {lc_rate} | {consistency} "
+            f"| {r['n_errors']} | {r['n_judged']}/{r['n_pairs']} |"
         )
+    for s, r in judge["results"].items():
+        if (r.get("length_controlled") or {}).get("reason"):
+            lines += [
+                "",
+                f"Length-controlled rate of {s}: none, {r['length_controlled']['reason']}.",
+            ]
     usage = [r["usage"] for r in judge["results"].values()]
     return lines + [
         "",
@@ -277,6 +286,13 @@ def _judge(report: dict[str, Any]) -> list[str]:
         f"{sum(u['cached_judgements'] for u in usage)}. Verdicts per pair in "
         "`judge_<system>.json`.",
     ]
+
+
+def _rate(value: float | None, interval: dict[str, Any] | None) -> str:
+    if value is None:
+        return "–"
+    text = f"{value:.2f}"
+    return text + (f" [{interval['low']:.2f}, {interval['high']:.2f}]" if interval else "")
 
 
 def _training(report: dict[str, Any]) -> list[str]:

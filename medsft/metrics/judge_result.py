@@ -154,7 +154,8 @@ class JudgeResult:
     @property
     def length_controlled_win_rate(self) -> float:
         """The adjusted win rate predicted at zero length difference (NaN: nothing judged)."""
-        return self.length_controlled.estimate if self.length_controlled else math.nan
+        estimate = self.length_controlled.estimate if self.length_controlled else None
+        return math.nan if estimate is None else estimate
 
     @property
     def consistency_rate(self) -> float:

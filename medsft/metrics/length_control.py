@@ -20,12 +20,18 @@ light), adapted to pairs judged in both answer orders:
   Its interval is a seeded percentile bootstrap over pairs (the fit repeated on each resample;
   the length scale stays that of the full set).
 
+The prediction at zero length difference needs pairs on both sides of it: when A's answer is the
+longer one in (nearly) every pair, a preference for A and a preference for length cannot be told
+apart, and the rate is not reported (`estimate` None, with the `reason`) rather than guessed by
+extrapolation. Each side needs `MIN_SIDE_SHARE` of the pairs, and at least two.
+
 AlpacaEval's GLM also holds a per-instruction difficulty term learned across many models; with
 two systems there is nothing to learn it from, so it is left out.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,20 +41,24 @@ from medsft.metrics.stats import Interval, bootstrap_interval
 
 LENGTH_PENALTY = 1.0
 """L2 penalty on the length coefficient (sklearn's default strength, C = 1)."""
+MIN_SIDE_SHARE = 0.05
+"""Least share of pairs where A is the longer answer, and where it is the shorter one."""
 
 
 @dataclass(frozen=True)
 class LengthControlled:
     """A length-controlled win rate with its interval and the fitted length effect."""
 
-    estimate: float
-    """Win rate predicted at zero length difference (0-1)."""
+    estimate: float | None
+    """Win rate predicted at zero length difference (0-1); None when it cannot be (`reason`)."""
     interval: Interval | None
-    """Bootstrap interval of `estimate` over pairs; None when not asked for."""
-    length_coefficient: float
+    """Bootstrap interval of `estimate` over pairs; None when not asked for or not estimated."""
+    length_coefficient: float | None
     """gamma: logit change per unit of tanh(length difference / its std); 0 = no length effect."""
     length_scale: float
     """The standard deviation of the length difference (characters) the feature divides by."""
+    reason: str | None = None
+    """Why there is no estimate."""
 
 
 def length_feature(
@@ -132,6 +142,14 @@ def length_controlled_win_rate(
     if ((y < 0) | (y > 1)).any():
         raise ValueError("outcomes must lie in [0, 1] (win 1, tie 0.5, loss 0)")
     feature, scale = length_feature(lengths_a, lengths_b)
+    need = max(2, math.ceil(MIN_SIDE_SHARE * len(y)))
+    longer, shorter = int((feature > 0).sum()), int((feature < 0).sum())
+    if scale > 0 and min(longer, shorter) < need:
+        reason = (
+            f"A's answer is longer in {longer} and shorter in {shorter} of {len(y)} pairs; "
+            f"predicting equal lengths needs {need} on each side"
+        )
+        return LengthControlled(None, None, None, scale, reason)
 
     def statistic(idx: np.ndarray) -> float:
         return _sigmoid(fit_length_glm(feature[idx], y[idx])[0])

@@ -52,7 +52,8 @@ def test_without_a_length_difference_it_is_the_adjusted_win_rate() -> None:
     outcome = np.array([1, 1, 0.5, 0, 1, 0.5, 1, 0])
     result = length_controlled_win_rate(outcome, [10] * 8, [10] * 8, n_resamples=50)
     assert result.estimate == pytest.approx(outcome.mean()) and result.length_scale == 0.0
-    assert length_controlled_win_rate([1, 1], [5, 3], [1, 2], confidence=False).estimate == 1.0
+    every = length_controlled_win_rate([1] * 4, [5, 3, 1, 1], [1, 2, 4, 5], confidence=False)
+    assert every.estimate == 1.0  # A won every pair, longer or shorter
 
 
 def test_the_fit_is_the_penalised_maximum_likelihood() -> None:
@@ -72,3 +73,17 @@ def test_bad_input_names_the_problem() -> None:
         length_controlled_win_rate([], [], [])
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         length_controlled_win_rate([2], [1], [1])
+
+
+def test_no_estimate_when_one_system_is_longer_in_nearly_every_pair() -> None:
+    # Outcomes that a length-only judge and a quality judge would both give: nothing to tell
+    # them apart, so no extrapolated guess.
+    outcome = np.ones(40)
+    len_a, len_b = np.full(40, 300.0), np.arange(40.0)
+    len_b[0] = 400  # one pair the other way is not enough (5% of 40 = 2)
+    result = length_controlled_win_rate(outcome, len_a, len_b)
+    assert result.estimate is None and result.interval is None
+    assert result.reason == (
+        "A's answer is longer in 39 and shorter in 1 of 40 pairs; predicting equal lengths "
+        "needs 2 on each side"
+    )
