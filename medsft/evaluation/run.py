@@ -14,6 +14,7 @@ from medsft.evaluation.answers import answers_system
 from medsft.evaluation.config import EvalConfig, judge_status, validate_config
 from medsft.evaluation.judging import run_judge
 from medsft.evaluation.leakage import check_leakage
+from medsft.evaluation.lock import output_lock
 from medsft.evaluation.mcq import mcq_report, mcq_systems
 from medsft.evaluation.models import is_global_zero, model_system
 from medsft.evaluation.plots import plot_mcq, plot_metrics, plot_training
@@ -37,10 +38,17 @@ log = logging.getLogger(__name__)
 def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[str, Any] | None:
     """Generate, score, judge and report. Returns the report (None on ranks other than 0).
 
+    Refuses with `OutputDirBusy` when another evaluation holds `output_dir` (medsft.evaluation.lock).
+
     Args:
         config: the evaluation config.
         resolved_config: YAML of the resolved config, saved as `<output_dir>/config.yaml`.
     """
+    with output_lock(config.output_dir, enabled=is_global_zero()):
+        return _evaluate(config, resolved_config=resolved_config)
+
+
+def _evaluate(config: EvalConfig, *, resolved_config: str | None) -> dict[str, Any] | None:
     kinds = validate_config(config)
     judge = judge_status(config)
     out_dir = Path(config.output_dir)
