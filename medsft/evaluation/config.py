@@ -45,6 +45,10 @@ class DataSpec:
     """Use only the first `limit` rows."""
     slice_column: str | None = None
     """Break every metric down by this column (Huatuo's `label`, a department, a subject)."""
+    duplicates: Literal["drop", "keep", "error"] = "drop"
+    """Rows asking the same question (the same conversation up to the answer) again: `drop`
+    keeps the first and counts the others (in the log and report), `keep` scores each (the
+    question then weighs double), `error` stops with the rows named."""
 
 
 @dataclass

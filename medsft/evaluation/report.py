@@ -40,10 +40,19 @@ def _header(report: dict[str, Any]) -> list[str]:
     test = report["test_set"]
     generated = [s for s in report["systems"] if s.get("generation")]
     where = "; answers of model systems in `generations/<system>.jsonl`" if generated else ""
+    duplicates = test.get("duplicates") or {}
+    repeated = ""
+    if duplicates.get("found"):
+        how = "dropped" if duplicates["dropped"] else "kept, each scored"
+        repeated = (
+            f"; {duplicates['found']} repeated question(s) {how} "
+            f"(`test_set.duplicates: {duplicates['policy']}`)"
+        )
     return [
         "# Evaluation report",
         "",
-        f"Test set: `{test['source']}` (preset `{test['preset']}`, {test['n']} questions). "
+        f"Test set: `{test['source']}` (preset `{test['preset']}`, {test['n']} questions"
+        f"{repeated}). "
         f"Generated {report['created']} by medsft {report['medsft_version']}; resolved config in "
         f"`config.yaml`{where}; every score and answer in `report.json`.",
         "",

@@ -29,7 +29,7 @@ from medsft.evaluation.scoring import (
     think_summary,
 )
 from medsft.evaluation.systems import SystemOutput
-from medsft.evaluation.testset import Example, load_examples
+from medsft.evaluation.testset import Example, duplicate_summary, load_examples
 from medsft.evaluation.training import training_scalars, training_summary
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ def score(
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "output_dir": config.output_dir,
         "test_set": {"source": test.source, "preset": test.preset, "n": len(examples),
-                     "sha256": digest([[ex.prompt, ex.reference] for ex in examples])},
+                     "sha256": digest([[ex.prompt, ex.reference] for ex in examples]),
+                     "duplicates": duplicate_summary(examples, test.duplicates)},
         "val_set": {"source": config.val_set.source, "n": len(val)} if config.val_set and val
         else None,
         "metric_tokenizer": tokenizer,
