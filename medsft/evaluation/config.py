@@ -146,8 +146,10 @@ class ScoringSettings:
     """Cumulative BLEU-n for each n."""
     rouge_types: list[str] = field(default_factory=lambda: ["rouge1", "rouge2", "rougeL"])
     """ROUGE variants."""
-    vocab_f1_mode: Literal["multiset", "set"] = "multiset"
-    """Vocabulary F1 overlap: multiset (SQuAD-style) or set."""
+    vocab_f1_mode: Literal["multiset", "set"] = "set"
+    """Vocabulary F1 overlap: `set` (distinct tokens shared, as the course studies computed it)
+    or `multiset` (SQuAD-style token counts, which equals ROUGE-1 F1 with the same tokens, so
+    the report would show one number twice)."""
     distinct_orders: list[int] = field(default_factory=lambda: [1, 2])
     """Distinct-n for each n; [] turns distinct-n off."""
     n_resamples: int = 1000

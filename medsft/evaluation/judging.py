@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medsft.evaluation.config import EvalConfig, JudgeSettings
-from medsft.evaluation.systems import SystemOutput
-from medsft.evaluation.testset import Example
+if TYPE_CHECKING:  # annotations only: judging answer files needs neither torch nor Lightning
+    from medsft.evaluation.config import EvalConfig, JudgeSettings
+    from medsft.evaluation.systems import SystemOutput
+    from medsft.evaluation.testset import Example
 
 log = logging.getLogger(__name__)
 

@@ -28,6 +28,28 @@ def _fmt(entry: dict[str, Any] | None, digits: int = 2) -> str:
     return text
 
 
+VOCAB_F1_MODE_NOTE = {
+    "set": "vocab-F1 (set): F1 of the distinct tokens a prediction shares with its reference "
+    "(`scoring.vocab_f1_mode: multiset` counts repeats instead, which equals ROUGE-1 F1).",
+    "multiset": "vocab-F1 (multiset): token counts, SQuAD-style; with the same tokens this equals "
+    "ROUGE-1 F1 (`scoring.vocab_f1_mode: set` scores distinct tokens instead).",
+}
+"""What report.md says about the vocab-F1 column, per overlap mode."""
+
+
+def _vocab_f1_mode(report: dict[str, Any]) -> str | None:
+    """The vocab-F1 overlap mode of this report, read from its signature (None: not scored)."""
+    metrics = next(iter(report["metrics"].values()), {})
+    entry = metrics.get("vocab-F1")
+    if not entry:
+        return None
+    return "set" if "|overlap:set|" in entry["signature"] else "multiset"
+
+
+def _label(name: str, vocab_mode: str | None) -> str:
+    return f"{name} ({vocab_mode})" if name == "vocab-F1" and vocab_mode else name
+
+
 def _cell(text: str | None, limit: int = 300) -> str:
     if text is None:
         return "–"
@@ -128,19 +150,24 @@ def _scores(report: dict[str, Any]) -> list[str]:
     systems = [s["name"] for s in report["systems"]]
     names = list(report["metrics"][systems[0]])
     has_ppl = any(report["perplexity"].get(s) for s in systems)
+    vocab = _vocab_f1_mode(report)
     lines = [
         "",
         "## Scores against the references (95% bootstrap intervals)",
         "",
         f"Metric tokenizer: `{report['metric_tokenizer']}`. "
-        "Perplexity: token-weighted, of the *reference* answers under each model (lower is better)."
+        + (f"{VOCAB_F1_MODE_NOTE[vocab]} " if vocab else "")
+        + "Perplexity: token-weighted, of the *reference* answers under each model (lower is better)."
         + (
             " Distinct-n measures diversity, not agreement, and has no interval."
             if any(n.startswith("distinct") for n in names)
             else ""
         ),  # fmt: skip
         "",
-        "| system | " + " | ".join(names) + (" | PPL (test) | PPL (val)" if has_ppl else "") + " |",
+        "| system | "
+        + " | ".join(_label(n, vocab) for n in names)
+        + (" | PPL (test) | PPL (val)" if has_ppl else "")
+        + " |",
         "|---" * (len(names) + 1 + 2 * has_ppl) + "|",
     ]
     for s in systems:
@@ -157,8 +184,10 @@ def _paired(report: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "### Paired bootstrap tests (A − B, two-sided p)", "", "| A | B | metric | Δ | p |",
              "|---|---|---|---|---|"]  # fmt: skip
+    vocab = _vocab_f1_mode(report)
     return lines + [
-        f"| {t['a']} | {t['b']} | {t['metric']} | {t['delta']:+.2f} | {t['p_value']:.3f} |"
+        f"| {t['a']} | {t['b']} | {_label(t['metric'], vocab)} | {t['delta']:+.2f} | "
+        f"{t['p_value']:.3f} |"
         for t in report["paired"]
     ]
 
@@ -173,7 +202,8 @@ def _slices(report: dict[str, Any]) -> list[str]:
     lines = ["", f"### Scores by `{slices['column']}` (95% bootstrap intervals)", "",
              "Small slices have wide intervals: compare systems within a slice, and read n."]  # fmt: skip
     for system in systems:
-        lines += ["", f"**{system}**", "", "| " + slices["column"] + " | n | " + " | ".join(names)
+        lines += ["", f"**{system}**", "", "| " + slices["column"] + " | n | "
+                  + " | ".join(_label(n, _vocab_f1_mode(report)) for n in names)
                   + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
         for group, g in groups.items():
             cells = [_fmt(g["systems"][system][n]) for n in names]
