@@ -29,10 +29,10 @@ def _fmt(entry: dict[str, Any] | None, digits: int = 2) -> str:
 
 
 VOCAB_F1_MODE_NOTE = {
-    "set": "vocab-F1 (set): F1 of the distinct tokens a prediction shares with its reference "
-    "(`scoring.vocab_f1_mode: multiset` counts repeats instead, which equals ROUGE-1 F1).",
+    "set": "vocab-F1 (set): F1 of the token types a prediction shares with its reference, each "
+    "counted once (`scoring.vocab_f1_mode: multiset` counts repeats, which equals ROUGE-1 F1).",
     "multiset": "vocab-F1 (multiset): token counts, SQuAD-style; with the same tokens this equals "
-    "ROUGE-1 F1 (`scoring.vocab_f1_mode: set` scores distinct tokens instead).",
+    "ROUGE-1 F1 (`scoring.vocab_f1_mode: set` counts each token type once instead).",
 }
 """What report.md says about the vocab-F1 column, per overlap mode."""
 
