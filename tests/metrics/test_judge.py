@@ -363,7 +363,11 @@ def test_rejected_key_stops_the_run(server: JudgeServer, monkeypatch: pytest.Mon
 
 # -- API ------------------------------------------------------------------------------------------
 def test_to_dict_is_json_and_has_the_report_keys(server: JudgeServer) -> None:
-    summary = run(server, base_url=server.base_url.replace("http://", "http://user:pw@")).to_dict()
+    # A's answer is the longer one in two pairs and the shorter in two: a length-controlled rate.
+    mixed = dict(a=[LONG[0], SHORT[1], LONG[2], SHORT[3]], b=[SHORT[0], LONG[1], SHORT[2], LONG[3]])
+    summary = run(
+        server, base_url=server.base_url.replace("http://", "http://user:pw@"), **mixed
+    ).to_dict()
     assert json.loads(json.dumps(summary, allow_nan=False)) == summary
     assert {
         "model", "base_url", "template_sha256", "rubric", "n_pairs", "n_judged", "n_errors",
