@@ -10,7 +10,8 @@ an LLM judge compares each system with the baseline system in both answer orders
 One job per module, in the order `evaluate()` (run.py) uses them:
 
 - config: the config dataclasses, `validate_config`, `judge_status`
-- testset: `load_examples`
+- lock: one evaluation at a time per output_dir
+- testset: `load_examples` (duplicate questions: `test_set.duplicates`)
 - systems: `SystemOutput`, weight fingerprints; answers: answer-file systems;
   models: model systems (generation and perplexity, cached); perplexity: shared across ranks
 - scoring: text metrics, paired tests, think blocks, length, slices (`test_set.slice_column`)
