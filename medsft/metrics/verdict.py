@@ -10,7 +10,8 @@ last label of the reply is the verdict only when
 - it opens its clause: it starts the reply or a line, follows a colon or a sentence end
   (`Final verdict:`, `结论：`, `... on reflection:`), or follows a concluding word such as
   `therefore`, `my verdict is`, `因此`, `综上` (so a negation or a quote just before it, "not say",
-  "并非", "or", is never read as a verdict);
+  "并非", "or", is never read as a verdict), and no negation ends the text before it ("My verdict
+  is not:", "结论不是：");
 - it is not the last line of a list of different labels (a reply echoing the choices).
 
 A reply without such a verdict gets the judge's label retry, then counts as an error: a guessed
@@ -60,6 +61,12 @@ _LEAD_RE = re.compile(
 )
 
 
+# A negation right before the separator: "My verdict is not:\n<label>", "结论不是：<label>".
+_NEGATED_RE = re.compile(
+    r"(?:\bnot|\bnever|n't|不是|并非|并不|没有|不)[\s:：*_`\"'“”]*$", re.IGNORECASE
+)
+
+
 def _label(match: re.Match[str]) -> Label:
     if match["en"]:
         return match["en"].lower()  # type: ignore[return-value]
@@ -69,6 +76,8 @@ def _label(match: re.Match[str]) -> Label:
 def _opens_clause(reply: str, match: re.Match[str]) -> bool:
     """Whether the label at `match` starts its clause (see the module docstring)."""
     before = _OPENING_MARKUP_RE.sub("", reply[: match.start()])
+    if _NEGATED_RE.search(before):
+        return False
     return not before or before.endswith(_CLAUSE_END) or _LEAD_RE.search(before) is not None
 
 

@@ -58,6 +58,10 @@ def test_explicit_verdicts_are_read(reply: str, label: str | None) -> None:
         f'I must answer "{BETTER}" or "{WORSE}"',
         f"Possible verdicts:\n- {BETTER}\n- {WORSE}\n- {EQUAL}",
         f"{BETTER}\n{WORSE}",
+        # A negation just before the separator.
+        f"My verdict is not:\n{BETTER}",
+        f"结论不是：{BETTER_ZH}",
+        f"The answer is NOT: **{EQUAL}**",
         # A verdict given, then revised into a negation: no final verdict stands.
         f"{BETTER}.\n\nOn reflection, I would not say {BETTER}",
         # Chinese: negation, question, qualification, choices, revision.
