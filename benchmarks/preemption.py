@@ -60,8 +60,9 @@ def main() -> None:
             time.sleep(0.02)
         sent = time.monotonic()
         proc.send_signal(signum)
-        proc.communicate(timeout=600)
+        _, err = proc.communicate(timeout=600)
         seconds = time.monotonic() - sent
+        saved_line = next((line for line in err.splitlines() if ": saved step" in line), "")
         reached = int(step_file.read_text())
         ckpt = tmp / "demo/version_0/checkpoints/last.ckpt"
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
@@ -71,7 +72,7 @@ def main() -> None:
             "signal": f"SIG{args.signal}", "sent_after_step": args.step,
             "exit_code": proc.returncode, "seconds_signal_to_exit": round(seconds, 2),
             "last_step_completed": reached, "checkpoint_step": saved,
-            "steps_lost": reached - saved, "resume_exit_code": resumed.returncode,
+            "steps_lost": reached - saved, "train_py_says": saved_line, "resume_exit_code": resumed.returncode,
             "resumed_into_same_version": not (tmp / "demo/version_1").exists(),
         }  # fmt: skip
     print(result)

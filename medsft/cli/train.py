@@ -258,6 +258,12 @@ def _record_config(cli: SFTCLI) -> None:
             for key, old, new in changes.allowed:
                 if key == "model.optimizer.lr":
                     cli.trainer.callbacks.append(NewLearningRate(old, new))
+                if key == "trainer.max_steps" and cli.config.model.optimizer.schedule == "cosine":
+                    # The schedule is a function of max_steps (medsft.module): say that the
+                    # learning rate from here on follows the new length.
+                    print(f"trainer.max_steps {old} -> {new}: the cosine learning-rate schedule "
+                          f"now decays over {new} steps; from step {resume.step} on the rate "
+                          "follows that longer curve (train/lr shows it)", flush=True)  # fmt: skip
     if saver is not None:
         saver.resumed_from, saver.changes = resume, changes
     cli.trainer.callbacks.append(StoreConfig(experiment))
