@@ -317,12 +317,14 @@ class SafeCheckpointIO(TorchCheckpointIO):
         kwargs["weights_only"] = True  # a checkpoint is data: never run code from one
         try:
             return super().load_checkpoint(path, *args, **kwargs)
-        except pickle.UnpicklingError as err:
-            raise CheckpointError(
-                f"refusing checkpoint {path}: it holds Python objects other than tensors and "
-                f"plain data, which loading could execute ({_first_line(err)})"
-            ) from None
         except Exception as err:
+            # A whole torch.save file that unpickles to more than data was crafted or written by
+            # other code: refused, not replaced by the previous one (a damaged file falls back).
+            if isinstance(err, pickle.UnpicklingError) and _problem(Path(path)) is None:
+                raise CheckpointError(
+                    f"refusing checkpoint {path}: it holds Python objects other than tensors and "
+                    f"plain data, which loading could execute ({_first_line(err)})"
+                ) from None
             previous = previous_path(path)
             if _problem(previous) is not None:
                 raise CheckpointError(
