@@ -9,7 +9,6 @@ import json
 import pickle
 import re
 from collections import OrderedDict
-from pathlib import Path
 
 import pytest
 
@@ -34,8 +33,7 @@ from medsft.augment import (  # noqa: E402
 )
 from medsft.data import SFTDataModule, SFTStream  # noqa: E402
 
-HUATUO = "data/sample/huatuo_sample.jsonl"
-ROWS = [json.loads(line) for line in Path(HUATUO).read_text(encoding="utf-8").splitlines()]
+SHARED_HUATUO = "huatuo26m_lite/huatuo26m_lite_qa500.enddonkey.jsonl"
 
 # Questions as patients write them, full of what must never change: herbs, drugs, diseases,
 # symptoms, body parts, tests, numbers, negations and function words.
@@ -53,6 +51,10 @@ QUESTIONS = [
     "每天早上起床后手指关节僵硬，大概半小时才能活动开，会不会是类风湿关节炎？",
     "我的月经推迟了十天，没有怀孕，以前很准的，想知道是什么原因，需要吃药调理吗？",
 ]
+ANSWER = "建议到医院就诊，由医生检查后再决定治疗。"
+# Each question under 5 keys: the example pick and the word choice hash the key.
+ROWS = [{"id": f"q{i}-{k}", "question": q, "answer": ANSWER}
+        for i, q in enumerate(QUESTIONS) for k in range(5)]  # fmt: skip
 FUNCTION_WORDS = {
     "什么",
     "一下",
@@ -103,7 +105,8 @@ def test_lexicon_holds_the_medical_terms_swapped_before_and_loads_plain_data_onl
 
 def test_words_that_were_swapped_wrongly_before_never_swap():
     table = cilin()
-    for word in ("党参", "头晕", "咳嗽", "脸红", "癫痫", "一下", "什么", "最近", "医生", "人流"):
+    for word in ("党参", "头晕", "咳嗽", "脸红", "癫痫", "一下", "什么", "最近", "医生", "人流", "查出",
+                 "恶化", "出来", "明显", "对症"):  # fmt: skip
         assert all(table.options(word, pos) == () for pos in SWAP_POS), word
     lexicon = table.lexicon
     for word, options in table.synonyms.items():
@@ -136,11 +139,13 @@ def test_a_third_of_the_questions_still_have_a_safe_swap():
     assert len(swapped) >= len(QUESTIONS) // 3
 
 
-def test_every_question_keeps_its_meaning_bearing_words_over_the_real_sample():
+def test_real_questions_keep_their_medical_terms_and_answers(shared_data):
+    path = shared_data / SHARED_HUATUO
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:150]]
     settings = AugmentSettings(fraction=1.0, word_fraction=1.0)
     swaps_seen = 0
-    for row in ROWS:
-        made = question_swaps(_qa(row), str(row["id"]), settings)
+    for i, row in enumerate(rows):
+        made = question_swaps(_qa(row), str(i), settings)
         if made is None:
             continue
         copy, swaps = made
@@ -148,7 +153,7 @@ def test_every_question_keeps_its_meaning_bearing_words_over_the_real_sample():
         assert swaps[1] == [] and copy[1] == _qa(row)[1]  # the answer is never touched
         assert _undo(copy[0]["content"], swaps[0]) == row["question"]
         assert _terms_in(copy[0]["content"]) == _terms_in(row["question"])
-    assert swaps_seen > 10
+    assert swaps_seen > 30
 
 
 def _copies(settings: AugmentSettings, rows: list[dict] = ROWS) -> dict[str, list[dict]]:
@@ -164,8 +169,7 @@ def _copies(settings: AugmentSettings, rows: list[dict] = ROWS) -> dict[str, lis
 def test_a_share_of_questions_gets_synonyms_deterministic_in_seed_and_key():
     every = _copies(AugmentSettings(fraction=1.0, word_fraction=0.3))
     half = _copies(AugmentSettings(fraction=0.5, word_fraction=0.3))
-    # Dense, short questions often have no safe swap at all: 9 of these 64 have one.
-    assert len(every) >= 5 and 0 < len(half) < len(every)
+    assert len(every) >= 20 and 0.25 * len(every) < len(half) < 0.75 * len(every)
     assert half.items() <= every.items()  # the word choice does not depend on the fraction
     assert _copies(AugmentSettings(fraction=0.0)) == {}
     # pure in (seed, key): the same again, in another order; another seed picks otherwise
@@ -197,8 +201,10 @@ def _texts(dm: SFTDataModule, split: str, shard: int = 0, shards: int = 1) -> li
     return out, stream.stats
 
 
-def test_datamodule_adds_copies_to_training_only_the_same_in_every_shard():
-    kwargs = dict(source=HUATUO, tokenizer="qwen3", val_fraction=0.25, shuffle_buffer=1)
+def test_datamodule_adds_copies_to_training_only_the_same_in_every_shard(tmp_path):
+    source = tmp_path / "questions.jsonl"
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), "utf-8")
+    kwargs = dict(source=str(source), tokenizer="qwen3", val_fraction=0.25, shuffle_buffer=1)
     plain = SFTDataModule(**kwargs)
     dm = SFTDataModule(**kwargs, augment=AugmentSettings(fraction=0.5))
     base, _ = _texts(plain, "train")

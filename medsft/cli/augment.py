@@ -62,17 +62,21 @@ def audit(
     n: int,
     *,
     rows: int | None = None,
+    skip: int = 0,
     out: TextIO | None = None,
 ) -> Counter[str]:
     """Print the first `n` training questions that `settings` gives a synonym-swapped copy, each
-    swap shown in place as 【old→new】, then the counts; `rows` reads only the first that many rows.
+    swap shown in place as 【old→new】, then the counts; `rows` audits only that many rows, after
+    the first `skip` (a sample apart from one already read).
     Every swap is checked again against the medical lexicon (`medical terms swapped`, which the
     rules keep at 0). Returns the counts."""
     out = out or sys.stdout
     lexicon = medical_lexicon()
     cilin()  # load now: the first question is not slower than the rest
     counts: Counter[str] = Counter()
-    for key, messages, trainable in conversations(data, counts):
+    for i, (key, messages, trainable) in enumerate(conversations(data, counts)):
+        if i < skip:
+            continue
         if rows is not None and counts["rows read"] >= rows:
             break
         counts["rows read"] += 1
@@ -120,17 +124,20 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         type=int,
         help="print N questions with their synonym swaps marked, not paraphrase",
     )
-    parser.add_argument("--audit_rows", type=int, help="audit only the first N rows of the source")
+    parser.add_argument("--audit_rows", type=int, help="audit only N rows of the source")
+    parser.add_argument("--audit_skip", type=int, default=0, help="audit from row N on (0 = first)")
     parser.add_argument("--progress", type=bool, default=True)
     cfg = parser.parse_args(argv)
     if (cfg.audit is None) == (cfg.out is None):
         parser.error("give --out FILE to paraphrase, or --audit N to read synonym swaps")
-    if cfg.audit is not None and (cfg.audit < 0 or (cfg.audit_rows or 0) < 0):
-        parser.error("--audit and --audit_rows take a count >= 0")
+    if cfg.audit is not None and min(cfg.audit, cfg.audit_rows or 0, cfg.audit_skip) < 0:
+        parser.error("--audit, --audit_rows and --audit_skip take a count >= 0")
     cfg = parser.instantiate(cfg)
     try:
         if cfg.audit is not None:
-            return dict(audit(cfg.data, cfg.augment, cfg.audit, rows=cfg.audit_rows))
+            return dict(
+                audit(cfg.data, cfg.augment, cfg.audit, rows=cfg.audit_rows, skip=cfg.audit_skip)
+            )
         counts = paraphrase_file(conversations(cfg.data), cfg.paraphrase, cfg.augment, cfg.out,
                                  progress=cfg.progress)  # fmt: skip
     except UserError as err:

@@ -19,10 +19,21 @@ from medsft.data import in_validation  # noqa: E402
 HUATUO = "data/sample/huatuo_sample.jsonl"
 ROWS = [json.loads(line) for line in Path(HUATUO).read_text(encoding="utf-8").splitlines()]
 MARK = re.compile(r"【(.+?)→(.+?)】")
+QUESTIONS = [
+    "孩子发烧38.5度两天了，不想吃东西，应该怎么办？有没有好的方法退烧？",
+    "我有高血压五年了，一直吃药控制，最近头晕，想得到医生的帮助，应该换药吗？",
+    "胃痛三个月，做了胃镜说是浅表性胃炎，有什么治疗方法？饮食上应该注意什么？",
+    "膝盖疼了半年，上下楼梯更明显，没有外伤，请问有什么办法缓解？",
+    "宝宝湿疹反反复复，用了很多方法都不见好，想得到怎样的帮助：怎样护理？",
+    "月经不调一年多，有时两个月才来一次，没有怀孕，应该做哪些检查？",
+]
 
 
-def test_audit_prints_questions_with_each_swap_marked(capsys):
-    argv = ["--data.source", HUATUO, "--data.val_fraction", "0", "--augment.fraction", "1",
+def test_audit_prints_questions_with_each_swap_marked(capsys, tmp_path):
+    source = tmp_path / "questions.jsonl"
+    rows = [{"question": q, "answer": "建议就医。"} for q in QUESTIONS * 4]
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    argv = ["--data.source", str(source), "--data.val_fraction", "0", "--augment.fraction", "1",
             "--augment.word_fraction", "1"]  # fmt: skip
     counts = main([*argv, "--audit", "3"])
     out = capsys.readouterr().out.splitlines()
@@ -30,13 +41,12 @@ def test_audit_prints_questions_with_each_swap_marked(capsys):
     originals = [line[4:] for line in out if line.startswith("  - ")]
     marked = [line[4:] for line in out if line.startswith("  + ")]
     assert len(headers) == len(originals) == len(marked) == 3
-    questions = {r["question"] for r in ROWS}
     for header, original, line in zip(headers, originals, marked, strict=True):
         swaps = MARK.findall(line)
         assert swaps and f"{len(swaps)} swap(s)" in header
-        assert original in questions and MARK.sub(r"\1", line) == original
+        assert original in QUESTIONS and MARK.sub(r"\1", line) == original
         assert all(old != new for old, new in swaps)
-    assert counts["rows read"] == len(ROWS) and counts["copies"] >= 5
+    assert counts["rows read"] == len(rows) and counts["copies"] >= len(QUESTIONS)
     assert counts["medical terms swapped"] == 0 and counts["swaps"] >= counts["copies"]
     assert out[-1].startswith("audit: ") and "0 medical terms swapped" in out[-1]
     # --audit_rows reads only the first rows; the validation share is counted, never augmented
