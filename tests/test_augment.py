@@ -20,8 +20,10 @@ from medsft.augment import (  # noqa: E402
     NEGATION_CHARS,
     NUMERAL_CHARS,
     SWAP_POS,
+    AugmentNotInstalled,
     AugmentSettings,
     Swap,
+    _package_file,
     _PlainData,
     augment,
     cilin,
@@ -101,6 +103,11 @@ def test_lexicon_holds_the_medical_terms_swapped_before_and_loads_plain_data_onl
     blob = pickle.dumps({"感冒": {"别称": OrderedDict()}})  # a class inside: refused
     with pytest.raises(pickle.UnpicklingError, match="plain data"):
         _PlainData(io.BytesIO(blob)).load()
+
+
+def test_a_missing_word_list_says_how_to_install_it():
+    with pytest.raises(AugmentNotInstalled, match=r"pip install 'medsft\[augment\]'"):
+        _package_file("medsft_no_such_package", "data.txt", "no-such-package")
 
 
 def test_words_that_were_swapped_wrongly_before_never_swap():
