@@ -172,7 +172,7 @@ def test_bad_messages_are_rejected(qwen3_tokenizer):
 
 def test_inspection_command_marks_supervised_spans():
     out = subprocess.run(
-        [sys.executable, "-m", "medsft.chat", "--config", "configs/demo.yaml", "--n", "2", "--no-color"],
+        [sys.executable, "-m", "medsft.cli.chat", "--config", "configs/demo.yaml", "--n", "2", "--no-color"],
         capture_output=True, text=True, check=True, timeout=120,
     ).stdout  # fmt: skip
     assert out.count("=== example") == 2

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from medsft.chat import IGNORE_INDEX
-from medsft.data import SFTDataModule, _packed, collate
+from medsft.data import SFTDataModule, collate
+from medsft.data.batching import _packed
 from medsft.model import build_model
 
 

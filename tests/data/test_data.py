@@ -169,7 +169,7 @@ def test_collate_pads_labels_with_ignore_index():
 
 
 def test_validation_pads_finished_ranks_until_all_are_done():
-    from medsft.data import _UntilAllRanksDone
+    from medsft.data.module import _UntilAllRanksDone
 
     shards = {
         0: [{"input_ids": [5, 6], "labels": [5, 6]}] * 3,

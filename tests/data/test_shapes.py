@@ -71,7 +71,7 @@ def test_unknown_shapes_name_the_presets_that_accept_them(tmp_path, row, preset,
 
 
 def test_label_audit_takes_data_overrides_with_or_without_a_config(capsys):
-    from medsft.chat import main
+    from medsft.cli.chat import main
 
     main(["--data.source", SHAREGPT, "--data.preset", "sharegpt", "--n", "2", "--no-color"])
     out = capsys.readouterr().out
