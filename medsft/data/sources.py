@@ -74,14 +74,14 @@ def is_local(source: str) -> bool:
     )
 
 
-def check_local_source(source: str) -> None:
-    """Fail now, with DataNotFound, when a local path or glob names no data file (a hub dataset
-    is checked when it is read)."""
+def check_local_source(source: str, what: str = "data source") -> None:
+    """Fail now, with DataNotFound naming `what` (a config field), when a local path or glob
+    names no data file; a hub dataset is checked when it is read."""
     if is_local(source):
-        local_files(source)
+        local_files(source, what)
 
 
-def local_files(source: str) -> list[str]:
+def local_files(source: str, what: str = "data source") -> list[str]:
     """Files named by a path, a directory or a glob, sorted so every process agrees."""
     if os.path.isdir(source):
         files = [str(p) for p in Path(source).rglob("*") if p.suffix in LOCAL_SUFFIXES]
@@ -90,8 +90,7 @@ def local_files(source: str) -> list[str]:
     if not files:
         if not glob.has_magic(source) and not os.path.exists(source):
             raise DataNotFound(
-                f"data source {source!r} does not exist (a local path; hub dataset ids are "
-                "'org/name')"
+                f"{what} {source!r} does not exist (a local path; hub dataset ids are 'org/name')"
             )
         raise DataNotFound(f"no data files match {source!r} (looked for {LOCAL_SUFFIXES})")
     unsupported = [f for f in files if not f.endswith(LOCAL_SUFFIXES)]
