@@ -23,6 +23,7 @@ from medsft.data.batching import collate
 from medsft.data.schema import DataSource, Preset, column_map
 from medsft.data.sources import EmptySource, check_local_source
 from medsft.data.stream import SFTStream, StreamPosition
+from medsft.ranks import all_ranks, trainer_rank
 
 log = logging.getLogger("medsft.data")
 
@@ -85,7 +86,7 @@ class _StreamLoader(DataLoader):
 
 
 class SFTDataModule(LightningDataModule):
-    """Streams chat-formatted SFT data from the hub or local files (see the module docstring)."""
+    """Streams chat-formatted SFT data from the hub or local files (layers: see medsft.data)."""
 
     def __init__(
         self,
@@ -216,8 +217,7 @@ class SFTDataModule(LightningDataModule):
         return self.val_source is not None or self.val_fraction > 0
 
     def _rank(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return trainer_rank(self.trainer)
 
     def setup(self, stage: str | None = None) -> None:
         if stage == "fit":
@@ -322,9 +322,7 @@ class SFTDataModule(LightningDataModule):
 
     def _all_ranks_done(self, done: bool) -> bool:
         """Collective: whether every rank's shard is exhausted."""
-        strategy = self.trainer.strategy
-        flag = torch.tensor(float(done), device=strategy.root_device)
-        return bool(strategy.reduce(flag, reduce_op="sum") >= self.trainer.world_size)
+        return all_ranks(done, self.trainer.strategy, self.trainer.world_size)
 
     def preview(self, n: int = 3) -> list[dict[str, Any]]:
         """The first `n` training examples in source order, for auditing (python -m medsft.cli.chat)."""
