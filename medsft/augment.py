@@ -31,7 +31,6 @@ Read what it does with `python -m medsft.cli.augment --audit N` (swaps marked in
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import io
 import pickle
@@ -45,6 +44,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from medsft.chat import Message
+from medsft.data.schema import unit_hash
 from medsft.errors import UserError
 
 CILIN_FILE = "data/同义词.txt"
@@ -133,12 +133,6 @@ class AugmentSettings:
                 f"data.augment.fraction must be in [0, 1] and word_fraction in (0, 1], got "
                 f"{self.fraction} and {self.word_fraction}"
             )
-
-
-def _unit(*parts: object) -> float:
-    """A number in [0, 1) from a hash of `parts`: the same in every process."""
-    text = "\x00".join(map(str, parts)).encode("utf-8")
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") / 2**64
 
 
 class AugmentNotInstalled(UserError, ModuleNotFoundError):
@@ -288,7 +282,7 @@ def synonym_swaps(text: str, word_fraction: float, *key: object) -> tuple[str, l
         start += len(word)
     if not candidates:
         return text, []
-    rng = random.Random(int(_unit("words", *key) * 2**53))
+    rng = random.Random(int(unit_hash("words", *key) * 2**53))
     k = max(1, round(word_fraction * len(candidates)))
     chosen = sorted(rng.sample(candidates, k))
     swaps = [Swap(s, w, rng.choice(o)) for s, w, o in chosen]
@@ -313,7 +307,7 @@ def question_swaps(
 ) -> tuple[list[Message], list[list[Swap]]] | None:
     """The augmented copy of one conversation and the swaps made in each message (empty for
     non-user ones), or None when the example is not chosen or has no swappable word."""
-    if _unit("pick", settings.seed, key) >= settings.fraction:
+    if unit_hash("pick", settings.seed, key) >= settings.fraction:
         return None
     copy: list[Message] = []
     made: list[list[Swap]] = []
@@ -409,7 +403,7 @@ def paraphrase_file(
         return content
 
     rows = [
-        (key, messages, trainable and _unit("pick", augment_settings.seed, key)
+        (key, messages, trainable and unit_hash("pick", augment_settings.seed, key)
          < augment_settings.fraction)
         for key, messages, trainable in conversations
     ]  # fmt: skip

@@ -129,11 +129,6 @@ def test_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path):
     assert cycles(import_graph(tmp_path, "pkg")) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="augment.py's CLI (SFTDataModule) closes augment -> data.module -> augment until it "
-    "moves to medsft/cli/augment.py (helper augment); drop this marker then",
-)
 def test_medsft_has_no_import_cycle():
     found = cycles(import_graph())
     assert not found, "import cycles (function-level imports count):\n" + "\n".join(

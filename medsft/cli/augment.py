@@ -42,18 +42,15 @@ def conversations(
     """(split key, messages, trainable) for each row of `data` (an SFTDataModule) in source order:
     trainable is False for the hashed validation share (data.val_fraction, as training splits).
     Invalid rows raise, or with data.skip_invalid are skipped and counted in `counts`."""
-    from medsft.data import InvalidExample, in_validation, read_rows, to_messages
+    from medsft.data import in_validation, iter_conversations
 
-    for row in read_rows(data.source, split=data.split, subset=data.subset):
-        try:
-            messages, key = to_messages(row, data.column_map, data.system_prompt)
-        except InvalidExample:
-            if not data.skip_invalid:
-                raise
-            if counts is not None:
-                counts["invalid rows skipped"] += 1
-            continue
-        yield key, messages, not (data.val_source is None and in_validation(key, data.val_fraction))
+    def skipped(err: Exception) -> None:
+        if counts is not None:
+            counts["invalid rows skipped"] += 1
+
+    for c in iter_conversations(data.data_source("train"), skipped=skipped):
+        val = data.val_source is None and in_validation(c.key, data.val_fraction)
+        yield c.key, c.messages, not val
 
 
 def audit(
