@@ -93,3 +93,20 @@ def test_llm_paraphrase_file_copies_training_questions_only_and_caches(tmp_path,
     assert sum(in_validation(r["id"], 0.25) for r in rows) == sum(
         in_validation(str(r["id"]), 0.25) for r in ROWS
     )
+
+
+def test_a_bad_row_is_one_error_line_or_skipped_and_counted(tmp_path, capsys):
+    source = tmp_path / "questions.jsonl"
+    lines = [
+        json.dumps({"question": q, "answer": "建议就医。"}, ensure_ascii=False) for q in QUESTIONS
+    ]
+    lines.insert(2, json.dumps({"question": "没有回答的问题"}, ensure_ascii=False))
+    source.write_text("\n".join(lines) + "\n", "utf-8")
+    argv = ["--data.source", str(source), "--augment.fraction", "1", "--audit", "1"]
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert str(stop.value).startswith("error: ") and "questions.jsonl" in str(stop.value)
+    assert ":3" in str(stop.value) and "answer" in str(stop.value)  # file, line and field
+    counts = main([*argv, "--data.skip_invalid", "true"])
+    assert counts["invalid rows skipped"] == 1 and counts["rows read"] == len(QUESTIONS)
+    assert "1 invalid rows skipped" in capsys.readouterr().out.splitlines()[-1]
