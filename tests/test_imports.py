@@ -157,11 +157,6 @@ def test_metrics_and_the_data_readers_import_neither_torch_nor_lightning():
     assert loaded_after(*light) == {"torch": False, "lightning": False}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="medsft.evaluation's __init__ imports run/models (Lightning) and config imports "
-    "medsft.model (torch), until the evaluation helpers make them lazy; drop this marker then",
-)
 @pytest.mark.parametrize("module", ["medsft.evaluation.scoring", "medsft.evaluation.report"])
 def test_scoring_and_report_import_neither_torch_nor_lightning(module):
     assert loaded_after(module) == {"torch": False, "lightning": False}
