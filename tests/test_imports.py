@@ -157,11 +157,6 @@ def test_metrics_and_the_data_readers_import_neither_torch_nor_lightning():
     assert loaded_after(*light) == {"torch": False, "lightning": False}
 
 
-@pytest.mark.parametrize("module", ["medsft.evaluation.scoring", "medsft.evaluation.report"])
-def test_scoring_and_report_import_neither_torch_nor_lightning(module):
-    assert loaded_after(module) == {"torch": False, "lightning": False}
-
-
 @pytest.mark.parametrize("module", ["medsft.metrics.likelihood", "medsft.data.batching"])
 def test_perplexity_and_batching_import_torch_but_not_lightning(module):
     assert loaded_after(module) == {"torch": True, "lightning": False}
