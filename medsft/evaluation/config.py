@@ -100,7 +100,12 @@ class LeakageSettings:
     """Shortest overlap looked for, in tokens (shorter shared runs are too common to mean
     anything: 8 characters, or 8 words)."""
     threshold: float = 0.5
-    """Flag items sharing at least this share of their tokens in one run with a training row."""
+    """Flag items sharing at least this share of their tokens in one run with a training row
+    (and at least `min_length` tokens)."""
+    min_length: int | None = None
+    """Flag only runs at least this long, in tokens; null = 13 characters for Chinese, 8 words
+    otherwise. Short questions share stock phrases (8-character 的早期症状是什么 in a
+    10-character question) without being copied."""
     show: int = 10
     """Flagged items listed in report.md (all are in report.json)."""
 
