@@ -408,15 +408,20 @@ def _check_system(spec: SystemSpec, kind: Kind) -> None:
         )
 
 
+def _check_base_url(base_url: str, what: str, key_env: str) -> None:
+    """A URL safe to save in config.yaml and the report: no key in it."""
+    parts = urlsplit(base_url)
+    if parts.username or parts.password or parts.query:
+        raise ValueError(
+            f"{what} must not carry credentials or a query string; export the key in the "
+            f"environment variable named by api_key_env ({key_env})"
+        )
+
+
 def _check_endpoint(spec: SystemSpec) -> None:
     where = f"system {spec.name!r}"
     if spec.base_url:
-        parts = urlsplit(spec.base_url)
-        if parts.username or parts.password or parts.query:
-            raise ValueError(
-                f"{where}: base_url must not carry credentials or a query string; export the key "
-                f"in the environment variable named by api_key_env ({spec.api_key_env})"
-            )
+        _check_base_url(spec.base_url, f"{where}: base_url", spec.api_key_env)
     elif not os.environ.get(spec.api_key_env):
         raise ValueError(
             f"{where}: an OpenAI endpoint needs its key: export {spec.api_key_env} (the system's "
@@ -461,12 +466,7 @@ def judge_status(config: EvalConfig) -> JudgeStatus:
 
 def _check_judge_settings(judge: JudgeSettings) -> None:
     if judge.base_url:
-        parts = urlsplit(judge.base_url)
-        if parts.username or parts.password or parts.query:
-            raise ValueError(
-                "judge.base_url must not carry credentials or a query string; export the key in "
-                f"the environment variable named by judge.api_key_env ({judge.api_key_env})"
-            )
+        _check_base_url(judge.base_url, "judge.base_url", judge.api_key_env)
     if judge.max_tokens is not None and judge.max_completion_tokens is not None:
         raise ValueError(
             "set judge.max_tokens or judge.max_completion_tokens, not both (GPT-5-family models "
