@@ -120,7 +120,8 @@ class SystemSpec:
     """Hub id, local model dir, `random:<preset>`, a training run dir (`logs/demo/version_0`,
     `logs/demo/latest`, `logs/demo/version_*`: the newest), an adapter or merged export, or an
     answers file (JSONL/JSON/CSV/Parquet): objects, or a JSON list of [question, reference,
-    answer] triples or [question, answer] pairs."""
+    answer] triples or [question, answer] pairs; for an endpoint, the model name it serves
+    (`gpt-4o-mini`, vLLM's --served-model-name)."""
     kind: Kind = "auto"
     """`model` (base model), `run` (trained adapter/model), `answers` (file), `endpoint` (an
     OpenAI-compatible chat endpoint; `path` is the model name it knows), or `auto` (`endpoint`
