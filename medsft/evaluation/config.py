@@ -45,6 +45,10 @@ class DataSpec:
     """Use only the first `limit` rows."""
     slice_column: str | None = None
     """Break every metric down by this column (Huatuo's `label`, a department, a subject)."""
+    duplicates: Literal["drop", "keep", "error"] = "drop"
+    """Rows asking the same question (the same conversation up to the answer) again: `drop`
+    keeps the first and counts the others (in the log and report), `keep` scores each (the
+    question then weighs double), `error` stops with the rows named."""
 
 
 @dataclass
@@ -169,8 +173,10 @@ class ScoringSettings:
     """Cumulative BLEU-n for each n."""
     rouge_types: list[str] = field(default_factory=lambda: ["rouge1", "rouge2", "rougeL"])
     """ROUGE variants."""
-    vocab_f1_mode: Literal["multiset", "set"] = "multiset"
-    """Vocabulary F1 overlap: multiset (SQuAD-style) or set."""
+    vocab_f1_mode: Literal["multiset", "set"] = "set"
+    """Vocabulary F1 overlap: `set` (distinct tokens shared, as the course studies computed it)
+    or `multiset` (SQuAD-style token counts, which equals ROUGE-1 F1 with the same tokens, so
+    the report would show one number twice)."""
     distinct_orders: list[int] = field(default_factory=lambda: [1, 2])
     """Distinct-n for each n; [] turns distinct-n off."""
     n_resamples: int = 1000
@@ -228,6 +234,9 @@ class JudgeSettings:
     client's own, honouring Retry-After)."""
     cache: bool = True
     """Reuse judge replies from `<output_dir>/judge_cache.jsonl`."""
+    max_failed_share: float = 0.05
+    """Judge status `partial` (in report.json and report.md, with counts) when more than this
+    share of a system's pairs could not be judged (their rates leave those pairs out)."""
 
 
 @dataclass
@@ -466,6 +475,11 @@ def judge_status(config: EvalConfig) -> JudgeStatus:
 
 
 def _check_judge_settings(judge: JudgeSettings) -> None:
+    if not 0 <= judge.max_failed_share <= 1:
+        raise ValueError(
+            f"judge.max_failed_share must be a share in [0, 1] (e.g. 0.05), got "
+            f"{judge.max_failed_share}"
+        )
     if judge.base_url:
         _check_base_url(judge.base_url, "judge.base_url", judge.api_key_env)
     if judge.max_tokens is not None and judge.max_completion_tokens is not None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import glob
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
+from medsft.cache import digest
 from medsft.chat import Message, qa_messages
 from medsft.data import InvalidExample, Row, column_map, is_local, read_rows, to_messages
 from medsft.evaluation.config import DataSpec
 from medsft.generate import split_think
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -28,6 +33,18 @@ class Example:
     reference_think: str | None
     group: str | None = None
     """The row's value in `slice_column`, when one is named."""
+    position: int | None = None
+    """0-based position among the rows read (differs from `index` after dropped duplicates);
+    None: the same as `index`."""
+    duplicate_of: int | None = None
+    """Kept duplicate (`duplicates: keep`): the index of the first row asking this question."""
+    dropped_duplicates: int = 0
+    """Later rows asking this question that were dropped (`duplicates: drop`)."""
+
+    @property
+    def row_position(self) -> int:
+        """0-based position of this question's row among the rows read."""
+        return self.index if self.position is None else self.position
 
     @property
     def conversation(self) -> list[Message]:
@@ -87,4 +104,53 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
         )  # fmt: skip
     if not examples:
         raise ValueError(f"{what}: no rows in {spec.source!r}")
-    return examples
+    return _handle_duplicates(examples, spec.duplicates, what)
+
+
+def _handle_duplicates(examples: list[Example], policy: str, what: str) -> list[Example]:
+    """Apply `<what>.duplicates` to rows whose prompt (the conversation up to the answer)
+    repeats an earlier row's."""
+    first: dict[str, Example] = {}
+    repeats: list[tuple[Example, Example]] = []
+    for ex in examples:
+        original = first.setdefault(digest(ex.prompt), ex)
+        if original is not ex:
+            repeats.append((ex, original))
+    if not repeats:
+        return examples
+    named = "; ".join(f"{ex.where} repeats {orig.where}" for ex, orig in repeats[:3])
+    named += f"; and {len(repeats) - 3} more" if len(repeats) > 3 else ""
+    if policy == "error":
+        raise ValueError(
+            f"{what}: {len(repeats)} duplicate question(s): {named}. Remove them, or set "
+            f"{what}.duplicates: drop (keep the first) or keep (score each)"
+        )
+    if policy == "keep":
+        log.warning("%s: %d duplicate question(s) kept (%s)", what, len(repeats), named)
+        original = {id(ex): orig.index for ex, orig in repeats}
+        return [
+            replace(ex, duplicate_of=original[id(ex)]) if id(ex) in original else ex
+            for ex in examples
+        ]
+    log.warning("%s: %d duplicate question(s) dropped (%s)", what, len(repeats), named)
+    dropped = {id(ex) for ex, _ in repeats}
+    counts: dict[int, int] = {}
+    for _, orig in repeats:
+        counts[id(orig)] = counts.get(id(orig), 0) + 1
+    kept = [ex for ex in examples if id(ex) not in dropped]
+    return [
+        replace(ex, index=i, position=ex.index, dropped_duplicates=counts.get(id(ex), 0))
+        for i, ex in enumerate(kept)
+    ]
+
+
+def duplicate_summary(examples: list[Example], policy: str) -> dict[str, Any]:
+    """report.json's account of duplicate questions: the policy and the rows it concerned.
+
+    Args:
+        examples: the loaded examples (`load_examples`).
+        policy: the set's `duplicates` setting.
+    """
+    dropped = sum(ex.dropped_duplicates for ex in examples)
+    kept = sum(ex.duplicate_of is not None for ex in examples)
+    return {"policy": policy, "found": dropped + kept, "dropped": dropped, "kept": kept}
