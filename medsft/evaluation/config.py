@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from medsft.data import Preset
+from medsft.data.schema import DataSource, Preset
 from medsft.generate import GenerationSettings
 from medsft.metrics.judge import Language
 from medsft.model import RANDOM_PREFIX, DType, ensure_hub_reachable, is_hub_id, resolve_trained
@@ -26,19 +26,16 @@ ANSWER_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 @dataclass
-class DataSpec:
-    """A question set, read with the same column mapping as training (medsft.data)."""
+class DataSpec(DataSource):
+    """A question set, read with the same column mapping as training (medsft.data.DataSource:
+    source, preset, columns, split, subset, system_prompt, skip_invalid)."""
 
     source: str = "data/sample/test_zh_med.json"
     """Local file, directory or glob (JSON, JSONL, Parquet, CSV), or a hub dataset id."""
     preset: Preset = "course"
     """Column preset: course ([question, reference] lists), huatuo, reasoning, alpaca, ..."""
-    columns: dict[str, str] | None = None
-    """Role -> column overrides (question, answer, think, system, messages, input, id)."""
     split: str = "test"
     """Hub split to read."""
-    subset: str | None = None
-    """Hub dataset configuration name."""
     system_prompt: str | None = None
     """System message for rows without one (use the one the model was trained with)."""
     limit: int | None = None
