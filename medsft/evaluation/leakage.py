@@ -1,14 +1,17 @@
 """Leakage check: how much of each test item appears in the training data.
 
-    python -m medsft.leakage --train_set.source FreedomIntelligence/Huatuo26M-Lite \\
-        --train_set.preset huatuo --train_set.split train --test_set.source data/sample/test_zh_med.json
+    python -m medsft.leakage --leakage.train_set.source FreedomIntelligence/Huatuo26M-Lite \\
+        --leakage.train_set.preset huatuo --leakage.train_set.split train \\
+        --test_set.source data/sample/test_zh_med.json
     python evaluate.py --config configs/eval.yaml --leakage.train_set.source data/train.jsonl
 
 For every test question and reference: the longest run of tokens it shares with any training
 conversation (characters for Chinese, words otherwise), as a count and as a share of the item, the
 training row holding it, and whether the question occurs verbatim (after whitespace and case
-normalisation) as a training question. Items whose share reaches `threshold`, or that are exact
-duplicates, are flagged. The training set is read once, streamed (a hub id works), with a progress
+normalisation) as a training question. An item is flagged when it is an exact duplicate, or when
+its question's or reference's run is both at least `threshold` of it and at least `min_length`
+tokens (13 characters or 8 words by default): a share alone flags short questions that merely
+share a stock phrase (的早期症状是什么 is 8 of a 10-character question's characters). The training set is read once, streamed (a hub id works), with a progress
 bar; memory holds the test set's n-gram index only.
 """
 
@@ -18,16 +21,20 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any
 
-from medsft.data import InvalidExample, column_map, read_rows, to_messages
+from medsft.data.schema import iter_conversations
+from medsft.data.sources import InvalidExample, check_local_source
 from medsft.evaluation.config import DataSpec, LeakageSettings
-from medsft.evaluation.testset import Example, check_source, load_examples
+from medsft.evaluation.testset import Example, load_examples
 
 log = logging.getLogger(__name__)
 
 _HAN = re.compile(r"[\u4e00-\u9fff]")
+MIN_LENGTH = {"char": 13, "word": 8}
+"""The shortest run flagged by default, per unit (`LeakageSettings.min_length`)."""
 
 
 def tokens(text: str, unit: str) -> list[str]:
@@ -75,19 +82,22 @@ class OverlapIndex:
 
 def _training_texts(spec: DataSpec, what: str) -> Iterator[tuple[str, str, list[str]]]:
     """(where, whole conversation text, user messages) of every training row, streamed."""
-    check_source(spec.source, f"{what}.source")
-    columns = column_map(spec.preset, spec.columns)
-    for n, row in enumerate(read_rows(spec.source, split=spec.split, subset=spec.subset)):
-        if spec.limit is not None and n == spec.limit:
-            return
-        try:
-            messages, _ = to_messages(row, columns, None)
-        except InvalidExample as err:
-            raise ValueError(
-                f"{what}: {err}; map the columns with {what}.preset / .columns"
-            ) from None
-        users = [m["content"] for m in messages if m["role"] == "user"]
-        yield row.where, "\n".join(m["content"] for m in messages), users
+    check_local_source(spec.source, f"{what}.source")
+    skipped: list[InvalidExample] = []
+    # The training rows as they were trained on, but without a system prompt: it is no overlap.
+    conversations = iter_conversations(replace(spec, system_prompt=None), skipped=skipped.append)
+    try:
+        for conversation in islice(conversations, spec.limit):
+            messages = conversation.messages
+            users = [m["content"] for m in messages if m["role"] == "user"]
+            yield conversation.row.where, "\n".join(m["content"] for m in messages), users
+    except InvalidExample as err:
+        raise ValueError(
+            f"{what}: {err}; map the columns with {what}.preset / .columns (or set "
+            f"{what}.skip_invalid: true)"
+        ) from None
+    if skipped:
+        log.warning("%s: %d invalid rows skipped", what, len(skipped))
 
 
 def check_leakage(
@@ -99,9 +109,15 @@ def check_leakage(
 
     if settings.seed_length < 1 or not 0 < settings.threshold <= 1:
         raise ValueError("leakage.seed_length must be >= 1 and leakage.threshold in (0, 1]")
+    if settings.min_length is not None and settings.min_length < settings.seed_length:
+        raise ValueError(
+            f"leakage.min_length ({settings.min_length}) must be >= leakage.seed_length "
+            f"({settings.seed_length}): shorter runs are not looked for"
+        )
     unit = settings.unit
     if unit == "auto":
         unit = "char" if any(_HAN.search(ex.question) for ex in examples) else "word"
+    min_length = settings.min_length or max(MIN_LENGTH[unit], settings.seed_length)
     questions = OverlapIndex([ex.question for ex in examples], unit, settings.seed_length)
     references = OverlapIndex([ex.reference for ex in examples], unit, settings.seed_length)
     wanted = {_normalise(ex.question): ex.index for ex in examples}
@@ -129,7 +145,10 @@ def check_leakage(
             "reference_overlap": references.best[i], "reference_share": round(r_share, 3),
             "reference_match": references.where[i],
             "exact_duplicate": duplicates.get(i),
-            "flagged": i in duplicates or max(q_share, r_share) >= settings.threshold,
+            "flagged": i in duplicates or any(
+                share >= settings.threshold and run >= min_length
+                for share, run in ((q_share, questions.best[i]), (r_share, references.best[i]))
+            ),
         })  # fmt: skip
     flagged = [it for it in items if it["flagged"]]
     log.info("leakage: %d of %d test items flagged against %d training rows", len(flagged),
@@ -137,6 +156,7 @@ def check_leakage(
     return {
         "train_source": settings.train_set.source, "train_rows": rows, "unit": unit,
         "seed_length": settings.seed_length, "threshold": settings.threshold,
+        "min_length": min_length,
         "n": len(items), "flagged": len(flagged), "exact_duplicates": len(duplicates),
         "show": settings.show, "items": items,
     }  # fmt: skip
@@ -150,8 +170,9 @@ def render_leakage(leak: dict[str, Any]) -> list[str]:
         f"{leak['n']} test items against {leak['train_rows']} training rows of "
         f"`{leak['train_source']}`: **{leak['flagged']} flagged** ({leak['exact_duplicates']} "
         f"questions verbatim in the training data; others share at least "
-        f"{leak['threshold']:.0%} of their {unit} in one run with a training row). Overlaps "
-        f"shorter than {leak['seed_length']} {unit} are not counted.",
+        f"{leak['threshold']:.0%} of their {unit}, and at least {leak['min_length']} {unit}, in "
+        f"one run with a training row). Overlaps shorter than {leak['seed_length']} {unit} are "
+        "not counted.",
     ]  # fmt: skip
     shown = sorted((it for it in leak["items"] if it["flagged"]),
                    key=lambda it: -max(it["question_share"], it["reference_share"]))  # fmt: skip
@@ -181,6 +202,18 @@ class LeakageCommand:
     """Write the result as JSON here (and the markdown next to it, .md)."""
 
 
+def build_parser() -> Any:
+    """The command line of `python -m medsft.leakage` (medsft.cli.parsing: formatted --help)."""
+    from jsonargparse import ActionConfigFile
+
+    from medsft.cli.parsing import tool_parser
+
+    parser = tool_parser("python -m medsft.leakage", main.__doc__)
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(LeakageCommand, nested_key=None, as_group=False)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Check a test set against training data for leakage: print the report section, and
     write it as JSON (and markdown beside it) when --output is given.
@@ -195,14 +228,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import json
     from pathlib import Path
 
-    from jsonargparse import ActionConfigFile
-
-    from medsft.cli.parsing import tool_parser
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = tool_parser("python -m medsft.leakage", main.__doc__)
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_class_arguments(LeakageCommand, nested_key=None, as_group=False)
+    parser = build_parser()
     cfg = parser.instantiate(parser.parse_args(argv))
     examples = load_examples(cfg.test_set)
     result = check_leakage(examples, cfg.leakage, what="leakage.train_set")

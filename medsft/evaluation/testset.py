@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 from dataclasses import dataclass, replace
+from itertools import islice
 from typing import Any
 
 from medsft.cache import digest
 from medsft.chat import Message, qa_messages
-from medsft.data import InvalidExample, Row, column_map, is_local, read_rows, to_messages
+from medsft.data.schema import iter_conversations
+from medsft.data.sources import InvalidExample, Row, check_local_source
 from medsft.evaluation.config import DataSpec
 from medsft.generate import split_think
 
@@ -54,12 +54,6 @@ class Example:
         return [*self.prompt, answer]
 
 
-def check_source(source: str, what: str) -> None:
-    """Fail now on a local path that does not exist (a hub id is checked when read)."""
-    if is_local(source) and not glob.has_magic(source) and not os.path.exists(source):
-        raise FileNotFoundError(f"{what} {source!r} does not exist")
-
-
 def _group(row: Row, column: str | None, what: str) -> str | None:
     if column is None:
         return None
@@ -79,29 +73,33 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
     """
     if spec.limit is not None and spec.limit < 1:
         raise ValueError(f"{what}.limit must be >= 1 or null, got {spec.limit}")
-    check_source(spec.source, f"{what}.source")
-    columns = column_map(spec.preset, spec.columns)
-    examples = []
-    for row in read_rows(spec.source, split=spec.split, subset=spec.subset):
-        if spec.limit is not None and len(examples) == spec.limit:
-            break
-        try:
-            messages, _ = to_messages(row, columns, spec.system_prompt)
-        except InvalidExample as err:
-            raise ValueError(
-                f"{what}: {err}. Every row needs a question and a reference answer; fix the row "
-                f"or map the right columns with {what}.preset / {what}.columns"
-            ) from None
-        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
-        prompt = messages[:last]
-        users = [m for m in prompt if m["role"] == "user"]
-        if not users:
-            raise ValueError(f"{what}: {row.where}: no user message before the reference answer")
-        think, reference = split_think(messages[last]["content"])
-        examples.append(
-            Example(len(examples), row.where, prompt, users[-1]["content"], reference, think,
-                    _group(row, spec.slice_column, what))
-        )  # fmt: skip
+    check_local_source(spec.source, f"{what}.source")
+    examples: list[Example] = []
+    skipped: list[InvalidExample] = []
+    try:
+        for conversation in islice(iter_conversations(spec, skipped=skipped.append), spec.limit):
+            row, messages = conversation.row, conversation.messages
+            last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+            prompt = messages[:last]
+            users = [m for m in prompt if m["role"] == "user"]
+            if not users:
+                raise ValueError(
+                    f"{what}: {row.where}: no user message before the reference answer"
+                )
+            think, reference = split_think(messages[last]["content"])
+            examples.append(
+                Example(len(examples), row.where, prompt, users[-1]["content"], reference, think,
+                        _group(row, spec.slice_column, what))
+            )  # fmt: skip
+    except InvalidExample as err:
+        raise ValueError(
+            f"{what}: {err}. Every row needs a question and a reference answer; fix the row, "
+            f"map the right columns with {what}.preset / {what}.columns, or set "
+            f"{what}.skip_invalid: true"
+        ) from None
+    if skipped:
+        log.warning("%s: %d invalid rows skipped (%s)", what, len(skipped),
+                    ", ".join(sorted({err.kind for err in skipped})))  # fmt: skip
     if not examples:
         raise ValueError(f"{what}: no rows in {spec.source!r}")
     return _handle_duplicates(examples, spec.duplicates, what)

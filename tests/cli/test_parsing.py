@@ -10,6 +10,8 @@ TOOLS = {
     "python -m medsft.export": "medsft.export",
     "python -m medsft.leakage": "medsft.evaluation.leakage",
     "python evaluate.py": "medsft.cli.evaluate",
+    "python -m medsft.cli.chat": "medsft.cli.chat",
+    "python -m medsft.cli.augment": "medsft.cli.augment",
 }
 
 
