@@ -139,16 +139,18 @@ class RunConfig(SaveConfigCallback):
     resumed_from: runs.CheckpointInfo | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # trainer.log_dir is a collective under DDP: every rank asks for it, here.
+        self._log_dir = trainer.log_dir
         if self.resumed_from is not None and not self.already_saved:
             # Decided on rank 0 and broadcast: every rank must agree on the file name.
-            name = runs.resume_config_name(trainer.log_dir) if trainer.is_global_zero else ""
+            name = runs.resume_config_name(self._log_dir) if trainer.is_global_zero else ""
             self.config_filename = trainer.strategy.broadcast(name)
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.resumed_from is None:
             return
-        path = Path(trainer.log_dir) / self.config_filename
+        path = Path(self._log_dir) / self.config_filename
         header = (
             f"# Resumed from {self.resumed_from.path} at step {self.resumed_from.step}; "
             f"changed: {self.changes.describe() if self.changes else 'nothing'}\n"
