@@ -62,8 +62,8 @@ class SFTCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Fail in seconds, not after GPU setup, when a hub model or dataset cannot be reached."""
         from medsft.data import is_local
+        from medsft.fsdp import validate_strategy
         from medsft.model import check_source, ensure_hub_reachable, is_hub_id
-        from medsft.module import validate_strategy
 
         config = self.config
         validate_strategy(config.trainer.strategy, config.model.finetune, config.model.quantize)

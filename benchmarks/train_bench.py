@@ -116,7 +116,7 @@ class StepMeter(Callback):
         }
         if torch.cuda.is_available():
             out["cuda_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-            flops = module._flops.step_flops(self.tokens, self.supervised, self.pairs)
+            flops = module.throughput.flops.step_flops(self.tokens, self.supervised, self.pairs)
             out["mfu"] = mfu(flops, elapsed, torch.cuda.get_device_name())
             out["model_tflops_per_s"] = flops / elapsed / 1e12
         return out

@@ -101,7 +101,8 @@ def run_medsft(args: argparse.Namespace, log: StepLog) -> None:
 
     from medsft.data import SFTDataModule
     from medsft.model import LoraSettings
-    from medsft.module import OptimizerSettings, SFTModule
+    from medsft.module import SFTModule
+    from medsft.optim import OptimizerSettings
 
     class Timer(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:

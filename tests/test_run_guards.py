@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from medsft.checkpoint import previous_path
-from tests.test_train import ROOT, TRAIN_CONFIGS, _run_train, scalars, train
+from tests.helpers import scalars
+from tests.test_train import ROOT, TRAIN_CONFIGS, _run_train, train
 from train import SFTCLI, _config_by_name, main
 
 
@@ -118,7 +119,7 @@ def test_every_training_config_instantiates(config, monkeypatch, tmp_path):
     assert cli.datamodule.tokenizer_name == model.get("tokenizer", model["name_or_path"])
     assert cli.trainer.max_steps == raw["trainer"]["max_steps"]
     if raw["trainer"].get("strategy") == "fsdp2":
-        from medsft.module import FSDP2Strategy
+        from medsft.fsdp import FSDP2Strategy
 
         assert isinstance(cli.trainer.strategy, FSDP2Strategy)
 

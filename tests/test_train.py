@@ -11,20 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.helpers import scalars
 from train import main
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIGS = sorted(
     p for p in glob.glob(str(ROOT / "configs/*.yaml")) if "eval" not in Path(p).name
 )
-
-
-def scalars(run_dir, tag):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir))
-    acc.Reload()
-    return [e.value for e in acc.Scalars(tag)]
 
 
 def four_rows(tmp_path):

@@ -102,7 +102,7 @@ def test_datamodule_packs_training_rows(qwen3_tokenizer):
 def test_padding_fraction_is_logged_and_packing_lowers_it(tmp_path):
     import json
 
-    from tests.test_train import scalars
+    from tests.helpers import scalars
     from train import main
 
     rng = random.Random(0)  # answers of very different lengths, as real data has
