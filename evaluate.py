@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings  # noqa: E402
 
+from medsft.console import quiet_known_noise  # noqa: E402
 from medsft.evaluation import EvalConfig, evaluate, is_global_zero  # noqa: E402
 
 
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     # Data-parallel ranks run this script too; only rank 0 narrates.
     level = logging.INFO if is_global_zero() else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    quiet_known_noise()
     # Device banners once per system, TensorBoard's notes on reading event files, one line per
     # judge request: noise here.
     for name in (
@@ -62,9 +63,6 @@ def main(argv: list[str] | None = None) -> dict | None:
         "openai",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
-    # Deprecation notices from inside transformers/Lightning, printed once per loaded model.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     parser = build_parser()
     cfg = parser.parse_args(argv)
     # The config holds names of environment variables only, never keys: safe to save as is.

@@ -319,22 +319,6 @@ def _remove_empty_run(trainer: Any, *, resumed: bool) -> None:
         shutil.rmtree(logger.log_dir, ignore_errors=True)
 
 
-def _quiet_known_noise() -> None:
-    """Silence, at the source, what every run printed and no user can act on."""
-    import logging
-    import warnings
-
-    class NoTips(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "Tip:" not in record.getMessage()  # Lightning's advertisement for LitLogger
-
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NoTips())
-    # Lightning 2.6's own call of a torch API that torch deprecated; nothing for a user to do.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # PEFT looks for a config.json beside a `random:` preset name, which has none by design.
-    warnings.filterwarnings("ignore", message=r"Could not find a config file in random:")
-
-
 def _one_line(err: BaseException) -> str:
     """The last line of a message: a DataLoader worker's error carries its traceback."""
     import re
@@ -346,9 +330,10 @@ def _one_line(err: BaseException) -> str:
 
 
 if __name__ == "__main__":
+    from medsft.console import quiet_known_noise
     from medsft.errors import UserError
 
-    _quiet_known_noise()
+    quiet_known_noise()
     try:
         main()
     except UserError as err:

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 import torch
 
 from medsft.errors import ConfigError, UserError
+from medsft.trained import resolve_trained, tokenizer_source
 
 Finetune = Literal["lora", "full"]
 Quantize = Literal["nf4"] | None
@@ -385,31 +386,6 @@ def backbone_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings()
-
-
-def resolve_trained(path: str | os.PathLike) -> Path:
-    """The model directory inside a training run (`adapter/` or `model/`), or `path` itself."""
-    path = Path(path)
-    if (path / "adapter_config.json").exists() or (path / "config.json").exists():
-        return path
-    for sub in ("adapter", "model", "merged"):
-        if (path / sub / "adapter_config.json").exists() or (path / sub / "config.json").exists():
-            return path / sub
-    raise FileNotFoundError(
-        f"{path} holds no adapter (adapter_config.json) or model (config.json); give a training "
-        "run directory (logs/<name>/version_N), its adapter/ or model/, or a merged export"
-    )
-
-
-def tokenizer_source(model_dir: str | os.PathLike) -> str:
-    """Where a trained model's tokenizer lives: its own files, else its adapter's base model."""
-    import json
-
-    model_dir = Path(model_dir)
-    adapter_config = model_dir / "adapter_config.json"
-    if not (model_dir / "tokenizer_config.json").exists() and adapter_config.exists():
-        return json.loads(adapter_config.read_text())["base_model_name_or_path"]
-    return str(model_dir)
 
 
 def load_trained(
