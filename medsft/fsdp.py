@@ -6,6 +6,8 @@ Importing this module registers the `fsdp2` strategy name with Lightning.
 
 from __future__ import annotations
 
+import re
+from importlib.metadata import version
 from typing import Any
 
 import torch
@@ -44,6 +46,16 @@ class FSDP2Strategy(WholeShardedSaves, ModelParallelStrategy):
         super().setup_environment()
 
 
+# The FSDP2 step passes a boolean [batch, tokens] `logits_to_keep` (supervised positions only);
+# transformers takes one from 5.21.0 on (older versions index the hidden states with it and fail).
+FSDP2_TRANSFORMERS = (5, 21, 0)
+
+
+def transformers_version() -> tuple[int, ...]:
+    """The installed transformers' (major, minor, patch)."""
+    return tuple(map(int, re.findall(r"\d+", version("transformers"))[:3]))
+
+
 # `--trainer.strategy fsdp2`
 StrategyRegistry.register(
     "fsdp2", FSDP2Strategy, description="FSDP2 over all ranks (medsft)", override=True
@@ -69,6 +81,13 @@ def validate_strategy(strategy: Any, finetune: str, quantize: str | None) -> Non
             "LoRA adapter is small enough to replicate. Use --trainer.strategy ddp for LoRA and "
             "QLoRA (configs/lora.yaml, configs/qlora.yaml), or --model.finetune full with "
             "--model.quantize null for FSDP2 (configs/full.yaml)."
+        )
+    if sharded and transformers_version() < FSDP2_TRANSFORMERS:
+        needed = ".".join(map(str, FSDP2_TRANSFORMERS))
+        raise ConfigError(
+            f"strategy fsdp2 needs transformers >= {needed} (a boolean logits_to_keep), found "
+            f"{version('transformers')}: pip install -U 'transformers>={needed}', or use "
+            "--trainer.strategy ddp"
         )
 
 

@@ -9,7 +9,14 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 
-from medsft.fsdp import FSDP2Strategy, full_tensor, shard_model, validate_strategy
+from medsft.fsdp import (
+    FSDP2_TRANSFORMERS,
+    FSDP2Strategy,
+    full_tensor,
+    shard_model,
+    transformers_version,
+    validate_strategy,
+)
 from medsft.model import build_model
 from tests.helpers import HostSyncCounter, decoder_layers
 
@@ -23,6 +30,15 @@ def test_fsdp2_refuses_lora_and_4bit_weights(strategy):
     for finetune, quantize in (("lora", None), ("full", "nf4"), ("lora", "nf4")):
         with pytest.raises(ValueError, match="fsdp2 shards full fine-tuning only"):
             validate_strategy(strategy, finetune, quantize)
+
+
+def test_fsdp2_needs_a_transformers_that_takes_a_boolean_logits_to_keep(monkeypatch):
+    import medsft.fsdp
+
+    monkeypatch.setattr(medsft.fsdp, "version", lambda name: "5.20.2")
+    with pytest.raises(ValueError, match=r"fsdp2 needs transformers >= 5\.21\.0.*found 5\.20\.2"):
+        validate_strategy("fsdp2", "full", None)
+    validate_strategy("ddp", "full", None)  # the other strategies do not
 
 
 def test_other_strategies_take_every_mode():
@@ -69,6 +85,10 @@ def _batch():
     return collate(examples, pad_token_id=0)
 
 
+@pytest.mark.skipif(
+    transformers_version() < FSDP2_TRANSFORMERS,
+    reason="the FSDP2 step needs a transformers that takes a boolean logits_to_keep",
+)
 def test_sharded_model_gives_the_same_step_and_syncs_only_where_documented(one_rank_mesh):
     from torch.distributed.fsdp import FSDPModule
     from torch.distributed.tensor import DTensor
