@@ -111,7 +111,7 @@ def export(
     from transformers import AutoModelForCausalLM
 
     from medsft.chat import qa_messages, render
-    from medsft.data import collate
+    from medsft.data.batching import collate
     from medsft.model import load_base_model, load_tokenizer
 
     config_file = adapter / "adapter_config.json"
