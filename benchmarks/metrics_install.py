@@ -74,7 +74,9 @@ def main() -> None:
         total = du_bytes(venv)
         site = next((venv / "lib").glob("python*/site-packages"))
         per_package = {
-            p.name: du_bytes(p) for p in site.iterdir() if p.is_dir() and not p.name.endswith("-info")
+            p.name: du_bytes(p)
+            for p in site.iterdir()
+            if p.is_dir() and not p.name.endswith("-info")
         }
         biggest = dict(sorted(per_package.items(), key=lambda kv: -kv[1])[:8])
         listed = subprocess.run(

@@ -12,10 +12,14 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from importlib import metadata
 
 from tests.conftest import ROOT
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 
 PREDS = ["患者应多喝水，注意休息。", "建议尽快到医院检查血常规。", "The patient should rest."]
 REFS = ["多喝水，好好休息。", "请尽快去医院查血常规。", "Rest and drink water."]
