@@ -20,6 +20,7 @@ loaded-machine figure; README.md states it as such.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import statistics
@@ -28,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from record import write_result
+from record import RESULTS, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ["train.py", "--config", "configs/demo.yaml"]
@@ -51,7 +52,18 @@ def timed(args: list[str]) -> dict[str, float | list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="demo runs (each after --help)")
+    parser.add_argument(
+        "--keep-previous",
+        action="store_true",
+        help="carry the rounds of the existing results file into this one (earlier_runs)",
+    )
     args = parser.parse_args()
+    previous = RESULTS / "demo_time.json"
+    earlier = []
+    if args.keep_previous and previous.exists():
+        old = json.loads(previous.read_text(encoding="utf-8"))
+        earlier = old["figures"].get("earlier_runs", [])
+        earlier.append({"timestamp_utc": old["timestamp_utc"], "rounds": old["figures"]["rounds"]})
 
     rounds = []
     for i in range(args.rounds):
@@ -69,6 +81,8 @@ def main() -> None:
         "demo_cpu_s_median": statistics.median(r["demo"]["cpu_s"] for r in rounds),
         "help_wall_s_median": statistics.median(r["help"]["wall_s"] for r in rounds),
     }
+    if earlier:
+        figures["earlier_runs"] = earlier
     write_result("demo_time", figures, args=vars(args))
 
 
