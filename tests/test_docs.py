@@ -46,3 +46,14 @@ def test_gpu_table_is_the_estimate_scripts_output():
     table = done.stdout
     assert table.count("\n| `") == 9  # three configs at three shapes
     assert table in (ROOT / "docs" / "gpu.md").read_text(encoding="utf-8")
+
+
+PROJECT_PATH = re.compile(r"`((?:medsft|benchmarks|configs|docs|tests|data/sample)/[\w./-]*)`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_project_paths_named_in_docs_exist(page):
+    """Every `medsft/...`, `benchmarks/...`, `configs/...` path the page names is in the repo."""
+    named = set(PROJECT_PATH.findall(page.read_text(encoding="utf-8")))
+    missing = sorted(p for p in named if "*" not in p and not (ROOT / p).exists())
+    assert not missing, f"{page.name} names paths that do not exist: {missing}"
