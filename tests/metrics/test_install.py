@@ -14,6 +14,8 @@ import subprocess
 import sys
 from importlib import metadata
 
+import pytest
+
 from tests.conftest import ROOT
 
 if sys.version_info >= (3, 11):
@@ -41,14 +43,29 @@ print(json.dumps({{"scores": scores, "modules": sorted(sys.modules)}}))
 """
 
 BLOCKER = """
-import importlib.abc, sys
+import re, sys
 BLOCKED = set({blocked!r})
-class Blocker(importlib.abc.MetaPathFinder):
+class Hide:
+    # Wraps each finder so that blocked packages are not found at all, as when not installed:
+    # `import x` raises ModuleNotFoundError, importlib.util.find_spec("x") returns None, and
+    # importlib.metadata does not list the distributions that provide them.
+    def __init__(self, finder):
+        self.finder = finder
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{{name}} is blocked: not part of the metrics-only install")
-        return None
-sys.meta_path.insert(0, Blocker())
+            return None
+        find = getattr(self.finder, "find_spec", None)
+        return find(name, path, target) if find else None
+    def find_distributions(self, *args, **kwargs):
+        find = getattr(self.finder, "find_distributions", None)
+        for dist in find(*args, **kwargs) if find else ():
+            top = (dist.read_text("top_level.txt") or "").split()
+            name = re.sub(r"[-_.]+", "_", dist.metadata["Name"] or "").lower()
+            if not (set(top) & BLOCKED or name in BLOCKED):
+                yield dist
+    def __getattr__(self, attr):
+        return getattr(self.finder, attr)
+sys.meta_path[:] = [Hide(f) for f in sys.meta_path]
 """
 
 ALWAYS_BLOCKED = ("torch", "lightning", "pytorch_lightning", "transformers", "openai", "peft")
@@ -109,7 +126,7 @@ def test_metrics_score_with_the_training_stack_unimportable():
         capture_output=True,
         text=True,
     )
-    assert check.returncode != 0 and "blocked" in check.stderr
+    assert check.returncode != 0 and "No module named 'torch'" in check.stderr
 
     light = run_probe(blocked)
     normal = run_probe(set())
@@ -152,3 +169,47 @@ def test_metrics_score_with_only_the_core_dependencies_importable():
     assert light["scores"] == run_probe(set())["scores"]
     loaded = {m.split(".")[0] for m in light["modules"]}
     assert {"numpy", "sacrebleu", "jieba"} <= loaded
+
+
+PERPLEXITY = """
+import json, sys, torch
+from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+from medsft.metrics import perplexity
+tok = AutoTokenizer.from_pretrained({tokenizer!r})
+torch.manual_seed(0)
+model = Qwen3ForCausalLM(Qwen3Config(
+    vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+    num_attention_heads=2, num_key_value_heads=1, head_dim=16)).eval()
+conversation = [{{"role": "user", "content": "头痛怎么办？"}},
+                {{"role": "assistant", "content": "注意休息，多喝水。"}}]
+result = perplexity(model, tok, [conversation], progress=False)
+print(json.dumps({{"ppl": result.score, "modules": sorted(sys.modules)}}))
+"""
+
+
+@pytest.mark.slow
+def test_perplexity_needs_only_the_perplexity_extra():
+    """`pip install ".[perplexity]"`: torch, transformers and torchmetrics, no Lightning or peft."""
+    from medsft.model import bundled_tokenizer_dir
+
+    config = pyproject()
+    extras = config["project"]["optional-dependencies"]
+    core = {requirement_name(r) for r in config["project"]["dependencies"]}
+    allowed = core_closure(core | extra_requirements("perplexity", extras)) | {"medsft"}
+    outside = {
+        module
+        for module, dists in metadata.packages_distributions().items()
+        if not {requirement_name(d) for d in dists} & allowed
+    } - set(sys.stdlib_module_names)
+    assert {"lightning", "peft", "openai"} <= outside and "torch" not in outside
+
+    code = BLOCKER.format(blocked=sorted(outside)) + PERPLEXITY.format(
+        tokenizer=str(bundled_tokenizer_dir())
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ppl"] > 1
+    assert not {m.split(".")[0] for m in result["modules"]} & {"lightning", "peft", "openai"}
