@@ -14,6 +14,8 @@ Rows stream: nothing is loaded whole, so Huatuo26M (or larger) trains from the h
 - Packing (`packing: true`): shuffled training examples are packed whole, best-fit decreasing,
   into rows of up to `max_length` tokens, with position ids restarting per example, so each
   example attends only to itself and gets the loss it would get alone, with almost no padding.
+  `packing: padding_free` packs them into one row per micro-batch of up to
+  `batch_size x max_length` tokens instead: no row is padded to another's length.
 - Bad rows raise an error naming file, line and field, or with `skip_invalid` are skipped and
   counted in a logged summary.
 """
@@ -57,6 +59,8 @@ from medsft.loss import supervised_positions
 log = logging.getLogger(__name__)
 
 ROLES = ("question", "answer", "think", "system", "messages", "input", "id")
+Packing = bool | Literal["rows", "padding_free"]
+"""`data.packing`: false, true (= `rows`), or `padding_free` (see SFTDataModule)."""
 Preset = Literal["huatuo", "course", "alpaca", "messages", "sharegpt", "reasoning", "medquad"]
 """Column presets by name: the one list, for training and evaluation configs alike."""
 COLUMN_PRESETS: dict[Preset, dict[str, str]] = {
@@ -557,7 +561,7 @@ class SFTStream(IterableDataset):
             rng = random.Random(hash((self.dm.seed, self.epoch, shard)))
             stream = _shuffled(stream, self.dm.shuffle_buffer, rng)
             if self.dm.packing:
-                stream = _packed(stream, self.dm.max_length, rng)
+                stream = _packed(stream, self.dm.row_capacity, rng)
             elif self.dm.group_by_length:
                 stream = _grouped(stream, self.dm.batch_size, rng)
         skip = self.skip.get(worker, 0)
@@ -847,7 +851,7 @@ class SFTDataModule(LightningDataModule):
         num_workers: int = 0,
         shuffle_buffer: int = 1000,
         group_by_length: bool = False,
-        packing: bool = False,
+        packing: Packing = False,
         pad_to_multiple_of: int = 8,
         skip_invalid: bool = False,
         seed: int = 0,
@@ -877,9 +881,11 @@ class SFTDataModule(LightningDataModule):
             num_workers: dataloader worker processes per rank.
             shuffle_buffer: size of the streaming shuffle buffer (1 = no shuffling).
             group_by_length: batch examples of similar length together (less padding).
-            packing: training rows of whole examples packed best-fit up to `max_length` tokens,
-                each example attending only to itself (position ids restart per example):
-                almost no padding. `batch_size` then counts packed rows.
+            packing: training rows of whole examples packed best-fit, each example attending
+                only to itself (position ids restart per example). `true` or `rows`: rows of up
+                to `max_length` tokens, `batch_size` of them per micro-batch (padded to the
+                longest). `padding_free`: one row of up to `batch_size x max_length` tokens per
+                micro-batch, so nothing is padded but the last `pad_to_multiple_of`.
             pad_to_multiple_of: pad batch length to a multiple of this (tensor-core friendly).
             skip_invalid: skip and count bad rows instead of stopping with an error.
             seed: shuffling seed.
@@ -892,6 +898,10 @@ class SFTDataModule(LightningDataModule):
         self.column_map = column_map(preset, columns)
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if packing not in (False, True, "rows", "padding_free"):
+            raise ValueError(
+                f"packing must be false, true (= rows) or padding_free, got {packing!r}"
+            )
         if packing and group_by_length:
             raise ValueError(
                 "packing fills rows to max_length, so group_by_length has nothing to do: "
@@ -919,7 +929,9 @@ class SFTDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.shuffle_buffer = shuffle_buffer
         self.group_by_length = group_by_length
-        self.packing = packing
+        self.packing: Literal[False, "rows", "padding_free"] = (
+            "rows" if packing is True else packing
+        )
         self.pad_to_multiple_of = pad_to_multiple_of
         self.skip_invalid = skip_invalid
         self.seed = seed
@@ -932,6 +944,12 @@ class SFTDataModule(LightningDataModule):
         self.train_set: SFTStream | None = None
         self.val_set: SFTStream | None = None
         self.position = StreamPosition()
+
+    @property
+    def row_capacity(self) -> int:
+        """Tokens a packed training row may hold."""
+        padding_free = self.packing == "padding_free"
+        return self.max_length * (self.batch_size if padding_free else 1)
 
     @property
     def tokenizer(self) -> Any:
@@ -975,10 +993,12 @@ class SFTDataModule(LightningDataModule):
 
     def _loader(self, dataset: SFTStream) -> DataLoader:
         pad = self.tokenizer.pad_token_id
+        padding_free = self.packing == "padding_free" and dataset.split == "train"
         return _StreamLoader(
             dataset,
             self._begin_pass,
-            batch_size=self.batch_size,
+            # padding_free: each packed row is a whole micro-batch (see `row_capacity`).
+            batch_size=1 if padding_free else self.batch_size,
             num_workers=self.num_workers,
             collate_fn=lambda b: collate(b, pad, pad_to_multiple_of=self.pad_to_multiple_of),
             persistent_workers=False,
