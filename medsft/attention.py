@@ -169,8 +169,8 @@ class AttentionChoice:
 
     @property
     def load_kernel(self) -> str:
-        """The kernel to load the model with."""
-        return PADDED_KERNEL if self.requested == "auto" else self.requested
+        """The kernel to load the model with (sdpa_varlen is set by `follow`, once registered)."""
+        return PADDED_KERNEL if self.requested in ("auto", "sdpa_varlen") else self.requested
 
     def follow(self, model: Any, packed: bool, device: torch.device) -> str:
         """Set the model's kernel for a batch (no-op unless `auto` and the kind changed)."""
