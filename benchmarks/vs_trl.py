@@ -251,6 +251,14 @@ def main() -> None:
             result = json.loads(done.stdout.strip().splitlines()[-1])
             runs[side].append({**result, "load_average_1min_before": round(load, 2)})
             print(f"round {round_ + 1} {side}: {runs[side][-1]}", flush=True)
+        # Written after every round: a run stopped early still leaves its finished rounds.
+        record(args, sides, runs, final=round_ + 1 == args.rounds)
+
+
+def record(
+    args: argparse.Namespace, sides: list[str], runs: dict[str, list[dict[str, Any]]], final: bool
+) -> None:
+    """Medians over the rounds so far, ratios to TRL (or the last side); printed when final."""
     summary = {
         side: {key: statistics.median(r[key] for r in results) for key in results[0]}
         for side, results in runs.items()
@@ -263,21 +271,22 @@ def main() -> None:
         for side in sides
         if side != reference
     }
-    print(f"\nmedian of {args.rounds} rounds; ratio: over {reference}")
-    print(f"{'':<24}" + "".join(f"{side:>22}" for side in sides))
-    for key in keys:
-        cells = "".join(
-            f"{summary[side][key]:>14.2f}"
-            + (f" ({ratios[side][key]:.2f}x)" if side in ratios else " " * 8)
-            for side in sides
-        )
-        print(f"{key:<24}{cells}")
+    if final:
+        print(f"\nmedian of {args.rounds} rounds; ratio: over {reference}")
+        print(f"{'':<24}" + "".join(f"{side:>22}" for side in sides))
+        for key in keys:
+            cells = "".join(
+                f"{summary[side][key]:>14.2f}"
+                + (f" ({ratios[side][key]:.2f}x)" if side in ratios else " " * 8)
+                for side in sides
+            )
+            print(f"{key:<24}{cells}")
     if reference == "trl":
         name = f"vs_trl_{args.preset}" + ("_packing" if args.packing else "")
     else:
         name = f"packing_modes_{args.preset}"
-    figures = {"rows": str(args.data), "sides": sides, **summary}
-    figures |= {f"ratios_over_{reference}": ratios, "rounds": runs}
+    figures = {"rows": str(args.data), "sides": sides, "rounds_done": len(runs[reference])}
+    figures |= {**summary, f"ratios_over_{reference}": ratios, "rounds": runs}
     write_result(
         name, figures, args={k: str(v) for k, v in vars(args).items() if k not in ("side", "out")},
         out=args.out,

@@ -1,8 +1,9 @@
 """A keyed, append-only JSONL store: the one cache of generations, perplexities and judge replies.
 
 Each line is a JSON object with a `key` (usually `digest(...)` of everything that shapes the value);
-the last line with a key wins. A run killed mid-write leaves a torn last line: it is skipped when
-read (and counted), and the next append starts on a fresh line so that no good entry is lost.
+the last line with a key wins. A run killed mid-write leaves a torn last line, cut at any byte
+(inside a multi-byte Chinese character too): it is skipped when read (and counted), and the next
+append starts on a fresh line so that no good entry is lost.
 Light on purpose (standard library only), so medsft.metrics can use it without the training stack.
 """
 
@@ -41,17 +42,19 @@ class JsonlStore:
         """Lines that could not be read (a torn last line, hand edits)."""
         self._fh: IO[str] | None = None
         if self.path is not None and self.path.exists():
-            with self.path.open(encoding="utf-8") as fh:
+            # Read as bytes and decode line by line: a line cut inside a character must be
+            # skipped like any torn line, not fail the whole file.
+            with self.path.open("rb") as fh:
                 for line in fh:
                     self._load(line)
         if self.skipped:
             log.warning("%s %s: skipped %d unreadable line(s)", what, self.path, self.skipped)
 
-    def _load(self, line: str) -> None:
+    def _load(self, line: bytes) -> None:
         try:
-            entry = json.loads(line)
+            entry = json.loads(line.decode("utf-8"))
             self.entries[str(entry["key"])] = entry
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):  # UnicodeDecodeError is a ValueError
             self.skipped += 1
 
     def __contains__(self, key: str) -> bool:

@@ -28,7 +28,9 @@ conversation as one sequence with every assistant turn supervised.
 
 Audit the mask on your own config:
 
-    python -m medsft.chat --config configs/demo.yaml --n 3
+    python -m medsft.cli.chat --config configs/demo.yaml --n 3
+
+(the command-line tool lives in medsft.cli.chat: it needs the datamodule, which imports this).
 """
 
 from __future__ import annotations
@@ -303,56 +305,3 @@ def highlight(example: dict[str, list[int]], tokenizer: Any, *, color: bool = Tr
         parts.append(f"{open_}{text}{close}" if supervised else text)
         i = j
     return "".join(parts)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """Print the first examples of a training config's data with supervised spans marked.
-
-    Takes train.py's `--data.*` overrides, with or without a config:
-    `python -m medsft.chat --config configs/demo.yaml --data.preset sharegpt --data.source x.jsonl`
-    or `python -m medsft.chat --data.source data/sample/sharegpt_sample.jsonl --data.preset sharegpt`.
-    """
-    import json
-    import sys
-
-    import yaml
-    from jsonargparse import ArgumentParser
-
-    from medsft.data import SFTDataModule
-
-    parser = ArgumentParser(prog="python -m medsft.chat", description=main.__doc__,
-                            default_env=False)  # fmt: skip
-    parser.add_argument("--config", help="a training config, e.g. configs/demo.yaml (its data: "
-                        "and model: sections are read)")  # fmt: skip
-    parser.add_argument("--n", type=int, default=3, help="how many examples to print")
-    parser.add_argument("--no-color", "--no_color", dest="no_color", action="store_true",
-                        help="mark spans with [[ ]] instead")  # fmt: skip
-    parser.add_class_arguments(SFTDataModule, "data")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    config_path = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
-    if config_path is not None:
-        with open(config_path, encoding="utf-8") as f:
-            config = yaml.safe_load(f) or {}
-        data_args = dict(config.get("data") or {})
-        model_args = config.get("model") or {}
-        data_args.setdefault(
-            "tokenizer", model_args.get("tokenizer") or model_args.get("name_or_path", "qwen3")
-        )
-        # The config's data section first, so every --data.* override on the line wins.
-        argv = ["--data", json.dumps(data_args, ensure_ascii=False), *argv]
-    args = parser.parse_args(argv)
-    dm = parser.instantiate_classes(args).data
-    color = sys.stdout.isatty() and not args.no_color
-    for k, example in enumerate(dm.preview(args.n)):
-        n_sup = sum(label != IGNORE_INDEX for label in example["labels"])
-        print(f"=== example {k}: {len(example['input_ids'])} tokens, {n_sup} supervised ===")
-        print(highlight(example, dm.tokenizer, color=color))
-    print(
-        "Supervised spans are "
-        + ("highlighted in green." if color else "between [[ and ]].")
-        + " Everything else has label -100."
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -17,9 +17,11 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
+from medsft.data.sources import EmptySource
+from medsft.data.stream import DATA_COUNTERS as COUNTERS
+
 log = logging.getLogger("medsft.data")
 
-COUNTERS = ("examples", "rows", "invalid", "dropped", "truncated")
 # An epoch may legitimately be empty once (resumed at its very end); two in a row is no data.
 EMPTY_EPOCHS = 2
 
@@ -92,8 +94,6 @@ class DataMonitor(Callback):
         (batches,) = self._reduced(trainer, [float(self._batches)])
         self._empty_epochs = self._empty_epochs + 1 if batches == 0 else 0
         if self._empty_epochs >= EMPTY_EPOCHS:
-            from medsft.data import EmptySource
-
             source = getattr(trainer.datamodule, "source", "the training data")
             raise EmptySource(
                 f"{EMPTY_EPOCHS} training epochs in a row had no batch on any rank: no usable "

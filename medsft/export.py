@@ -91,7 +91,7 @@ def export(
     from transformers import AutoModelForCausalLM
 
     from medsft.chat import render
-    from medsft.data import collate
+    from medsft.data.batching import collate
 
     adapter = resolve_trained(adapter)
     config_file = adapter / "adapter_config.json"

@@ -30,6 +30,8 @@ from typing import Any, Literal
 Mode = Literal["full", "lora", "frozen"]
 
 QWEN3_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Every linear projection inside Qwen3's decoder layers: the LoRA default (medsft.model) and
+what the FLOP count treats as trainable under LoRA."""
 
 # Dense (no sparsity) bf16 tensor-core peaks per device, TFLOP/s, from the vendors' data sheets;
 # the first pattern that matches torch.cuda.get_device_name() wins. GeForce cards: fp32

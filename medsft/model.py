@@ -24,13 +24,12 @@ from urllib.parse import urlparse
 import torch
 
 from medsft.errors import ConfigError, UserError
+from medsft.flops import QWEN3_LINEAR
 
 Finetune = Literal["lora", "full"]
 Quantize = Literal["nf4"] | None
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
-QWEN3_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-"""Every linear projection inside Qwen3's decoder layers (the LoRA default)."""
 
 # Shapes from the released Qwen3 configs; weights are random. `tiny` is for tests and the demo.
 _COMMON = dict(vocab_size=151936, rms_norm_eps=1e-6, rope_theta=1_000_000.0, head_dim=128)

@@ -15,7 +15,7 @@ from medsft.attention import (
     has_flash_attn,
 )
 from medsft.chat import IGNORE_INDEX
-from medsft.data import _packed, collate
+from medsft.data.batching import _packed, collate
 from medsft.errors import ConfigError
 from medsft.model import build_model
 

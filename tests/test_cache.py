@@ -56,3 +56,24 @@ def test_without_a_path_entries_stay_in_memory(tmp_path):
     store.put({"key": "a"})
     store.rewrite([{"key": "b"}])
     assert list(store.entries) == ["b"] and not list(tmp_path.iterdir())
+
+
+def test_a_last_line_torn_at_any_byte_is_skipped_and_the_rest_kept(tmp_path):
+    # The crash: a cut inside a multi-byte Chinese character raised UnicodeDecodeError.
+    path = tmp_path / "store.jsonl"
+    with JsonlStore(path) as store:
+        store.put({"key": "a", "value": "头痛发热"})
+    whole = path.read_bytes()
+    last = json.dumps({"key": "b", "value": "布洛芬一次吃多少？"}, ensure_ascii=False).encode()
+    assert len(last) > len(last.decode())  # multi-byte characters, so some cuts fall inside one
+    for cut in range(len(last) + 1):
+        path.write_bytes(whole + last[:cut])
+        store = JsonlStore(path)
+        expected = ["a", "b"] if cut == len(last) else ["a"]
+        assert list(store.entries) == expected, cut
+        assert store.skipped == (0 if cut in (0, len(last)) else 1), cut
+        store.put({"key": "c", "value": "二"})
+        store.close()
+        again = JsonlStore(path)
+        assert sorted(again.entries) == sorted([*expected, "c"]), cut
+        assert again.get("c")["value"] == "二"

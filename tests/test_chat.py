@@ -1,8 +1,5 @@
 """Assistant-only supervision, checked by decoding the supervised spans with the real tokenizer."""
 
-import subprocess
-import sys
-
 import pytest
 
 from medsft.chat import (
@@ -168,13 +165,3 @@ def test_bad_messages_are_rejected(qwen3_tokenizer):
         render(
             [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}], qwen3_tokenizer
         )
-
-
-def test_inspection_command_marks_supervised_spans():
-    out = subprocess.run(
-        [sys.executable, "-m", "medsft.chat", "--config", "configs/demo.yaml", "--n", "2", "--no-color"],
-        capture_output=True, text=True, check=True, timeout=120,
-    ).stdout  # fmt: skip
-    assert out.count("=== example") == 2
-    assert "<|im_end|>]]" in out
-    assert "[[<|im_start|>" not in out and "user\n[[" not in out

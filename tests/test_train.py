@@ -358,6 +358,7 @@ def test_a_hub_stream_resumes_exactly(tmp_path, monkeypatch):
     import datasets
 
     import medsft.data
+    import medsft.data.sources
     import medsft.model
 
     hub_id = "someone/huatuo-like"
@@ -372,8 +373,9 @@ def test_a_hub_stream_resumes_exactly(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", streamed)
     monkeypatch.setattr(medsft.model, "ensure_hub_reachable", lambda *a, **k: None)
-    is_local = medsft.data.is_local
-    monkeypatch.setattr(medsft.data, "is_local", lambda s: s != hub_id and is_local(s))
+    is_local = medsft.data.sources.is_local
+    for module in (medsft.data, medsft.data.sources):
+        monkeypatch.setattr(module, "is_local", lambda s: s != hub_id and is_local(s))
     args = ["--data.source", hub_id, "--data.batch_size", "2", "--data.shuffle_buffer", "6",
             "--model.finetune", "lora", "--model.optimizer.lr", "0.02",
             "--checkpoint.every_n_train_steps", "3"]  # fmt: skip

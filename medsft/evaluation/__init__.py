@@ -10,7 +10,8 @@ an LLM judge compares each system with the baseline system in both answer orders
 One job per module, in the order `evaluate()` (run.py) uses them:
 
 - config: the config dataclasses, `validate_config`, `judge_status`
-- testset: `load_examples`
+- lock: one evaluation at a time per output_dir
+- testset: `load_examples` (duplicate questions: `test_set.duplicates`)
 - systems: `SystemOutput`, weight fingerprints; answers: answer-file systems;
   models: model systems (generation and perplexity, cached); perplexity: shared across ranks
 - scoring: text metrics, paired tests, think blocks, length, slices (`test_set.slice_column`)
@@ -29,21 +30,29 @@ log-probabilities) and `mcq/generations/` (generated answers). Outputs: `report.
 `config.yaml`.
 """
 
-from medsft.evaluation.config import (
-    DataSpec,
-    EvalConfig,
-    JudgeSettings,
-    RuntimeSettings,
-    ScoringSettings,
-    SystemSpec,
-    infer_kind,
-    judge_status,
-    resolve_run_dir,
-    validate_config,
-)
-from medsft.evaluation.models import is_global_zero
-from medsft.evaluation.run import evaluate
-from medsft.evaluation.testset import Example, load_examples
+import importlib
+from typing import Any
+
+# Loaded when first used, so that `medsft.evaluation.scoring` and `.report` (scoring a file of
+# answers, rendering a report) import neither torch nor Lightning.
+_LAZY = {
+    **dict.fromkeys(
+        ["DataSpec", "EvalConfig", "JudgeSettings", "RuntimeSettings", "ScoringSettings",
+         "SystemSpec", "infer_kind", "judge_status", "resolve_run_dir", "validate_config"],
+        "medsft.evaluation.config",
+    ),
+    "is_global_zero": "medsft.evaluation.models",
+    "evaluate": "medsft.evaluation.run",
+    "Example": "medsft.evaluation.testset",
+    "load_examples": "medsft.evaluation.testset",
+}  # fmt: skip
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'medsft.evaluation' has no attribute {name!r}")
+
 
 __all__ = [
     "DataSpec",

@@ -10,9 +10,10 @@ one evaluate.py call as one table.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medsft.evaluation.systems import SystemOutput
+if TYPE_CHECKING:  # annotations only: the report renders without torch or Lightning
+    from medsft.evaluation.systems import SystemOutput
 
 ALWAYS = ("model.name_or_path", "model.finetune")
 """Shown even when every run has the same value."""

@@ -81,12 +81,13 @@ def _list_row(spec: SystemSpec, where: str, data: list) -> AnswerRow:
 
 def _align(spec: SystemSpec, rows: list[AnswerRow], examples: list[Example]) -> list[AnswerRow]:
     if spec.question_column is None:
-        if len(rows) < len(examples):
+        if len(rows) <= max(ex.row_position for ex in examples):
             raise ValueError(
                 f"system {spec.name!r}: {spec.path} has {len(rows)} answers for {len(examples)} "
                 "questions (aligned by row order)"
             )
-        return rows[: len(examples)]
+        # By row position in the test file (dropped duplicate questions leave gaps).
+        return [rows[ex.row_position] for ex in examples]
     by_question: dict[str, list[AnswerRow]] = defaultdict(list)
     for row in rows:
         by_question[(row.question or "").strip()].append(row)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from medsft.data import Preset
+from medsft.data.schema import DataSource, Preset
 from medsft.generate import GenerationSettings
 from medsft.metrics.judge import Language
 from medsft.model import RANDOM_PREFIX, DType, ensure_hub_reachable, is_hub_id, resolve_trained
@@ -26,25 +26,26 @@ ANSWER_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 @dataclass
-class DataSpec:
-    """A question set, read with the same column mapping as training (medsft.data)."""
+class DataSpec(DataSource):
+    """A question set, read with the same column mapping as training (medsft.data.DataSource:
+    source, preset, columns, split, subset, system_prompt, skip_invalid)."""
 
     source: str = "data/sample/test_zh_med.json"
     """Local file, directory or glob (JSON, JSONL, Parquet, CSV), or a hub dataset id."""
     preset: Preset = "course"
     """Column preset: course ([question, reference] lists), huatuo, reasoning, alpaca, ..."""
-    columns: dict[str, str] | None = None
-    """Role -> column overrides (question, answer, think, system, messages, input, id)."""
     split: str = "test"
     """Hub split to read."""
-    subset: str | None = None
-    """Hub dataset configuration name."""
     system_prompt: str | None = None
     """System message for rows without one (use the one the model was trained with)."""
     limit: int | None = None
     """Use only the first `limit` rows."""
     slice_column: str | None = None
     """Break every metric down by this column (Huatuo's `label`, a department, a subject)."""
+    duplicates: Literal["drop", "keep", "error"] = "drop"
+    """Rows asking the same question (the same conversation up to the answer) again: `drop`
+    keeps the first and counts the others (in the log and report), `keep` scores each (the
+    question then weighs double), `error` stops with the rows named."""
 
 
 @dataclass
@@ -142,8 +143,10 @@ class ScoringSettings:
     """Cumulative BLEU-n for each n."""
     rouge_types: list[str] = field(default_factory=lambda: ["rouge1", "rouge2", "rougeL"])
     """ROUGE variants."""
-    vocab_f1_mode: Literal["multiset", "set"] = "multiset"
-    """Vocabulary F1 overlap: multiset (SQuAD-style) or set."""
+    vocab_f1_mode: Literal["multiset", "set"] = "set"
+    """Vocabulary F1 overlap: `set` (distinct tokens shared, as the course studies computed it)
+    or `multiset` (SQuAD-style token counts, which equals ROUGE-1 F1 with the same tokens, so
+    the report would show one number twice)."""
     distinct_orders: list[int] = field(default_factory=lambda: [1, 2])
     """Distinct-n for each n; [] turns distinct-n off."""
     n_resamples: int = 1000
@@ -201,6 +204,9 @@ class JudgeSettings:
     client's own, honouring Retry-After)."""
     cache: bool = True
     """Reuse judge replies from `<output_dir>/judge_cache.jsonl`."""
+    max_failed_share: float = 0.05
+    """Judge status `partial` (in report.json and report.md, with counts) when more than this
+    share of a system's pairs could not be judged (their rates leave those pairs out)."""
 
 
 @dataclass
@@ -403,6 +409,11 @@ def judge_status(config: EvalConfig) -> JudgeStatus:
 
 
 def _check_judge_settings(judge: JudgeSettings) -> None:
+    if not 0 <= judge.max_failed_share <= 1:
+        raise ValueError(
+            f"judge.max_failed_share must be a share in [0, 1] (e.g. 0.05), got "
+            f"{judge.max_failed_share}"
+        )
     if judge.base_url:
         parts = urlsplit(judge.base_url)
         if parts.username or parts.password or parts.query:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medsft.evaluation.config import EvalConfig, JudgeSettings
-from medsft.evaluation.systems import SystemOutput
-from medsft.evaluation.testset import Example
+if TYPE_CHECKING:  # annotations only: judging answer files needs neither torch nor Lightning
+    from medsft.evaluation.config import EvalConfig, JudgeSettings
+    from medsft.evaluation.systems import SystemOutput
+    from medsft.evaluation.testset import Example
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,9 @@ def run_judge(
 ) -> dict[str, Any]:
     """Each system's judged win rates against the baseline (both answer orders).
 
-    Status `failed` (with the reason) when judging had to stop, or when no pair was judged.
+    Status `failed` (with the reason) when judging had to stop, or when no pair was judged;
+    `partial` (with the reason and each such system's counts under `partial`) when more than
+    `judge.max_failed_share` of a system's pairs could not be judged; else `ok`.
     """
     from medsft.metrics.judge import JudgeConfigError, judge_pairs
 
@@ -75,7 +78,27 @@ def run_judge(
             log.error("judge failed: %s", reason)
             summary.update(status="failed", reason=reason)
             return summary
+        if result.failed_share > judge.max_failed_share:
+            _mark_partial(summary, output.name, result.n_errors, result.n_pairs, judge)
     return summary
+
+
+def _mark_partial(
+    summary: dict[str, Any], name: str, failed: int, pairs: int, judge: JudgeSettings
+) -> None:
+    """Status `partial`: `failed` of `pairs` pairs of system `name` could not be judged."""
+    partial = summary.setdefault("partial", {})
+    partial[name] = {"failed": failed, "pairs": pairs, "share": round(failed / pairs, 4)}
+    systems = "; ".join(
+        f"{n}: {c['failed']} of {c['pairs']} ({c['share']:.0%})" for n, c in partial.items()
+    )
+    reason = (
+        f"pairs that could not be judged exceed judge.max_failed_share "
+        f"({judge.max_failed_share:.0%}): {systems}; their rates leave those pairs out "
+        f"(errors in judge_<system>.json)"
+    )
+    log.warning("judge partial: %s", reason)
+    summary.update(status="partial", reason=reason)
 
 
 def _shown(answers: list[str]) -> list[str]:

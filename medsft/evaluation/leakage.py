@@ -18,12 +18,14 @@ import logging
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any
 
-from medsft.data import InvalidExample, column_map, read_rows, to_messages
+from medsft.data.schema import iter_conversations
+from medsft.data.sources import InvalidExample, check_local_source
 from medsft.evaluation.config import DataSpec, LeakageSettings
-from medsft.evaluation.testset import Example, check_source, load_examples
+from medsft.evaluation.testset import Example, load_examples
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +77,22 @@ class OverlapIndex:
 
 def _training_texts(spec: DataSpec, what: str) -> Iterator[tuple[str, str, list[str]]]:
     """(where, whole conversation text, user messages) of every training row, streamed."""
-    check_source(spec.source, f"{what}.source")
-    columns = column_map(spec.preset, spec.columns)
-    for n, row in enumerate(read_rows(spec.source, split=spec.split, subset=spec.subset)):
-        if spec.limit is not None and n == spec.limit:
-            return
-        try:
-            messages, _ = to_messages(row, columns, None)
-        except InvalidExample as err:
-            raise ValueError(
-                f"{what}: {err}; map the columns with {what}.preset / .columns"
-            ) from None
-        users = [m["content"] for m in messages if m["role"] == "user"]
-        yield row.where, "\n".join(m["content"] for m in messages), users
+    check_local_source(spec.source, f"{what}.source")
+    skipped: list[InvalidExample] = []
+    # The training rows as they were trained on, but without a system prompt: it is no overlap.
+    conversations = iter_conversations(replace(spec, system_prompt=None), skipped=skipped.append)
+    try:
+        for conversation in islice(conversations, spec.limit):
+            messages = conversation.messages
+            users = [m["content"] for m in messages if m["role"] == "user"]
+            yield conversation.row.where, "\n".join(m["content"] for m in messages), users
+    except InvalidExample as err:
+        raise ValueError(
+            f"{what}: {err}; map the columns with {what}.preset / .columns (or set "
+            f"{what}.skip_invalid: true)"
+        ) from None
+    if skipped:
+        log.warning("%s: %d invalid rows skipped", what, len(skipped))
 
 
 def check_leakage(

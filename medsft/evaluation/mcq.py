@@ -26,9 +26,10 @@ from typing import Any
 
 from medsft.cache import JsonlStore, digest
 from medsft.data import InvalidExample, Row, read_rows
+from medsft.data.sources import check_local_source
 from medsft.evaluation.config import EvalConfig, McqSpec, SystemSpec
 from medsft.evaluation.models import is_global_zero
-from medsft.evaluation.testset import Example, check_source
+from medsft.evaluation.testset import Example
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def load_mcq(spec: McqSpec, *, dev: bool = False) -> list[McqItem]:
     source = spec.dev_source if dev else spec.source
     what = "mcq_set.dev_source" if dev else "mcq_set.source"
     assert source is not None
-    check_source(source, what)
+    check_local_source(source, what)
     columns = {**DEFAULT_COLUMNS, **{c: c for c in spec.letters}, **(spec.columns or {})}
     unknown = set(columns) - set(DEFAULT_COLUMNS) - set(spec.letters)
     if unknown:

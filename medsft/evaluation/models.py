@@ -22,17 +22,11 @@ from medsft.evaluation.systems import SystemOutput, hub_commits, model_fingerpri
 from medsft.evaluation.testset import Example
 from medsft.generate import encode_prompt, prompt_seed
 from medsft.model import resolve_dtype, resolve_trained
+from medsft.ranks import is_global_zero
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
-
-
-def is_global_zero() -> bool:
-    """Whether this process is rank 0 (or the only one): it writes files, logs and the report."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 @dataclass

@@ -15,15 +15,7 @@ from typing import Any
 
 from medsft.chat import Message
 from medsft.evaluation.config import ScoringSettings
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of the initialised process group; (0, 1) without one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+from medsft.ranks import process_group_rank as world
 
 
 def shared_perplexity(

@@ -28,6 +28,28 @@ def _fmt(entry: dict[str, Any] | None, digits: int = 2) -> str:
     return text
 
 
+VOCAB_F1_MODE_NOTE = {
+    "set": "vocab-F1 (set): F1 of the token types a prediction shares with its reference, each "
+    "counted once (`scoring.vocab_f1_mode: multiset` counts repeats, which equals ROUGE-1 F1).",
+    "multiset": "vocab-F1 (multiset): token counts, SQuAD-style; with the same tokens this equals "
+    "ROUGE-1 F1 (`scoring.vocab_f1_mode: set` counts each token type once instead).",
+}
+"""What report.md says about the vocab-F1 column, per overlap mode."""
+
+
+def _vocab_f1_mode(report: dict[str, Any]) -> str | None:
+    """The vocab-F1 overlap mode of this report, read from its signature (None: not scored)."""
+    metrics = next(iter(report["metrics"].values()), {})
+    entry = metrics.get("vocab-F1")
+    if not entry:
+        return None
+    return "set" if "|overlap:set|" in entry["signature"] else "multiset"
+
+
+def _label(name: str, vocab_mode: str | None) -> str:
+    return f"{name} ({vocab_mode})" if name == "vocab-F1" and vocab_mode else name
+
+
 def _cell(text: str | None, limit: int = 300) -> str:
     if text is None:
         return "–"
@@ -40,10 +62,19 @@ def _header(report: dict[str, Any]) -> list[str]:
     test = report["test_set"]
     generated = [s for s in report["systems"] if s.get("generation")]
     where = "; answers of model systems in `generations/<system>.jsonl`" if generated else ""
+    duplicates = test.get("duplicates") or {}
+    repeated = ""
+    if duplicates.get("found"):
+        how = "dropped" if duplicates["dropped"] else "kept, each scored"
+        repeated = (
+            f"; {duplicates['found']} repeated question(s) {how} "
+            f"(`test_set.duplicates: {duplicates['policy']}`)"
+        )
     return [
         "# Evaluation report",
         "",
-        f"Test set: `{test['source']}` (preset `{test['preset']}`, {test['n']} questions). "
+        f"Test set: `{test['source']}` (preset `{test['preset']}`, {test['n']} questions"
+        f"{repeated}). "
         f"Generated {report['created']} by medsft {report['medsft_version']}; resolved config in "
         f"`config.yaml`{where}; every score and answer in `report.json`.",
         "",
@@ -119,19 +150,24 @@ def _scores(report: dict[str, Any]) -> list[str]:
     systems = [s["name"] for s in report["systems"]]
     names = list(report["metrics"][systems[0]])
     has_ppl = any(report["perplexity"].get(s) for s in systems)
+    vocab = _vocab_f1_mode(report)
     lines = [
         "",
         "## Scores against the references (95% bootstrap intervals)",
         "",
         f"Metric tokenizer: `{report['metric_tokenizer']}`. "
-        "Perplexity: token-weighted, of the *reference* answers under each model (lower is better)."
+        + (f"{VOCAB_F1_MODE_NOTE[vocab]} " if vocab else "")
+        + "Perplexity: token-weighted, of the *reference* answers under each model (lower is better)."
         + (
             " Distinct-n measures diversity, not agreement, and has no interval."
             if any(n.startswith("distinct") for n in names)
             else ""
         ),  # fmt: skip
         "",
-        "| system | " + " | ".join(names) + (" | PPL (test) | PPL (val)" if has_ppl else "") + " |",
+        "| system | "
+        + " | ".join(_label(n, vocab) for n in names)
+        + (" | PPL (test) | PPL (val)" if has_ppl else "")
+        + " |",
         "|---" * (len(names) + 1 + 2 * has_ppl) + "|",
     ]
     for s in systems:
@@ -148,8 +184,10 @@ def _paired(report: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "### Paired bootstrap tests (A − B, two-sided p)", "", "| A | B | metric | Δ | p |",
              "|---|---|---|---|---|"]  # fmt: skip
+    vocab = _vocab_f1_mode(report)
     return lines + [
-        f"| {t['a']} | {t['b']} | {t['metric']} | {t['delta']:+.2f} | {t['p_value']:.3f} |"
+        f"| {t['a']} | {t['b']} | {_label(t['metric'], vocab)} | {t['delta']:+.2f} | "
+        f"{t['p_value']:.3f} |"
         for t in report["paired"]
     ]
 
@@ -164,7 +202,8 @@ def _slices(report: dict[str, Any]) -> list[str]:
     lines = ["", f"### Scores by `{slices['column']}` (95% bootstrap intervals)", "",
              "Small slices have wide intervals: compare systems within a slice, and read n."]  # fmt: skip
     for system in systems:
-        lines += ["", f"**{system}**", "", "| " + slices["column"] + " | n | " + " | ".join(names)
+        lines += ["", f"**{system}**", "", "| " + slices["column"] + " | n | "
+                  + " | ".join(_label(n, _vocab_f1_mode(report)) for n in names)
                   + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
         for group, g in groups.items():
             cells = [_fmt(g["systems"][system][n]) for n in names]
@@ -245,30 +284,39 @@ def _judge(report: dict[str, Any]) -> list[str]:
     lines = ["", "## Judge", ""]
     if judge["status"] == "skipped":
         return lines + [f"Skipped: {judge['reason']}."]
-    if judge["status"] == "failed":
-        lines += [f"**Failed**: {judge['reason']}"]
+    if judge["status"] in ("failed", "partial"):
+        lines += [f"**{judge['status'].capitalize()}**: {judge['reason']}"]
         if not judge.get("results"):
             return lines
         lines.append("")
     lines += [
         f"Judge `{judge['model']}` at {judge['endpoint']} (prompt language `{judge['language']}`), "
         f"every pair judged in both answer orders against **{judge['baseline']}**. A pair counts "
-        "as a win or loss only when both orders agree; otherwise it is a tie (inconsistent).",
+        "as a win or loss only when both orders agree; otherwise it is a tie (inconsistent). "
+        "Length-controlled: the adjusted win rate predicted at equal answer lengths (a logistic "
+        "regression of each pair's outcome on tanh of the standardised length difference, "
+        "AlpacaEval 2's approach); far below the raw rate, the judge rewarded length.",
         "",
-        "| system | win | tie | loss | adjusted win rate (95% CI) | consistency | errors | judged |",
-        "|---|---|---|---|---|---|---|---|",
+        "| system | win | tie | loss | adjusted win rate (95% CI) | length-controlled (95% CI) "
+        "| consistency | errors | judged |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s, r in judge["results"].items():
-        interval = r["interval"]
-        rate = "–" if r["adjusted_win_rate"] is None else f"{r['adjusted_win_rate']:.2f}"
-        if interval:
-            rate += f" [{interval['low']:.2f}, {interval['high']:.2f}]"
+        rate = _rate(r["adjusted_win_rate"], r["interval"])
+        controlled = r.get("length_controlled") or {}
+        lc_rate = _rate(r.get("length_controlled_win_rate"), controlled.get("interval"))
         consistency = "–" if r["consistency_rate"] is None else f"{r['consistency_rate']:.0%}"
         c = r["counts"]
         lines.append(
-            f"| {s} | {c['win']} | {c['tie']} | {c['loss']} | {rate} | {consistency} | "
-            f"{r['n_errors']} | {r['n_judged']}/{r['n_pairs']} |"
+            f"| {s} | {c['win']} | {c['tie']} | {c['loss']} | {rate} | {lc_rate} | {consistency} "
+            f"| {r['n_errors']} | {r['n_judged']}/{r['n_pairs']} |"
         )
+    for s, r in judge["results"].items():
+        if (r.get("length_controlled") or {}).get("reason"):
+            lines += [
+                "",
+                f"Length-controlled rate of {s}: none, {r['length_controlled']['reason']}.",
+            ]
     usage = [r["usage"] for r in judge["results"].values()]
     return lines + [
         "",
@@ -277,6 +325,13 @@ def _judge(report: dict[str, Any]) -> list[str]:
         f"{sum(u['cached_judgements'] for u in usage)}. Verdicts per pair in "
         "`judge_<system>.json`.",
     ]
+
+
+def _rate(value: float | None, interval: dict[str, Any] | None) -> str:
+    if value is None:
+        return "–"
+    text = f"{value:.2f}"
+    return text + (f" [{interval['low']:.2f}, {interval['high']:.2f}]" if interval else "")
 
 
 def _training(report: dict[str, Any]) -> list[str]:

@@ -14,6 +14,7 @@ from medsft.evaluation.answers import answers_system
 from medsft.evaluation.config import EvalConfig, judge_status, validate_config
 from medsft.evaluation.judging import run_judge
 from medsft.evaluation.leakage import check_leakage
+from medsft.evaluation.lock import output_lock
 from medsft.evaluation.mcq import mcq_report, mcq_systems
 from medsft.evaluation.models import is_global_zero, model_system
 from medsft.evaluation.plots import plot_mcq, plot_metrics, plot_training
@@ -28,7 +29,7 @@ from medsft.evaluation.scoring import (
     think_summary,
 )
 from medsft.evaluation.systems import SystemOutput
-from medsft.evaluation.testset import Example, load_examples
+from medsft.evaluation.testset import Example, duplicate_summary, load_examples
 from medsft.evaluation.training import training_scalars, training_summary
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,17 @@ log = logging.getLogger(__name__)
 def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[str, Any] | None:
     """Generate, score, judge and report. Returns the report (None on ranks other than 0).
 
+    Refuses with `OutputDirBusy` when another evaluation holds `output_dir` (medsft.evaluation.lock).
+
     Args:
         config: the evaluation config.
         resolved_config: YAML of the resolved config, saved as `<output_dir>/config.yaml`.
     """
+    with output_lock(config.output_dir, enabled=is_global_zero()):
+        return _evaluate(config, resolved_config=resolved_config)
+
+
+def _evaluate(config: EvalConfig, *, resolved_config: str | None) -> dict[str, Any] | None:
     kinds = validate_config(config)
     judge = judge_status(config)
     out_dir = Path(config.output_dir)
@@ -109,7 +117,8 @@ def score(
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "output_dir": config.output_dir,
         "test_set": {"source": test.source, "preset": test.preset, "n": len(examples),
-                     "sha256": digest([[ex.prompt, ex.reference] for ex in examples])},
+                     "sha256": digest([[ex.prompt, ex.reference] for ex in examples]),
+                     "duplicates": duplicate_summary(examples, test.duplicates)},
         "val_set": {"source": config.val_set.source, "n": len(val)} if config.val_set and val
         else None,
         "metric_tokenizer": tokenizer,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from medsft.evaluation.config import ScoringSettings
-from medsft.evaluation.systems import SystemOutput
-from medsft.evaluation.testset import Example
 from medsft.metrics import metric_name
+
+if TYPE_CHECKING:  # annotations only: scoring a file of answers needs neither torch nor Lightning
+    from medsft.evaluation.config import ScoringSettings
+    from medsft.evaluation.systems import SystemOutput
+    from medsft.evaluation.testset import Example
 
 LENGTH_RATIO_FLAG = 2.0
 """A system whose mean answer length differs from the baseline's by more than this factor is

@@ -5,6 +5,7 @@ openai, so that researchers can score outputs without the training stack. Keep h
 the functions that need them.
 """
 
+from medsft.metrics.length_control import LengthControlled, length_controlled_win_rate
 from medsft.metrics.stats import Interval, PairedTest, bootstrap_interval, paired_bootstrap
 from medsft.metrics.text import (
     COMPARABLE,
@@ -19,6 +20,7 @@ from medsft.metrics.text import (
     tokenize,
     vocab_f1,
 )
+from medsft.metrics.verdict import parse_verdict
 
 # torch (perplexity) and openai (the judge, at call time) load only when first used.
 _LAZY = {
@@ -43,6 +45,9 @@ def __getattr__(name: str):
 __all__ = [
     "COMPARABLE",
     "JudgeResult",
+    "LengthControlled",
+    "length_controlled_win_rate",
+    "parse_verdict",
     "PerplexityResult",
     "TokenPerplexity",
     "ajudge_pairs",

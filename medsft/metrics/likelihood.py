@@ -123,7 +123,7 @@ def perplexity(
     """
     from tqdm.auto import tqdm
 
-    from medsft.data import collate
+    from medsft.data.batching import collate
 
     examples: list[tuple[int, dict]] = []
     skipped = 0

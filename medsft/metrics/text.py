@@ -4,24 +4,11 @@ Every function takes plain lists of strings and returns `MetricResult`s on the 0
 `signature` says exactly how the number was computed (tokenizer, n-gram order, smoothing, how the
 corpus score aggregates samples, library versions), so that scores can be compared across papers.
 
-Tokenizers (`tokenizer=`):
-
-- ``"zh"``: sacrebleu's Chinese tokenizer (each CJK character is a token, the rest follows 13a).
-- ``"char"``: each CJK/kana/hangul character is a token; runs of other letters and digits form one
-  word; every other non-space character (punctuation) is its own token.
-- ``"jieba"``: jieba word segmentation (default dictionary, HMM on). A user dictionary loaded into
-  jieba changes the tokens; the signature cannot see that.
-- ``"13a"``: sacrebleu's default (mteval-v13a) tokenizer, for English.
-- ``"auto"`` (default): ``"zh"`` if any text of the call contains a Han character, else ``"13a"``.
-  It is decided once per call, so a corpus is tokenized one way. It never picks a tokenizer that
-  drops CJK characters, unlike rouge-score's default tokenizer (``[a-z0-9]`` only), which scores
-  identical Chinese strings 0.
-
-``zh`` and ``13a`` are re-implemented here for speed; they give exactly sacrebleu's tokens (tested),
-and `bleu` equals `sacrebleu.corpus_bleu` with the same tokenizer. `rouge` equals rouge-score's
-`RougeScorer(..., tokenizer=...)` given the same tokens; its ROUGE-L uses a bit-parallel LCS
-(Crochemore et al. 2001 / Hyyrö 2004) over Python integers, which is exact and about 100x faster
-than rouge-score's pure-Python dynamic programme on 300-character answers.
+Tokenizers (`tokenizer=`): ``"auto"`` (default: ``"zh"`` if any text of the call has a Han
+character, else ``"13a"``), ``"zh"``, ``"char"``, ``"jieba"``, ``"13a"``; see
+medsft.metrics.tokenizers. `bleu` equals `sacrebleu.corpus_bleu` with the same tokenizer.
+`rouge` equals rouge-score's `RougeScorer(..., tokenizer=...)` given the same tokens; the overlap
+counts (and ROUGE-L's fast exact LCS) are in medsft.metrics.overlap.
 
 Edge cases, for every reference-based metric: lists of different lengths raise ValueError naming
 both lengths; a non-string item raises TypeError naming its index; a reference without tokens raises
@@ -32,19 +19,15 @@ and scores 0 for that sample.
 from __future__ import annotations
 
 import re
-import sys
-from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import metadata
 
 import numpy as np
 from sacrebleu import __version__ as _SACREBLEU_VERSION
 from sacrebleu.metrics.bleu import BLEU as _SacreBLEU
-from sacrebleu.tokenizers.tokenizer_zh import _UCODE_RANGES
 
 from medsft import __version__ as _MEDSFT_VERSION
+from medsft.metrics.overlap import lcs_length, lengths, ngrams, overlaps, prf
 from medsft.metrics.stats import (
     Interval,
     PairedTest,
@@ -53,9 +36,18 @@ from medsft.metrics.stats import (
     mean_statistic,
     paired_bootstrap,
 )
-
-TOKENIZERS = ("auto", "zh", "char", "jieba", "13a")
-"""Accepted values of every `tokenizer=` argument."""
+from medsft.metrics.tokenizers import TOKENIZERS as TOKENIZERS  # public here since 0.1
+from medsft.metrics.tokenizers import (
+    Tokenized,
+    as_pairs,
+    as_texts,
+    package_version,
+    resolve_tokenizer,
+    tokenize_corpus,
+    tokenize_pairs,
+    tokenizer_signature,
+)
+from medsft.metrics.tokenizers import tokenize as tokenize  # public here since 0.1
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 """Default ROUGE variants; any ``rouge<n>`` with n in 1..9 is accepted as well."""
@@ -102,301 +94,9 @@ class MetricResult:
         return text
 
 
-# --------------------------------------------------------------------------------------------
-# Tokenizers
-# --------------------------------------------------------------------------------------------
-
-
-def _code_point_ranges(ranges: Iterable[tuple[str, str]]) -> list[tuple[int, int]]:
-    # sacrebleu compares one character against range bounds as *strings*, and some bounds are two
-    # characters long ('\u20000' is '\u2000' + '0'), so its effective ranges differ from the
-    # intended ones. Derive exactly what its `start <= char <= end` accepts for a single char.
-    return [(ord(start[0]) + (len(start) > 1), ord(end[0])) for start, end in ranges]
-
-
-_ZH_RANGES = _code_point_ranges(_UCODE_RANGES)
-
-# The mteval-v13a regexes that sacrebleu applies after padding CJK characters. Rule A is the same
-# as sacrebleu's except that it no longer pads spaces with spaces: that only changes the amount of
-# whitespace (removed by the final split) and was 80% of sacrebleu's tokenization time.
-_RULE_PUNCT = re.compile(r"([\{-\~\[-\`!-\&\(-\+\:-\@\/])")
-_RULE_DOT_AFTER = re.compile(r"([^0-9])([\.,])")
-_RULE_DOT_BEFORE = re.compile(r"([\.,])([^0-9])")
-_RULE_DASH = re.compile(r"([0-9])(-)")
-
-
-def _mteval_rules(line: str) -> list[str]:
-    line = _RULE_PUNCT.sub(r" \1 ", line)
-    if "." in line or "," in line:
-        line = _RULE_DOT_AFTER.sub(r"\1 \2 ", line)
-        line = _RULE_DOT_BEFORE.sub(r" \1 \2", line)
-    if "-" in line:
-        line = _RULE_DASH.sub(r"\1 \2 ", line)
-    return line.split()
-
-
-@lru_cache(maxsize=1)
-def _zh_padding_table() -> dict[int, str]:
-    return {cp: f" {chr(cp)} " for lo, hi in _ZH_RANGES for cp in range(lo, hi + 1)}
-
-
-def _tokenize_zh(text: str) -> list[str]:
-    return _mteval_rules(text.strip().translate(_zh_padding_table()))
-
-
-def _tokenize_13a(text: str) -> list[str]:
-    text = text.replace("<skipped>", "").replace("-\n", "").replace("\n", " ")
-    if "&" in text:
-        text = text.replace("&quot;", '"').replace("&amp;", "&")
-        text = text.replace("&lt;", "<").replace("&gt;", ">")
-    return _mteval_rules(f" {text} ")
-
-
-_CJK = (
-    r"\u3040-\u30ff\u31f0-\u31ff"  # kana
-    r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"  # Han
-    r"\uac00-\ud7af"  # hangul syllables
-)
-_CHAR_RE = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+|\S")
-_HAN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
-
-
-def _tokenize_char(text: str) -> list[str]:
-    return _CHAR_RE.findall(text)
-
-
-def _tokenize_jieba(text: str) -> list[str]:
-    import jieba  # lazy: loading its dictionary takes about a second
-
-    # jieba returns whitespace as tokens; splitting also keeps tokens free of spaces, which
-    # sacrebleu's whitespace-joined input format needs.
-    return [piece for token in jieba.lcut(text) for piece in token.split()]
-
-
-_TOKENIZE: dict[str, Callable[[str], list[str]]] = {
-    "zh": _tokenize_zh,
-    "char": _tokenize_char,
-    "jieba": _tokenize_jieba,
-    "13a": _tokenize_13a,
-}
-
-
-def _tokenizer_signature(kind: str) -> str:
-    if kind in ("zh", "13a"):
-        return f"{kind}(sacrebleu-{_SACREBLEU_VERSION})"
-    if kind == "jieba":
-        return f"jieba-{_version('jieba')}(hmm)"
-    return f"char(medsft-{_MEDSFT_VERSION})"
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "absent"
-
-
-def _check_tokenizer(tokenizer: str) -> None:
-    if tokenizer not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZERS)}")
-
-
-def resolve_tokenizer(tokenizer: str, *corpora: Sequence[str]) -> str:
-    """The concrete tokenizer `auto` stands for on these texts: `zh` if any has a Han character.
-
-    Decide it once per comparison (from the references) so every system is tokenized alike.
-    """
-    _check_tokenizer(tokenizer)
-    if tokenizer != "auto":
-        return tokenizer
-    has_han = any(_HAN_RE.search(text) for corpus in corpora for text in corpus)
-    return "zh" if has_han else "13a"
-
-
-def tokenize(text: str, tokenizer: str = "auto", *, lowercase: bool = False) -> list[str]:
-    """Split one text into the tokens every metric here counts.
-
-    Args:
-        text: the text. Trailing whitespace is ignored, as in sacrebleu.
-        tokenizer: one of `TOKENIZERS` (see the module docstring). ``"auto"`` picks ``"zh"`` if the
-            text has a Han character, else ``"13a"``; the metric functions decide this once for
-            the whole corpus instead.
-        lowercase: lowercase before tokenizing (sacrebleu's ``lowercase=True``).
-    """
-    if not isinstance(text, str):
-        raise TypeError(f"text must be a str, got {type(text).__name__}")
-    kind = resolve_tokenizer(tokenizer, [text])
-    if lowercase:
-        text = text.lower()
-    return _TOKENIZE[kind](text.rstrip())
-
-
-@lru_cache(maxsize=8)
-def _tokenize_corpus(kind: str, lowercase: bool, texts: tuple[str, ...]) -> tuple[list[str], ...]:
-    # Cached per corpus so that bleu(), rouge() and vocab_f1() on the same lists tokenize once.
-    # Interning stores each distinct token once: a CJK character is a 76-byte object, so 5,000
-    # pairs of 300 characters would otherwise hold ~250 MB of duplicate one-character strings.
-    fn = _TOKENIZE[kind]
-    if lowercase:
-        return tuple(list(map(sys.intern, fn(text.lower().rstrip()))) for text in texts)
-    return tuple(list(map(sys.intern, fn(text.rstrip()))) for text in texts)
-
-
-# --------------------------------------------------------------------------------------------
-# Input checks
-# --------------------------------------------------------------------------------------------
-
-
-def _as_texts(name: str, texts: Sequence[str]) -> tuple[str, ...]:
-    if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
-        raise TypeError(
-            f"{name} must be a list of strings, got {type(texts).__name__}; "
-            f"wrap a single text as [text]"
-        )
-    texts = tuple(texts)
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(
-                f"{name}[{i}] is {type(text).__name__}, not str; convert it "
-                f"(e.g. None -> '' for a missing prediction) or drop the pair"
-            )
-    return texts
-
-
-def _as_pairs(
-    predictions: Sequence[str], references: Sequence[str], name: str = "predictions"
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    preds = _as_texts(name, predictions)
-    refs = _as_texts("references", references)
-    if len(preds) != len(refs):
-        raise ValueError(
-            f"{name} has {len(preds)} items but references has {len(refs)}; "
-            f"they must be paired one-to-one"
-        )
-    if not preds:
-        raise ValueError("no examples: pass at least one prediction/reference pair")
-    return preds, refs
-
-
-@dataclass(frozen=True)
-class _Tokenized:
-    pred_texts: tuple[str, ...]
-    ref_texts: tuple[str, ...]
-    preds: tuple[list[str], ...]
-    refs: tuple[list[str], ...]
-    kind: str
-    lowercase: bool
-
-    @property
-    def n(self) -> int:
-        return len(self.preds)
-
-    def signature(self) -> str:
-        case = "lc" if self.lowercase else "mixed"
-        return f"tok:{_tokenizer_signature(self.kind)}|case:{case}"
-
-
-def _tokenize_pairs(
-    preds: tuple[str, ...], refs: tuple[str, ...], kind: str, lowercase: bool
-) -> _Tokenized:
-    ref_tokens = _tokenize_corpus(kind, lowercase, refs)
-    for i, tokens in enumerate(ref_tokens):
-        if not tokens:
-            raise ValueError(
-                f"references[{i}] has no tokens ({refs[i]!r} with tokenizer {kind!r}); "
-                f"a score against it is undefined, so drop that pair or fix the reference"
-            )
-    pred_tokens = _tokenize_corpus(kind, lowercase, preds)
-    return _Tokenized(preds, refs, pred_tokens, ref_tokens, kind, lowercase)
-
-
 def _check_n_resamples(n_resamples: int) -> None:
     if not isinstance(n_resamples, int) or n_resamples < 1:
         raise ValueError(f"n_resamples must be a positive int (e.g. 1000), got {n_resamples!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# Counting
-# --------------------------------------------------------------------------------------------
-
-
-def _ngrams(tokens: list[str], n: int) -> Counter:
-    if n == 1:
-        return Counter(tokens)
-    return Counter(zip(*(tokens[k:] for k in range(n)), strict=False))
-
-
-def _clipped_matches(pred: list[str], ref: list[str], n: int) -> int:
-    """Sum over n-grams of min(count in pred, count in ref): BLEU's and ROUGE-N's overlap."""
-    small, large = _ngrams(pred, n), _ngrams(ref, n)
-    if len(small) > len(large):
-        small, large = large, small
-    get = large.get
-    total = 0
-    for gram, count in small.items():
-        other = get(gram)
-        if other:
-            total += count if count < other else other
-    return total
-
-
-def _overlaps(tok: _Tokenized, n: int) -> np.ndarray:
-    return _overlaps_cached(tok.kind, tok.lowercase, tok.pred_texts, tok.ref_texts, n)
-
-
-@lru_cache(maxsize=16)
-def _overlaps_cached(
-    kind: str, lowercase: bool, preds: tuple[str, ...], refs: tuple[str, ...], n: int
-) -> np.ndarray:
-    # BLEU's matched n-grams, ROUGE-N's overlap and multiset vocab F1 are the same count; caching
-    # it per corpus lets bleu(), rouge() and vocab_f1() on the same lists count each order once.
-    pred_tokens = _tokenize_corpus(kind, lowercase, preds)
-    ref_tokens = _tokenize_corpus(kind, lowercase, refs)
-    pairs = zip(pred_tokens, ref_tokens, strict=True)
-    counts = np.fromiter((_clipped_matches(p, r, n) for p, r in pairs), np.int64, len(preds))
-    counts.setflags(write=False)
-    return counts
-
-
-def _lcs_length(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence, bit-parallel (Crochemore et al. 2001).
-
-    Bit i of `v` is 0 where the LCS row value steps up at position i of `a`; one big-int update per
-    token of `b` replaces a whole row of the O(n*m) table, so LCS = number of zero bits.
-    """
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return 0
-    masks: dict[str, int] = {}
-    bit = 1
-    for token in a:
-        masks[token] = masks.get(token, 0) | bit
-        bit <<= 1
-    full = bit - 1
-    v = full
-    get = masks.get
-    for token in b:
-        u = v & get(token, 0)
-        # Carries can only spill above bit len(a); they never reach back into the low bits, so
-        # masking once at the end is exact and cheaper than masking every step.
-        v = (v + u) | (v - u)
-    return len(a) - (v & full).bit_count()
-
-
-def _prf(matches: np.ndarray, pred_counts: np.ndarray, ref_counts: np.ndarray):
-    # Same operations and order as rouge-score (max(count, 1) denominators, F = 2PR/(P+R)), so
-    # per-sample values are bit-identical to it before scaling to 0-100.
-    precision = matches / np.maximum(pred_counts, 1)
-    recall = matches / np.maximum(ref_counts, 1)
-    denom = precision + recall
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.where(denom > 0, 2 * precision * recall / denom, 0.0)
-    return 100 * precision, 100 * recall, 100 * f1
-
-
-def _lengths(token_lists: Sequence[list[str]]) -> np.ndarray:
-    return np.fromiter((len(t) for t in token_lists), np.int64, len(token_lists))
 
 
 # --------------------------------------------------------------------------------------------
@@ -426,11 +126,11 @@ def _check_bleu_args(max_ngram_order: int, smooth_method: str) -> None:
 
 
 def _bleu_scored(
-    tok: _Tokenized, max_ngram_order: int, smooth_method: str, smooth_value: float | None
+    tok: Tokenized, max_ngram_order: int, smooth_method: str, smooth_value: float | None
 ) -> _Scored:
     order = max_ngram_order
-    hyp_len, ref_len = _lengths(tok.preds), _lengths(tok.refs)
-    correct = [_overlaps(tok, n) for n in range(1, order + 1)]
+    hyp_len, ref_len = lengths(tok.preds), lengths(tok.refs)
+    correct = [overlaps(tok, n) for n in range(1, order + 1)]
     total = [np.maximum(hyp_len - n + 1, 0) for n in range(1, order + 1)]
     # sacrebleu's sufficient-statistics layout: [hyp_len, ref_len, correct_1..N, total_1..N].
     stats = np.column_stack([hyp_len, ref_len, *correct, *total])
@@ -485,24 +185,24 @@ def _check_rouge_types(rouge_types: Sequence[str]) -> tuple[str, ...]:
     return types
 
 
-def _rouge_scored(tok: _Tokenized, rouge_type: str) -> _Scored:
-    pred_len, ref_len = _lengths(tok.preds), _lengths(tok.refs)
+def _rouge_scored(tok: Tokenized, rouge_type: str) -> _Scored:
+    pred_len, ref_len = lengths(tok.preds), lengths(tok.refs)
     if rouge_type == "rougeL":
         matches = np.fromiter(
-            (_lcs_length(p, r) for p, r in zip(tok.preds, tok.refs, strict=True)), np.int64, tok.n
+            (lcs_length(p, r) for p, r in zip(tok.preds, tok.refs, strict=True)), np.int64, tok.n
         )
         pred_counts, ref_counts = pred_len, ref_len
         unit = "lcs"
     else:
         n = int(rouge_type[5:])
-        matches = _overlaps(tok, n)
+        matches = overlaps(tok, n)
         pred_counts, ref_counts = np.maximum(pred_len - n + 1, 0), np.maximum(ref_len - n + 1, 0)
         unit = f"{n}-gram"
-    precision, recall, f1 = _prf(matches, pred_counts, ref_counts)
+    precision, recall, f1 = prf(matches, pred_counts, ref_counts)
     name = metric_name(rouge_type)
     signature = (
         f"{name}|{tok.signature()}|unit:{unit}|score:F1|corpus:mean-of-samples"
-        f"|medsft:{_MEDSFT_VERSION}|equals:rouge-score-{_version('rouge-score')}"
+        f"|medsft:{_MEDSFT_VERSION}|equals:rouge-score-{package_version('rouge-score')}"
     )
     return _Scored(name, signature, f1, mean_statistic(f1), precision, recall)
 
@@ -516,17 +216,17 @@ def _check_vocab_f1_mode(mode: str) -> None:
         raise ValueError(f"unknown mode {mode!r}; choose 'multiset' (SQuAD-style) or 'set'")
 
 
-def _vocab_f1_scored(tok: _Tokenized, mode: str) -> _Scored:
+def _vocab_f1_scored(tok: Tokenized, mode: str) -> _Scored:
     """Vocab-F1 of tokenized pairs; `mode` is checked by the callers (`_check_vocab_f1_mode`)."""
     if mode == "multiset":
-        matches = _overlaps(tok, 1)
-        pred_counts, ref_counts = _lengths(tok.preds), _lengths(tok.refs)
+        matches = overlaps(tok, 1)
+        pred_counts, ref_counts = lengths(tok.preds), lengths(tok.refs)
     else:
         sets = [(set(p), set(r)) for p, r in zip(tok.preds, tok.refs, strict=True)]
         matches = np.fromiter((len(p & r) for p, r in sets), np.int64, tok.n)
         pred_counts = np.fromiter((len(p) for p, _ in sets), np.int64, tok.n)
         ref_counts = np.fromiter((len(r) for _, r in sets), np.int64, tok.n)
-    precision, recall, f1 = _prf(matches, pred_counts, ref_counts)
+    precision, recall, f1 = prf(matches, pred_counts, ref_counts)
     signature = (
         f"{metric_name('vocab_f1')}|{tok.signature()}|overlap:{mode}|score:F1|corpus:mean-of-samples"
         f"|medsft:{_MEDSFT_VERSION}"
@@ -539,7 +239,7 @@ def _distinct_scored(token_lists: tuple[list[str], ...], signature_tok: str, n: 
     totals = np.zeros(len(token_lists), dtype=np.int64)
     uniques = np.zeros(len(token_lists), dtype=np.int64)
     for i, tokens in enumerate(token_lists):
-        grams = _ngrams(tokens, n)
+        grams = ngrams(tokens, n)
         totals[i] = max(len(tokens) - n + 1, 0)
         uniques[i] = len(grams)
         corpus.update(grams)
@@ -625,8 +325,8 @@ def bleu(
     """
     _check_bleu_args(max_ngram_order, smooth_method)
     _check_n_resamples(n_resamples)
-    preds, refs = _as_pairs(predictions, references)
-    tok = _tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
+    preds, refs = as_pairs(predictions, references)
+    tok = tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
     scored = _bleu_scored(tok, max_ngram_order, smooth_method, smooth_value)
     return _finish(scored, tok.n, confidence, n_resamples, seed)
 
@@ -667,8 +367,8 @@ def rouge(
     """
     types = _check_rouge_types(rouge_types)
     _check_n_resamples(n_resamples)
-    preds, refs = _as_pairs(predictions, references)
-    tok = _tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
+    preds, refs = as_pairs(predictions, references)
+    tok = tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
     return {t: _finish(_rouge_scored(tok, t), tok.n, confidence, n_resamples, seed) for t in types}
 
 
@@ -708,8 +408,8 @@ def vocab_f1(
     """
     _check_vocab_f1_mode(mode)
     _check_n_resamples(n_resamples)
-    preds, refs = _as_pairs(predictions, references)
-    tok = _tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
+    preds, refs = as_pairs(predictions, references)
+    tok = tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
     return _finish(_vocab_f1_scored(tok, mode), tok.n, confidence, n_resamples, seed)
 
 
@@ -744,12 +444,12 @@ def distinct(
     orders = tuple(orders)
     if not orders or any(not isinstance(n, int) or n < 1 for n in orders):
         raise ValueError(f"orders must be positive ints, e.g. (1, 2); got {orders!r}")
-    preds = _as_texts("predictions", predictions)
+    preds = as_texts("predictions", predictions)
     if not preds:
         raise ValueError("no predictions: pass at least one")
     kind = resolve_tokenizer(tokenizer, preds)
-    tokens = _tokenize_corpus(kind, lowercase, preds)
-    tok_sig = f"tok:{_tokenizer_signature(kind)}|case:{'lc' if lowercase else 'mixed'}"
+    tokens = tokenize_corpus(kind, lowercase, preds)
+    tok_sig = f"tok:{tokenizer_signature(kind)}|case:{'lc' if lowercase else 'mixed'}"
     return {
         metric_name("distinct", n): _finish(
             _distinct_scored(tokens, tok_sig, n), len(preds), False, 0, 0
@@ -827,12 +527,12 @@ def compare(
     _check_bleu_args(max_ngram_order, smooth_method)
     _check_vocab_f1_mode(mode)
     _check_n_resamples(n_resamples)
-    preds_a, refs = _as_pairs(predictions_a, references, "predictions_a")
-    preds_b, _ = _as_pairs(predictions_b, references, "predictions_b")
+    preds_a, refs = as_pairs(predictions_a, references, "predictions_a")
+    preds_b, _ = as_pairs(predictions_b, references, "predictions_b")
     kind = resolve_tokenizer(tokenizer, preds_a, preds_b, refs)
 
     def statistic(preds: tuple[str, ...]) -> Statistic:
-        tok = _tokenize_pairs(preds, refs, kind, lowercase)
+        tok = tokenize_pairs(preds, refs, kind, lowercase)
         if metric == "bleu":
             return _bleu_scored(tok, max_ngram_order, smooth_method, smooth_value).statistic
         if metric == "vocab_f1":

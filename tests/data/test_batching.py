@@ -1,4 +1,5 @@
-"""Padding-free packing: whole examples, best fit, and exactly the losses and gradients unpacked."""
+"""medsft.data.batching: collate, and padding-free packing (whole examples, best fit, exactly
+the losses and gradients unpacked)."""
 
 import random
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 from medsft.chat import IGNORE_INDEX
-from medsft.data import SFTDataModule, _packed, collate
+from medsft.data import SFTDataModule, collate
+from medsft.data.batching import _packed
 from medsft.model import build_model
 
 
@@ -158,3 +160,16 @@ def test_padding_fraction_is_logged_and_packing_lowers_it(tmp_path):
     assert len(plain) == len(packed) == 3
     # Packing leaves padding only in the last, partly filled rows of the packing window.
     assert sum(plain) / 3 > 0.1 and sum(packed) < sum(plain) / 2, (plain, packed)
+
+
+def test_collate_pads_labels_with_ignore_index():
+    batch = collate(
+        [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}],
+        pad_token_id=0, pad_to_multiple_of=4,
+    )  # fmt: skip
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7, -100], [8, -100, -100, -100]]
+    assert batch["attention_mask"].sum().item() == 4
+    # The loss's inputs, found on the CPU: positions whose next token is supervised.
+    assert batch["positions"].tolist() == [0, 1] and batch["targets"].tolist() == [6, 7]
+    assert batch["attention_pairs"].item() == 3 * 4 // 2 + 1

@@ -68,17 +68,3 @@ def test_unknown_shapes_name_the_presets_that_accept_them(tmp_path, row, preset,
         list(stream(str(path), preset=preset).examples())
     assert err.value.where.endswith("rows.jsonl:1") and err.value.field == field
     assert hint in str(err.value)
-
-
-def test_label_audit_takes_data_overrides_with_or_without_a_config(capsys):
-    from medsft.chat import main
-
-    main(["--data.source", SHAREGPT, "--data.preset", "sharegpt", "--n", "2", "--no-color"])
-    out = capsys.readouterr().out
-    assert out.count("=== example") == 2 and "[[孩子两岁" not in out
-    assert "[[嗓子疼多数由病毒引起" in out  # the gpt turn is supervised
-    main(["--config", "configs/demo.yaml", "--data.source", SHAREGPT, "--data.preset", "sharegpt",
-          "--data.val_fraction", "0", "--n", "1", "--no_color"])  # fmt: skip
-    assert "[[嗓子疼多数由病毒引起" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        main(["--config", "configs/demo.yaml", "--data.preset", "nonsense"])

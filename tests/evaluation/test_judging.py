@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.judge_server import BETTER_ZH, JudgeServer, prefer_longer_zh, reasoning_model
+from tests.judge_server import (
+    BETTER,
+    BETTER_ZH,
+    JudgeServer,
+    prefer_longer,
+    prefer_longer_zh,
+    reasoning_model,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -107,3 +114,70 @@ def test_a_judge_that_never_gives_a_verdict_is_failed_not_ok(tmp_path):
     assert judge["status"] == "failed" and "no pair of course could be judged" in judge["reason"]
     assert "no verdict label" in judge["reason"]
     assert judge["results"]["course"]["n_judged"] == 0
+
+
+def _silent_on(question: str):
+    """A length-preferring judge that never gives a verdict on `question` (negates instead)."""
+
+    def policy(request):
+        if request.pair()[0] == question:
+            return f"I would not say {BETTER}"
+        return prefer_longer(request)
+
+    return policy
+
+
+def test_judge_is_partial_with_counts_past_the_allowed_failed_share(tmp_path):
+    first = json.loads(SAMPLE_TEST.read_text(encoding="utf-8"))[0][0]
+    with JudgeServer(_silent_on(first)) as server:
+        report = evaluate_script.main(_argv(tmp_path, server.base_url))
+        md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+        allowed = evaluate_script.main(
+            _argv(tmp_path, server.base_url, "--judge.max_failed_share", "0.2")
+        )  # the same judgements (cached), a larger allowance
+    judge = report["judge"]
+    assert judge["status"] == "partial" and judge["partial"]["course"] == {
+        "failed": 1, "pairs": 6, "share": round(1 / 6, 4),
+    }  # fmt: skip
+    assert "course: 1 of 6 (17%)" in judge["reason"] and "max_failed_share (5%)" in judge["reason"]
+    result = judge["results"]["course"]
+    assert result["n_errors"] == 1 and result["n_judged"] == 5
+    assert "**Partial**: pairs that could not be judged exceed" in md
+    assert "| course | 5 | 0 | 0 | 1.00 [1.00, 1.00] |" in md  # the 5 judged pairs, and the LC
+    assert allowed["judge"]["status"] == "ok" and "partial" not in allowed["judge"]
+
+
+def test_length_controlled_win_rate_is_in_the_json_and_beside_the_raw_rate(tmp_path):
+    # Half of the course answers shortened, so that each system is the longer one in some pairs.
+    rows = json.loads(SAMPLE_TEST.read_text(encoding="utf-8"))[:6]
+    course = [r if i % 2 else "请及时就医。" for i, (_, r) in enumerate(rows)]
+    answers = tmp_path / "course_output.json"
+    with JudgeServer(prefer_longer) as server:
+        argv = _argv(tmp_path, server.base_url)
+        answers.write_text(
+            json.dumps(
+                [[q, r, a] for (q, r), a in zip(rows, course, strict=True)], ensure_ascii=False
+            ),
+            "utf-8",
+        )
+        report = evaluate_script.main(argv)
+    result = report["judge"]["results"]["course"]
+    controlled = result["length_controlled"]
+    assert result["length_controlled_win_rate"] == controlled["estimate"]
+    low, high = controlled["interval"]["low"], controlled["interval"]["high"]
+    assert 0 <= low <= controlled["estimate"] <= high <= 1
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    header = "| adjusted win rate (95% CI) | length-controlled (95% CI) |"
+    assert header in md and "AlpacaEval 2's approach" in md
+    judge = md[md.index("## Judge") :]
+    row = next(line for line in judge.splitlines() if line.startswith("| course |"))
+    assert f"{controlled['estimate']:.2f} [{low:.2f}, {high:.2f}]" in row
+
+
+def test_length_controlled_rate_says_why_when_one_system_is_always_longer(tmp_path):
+    with JudgeServer(prefer_longer) as server:
+        report = evaluate_script.main(_argv(tmp_path, server.base_url))
+    result = report["judge"]["results"]["course"]
+    assert result["length_controlled_win_rate"] is None
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "Length-controlled rate of course: none, A's answer is longer in 6 and shorter" in md

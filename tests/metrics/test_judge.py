@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from medsft.cache import JsonlStore
 from medsft.metrics.judge import (
     LABEL_FOLLOW_UP,
     LABEL_FOLLOW_UP_ZH,
@@ -19,17 +18,13 @@ from medsft.metrics.judge import (
     LABELS_ZH,
     JudgeConfigError,
     JudgeResult,
-    _Judge,
-    _reasons,
     ajudge_pairs,
     judge_pairs,
-    parse_verdict,
 )
 from tests.judge_server import (
     BETTER,
     BETTER_ZH,
     EQUAL,
-    WORSE,
     JudgeServer,
     Reply,
     prefer_first,
@@ -80,40 +75,6 @@ def run(server: JudgeServer, a=LONG, b=SHORT, questions=QUESTIONS, **kwargs) -> 
     return judge_pairs(questions, a, b, **options)
 
 
-# -- parsing ------------------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("reply", "label"),
-    [
-        (BETTER, "better"),
-        (f"Reasons.\n**{BETTER}**", "better"),
-        (f'Reasons.\n"{WORSE}."', "worse"),
-        (f"  \n{EQUAL}  \n\n", "equal"),
-        ("**Assistant 1** is better than **Assistant 2**", "better"),
-        ("assistant 1 IS WORSE THAN assistant 2", "worse"),
-        (f"> Final verdict: `{EQUAL}`", "equal"),
-        (f"I first thought {BETTER}, but on reflection:\n{WORSE}", "worse"),
-        ("回答1更好。\n\nAssistant 1 is better than Assistant 2。", "better"),
-        ("理由如上。\n**助手1更好**", "better"),
-        ("助手 1 更差。", "worse"),
-        ("结论：两者相当", "equal"),
-        (f"{BETTER}\n但再想想：助手1更差", "worse"),
-        ("助手12更好", None),
-        ("助手2更好", None),
-        ("Assistant 2 is better than Assistant 1", None),
-        ("Assistant 1 is better than Assistant 23", None),
-        ("Both answers are fine.", None),
-        ("", None),
-    ],
-)
-def test_parse_verdict(reply: str, label: str | None) -> None:
-    assert parse_verdict(reply) == label
-
-
-def test_reasons_drop_the_final_label_and_markup() -> None:
-    assert _reasons(f"A is precise; B is vague.\n\n**{BETTER}**") == "A is precise; B is vague."
-    assert _reasons("no label here") == "no label here"
-
-
 # -- validation ---------------------------------------------------------------------------------
 def test_validation_names_the_problem(tmp_path: Path) -> None:
     kw = dict(model="m", base_url="http://127.0.0.1:9/v1", progress=False)
@@ -139,6 +100,9 @@ def test_position_biased_judge_gives_only_inconsistent_ties() -> None:
     assert result.n_judged == 4 and result.n_errors == 0
     assert result.tie_rate == 1.0 and result.win_rate == result.loss_rate == 0.0
     assert result.consistency_rate == 0.0 and result.adjusted_win_rate == 0.5
+    # A's answers are the longer ones in every pair: no pair to predict equal lengths from.
+    assert math.isnan(result.length_controlled_win_rate)
+    assert result.length_controlled.reason.startswith("A's answer is longer in 4 and shorter in 0")
     assert result.counts["inconsistent"] == 4
     record = result.records[0]
     assert (record.verdict_ab, record.verdict_ba) == ("better", "better")
@@ -399,13 +363,20 @@ def test_rejected_key_stops_the_run(server: JudgeServer, monkeypatch: pytest.Mon
 
 # -- API ------------------------------------------------------------------------------------------
 def test_to_dict_is_json_and_has_the_report_keys(server: JudgeServer) -> None:
-    summary = run(server, base_url=server.base_url.replace("http://", "http://user:pw@")).to_dict()
+    # A's answer is the longer one in two pairs and the shorter in two: a length-controlled rate.
+    mixed = dict(a=[LONG[0], SHORT[1], LONG[2], SHORT[3]], b=[SHORT[0], LONG[1], SHORT[2], LONG[3]])
+    summary = run(
+        server, base_url=server.base_url.replace("http://", "http://user:pw@"), **mixed
+    ).to_dict()
     assert json.loads(json.dumps(summary, allow_nan=False)) == summary
     assert {
         "model", "base_url", "template_sha256", "rubric", "n_pairs", "n_judged", "n_errors",
         "counts", "win_rate", "loss_rate", "tie_rate", "adjusted_win_rate", "consistency_rate",
-        "interval", "usage", "records",
+        "interval", "usage", "records", "length_controlled_win_rate", "length_controlled",
     } <= summary.keys()  # fmt: skip
+    controlled = summary["length_controlled"]
+    assert controlled["estimate"] == summary["length_controlled_win_rate"]
+    assert controlled["interval"]["low"] <= controlled["estimate"] <= controlled["interval"]["high"]
     assert summary["base_url"] == server.base_url  # credentials in the URL are dropped
     assert summary["records"][0]["question"] == QUESTIONS[0]
     assert {"raw_ab", "raw_ba", "reasons_ab", "verdict_ba", "outcome"} <= summary["records"][
@@ -520,11 +491,3 @@ def test_closed_port_stops_judging_after_a_few_connection_failures() -> None:
             max_retries=1, concurrency=1, progress=False,
         )  # fmt: skip
     assert time.monotonic() - start < 15
-
-
-def test_the_key_is_in_no_repr() -> None:
-    judge = _Judge(
-        client=object(), model="m", params={}, cache=JsonlStore(None), semaphore=None,
-        max_retries=0, label_retries=0, follow_up="", endpoint=None, secret=SECRET,
-    )  # type: ignore[arg-type]  # fmt: skip
-    assert SECRET not in repr(judge) and "m" in repr(judge)

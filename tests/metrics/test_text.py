@@ -28,7 +28,6 @@ from medsft.metrics import (
     tokenize,
     vocab_f1,
 )
-from medsft.metrics.text import _lcs_length
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "sample"
 
@@ -284,23 +283,6 @@ def test_rouge_equals_rouge_score(zh_pairs, en_pairs, data, tokenizer, lowercase
         assert result.score == pytest.approx(100 * np.mean([s[key].fmeasure for s in theirs]))
         assert 0 < result.score < 100
         assert "corpus:mean-of-samples" in result.signature
-
-
-def test_bit_parallel_lcs_matches_dynamic_programme():
-    def lcs_dp(a, b):
-        row = [0] * (len(b) + 1)
-        for x in a:
-            prev_diag, row[0] = 0, 0
-            for j, y in enumerate(b, 1):
-                prev_diag, row[j] = row[j], prev_diag + 1 if x == y else max(row[j], row[j - 1])
-        return row[-1]
-
-    rng = random.Random(0)
-    for _ in range(2000):
-        alphabet = "abcd"[: rng.randint(1, 4)]
-        a = rng.choices(alphabet, k=rng.randint(0, 70))
-        b = rng.choices(alphabet, k=rng.randint(0, 70))
-        assert _lcs_length(a, b) == lcs_dp(a, b), (a, b)
 
 
 def test_vocab_f1_multiset_and_set_definitions(zh_pairs):

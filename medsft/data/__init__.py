@@ -1,0 +1,52 @@
+"""SFT data: rows from a hub dataset or local files -> rendered, sharded, padded batches.
+
+Rows stream: nothing is loaded whole, so Huatuo26M (or larger) trains from the hub or disk as is.
+One layer per module, each importing only the ones above it:
+
+- `sources`: file readers (JSONL, JSON, CSV, Parquet), local/hub detection, `read_rows`, and the
+  errors `InvalidExample`, `EmptySource`, `DataNotFound`.
+- `schema`: column presets, `column_map`, `DataSource` (a source and its column mapping, shared
+  with evaluation's `DataSpec`), row -> chat messages, `iter_conversations`, the hashed split.
+- `stream`: `SFTStream` (split, shards, augmentation, rendering), `StreamStats`, `StreamPosition`.
+- `batching`: shuffle buffer, length grouping, packing, `collate`, `data_counts`.
+- `module`: `SFTDataModule`, the LightningDataModule (`data:` in the training configs).
+
+`sources` and `schema` import neither torch nor Lightning, `stream` and `batching` torch only.
+The names below are re-exported lazily, so `from medsft.data import read_rows` stays light and
+`medsft.data.SFTDataModule` (configs' `class_path`) keeps working.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "sources": (
+        "DataNotFound", "EmptySource", "InvalidExample", "LOCAL_SUFFIXES", "Row", "is_local",
+        "check_local_source", "local_files", "read_rows",
+    ),
+    "schema": (
+        "COLUMN_PRESETS", "ROLES", "Conversation", "DataSource", "Preset", "column_map",
+        "in_validation", "iter_conversations", "to_messages", "unit_hash",
+    ),
+    "stream": ("DATA_COUNTERS", "SFTStream", "StreamPosition", "StreamStats"),
+    "batching": ("collate", "data_counts"),
+    "module": ("SFTDataModule",),
+}  # fmt: skip
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: a name is imported from its layer when first used, so reading rows never pulls
+    # in torch or Lightning.
+    if name not in _WHERE:
+        raise AttributeError(f"module 'medsft.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"medsft.data.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

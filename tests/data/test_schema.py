@@ -1,0 +1,155 @@
+"""medsft.data.schema: presets and column mapping, the hashed split, row errors, and
+iter_conversations / DataSource shared with evaluation."""
+
+import dataclasses
+import inspect
+import json
+
+import pytest
+
+from medsft.chat import IGNORE_INDEX
+from medsft.data import (
+    DataSource,
+    InvalidExample,
+    SFTDataModule,
+    SFTStream,
+    in_validation,
+    iter_conversations,
+    unit_hash,
+)
+from medsft.evaluation.config import DataSpec
+from tests.data.helpers import SAMPLE, dm, indices, write_jsonl
+
+
+@pytest.mark.parametrize(
+    "source, kwargs, expected",
+    [
+        (f"{SAMPLE}/huatuo_sample.jsonl", {"preset": "huatuo"}, 64),
+        (f"{SAMPLE}/reasoning.jsonl", {"preset": "reasoning", "enable_thinking": True}, 12),
+        (f"{SAMPLE}/alpaca_sample.jsonl", {"preset": "alpaca"}, 8),
+        (f"{SAMPLE}/test_zh_med.json", {"preset": "course"}, 12),
+    ],
+)
+def test_presets_read_every_row(source, kwargs, expected):
+    data = dm(source, **kwargs)
+    examples = list(SFTStream(data, "train", 0, 1).examples())
+    assert len(examples) == expected
+    assert all(any(label != IGNORE_INDEX for label in ex["labels"]) for ex in examples)
+
+
+def test_multi_turn_rows_become_one_sequence_per_assistant_turn():
+    with open(f"{SAMPLE}/multiturn.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    turns = sum(sum(m["role"] == "assistant" for m in r["messages"]) for r in rows)
+    data = dm(f"{SAMPLE}/multiturn.jsonl", preset="messages")
+    assert len(list(SFTStream(data, "train", 0, 1).examples())) == turns
+    last = dm(f"{SAMPLE}/multiturn.jsonl", preset="messages", multi_turn="last")
+    assert len(list(SFTStream(last, "train", 0, 1).examples())) == len(rows)
+
+
+def test_column_mapping_and_metadata(tmp_path):
+    path = write_jsonl(
+        tmp_path / "d.jsonl",
+        [{"ask": f"问{i}", "reply": f"答{i}", "dept": "内科"} for i in range(5)],
+    )
+    data = dm(path, columns={"question": "ask", "answer": "reply"})
+    data.column_map.pop("id")
+    examples = list(SFTStream(data, "train", 0, 1).examples())
+    assert len(examples) == 5
+    assert examples[2]["meta"] == {"dept": "内科"}
+    assert "答2<|im_end|>" in data.tokenizer.decode(
+        [t for t in examples[2]["labels"] if t != IGNORE_INDEX]
+    )
+    with pytest.raises(ValueError, match="unknown column roles"):
+        dm(path, columns={"questoin": "ask"})
+
+
+def test_split_is_deterministic_disjoint_and_complete():
+    source = f"{SAMPLE}/huatuo_sample.jsonl"
+    a = dm(source, val_fraction=0.25)
+    train = indices(SFTStream(a, "train", 0, 1).examples())
+    val = indices(SFTStream(a, "val", 0, 1).examples())
+    assert not set(train) & set(val)
+    assert sorted(train + val) == list(range(64))
+    assert 4 <= len(val) <= 30
+    b = dm(source, val_fraction=0.25)
+    assert indices(SFTStream(b, "val", 0, 1).examples()) == val
+
+
+def test_split_is_the_same_in_another_process():
+    """Python's hash() changes per process; the split must not."""
+    import os
+    import subprocess
+    import sys
+
+    keys = [f"example-{i}" for i in range(200)]
+    here = [in_validation(k, 0.3) for k in keys]
+    code = (
+        f"from medsft.data import in_validation; print([in_validation(k, 0.3) for k in {keys!r}])"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert out.stdout.strip() == str(here)
+    assert 30 < sum(here) < 90
+
+
+BAD_ROWS = [
+    ('{"question": "q", "answer": "a"}\n{"question": "q", "answer": \n', "bad.jsonl:2", "<json>"),
+    ('{"question": "q"}\n', "bad.jsonl:1", "answer"),
+    ('{"question": "q", "answer": "   "}\n', "bad.jsonl:1", "answer"),
+    ('{"question": 42, "answer": "a"}\n', "bad.jsonl:1", "question"),
+]
+
+
+@pytest.mark.parametrize("text, where, field", BAD_ROWS)
+def test_bad_rows_name_file_line_and_field(tmp_path, text, where, field):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(InvalidExample) as err:
+        list(SFTStream(dm(str(path)), "train", 0, 1).examples())
+    assert err.value.where.endswith(where) and err.value.field == field
+    assert where in str(err.value) and repr(field) in str(err.value)
+
+
+def test_iter_conversations_raises_or_skips_and_reports_invalid_rows(tmp_path):
+    rows = [{"id": 7, "question": "问一", "answer": "答一"}, {"question": "问二"},
+            {"question": "问三", "answer": "答三"}]  # fmt: skip
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    with pytest.raises(InvalidExample) as err:
+        list(iter_conversations(DataSource(path)))
+    assert err.value.where.endswith("d.jsonl:2") and err.value.field == "answer"
+    skipped = []
+    got = list(iter_conversations(DataSource(path, skip_invalid=True), skipped=skipped.append))
+    assert [c.row.index for c in got] == [0, 2]
+    assert got[0].key == "7" and got[1].key == "问三\x00答三"  # the id, else the text
+    assert got[1].messages[-1] == {"role": "assistant", "content": "答三"}
+    assert [e.kind for e in skipped] == ["answer: missing (role 'answer')"]
+    system = DataSource(path, skip_invalid=True, system_prompt="你是医生")
+    assert next(iter_conversations(system)).messages[0] == {"role": "system", "content": "你是医生"}
+
+
+def test_training_and_evaluation_share_one_data_vocabulary(tmp_path):
+    """SFTDataModule's arguments and evaluation's DataSpec are DataSource's fields, with the
+    same meaning: a datamodule's source reads the rows evaluation reads."""
+    parameters = inspect.signature(SFTDataModule).parameters
+    for f in dataclasses.fields(DataSource):
+        assert parameters[f.name].default == f.default, f.name
+    assert issubclass(DataSpec, DataSource)
+    path = write_jsonl(tmp_path / "d.jsonl", [{"ask": "问", "reply": "答", "id": "x"}])
+    columns = {"question": "ask", "answer": "reply"}
+    data = dm(path, columns=columns, system_prompt="系统", skip_invalid=True)
+    source = data.data_source("train")
+    assert source == DataSource(path, "huatuo", columns, "train", None, "系统", True)
+    spec = DataSpec(path, preset="huatuo", columns=columns, split="train", system_prompt="系统")
+    as_eval = [(c.messages, c.key) for c in iter_conversations(spec)]
+    assert as_eval == [(c.messages, c.key) for c in iter_conversations(source)]
+
+
+def test_unit_hash_is_uniform_and_keyed_by_every_part():
+    values = [unit_hash("seed", i) for i in range(2000)]
+    assert all(0 <= v < 1 for v in values)
+    assert 0.45 < sum(values) / len(values) < 0.55
+    assert unit_hash("a", 1) != unit_hash("a", 2) != unit_hash("a1")
+    assert in_validation("k", 0.3) == (unit_hash("k") < 0.3)

@@ -1,0 +1,99 @@
+"""medsft.evaluation.testset: duplicate test questions are found and handled by the setting."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from medsft.evaluation.answers import answers_system
+from medsft.evaluation.config import DataSpec, SystemSpec
+from medsft.evaluation.testset import duplicate_summary, load_examples
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+import evaluate as evaluate_script  # noqa: E402
+
+ROWS = [
+    ["感冒发烧怎么办？", "多休息，多喝水。"],
+    ["高血压能喝咖啡吗？", "适量可以。"],
+    ["感冒发烧怎么办？", "体温高时服退烧药。"],  # the first question again, another reference
+    ["孩子咳嗽一周要紧吗？", "伴发热应就医。"],
+    ["感冒发烧怎么办？", "多休息，多喝水。"],
+]
+
+
+@pytest.fixture
+def test_file(tmp_path: Path) -> Path:
+    path = tmp_path / "test.json"
+    path.write_text(json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def test_drop_keeps_the_first_counts_the_rest_and_keeps_row_positions(test_file, caplog):
+    with caplog.at_level(logging.WARNING):
+        examples = load_examples(DataSpec(source=str(test_file)))
+    assert [ex.question for ex in examples] == ["感冒发烧怎么办？", "高血压能喝咖啡吗？",
+                                                "孩子咳嗽一周要紧吗？"]  # fmt: skip
+    assert [ex.index for ex in examples] == [0, 1, 2]
+    assert [ex.row_position for ex in examples] == [0, 1, 3]
+    assert examples[0].dropped_duplicates == 2 and examples[0].reference == "多休息，多喝水。"
+    assert duplicate_summary(examples, "drop") == {
+        "policy": "drop", "found": 2, "dropped": 2, "kept": 0,
+    }  # fmt: skip
+    assert "2 duplicate question(s) dropped" in caplog.text and "repeats" in caplog.text
+
+
+def test_keep_scores_each_and_marks_the_repeats(test_file):
+    examples = load_examples(DataSpec(source=str(test_file), duplicates="keep"))
+    assert len(examples) == 5
+    assert [ex.duplicate_of for ex in examples] == [None, None, 0, None, 0]
+    assert duplicate_summary(examples, "keep")["kept"] == 2
+
+
+def test_error_names_the_repeated_rows(test_file):
+    with pytest.raises(ValueError, match=r"test_set: 2 duplicate question\(s\)") as err:
+        load_examples(DataSpec(source=str(test_file), duplicates="error"))
+    assert "test.json" in str(err.value) and "test_set.duplicates: drop" in str(err.value)
+
+
+def test_no_duplicates_changes_nothing(tmp_path):
+    path = tmp_path / "unique.json"
+    path.write_text(json.dumps(ROWS[:2], ensure_ascii=False), encoding="utf-8")
+    examples = load_examples(DataSpec(source=str(path), duplicates="error"))
+    assert [ex.row_position for ex in examples] == [0, 1]
+    assert duplicate_summary(examples, "error")["found"] == 0
+
+
+def test_answers_aligned_by_row_order_skip_the_dropped_rows(test_file, tmp_path):
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(
+        "".join(json.dumps({"answer": f"answer to row {i}"}) + "\n" for i in range(5)), "utf-8"
+    )
+    examples = load_examples(DataSpec(source=str(test_file)))
+    spec = SystemSpec(name="file", path=str(answers), question_column=None)
+    assert answers_system(spec, examples).answers == [
+        "answer to row 0", "answer to row 1", "answer to row 3",
+    ]  # fmt: skip
+
+
+def test_the_report_says_how_many_were_dropped(test_file, tmp_path):
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(
+        "".join(
+            json.dumps({"question": q, "answer": r}, ensure_ascii=False) + "\n" for q, r in ROWS
+        ),
+        "utf-8",
+    )
+    out = tmp_path / "out"
+    report = evaluate_script.main([
+        "--systems", json.dumps([{"name": "file", "path": str(answers)}]),
+        "--test_set.source", str(test_file), "--output_dir", str(out),
+        "--scoring.n_resamples", "0", "--runtime.progress", "false", "--judge.enabled", "false",
+    ])  # fmt: skip
+    assert report["test_set"]["n"] == 3 and report["test_set"]["duplicates"]["dropped"] == 2
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "3 questions; 2 repeated question(s) dropped (`test_set.duplicates: drop`)" in md
