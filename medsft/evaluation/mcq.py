@@ -27,8 +27,9 @@ from typing import Any
 from medsft.cache import JsonlStore, digest
 from medsft.data import InvalidExample, Row, read_rows
 from medsft.data.sources import check_local_source
+from medsft.evaluation.cmmlu_subjects import CMMLU_SUBJECTS
 from medsft.evaluation.config import EvalConfig, McqSpec, SystemSpec
-from medsft.evaluation.models import is_global_zero
+from medsft.evaluation.models import SharedModel, is_global_zero
 from medsft.evaluation.testset import Example
 
 log = logging.getLogger(__name__)
@@ -85,14 +86,15 @@ def _item(row: Row, columns: dict[str, str], spec: McqSpec, index: int, what: st
         raise ValueError(f"{what}: {row.where}: expected an object, got {type(data).__name__}")
 
     def text(role: str) -> str:
+        # Kept as written: CMMLU's own prompt keeps a cell's spaces (`A. 1/16 \n`).
         value = data.get(columns[role])
-        return str(value).strip() if value is not None else ""
+        return str(value) if value is not None else ""
 
     question = text("question")
-    options = {letter: text(letter) for letter in spec.letters if text(letter)}
+    options = {letter: text(letter) for letter in spec.letters if text(letter).strip()}
     answer = "".join(sorted(set(re.sub(r"[\s,，、]", "", text("answer")).upper())))
     problem = None
-    if not question:
+    if not question.strip():
         problem = f"no question in column {columns['question']!r}"
     elif len(options) < 2:
         problem = f"fewer than two options in columns {[columns[c] for c in spec.letters]}"
@@ -103,7 +105,7 @@ def _item(row: Row, columns: dict[str, str], spec: McqSpec, index: int, what: st
         )
     if problem:
         raise ValueError(f"{what}: {row.where}: {problem}; map the columns with mcq_set.columns")
-    subject = text("subject") or _file_subject(row.where, spec)
+    subject = text("subject").strip() or _file_subject(row.where, spec)
     return McqItem(index, row.where, question, options, answer, subject)
 
 
@@ -113,6 +115,18 @@ def _file_subject(where: str, spec: McqSpec) -> str:
     if path.endswith((".csv", ".jsonl", ".json", ".parquet")):
         return Path(path).stem
     return spec.subset or "all"
+
+
+def subject_names(spec: McqSpec, items: list[McqItem]) -> tuple[dict[str, str], str]:
+    """Subject -> its name in the prompt, and where the names come from (for the report).
+
+    CMMLU's files (every subject one of its 67) get CMMLU's own Chinese names, as its `gen_prompt`
+    writes them; `mcq_set.subject_names` adds to or overrides them. Other subjects stay as they are.
+    """
+    given = spec.subject_names or {}
+    if {it.subject for it in items} <= CMMLU_SUBJECTS.keys():
+        return {**CMMLU_SUBJECTS, **given}, "CMMLU" + (" + mcq_set.subject_names" if given else "")
+    return dict(given), "mcq_set.subject_names" if given else "as in the data"
 
 
 def question_block(item: McqItem) -> str:
@@ -213,72 +227,99 @@ class McqRun:
     """Per question: the letters' log-probabilities (loglik) or the generated answer."""
 
 
-def mcq_systems(
-    config: EvalConfig, kinds: list[str], out_dir: Path
-) -> tuple[list[McqItem], list[str], list[McqRun]]:
-    """Every model system's predictions on `config.mcq_set` by every method (cached)."""
-    spec = config.mcq_set
-    assert spec is not None
+@dataclass
+class McqSet:
+    """The benchmark's questions and prompts, read once and asked of every system."""
+
+    items: list[McqItem]
+    prompts: list[str]
+    """The loglik prompts (k-shot when `shots`)."""
+    names: dict[str, str]
+    """Subject -> its name in the prompt (see `subject_names`)."""
+    naming: str
+    """Where the names come from."""
+
+
+def load_mcq_set(spec: McqSpec) -> McqSet:
+    """The questions of `spec`, their shots and prompts."""
     items = load_mcq(spec)
     dev = load_mcq(spec, dev=True) if spec.shots else []
     shots = shots_for(items, dev, spec.shots)
-    prompts = [mcq_prompt(it, s, spec.subject_names) for it, s in zip(items, shots, strict=True)]
+    names, naming = subject_names(spec, items)
+    log.info("mcq_set: %d questions from %s; subject names: %s", len(items), spec.source, naming)
+    prompts = [mcq_prompt(it, s, names) for it, s in zip(items, shots, strict=True)]
+    return McqSet(items, prompts, names, naming)
+
+
+def mcq_runs(
+    system: SystemSpec, kind: str, model: SharedModel | None, mcq: McqSet, config: EvalConfig,
+    out_dir: Path,
+) -> list[McqRun]:  # fmt: skip
+    """One system's predictions on the benchmark by every method (cached).
+
+    `model` is the system's weights, shared with its test-set answers (None for an endpoint)."""
+    spec = config.mcq_set
+    assert spec is not None
+    if kind == "answers":
+        log.info("mcq_set: skipping %s (answers files answer the test set only)", system.name)
+        return []
     runs = []
-    for system, kind in zip(config.systems, kinds, strict=True):
-        if kind == "answers":
-            log.info("mcq_set: skipping %s (answers files answer the test set only)", system.name)
-            continue
-        if "loglik" in spec.methods and is_global_zero():  # single-process: rank 0's alone
-            runs.append(_loglik_run(system, kind, items, prompts, spec.letters, config, out_dir))
-        if "generate" in spec.methods:
-            runs.append(_generate_run(system, kind, items, spec.subject_names, config, out_dir))
-    return items, prompts, runs
+    if "loglik" in spec.methods and is_global_zero():  # single-process: rank 0's alone
+        assert model is not None  # validate_config refuses loglik for endpoint systems
+        runs.append(_loglik_run(model, mcq, spec.letters, config, out_dir))
+    if "generate" in spec.methods:
+        runs.append(_generate_run(system, model, mcq, config, out_dir))
+    return runs
 
 
 def _loglik_run(
-    spec: SystemSpec, kind: str, items: list[McqItem], prompts: list[str], letters: str,
-    config: EvalConfig, out_dir: Path,
-) -> McqRun:  # fmt: skip
+    model: SharedModel, mcq: McqSet, letters: str, config: EvalConfig, out_dir: Path
+) -> McqRun:
     from tqdm.auto import tqdm
 
-    from medsft.evaluation.models import CACHE_VERSION, ModelSource, _scoring_device
+    from medsft.evaluation.models import CACHE_VERSION, _scoring_device
     from medsft.evaluation.systems import model_fingerprint
 
-    src = ModelSource.resolve(spec, kind)
+    src, name = model.src, model.src.spec.name
     model_key = {"v": CACHE_VERSION, "weights": model_fingerprint(src.weights), "dtype": src.dtype}
-    keys = [digest([model_key, "mcq-loglik", p, letters]) for p in prompts]
-    store = JsonlStore(out_dir / "generations" / f"{spec.name}.mcq.jsonl", "mcq log-probabilities")
+    keys = [digest([model_key, "mcq-loglik", p, letters]) for p in mcq.prompts]
+    store = JsonlStore(out_dir / "generations" / f"{name}.mcq.jsonl", "mcq log-probabilities")
     todo = [i for i, k in enumerate(keys) if not (config.reuse and k in store)]
+    log.info("%s: mcq_set (loglik): scoring %d of %d questions", name, len(todo), len(keys))
     if todo:
-        model = src.load().to(_scoring_device(config.runtime.accelerator))
-        for i in tqdm(todo, desc=f"{spec.name} mcq", unit="q", disable=not config.runtime.progress):
-            logprobs = letter_logprobs(model, src.tokenizer, prompts[i], letters)
+        loaded = model.get().to(_scoring_device(config.runtime.accelerator))
+        for i in tqdm(todo, desc=f"{name} mcq", unit="q", disable=not config.runtime.progress):
+            logprobs = letter_logprobs(loaded, src.tokenizer, mcq.prompts[i], letters)
             store.put({"key": keys[i], "index": i, "logprobs": logprobs})
-        del model
     store.close()
     raw, predictions = [], []
-    for item, key in zip(items, keys, strict=True):
+    for item, key in zip(mcq.items, keys, strict=True):
         logprobs = dict(zip(letters, store.get(key)["logprobs"], strict=True))
         offered = {c: v for c, v in logprobs.items() if c in item.options}
         raw.append(offered)
         predictions.append(max(offered, key=offered.__getitem__))
-    return McqRun(spec.name, "loglik", predictions, raw)
+    return McqRun(name, "loglik", predictions, raw)
 
 
 def _generate_run(
-    spec: SystemSpec, kind: str, items: list[McqItem], names: dict[str, str] | None,
-    config: EvalConfig, out_dir: Path,
-) -> McqRun:  # fmt: skip
+    spec: SystemSpec, model: SharedModel | None, mcq: McqSet, config: EvalConfig, out_dir: Path
+) -> McqRun:
+    from medsft.evaluation.endpoints import endpoint_system
     from medsft.evaluation.models import model_system
 
+    items = mcq.items
     examples = [
-        Example(it.index, it.where, [{"role": "user", "content": mcq_prompt(it, [], names)}],
+        Example(it.index, it.where, [{"role": "user", "content": mcq_prompt(it, [], mcq.names)}],
                 it.question, it.answer, None)
         for it in items
     ]  # fmt: skip
     # Cached like the test set's answers, in a folder of their own; no reference perplexity.
     settings = replace(config, scoring=replace(config.scoring, perplexity=False))
-    output = model_system(spec, kind, examples, None, settings, out_dir / "mcq")
+    what = "mcq_set (generate)"
+    if model is None:
+        output = endpoint_system(spec, examples, settings, out_dir / "mcq", what=what)
+    else:
+        output = model_system(model, examples, None, settings, out_dir / "mcq", what=what)
     answers = output.answers if output is not None else [""] * len(items)
     predictions = [
         extract_letters(a, "".join(it.options)) for a, it in zip(answers, items, strict=True)
@@ -286,13 +327,11 @@ def _generate_run(
     return McqRun(spec.name, "generate", predictions, answers)
 
 
-def mcq_report(
-    items: list[McqItem], prompts: list[str], runs: list[McqRun], config: EvalConfig
-) -> dict[str, Any]:
+def mcq_report(mcq: McqSet, runs: list[McqRun], config: EvalConfig) -> dict[str, Any]:
     """report.json's `mcq`: accuracy (95% interval), per subject, unparseable, paired tests."""
     from medsft.metrics.stats import bootstrap_interval, mean_statistic, paired_bootstrap
 
-    spec, scoring = config.mcq_set, config.scoring
+    spec, scoring, items = config.mcq_set, config.scoring, mcq.items
     assert spec is not None
     n_resamples = max(scoring.n_resamples, 1)
 
@@ -341,8 +380,9 @@ def mcq_report(
         "multi_answer": sum(len(it.answer) > 1 for it in items),
         "chance": 100 * sum(map(_chance, items)) / len(items),
         "subjects": dict(sorted(counts.items())),
-        "prompt_example": prompts[0],
-        "chat_prompt_example": mcq_prompt(items[0], [], spec.subject_names),
+        "subject_names": mcq.naming,
+        "prompt_example": mcq.prompts[0],
+        "chat_prompt_example": mcq_prompt(items[0], [], mcq.names),
         "answers": [it.answer for it in items],
         "results": results,
         "paired": paired,

@@ -66,6 +66,30 @@ class ModelSource:
         return load_base_model(self.spec.path, dtype=self.spec.dtype).eval()
 
 
+class SharedModel:
+    """A model system's weights, loaded on first use and shared by everything a run computes
+    with them (test-set answers, perplexities, MCQ), then released once: one load per system."""
+
+    def __init__(self, src: ModelSource) -> None:
+        self.src = src
+        self.loads = 0
+        """How often the weights were loaded (0 when every result came from the caches)."""
+        self._model: Any = None
+
+    def get(self) -> Any:
+        """The model, loaded now if this is its first use."""
+        if self._model is None:
+            self._model = self.src.load()
+            self.loads += 1
+        return self._model
+
+    def release(self) -> None:
+        """Drop the model and free its memory (a later `get` would load it again)."""
+        if self._model is not None:
+            self._model = None
+            _release_memory()
+
+
 @dataclass
 class Plan:
     """The cache keys of this system's answers and perplexities, and what is not saved yet."""
@@ -82,9 +106,13 @@ class ModelSystem:
 
     def __init__(
         self, src: ModelSource, examples: list[Example], val: list[Example] | None,
-        config: EvalConfig, out_dir: Path,
+        config: EvalConfig, out_dir: Path, *, model: SharedModel | None = None,
+        what: str = "test set",
     ) -> None:  # fmt: skip
         self.src, self.examples, self.config = src, examples, config
+        self.model = model or SharedModel(src)
+        self.what = what
+        """The set answered, as the log names it."""
         thinking = config.generation.enable_thinking
         self.prompts = [
             encode_prompt(src.tokenizer, ex.prompt, enable_thinking=thinking) for ex in examples
@@ -125,7 +153,7 @@ class ModelSystem:
         sharing = world()[1] > 1  # every rank computes its share of the perplexities
         if not (plan.todo or (plan.ppl_todo and (sharing or is_global_zero()))):
             return None, plan
-        model = self.src.load()
+        model = self.model.get()
         if not hub_commits(plan.fingerprint):
             return model, plan
         # Identified again now that the weights are loaded: the answers must be saved under the
@@ -150,13 +178,16 @@ class ModelSystem:
         config, name = self.config, self.src.spec.name
         if not plan.todo:
             log.info(
-                "%s: reusing %d saved answers from %s", name, len(plan.keys), self.answers.path
-            )
+                "%s: %s: reusing %d saved answers from %s",
+                name, self.what, len(plan.keys), self.answers.path,
+            )  # fmt: skip
             previous = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {}
             keep = ("seconds", "new_tokens", "tokens_per_second")
             return {"generated": 0, "reused": len(plan.keys),
                     "previous_run": {k: previous.get(k) for k in keep}}  # fmt: skip
-        log.info("%s: generating %d of %d answers", name, len(plan.todo), len(plan.keys))
+        log.info(
+            "%s: %s: generating %d of %d answers", name, self.what, len(plan.todo), len(plan.keys)
+        )
         settings = config.generation
         # A sampled answer's seed comes from its own cache key (which holds settings.seed): the
         # same key gets the same answer whatever else is generated, or cached, beside it.
@@ -228,24 +259,23 @@ class ModelSystem:
 
 
 def model_system(
-    spec: SystemSpec, kind: str, examples: list[Example], val: list[Example] | None,
-    config: EvalConfig, out_dir: Path,
+    model: SharedModel, examples: list[Example], val: list[Example] | None, config: EvalConfig,
+    out_dir: Path, *, what: str = "test set",
 ) -> SystemOutput | None:  # fmt: skip
-    """Generate (or reuse) a model system's answers and its reference perplexities.
+    """Generate (or reuse) a model system's answers to `examples` and its reference perplexities.
 
-    Every rank calls this for every system; ranks other than 0 help and return None.
+    The weights are loaded (once, by `model`) only when something is not cached; the caller
+    releases them when done with the system. Every rank calls this for every system; ranks other
+    than 0 help and return None.
     """
-    system = ModelSystem(ModelSource.resolve(spec, kind), examples, val, config, out_dir)
+    system = ModelSystem(model.src, examples, val, config, out_dir, model=model, what=what)
     plan = system.plan(model_fingerprint(system.src.weights))
-    model, plan = system.load_if_needed(plan)
-    generation = system.generate(model, plan)
-    perplexity = system.perplexities(model, plan)
-    loaded = model is not None
-    del model
-    _release_memory()
+    loaded, plan = system.load_if_needed(plan)
+    generation = system.generate(loaded, plan)
+    perplexity = system.perplexities(loaded, plan)
     if not is_global_zero():
         return None
-    return system.output(plan, generation, perplexity, loaded)
+    return system.output(plan, generation, perplexity, loaded is not None)
 
 
 def _release_memory() -> None:

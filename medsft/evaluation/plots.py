@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
 from medsft.evaluation.training import Scalars
+
+log = logging.getLogger(__name__)
 
 
 def _pyplot() -> Any:
@@ -211,24 +216,46 @@ def plot_mcq(mcq: dict[str, Any], path: Path) -> bool:
 
 
 CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei",
-             "Microsoft YaHei", "PingFang SC")  # fmt: skip
+             "Microsoft YaHei", "PingFang SC", "Noto Sans CJK JP")  # fmt: skip
+"""Installed fonts tried first, in order."""
+_CJK_TEXT = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef]")
+
+
+@functools.cache
+def cjk_font() -> str | None:
+    """The family matplotlib sets Chinese in: an installed CJK font (`CJK_FONTS`), else Noto Sans
+    CJK from the `noto-cjk-sans-otc` package (`pip install medsft[cjk]`; a file in the package,
+    nothing downloaded), registered with matplotlib; None when neither is there."""
+    from matplotlib import font_manager
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    found = next((f for f in CJK_FONTS if f in installed), None)
+    if found is not None:
+        return found
+    try:
+        from noto_cjk_sans_otc import FONT_PATH
+    except ImportError:
+        return None
+    font_manager.fontManager.addfont(str(FONT_PATH))
+    return font_manager.FontProperties(fname=str(FONT_PATH)).get_name()
 
 
 def save_cjk(fig: Any, path: Path) -> None:
-    """Save a figure whose labels may be Chinese (subjects, departments) in an installed CJK font;
-    without one, the missing-glyph warnings are silenced (the labels show as boxes)."""
-    import warnings
-
-    from matplotlib import font_manager
-
+    """Save a figure whose labels may be Chinese (subjects, departments) in a CJK font (see
+    `cjk_font`); without one, says so in one warning (the labels would show as boxes)."""
     plt = _pyplot()
-    installed = {f.name for f in font_manager.fontManager.ttflist}
-    cjk = next((f for f in CJK_FONTS if f in installed), None)
-    if cjk:
-        for text in fig.findobj(lambda o: hasattr(o, "set_fontfamily")):
-            text.set_fontfamily([cjk, "DejaVu Sans"])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
+    texts = fig.findobj(lambda o: hasattr(o, "get_text") and hasattr(o, "set_fontfamily"))
+    if any(_CJK_TEXT.search(t.get_text()) for t in texts):
+        cjk = cjk_font()
+        if cjk is None:
+            log.warning(
+                "%s: no CJK font found, so its Chinese labels show as empty boxes; install one: "
+                "pip install 'medsft[cjk]' (Noto Sans CJK), or fonts-noto-cjk from your system",
+                path.name,
+            )
+        else:
+            for text in texts:
+                text.set_fontfamily([cjk, "DejaVu Sans"])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)

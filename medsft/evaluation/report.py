@@ -84,7 +84,9 @@ def _header(report: dict[str, Any]) -> list[str]:
 def _generation_cell(gen: dict[str, Any]) -> str:
     if not gen:
         return "from file"
-    if gen.get("generated"):
+    if gen.get("endpoint") and gen.get("generated"):
+        how = f"{gen['generated']} asked of {gen['endpoint']} in {gen['seconds']:.1f} s"
+    elif gen.get("generated"):
         how = (
             f"{gen['generated']} generated in {gen['seconds']:.1f} s, "
             f"{gen['tokens_per_second']:.1f} tok/s ({gen['world_size']} device(s))"

@@ -11,12 +11,13 @@ from typing import Any
 from medsft.cache import digest
 from medsft.evaluation.ablation import ablation
 from medsft.evaluation.answers import answers_system
-from medsft.evaluation.config import EvalConfig, judge_status, validate_config
+from medsft.evaluation.config import EvalConfig, SystemSpec, judge_status, validate_config
+from medsft.evaluation.endpoints import endpoint_system
 from medsft.evaluation.judging import run_judge
 from medsft.evaluation.leakage import check_leakage
 from medsft.evaluation.lock import output_lock
-from medsft.evaluation.mcq import mcq_report, mcq_systems
-from medsft.evaluation.models import is_global_zero, model_system
+from medsft.evaluation.mcq import McqRun, McqSet, load_mcq_set, mcq_report, mcq_runs
+from medsft.evaluation.models import ModelSource, SharedModel, is_global_zero, model_system
 from medsft.evaluation.plots import plot_mcq, plot_metrics, plot_training
 from medsft.evaluation.report import render_markdown
 from medsft.evaluation.scoring import (
@@ -66,19 +67,19 @@ def _evaluate(config: EvalConfig, *, resolved_config: str | None) -> dict[str, A
     log.info("test set: %d questions from %s", len(examples), config.test_set.source)
 
     started = time.perf_counter()
+    mcq = load_mcq_set(config.mcq_set) if config.mcq_set else None
     outputs: list[SystemOutput] = []
+    runs: list[McqRun] = []
     for spec, kind in zip(config.systems, kinds, strict=True):
-        if kind == "answers":
-            outputs.append(answers_system(spec, examples))
-        elif (output := model_system(spec, kind, examples, val, config, out_dir)) is not None:
-            outputs.append(output)
-    mcq = mcq_systems(config, kinds, out_dir) if config.mcq_set else None
+        output, system_runs = system_results(spec, kind, examples, val, mcq, config, out_dir)
+        outputs += [output] if output is not None else []
+        runs += system_runs
     if not is_global_zero():
         return None  # other ranks only help generate; scoring and the report are rank 0's
 
     report = score(outputs, examples, val, config)
     if mcq is not None:
-        report["mcq"] = mcq_report(*mcq, config)
+        report["mcq"] = mcq_report(mcq, runs, config)
         if plot_mcq(report["mcq"], out_dir / "mcq.png"):
             report["mcq"]["plot"] = "mcq.png"
     if judge.run:
@@ -99,6 +100,25 @@ def _evaluate(config: EvalConfig, *, resolved_config: str | None) -> dict[str, A
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_report(report, out_dir)
     return report
+
+
+def system_results(
+    spec: SystemSpec, kind: str, examples: list[Example], val: list[Example] | None,
+    mcq: McqSet | None, config: EvalConfig, out_dir: Path,
+) -> tuple[SystemOutput | None, list[McqRun]]:  # fmt: skip
+    """One system's test-set answers (None on ranks other than 0) and MCQ runs; a model system's
+    weights are loaded at most once for all of them."""
+    if kind == "answers":
+        return answers_system(spec, examples), []
+    if kind == "endpoint":
+        output = endpoint_system(spec, examples, config, out_dir)
+        return output, mcq_runs(spec, kind, None, mcq, config, out_dir) if mcq else []
+    model = SharedModel(ModelSource.resolve(spec, kind))
+    try:
+        output = model_system(model, examples, val, config, out_dir)
+        return output, mcq_runs(spec, kind, model, mcq, config, out_dir) if mcq else []
+    finally:
+        model.release()
 
 
 def score(

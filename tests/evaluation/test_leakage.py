@@ -19,7 +19,7 @@ from medsft.evaluation import (
     load_examples,
 )
 from medsft.evaluation.config import LeakageSettings
-from medsft.evaluation.leakage import check_leakage
+from medsft.evaluation.leakage import build_parser, check_leakage, render_leakage
 from medsft.leakage import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,3 +103,79 @@ def test_evaluate_reports_leakage(tmp_path):
     report = evaluate(config)
     assert report["leakage"]["flagged"] == 1 and report["leakage"]["items"][3]["flagged"]
     assert "## Leakage check" in (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
+
+
+def test_stock_phrases_in_short_questions_are_not_flagged_but_planted_copies_are(tmp_path):
+    """HuatuoGPT-II-like: 10-13 character questions built on 8-character stock phrases."""
+    stock = [
+        "糖尿病的早期症状是什么",
+        "胃溃疡该怎么治疗比较好",
+        "甲亢的早期症状是什么？",
+        "痛风该怎么治疗比较好",
+    ]
+    planted = ["乙肝病毒携带者可以正常结婚生子吗", "孩子发烧三十九度要不要马上去医院"]
+    duplicate = "牙龈出血是什么原因"  # 9 characters, verbatim a training question
+    test = write_jsonl(tmp_path / "test.jsonl", [
+        {"question": q, "answer": "请及时就医，遵医嘱用药。"} for q in [*stock, *planted, duplicate]
+    ])  # fmt: skip
+    train = write_jsonl(tmp_path / "train.jsonl", [
+        {"question": "肺癌的早期症状是什么", "answer": "咳嗽、胸痛。"},
+        {"question": "我爸爸腰椎间盘突出该怎么治疗比较好", "answer": "卧床休息。"},
+        {"question": "医生你好，" + planted[0] + "？谢谢", "answer": "可以。"},
+        {"question": "请问", "answer": "这种情况：" + planted[1] + "，要看精神状态。"},
+        {"question": duplicate, "answer": "多见于牙周炎。"},
+    ])  # fmt: skip
+    examples = load_examples(DataSpec(source=str(test), preset="huatuo"))
+    spec = DataSpec(source=str(train), preset="huatuo")
+    leak = check_leakage(examples, LeakageSettings(train_set=spec), progress=False)
+    flagged = [it["question"] for it in leak["items"] if it["flagged"]]
+    assert flagged == [*planted, duplicate] and leak["min_length"] == 13
+    assert [it["question_overlap"] for it in leak["items"][:4]] == [8, 8, 8, 8]
+    # The share alone (the old rule) flags every stock phrase: the case is not vacuous.
+    share_only = check_leakage(examples, LeakageSettings(train_set=spec, min_length=8),
+                               progress=False)  # fmt: skip
+    assert share_only["flagged"] == 7
+    md = "\n".join(render_leakage(leak))
+    assert "at least 50% of their characters, and at least 13 characters" in md
+    with pytest.raises(ValueError, match="min_length .* must be >= leakage.seed_length"):
+        check_leakage(examples, LeakageSettings(train_set=spec, min_length=5), progress=False)
+
+
+def test_english_needs_eight_shared_words_by_default(tmp_path):
+    test = write_jsonl(tmp_path / "test.jsonl", [
+        {"Question": "What are the symptoms of gout ?", "Answer": "Pain."},
+        {"Question": "What are the treatments for Paget's disease of bone in older adults ?",
+         "Answer": "Drugs."},
+    ])  # fmt: skip
+    train = write_jsonl(tmp_path / "train.jsonl", [
+        {"Question": "What are the symptoms of gout and of lupus ?", "Answer": "x"},
+        {"Question": "Q: what are the treatments for Paget's disease of bone in older adults?",
+         "Answer": "y"},
+    ])  # fmt: skip
+    settings = LeakageSettings(train_set=DataSpec(source=str(train), preset="medquad"),
+                               seed_length=4)  # fmt: skip
+    leak = check_leakage(load_examples(DataSpec(source=str(test), preset="medquad")), settings,
+                         progress=False)  # fmt: skip
+    assert leak["unit"] == "word" and leak["min_length"] == 8
+    first, second = leak["items"]
+    # every word of a 6-word question, but a common opening, not a copy
+    assert first["question_overlap"] == 6 and first["question_share"] == 1.0
+    assert not first["flagged"] and second["flagged"]
+
+
+def test_the_module_docstrings_commands_parse():
+    import shlex
+
+    import medsft.evaluation.leakage as module
+    import medsft.leakage as script
+
+    for doc in (module.__doc__, script.__doc__):
+        joined = doc.replace("\\\n", " ")
+        commands = [
+            line.strip() for line in joined.splitlines() if "python -m medsft.leakage" in line
+        ]
+        assert commands
+        for command in commands:
+            args = shlex.split(command)[3:]
+            if args != ["--help"]:
+                build_parser().parse_args(args)  # raises (SystemExit) on an unknown flag

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import torch
 
 from medsft.evaluation import EvalConfig, JudgeSettings, RuntimeSettings, ScoringSettings, evaluate
 from medsft.evaluation.config import DataSpec, McqSpec, SystemSpec
-from medsft.evaluation.mcq import extract_letters, load_mcq, mcq_prompt
+from medsft.evaluation.mcq import extract_letters, load_mcq, load_mcq_set, mcq_prompt
 from medsft.generate import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -173,3 +174,56 @@ def test_mcq_config_errors_say_how_to_fix(mcq, message):
     config = EvalConfig(systems=[SystemSpec("m", "random:tiny")], mcq_set=mcq)
     with pytest.raises(ValueError, match=message):
         validate_config(config)
+
+
+def _cmmlu_prompts(data: Path, shots: int) -> list[str]:
+    """CMMLU's k-shot prompts as its own `gen_prompt` / `format_example` write them (CMMLU's
+    src/mp_utils.py, reimplemented from its published format): pandas-read CSVs, its Chinese
+    subject names, every cell as read."""
+    import pandas as pd
+
+    names = {"anatomy": "解剖学", "clinical_knowledge": "临床知识", "college_medicine": "大学医学",
+             "professional_medicine": "专业医学"}  # CMMLU's name_en2zh  # fmt: skip
+
+    def example(df: pd.DataFrame, i: int, answer: bool = True) -> str:
+        k = df.shape[1] - 2
+        text = "题目：" + df.iloc[i, 0]
+        for j in range(k):
+            text += "\n{}. {}".format("ABCD"[j], df.iloc[i, j + 1])
+        return text + "\n答案是：" + (f"{df.iloc[i, k + 1]}\n\n" if answer else "")
+
+    prompts = []
+    for subject in sorted(p.stem for p in (data / "test").glob("*.csv")):
+        dev = pd.read_csv(data / "dev" / f"{subject}.csv", header=0, index_col=0)
+        test = pd.read_csv(data / "test" / f"{subject}.csv", header=0, index_col=0)
+        head = f"以下是关于{names[subject]}的单项选择题，请直接给出正确答案的选项。\n\n"
+        head += "".join(example(dev, i) for i in range(shots))
+        prompts += [head + example(test, i, answer=False) for i in range(len(test))]
+    return prompts
+
+
+def test_cmmlu_files_get_cmmlus_own_five_shot_prompts_byte_for_byte(shared_data):
+    data = shared_data / "cmmlu_medical"
+    spec = McqSpec(source=str(data / "test"), dev_source=str(data / "dev"), shots=5)
+    mcq = load_mcq_set(spec)
+    official = _cmmlu_prompts(data, shots=5)
+    same = sum(a == b for a, b in zip(mcq.prompts, official, strict=True))
+    assert (same, len(official)) == (1034, 1034)  # 4 medical subjects, 1034 questions
+    assert mcq.naming == "CMMLU"
+    # Not vacuous: options with spaces around them, which CMMLU keeps (`A.  由平滑肌…`, `…\u3000\n`).
+    assert sum(re.search(r"\n[A-D]\. (\s|[^\n]*\s\n)", p) is not None for p in official) == 2
+
+
+def test_subject_names_are_cmmlus_for_cmmlu_files_else_as_given(tmp_path):
+    header = ["", "Question", "A", "B", "C", "D", "Answer"]
+    write_csv(tmp_path / "genetics.csv", [header, ["0", "问", "1/16 ", "甲", "乙", "丙", "A"]])
+    mcq = load_mcq_set(McqSpec(source=str(tmp_path)))
+    assert mcq.prompts[0] == (
+        "以下是关于遗传学的单项选择题，请直接给出正确答案的选项。\n\n题目：问\nA. 1/16 \nB. 甲\nC. 乙\nD. 丙\n答案是："
+    )
+    renamed = load_mcq_set(McqSpec(source=str(tmp_path), subject_names={"genetics": "医学遗传学"}))
+    assert renamed.prompts[0].startswith("以下是关于医学遗传学的") and "+" in renamed.naming
+    write_csv(tmp_path / "内科.csv", [header, ["0", "问", "甲", "乙", "丙", "丁", "B"]])
+    mixed = load_mcq_set(McqSpec(source=str(tmp_path)))  # not all CMMLU's: names as they are
+    assert mixed.naming == "as in the data"
+    assert {p.split("的")[0] for p in mixed.prompts} == {"以下是关于genetics", "以下是关于内科"}

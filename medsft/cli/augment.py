@@ -1,0 +1,151 @@
+"""`python -m medsft.cli.augment`: LLM-paraphrased question copies written to a training file, or
+(`--audit N`) N training questions beside their synonym-swapped copies, each swap marked.
+
+    python -m medsft.cli.augment --data.source data/sample/huatuo_sample.jsonl \\
+        --data.preset huatuo --paraphrase.base_url http://127.0.0.1:8000/v1 \\
+        --paraphrase.model Qwen3-32B --augment.fraction 0.3 --out data/huatuo_para.jsonl
+    python train.py --config configs/lora.yaml --data.source data/huatuo_para.jsonl \\
+        --data.preset messages
+
+    python -m medsft.cli.augment --data.source data/sample/huatuo_sample.jsonl \\
+        --augment.fraction 1 --audit 20
+
+Takes train.py's --data.* options (or --config with a data: section) for what to read.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+from medsft.augment import (
+    AugmentSettings,
+    ParaphraseSettings,
+    cilin,
+    mark_swaps,
+    medical_lexicon,
+    paraphrase_file,
+    question_swaps,
+)
+from medsft.chat import Message
+from medsft.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def conversations(
+    data: Any, counts: Counter[str] | None = None
+) -> Iterator[tuple[str, list[Message], bool]]:
+    """(split key, messages, trainable) for each row of `data` (an SFTDataModule) in source order:
+    trainable is False for the hashed validation share (data.val_fraction, as training splits).
+    Invalid rows raise, or with data.skip_invalid are skipped and counted in `counts`."""
+    from medsft.data import in_validation, iter_conversations
+
+    def skipped(err: Exception) -> None:
+        if counts is not None:
+            counts["invalid rows skipped"] += 1
+
+    for c in iter_conversations(data.data_source("train"), skipped=skipped):
+        val = data.val_source is None and in_validation(c.key, data.val_fraction)
+        yield c.key, c.messages, not val
+
+
+def audit(
+    data: Any,
+    settings: AugmentSettings,
+    n: int,
+    *,
+    rows: int | None = None,
+    skip: int = 0,
+    out: TextIO | None = None,
+) -> Counter[str]:
+    """Print the first `n` training questions that `settings` gives a synonym-swapped copy, each
+    swap shown in place as 【old→new】, then the counts; `rows` audits only that many rows, after
+    the first `skip` (a sample apart from one already read).
+    Every swap is checked again against the medical lexicon (`medical terms swapped`, which the
+    rules keep at 0). Returns the counts."""
+    out = out or sys.stdout
+    lexicon = medical_lexicon()
+    cilin()  # load now: the first question is not slower than the rest
+    counts: Counter[str] = Counter()
+    for i, (key, messages, trainable) in enumerate(conversations(data, counts)):
+        if i < skip:
+            continue
+        if rows is not None and counts["rows read"] >= rows:
+            break
+        counts["rows read"] += 1
+        if not trainable:
+            counts["validation rows (never augmented)"] += 1
+            continue
+        made = question_swaps(messages, key, settings)
+        if made is None:
+            continue
+        counts["copies"] += 1
+        for message, swaps in zip(messages, made[1], strict=True):
+            counts["swaps"] += len(swaps)
+            counts["medical terms swapped"] += sum(
+                any(t in lexicon for t in _substrings(s.old) + _substrings(s.new)) for s in swaps
+            )
+            if swaps and counts["copies"] <= n:
+                print(f"#{counts['copies']} {key[:40]!r}: {len(swaps)} swap(s)", file=out)
+                print(f"  - {message['content']}", file=out)
+                print(f"  + {mark_swaps(message['content'], swaps)}", file=out)
+    print("audit: " + ", ".join(f"{v} {k}" for k, v in counts.items()), file=out)
+    return counts
+
+
+def _substrings(word: str) -> list[str]:
+    return [word[i:j] for i in range(len(word)) for j in range(i + 2, len(word) + 1)]
+
+
+def main(argv: list[str] | None = None) -> dict[str, int]:
+    """Write a training file with LLM-paraphrased question copies (--out), or print an audit of
+    the synonym swaps (--audit N). See the module docstring."""
+    from jsonargparse import ArgumentParser
+
+    from medsft.data import SFTDataModule
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = ArgumentParser(
+        prog="python -m medsft.cli.augment", description=__doc__, default_env=False
+    )
+    parser.add_class_arguments(SFTDataModule, "data", skip={"augment"})
+    parser.add_class_arguments(ParaphraseSettings, "paraphrase")
+    parser.add_class_arguments(AugmentSettings, "augment")
+    parser.add_argument("--out", help="the JSONL file to write (paraphrasing)")
+    parser.add_argument(
+        "--audit",
+        type=int,
+        help="print N questions with their synonym swaps marked, not paraphrase",
+    )
+    parser.add_argument("--audit_rows", type=int, help="audit only N rows of the source")
+    parser.add_argument("--audit_skip", type=int, default=0, help="audit from row N on (0 = first)")
+    parser.add_argument("--progress", type=bool, default=True)
+    cfg = parser.parse_args(argv)
+    if (cfg.audit is None) == (cfg.out is None):
+        parser.error("give --out FILE to paraphrase, or --audit N to read synonym swaps")
+    if cfg.audit is not None and min(cfg.audit, cfg.audit_rows or 0, cfg.audit_skip) < 0:
+        parser.error("--audit, --audit_rows and --audit_skip take a count >= 0")
+    cfg = parser.instantiate(cfg)
+    try:
+        if cfg.audit is not None:
+            return dict(
+                audit(cfg.data, cfg.augment, cfg.audit, rows=cfg.audit_rows, skip=cfg.audit_skip)
+            )
+        counts = paraphrase_file(conversations(cfg.data), cfg.paraphrase, cfg.augment, cfg.out,
+                                 progress=cfg.progress)  # fmt: skip
+    except UserError as err:
+        sys.exit(f"error: {err}")
+    log.info(
+        "%s: %d rows, %d paraphrased copies (%d requests or cache hits); train on it with "
+        "--data.preset messages and the same data.val_fraction", cfg.out, counts["rows"],
+        counts["paraphrased"], counts["requests"],
+    )  # fmt: skip
+    return counts
+
+
+if __name__ == "__main__":
+    main()

