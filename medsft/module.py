@@ -171,7 +171,7 @@ class SFTModule(LightningModule):
             gradient_checkpointing: trade compute for activation memory.
             attn_implementation: `auto` (SDPA's causal kernel for padded rows, a varlen-capable
                 kernel for packed ones: medsft.attention), or `sdpa`, `eager`,
-                `flash_attention_2`, `flex_attention` for every batch.
+                `flash_attention_2`, `flex_attention`, `sdpa_varlen` for every batch.
             dtype: weight dtype; `auto` = bf16 on a capable GPU, else fp32.
             trust_remote_code: allow code from the model repository.
             nonfinite: a NaN/inf loss or gradient norm `stop`s the run (exit code 1, weights
