@@ -262,7 +262,8 @@ def load_base_model(
         name_or_path: hub id, local directory, or `random:<preset>`.
         quantize: `nf4` for bitsandbytes 4-bit NF4 with double quantization, bf16 compute.
         dtype: weight dtype of the non-quantized parameters.
-        attn_implementation: `sdpa` (default), `eager` or `flash_attention_2`.
+        attn_implementation: `sdpa` (default), `eager`, `flash_attention_2` or `flex_attention`
+            (medsft.attention chooses per batch kind).
         trust_remote_code: run code from the model repo (off: Qwen3 is in transformers).
         device: where each rank puts its copy; required on GPU for nf4 (its own device per rank).
     """
@@ -272,6 +273,7 @@ def load_base_model(
     torch_dtype = resolve_dtype(dtype)
     if name_or_path.startswith(RANDOM_PREFIX):
         model = random_qwen3(name_or_path[len(RANDOM_PREFIX) :], dtype=torch_dtype)
+        model.set_attn_implementation(attn_implementation)
         if quantize is None:
             return model.to(device) if device is not None else model
         # Quantize through the real loading path so random and released weights behave alike.
@@ -322,7 +324,8 @@ def build_model(
         quantize: `nf4` for QLoRA (with finetune=lora), or None.
         lora: LoRA settings; defaults to LoraSettings().
         gradient_checkpointing: recompute activations in backward to save memory.
-        attn_implementation: attention kernel, `sdpa` by default.
+        attn_implementation: attention kernel, `sdpa` by default (medsft.attention chooses one
+            per batch kind for training).
         dtype: weight dtype, `auto` = bf16 on a capable GPU, else fp32.
         trust_remote_code: allow code from the model repo.
         device: target device of this rank.

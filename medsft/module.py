@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from lightning import LightningModule
 
+from medsft.attention import AttentionChoice, AttnImplementation
 from medsft.chat import IGNORE_INDEX
 from medsft.errors import ConfigError, UserError
 from medsft.flops import FlopCounter
@@ -81,7 +82,7 @@ class SFTModule(LightningModule):
         lora: LoraSettings = LoraSettings(),
         optimizer: OptimizerSettings = OptimizerSettings(),
         gradient_checkpointing: bool = False,
-        attn_implementation: str = "sdpa",
+        attn_implementation: AttnImplementation = "auto",
         dtype: DType = "auto",
         trust_remote_code: bool = False,
         nonfinite: Literal["stop", "skip", "off"] = "stop",
@@ -97,7 +98,9 @@ class SFTModule(LightningModule):
             lora: LoRA settings.
             optimizer: optimizer and schedule.
             gradient_checkpointing: trade compute for activation memory.
-            attn_implementation: `sdpa`, `eager` or `flash_attention_2`.
+            attn_implementation: `auto` (SDPA's causal kernel for padded rows, a varlen-capable
+                kernel for packed ones: medsft.attention), or `sdpa`, `eager`,
+                `flash_attention_2`, `flex_attention`, `sdpa_varlen` for every batch.
             dtype: weight dtype; `auto` = bf16 on a capable GPU, else fp32.
             trust_remote_code: allow code from the model repository.
             nonfinite: a NaN/inf loss or gradient norm `stop`s the run (exit code 1, weights
@@ -112,6 +115,7 @@ class SFTModule(LightningModule):
         self.name_or_path, self.finetune, self.quantize = name_or_path, finetune, quantize
         self.lora, self.optim = lora, optimizer
         self.max_skips = max_nonfinite_skips
+        self._attention = AttentionChoice(attn_implementation)
         self.model: Any = None
         self.val_ppl = TokenPerplexity()
         # LoRA checkpoints hold only the adapter; the frozen base is rebuilt from name_or_path.
@@ -135,7 +139,7 @@ class SFTModule(LightningModule):
             quantize=self.quantize,
             lora=self.lora,
             gradient_checkpointing=self.hparams.gradient_checkpointing,
-            attn_implementation=self.hparams.attn_implementation,
+            attn_implementation=self._attention.load_kernel,
             dtype=self.hparams.dtype,
             trust_remote_code=self.hparams.trust_remote_code,
             device=device if self.quantize else None,
@@ -164,6 +168,7 @@ class SFTModule(LightningModule):
         # Packed rows (data.packing): position ids restart at each example, which is how
         # transformers keeps attention inside each one (block-diagonal, or flash varlen).
         position_ids = batch.get("position_ids")
+        self._attention.follow(self.model, position_ids is not None, input_ids.device)
         if self._device_mesh is not None:
             # Under FSDP2 the root module must run its own forward to gather its parameters; its
             # boolean `logits_to_keep` still projects supervised positions only ([N, V] logits).
