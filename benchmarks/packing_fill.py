@@ -1,4 +1,4 @@
-"""How much of each training batch is padding: random order, length-grouped, and packed.
+"""How much of each training batch is padding: random order, length-grouped, packed, padding-free.
 
     python benchmarks/packing_fill.py                       # the 500 Huatuo rows, batch 4 x 1024
     python benchmarks/packing_fill.py --data my.jsonl --batch-size 8 --max-length 2048
@@ -31,16 +31,19 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--pad-to-multiple-of", type=int, default=1)
+    parser.add_argument("--preset", default="huatuo", help="column preset of --data")
     args = parser.parse_args()
-    figures: dict = {"rows": args.data.name}
+    figures: dict = {"rows": args.data.name, "pad_to_multiple_of": args.pad_to_multiple_of}
     for name, options in {
         "random order": {},
         "group_by_length": {"group_by_length": True},
         "packing": {"packing": True},
+        "padding_free": {"packing": "padding_free"},
     }.items():
         dm = SFTDataModule(
-            source=str(args.data), val_fraction=0.0, max_length=args.max_length,
-            batch_size=args.batch_size, pad_to_multiple_of=1, **options,
+            source=str(args.data), preset=args.preset, val_fraction=0.0, max_length=args.max_length,
+            batch_size=args.batch_size, pad_to_multiple_of=args.pad_to_multiple_of, **options,
         )  # fmt: skip
         dm.setup("fit")
         real = padded = batches = 0
@@ -54,7 +57,12 @@ def main() -> None:
             "padding_fraction": round(1 - real / padded, 4),
         }
         print(f"{name:<16} {batches:>4} batches, {100 * (1 - real / padded):5.1f}% padding")
-    write_result(f"packing_fill_{args.batch_size}x{args.max_length}", figures, args=vars(args))
+    name = f"packing_fill_{args.batch_size}x{args.max_length}"
+    if args.preset != "huatuo":
+        name += f"_{args.preset}"
+    if args.pad_to_multiple_of != 1:
+        name += f"_pad{args.pad_to_multiple_of}"
+    write_result(name, figures, args=vars(args))
 
 
 if __name__ == "__main__":

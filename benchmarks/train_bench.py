@@ -44,9 +44,10 @@ from medsft.cli.train import main as train_main  # noqa: E402
 from medsft.flops import mfu  # noqa: E402
 
 
-def synthetic_rows(path: Path, n: int, seq_len: int) -> None:
+def synthetic_rows(path: Path, n: int, seq_len: int, mixed: bool = False) -> None:
     """Rows that render to more than `seq_len` tokens; truncation makes every example exactly
-    `seq_len` long with the answer supervised from about half-way."""
+    `seq_len` long with the answer supervised from about half-way. `mixed`: examples of 1/16 to
+    1/2 of `seq_len` instead, so packing puts several in a row (as real data does)."""
     rng = random.Random(0)
     common = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动同工也能下过子说产种面而方后多定行学法所民得经十三之进着等部度家电力里如水化高自二理起小物现实加量都两体制机当使点从业本去把性好应开它合还因由其些然前外天政四日那社义事平形相全表间样与关各重新线内数正心反你明看原又么利比或但质气第向道命此变条只没结解问意建月公无系军很情者最立代想已通并提直题党程展五果料象员革位入常文总次品式活设及管特件长求老头基资边流路级少图山统接知较将组见计别她手角期根论运农指几九区强放决西被干做必战先回则任取据处理府研质"
     q, a = seq_len // 2, seq_len
@@ -56,6 +57,9 @@ def synthetic_rows(path: Path, n: int, seq_len: int) -> None:
 
     with open(path, "w", encoding="utf-8") as f:
         for i in range(n):
+            if mixed:
+                k = rng.randint(seq_len // 16, seq_len // 2)
+                q, a = k // 3, k - k // 3
             f.write(json.dumps({"id": str(i), "question": text(q), "answer": text(a)}) + "\n")
 
 
@@ -79,7 +83,11 @@ class StepMeter(Callback):
         if trainer.global_step == self.warmup - 1 and self.hooks is None:  # one step, measured
             # Each storage once, weights excluded (a frozen weight saved for backward is no
             # activation); a weight's autocast copy is new memory and counts.
-            seen = {p.untyped_storage().data_ptr() for p in module.parameters()}
+            # FSDP2 holds parameters as DTensors: their local shard is the storage.
+            seen = {
+                getattr(p, "to_local", lambda p=p: p)().untyped_storage().data_ptr()
+                for p in module.parameters()
+            }
 
             def pack(t):
                 storage = t.untyped_storage()
@@ -116,7 +124,7 @@ class StepMeter(Callback):
         }
         if torch.cuda.is_available():
             out["cuda_peak_gib"] = torch.cuda.max_memory_allocated() / 2**30
-            flops = module._flops.step_flops(self.tokens, self.supervised, self.pairs)
+            flops = module.throughput.flops.step_flops(self.tokens, self.supervised, self.pairs)
             out["mfu"] = mfu(flops, elapsed, torch.cuda.get_device_name())
             out["model_tflops_per_s"] = flops / elapsed / 1e12
         return out
@@ -152,6 +160,11 @@ def main() -> None:
     parser.add_argument("--peft-kbit-upcast", action="store_true")
     parser.add_argument("--tag", default="")
     parser.add_argument("--no-save", action="store_true", help="print only")
+    parser.add_argument(
+        "--mixed-lengths", action="store_true",
+        help="examples of seq_len/16 to seq_len/2 tokens, packed several to a row",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, help="write the results here (default: results/)")
     # Any other option is a train.py override, e.g. --model.lora.r=64
     args, extra = parser.parse_known_args()
     if args.peft_kbit_upcast:
@@ -159,7 +172,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="train-bench-"))
     rows = work / "rows.jsonl"
 
-    synthetic_rows(rows, 64 * (args.batch_size or 8), args.seq_len)
+    n_rows = 64 * (args.batch_size or 8) * (6 if args.mixed_lengths else 1)
+    synthetic_rows(rows, n_rows, args.seq_len, mixed=args.mixed_lengths)
     steps = args.warmup + args.steps
     overrides = [
         "--config", str(ROOT / args.config),
@@ -197,7 +211,7 @@ def main() -> None:
         name = f"train_{Path(args.config).stem}_{args.preset}" + (
             f"_{args.tag}" if args.tag else ""
         )
-        write_result(name, figures, args={**vars(args), "train_overrides": extra})
+        write_result(name, figures, args={**vars(args), "train_overrides": extra}, out=args.out)
 
 
 if __name__ == "__main__":

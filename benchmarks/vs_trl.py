@@ -2,7 +2,8 @@
 
     pip install -e ".[bench]"                                     # TRL: for this benchmark only
     OMP_NUM_THREADS=1 python benchmarks/vs_trl.py                 # random:tiny, batch 4 x 512
-    OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --packing       # both sides pack
+    OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --packing       # both sides padding-free
+    OMP_NUM_THREADS=1 python benchmarks/vs_trl.py --sides medsft:padding_free,medsft:rows,medsft
     python benchmarks/vs_trl.py --preset Qwen3-0.6B --batch-size 2 --max-length 256 --steps 6
 
 The same work on both sides: a `random:<preset>` Qwen3 (exact shapes, random weights, same seed),
@@ -14,15 +15,20 @@ rate, the same batch size and max length, fp32 (CPU) or bf16 (GPU), loss on the 
 - medsft: what train.py runs: SFTModule + SFTDataModule driven by a Lightning Trainer.
 - TRL: SFTTrainer on prompt-completion conversations with `completion_only_loss=True` and
   gradient checkpointing off (TRL turns it on by default; medsft's configs leave it off).
-  `--packing` gives TRL `packing=True, padding_free=True` (best-fit decreasing) and medsft
-  `data.packing: true`.
+  `--packing` gives TRL `packing=True, padding_free=True` (best-fit decreasing rows, a batch's
+  rows end to end in one) and medsft `data.packing: padding_free` (the same: one best-fit row of
+  up to batch x max_length tokens per micro-batch).
+- `--sides` names the runs to alternate: `trl`, `medsft` (unpacked, or as `--packing` says) and
+  `medsft:<data.packing>` (`rows`, `padding_free`), e.g. medsft's own packing modes side by side.
 
 Each side trains in its own process (clean peak memory), alternately, for `--rounds` rounds.
 A step's time is the interval between the ends of consecutive optimizer steps (data loading
 included on both sides); the first `--warmup` steps are left out. Tokens are the non-padding
 tokens of each batch, supervised tokens those with a label. Peak memory is the process's peak RSS
 on CPU (model build included) and the CUDA allocator's peak on a GPU. Medians over rounds,
-ratios (medsft / TRL) last. Writes benchmarks/results/vs_trl_<preset>[_packing].json.
+ratios (medsft / TRL, or to the last side) last. Writes
+benchmarks/results/vs_trl_<preset>[_packing].json, or packing_modes_<preset>.json for `--sides`
+without trl.
 """
 
 from __future__ import annotations
@@ -101,7 +107,8 @@ def run_medsft(args: argparse.Namespace, log: StepLog) -> None:
 
     from medsft.data import SFTDataModule
     from medsft.model import LoraSettings
-    from medsft.module import OptimizerSettings, SFTModule
+    from medsft.module import SFTModule
+    from medsft.optim import OptimizerSettings
 
     class Timer(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
@@ -114,18 +121,14 @@ def run_medsft(args: argparse.Namespace, log: StepLog) -> None:
         source=str(args.data), tokenizer="qwen3", preset="huatuo", val_fraction=0.0,
         max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
     )  # fmt: skip
-    if args.packing:
-        if "packing" not in inspect.signature(SFTDataModule).parameters:
-            sys.exit(
-                "--packing: this medsft's SFTDataModule has no `packing` option yet "
-                "(data.packing, issue 11); run without --packing"
-            )
+    mode = args.side.partition(":")[2] or ("padding_free" if args.packing else "")
+    if mode:
         if "position_ids" not in inspect.getsource(SFTModule.step):
             sys.exit(
                 "--packing: this medsft's SFTModule.step does not pass a packed batch's "
                 "position_ids to the model, so packed examples would attend to each other"
             )
-        data_args["packing"] = True
+        data_args["packing"] = mode
     L.seed_everything(args.seed)
     module = SFTModule(
         f"random:{args.preset}", tokenizer="qwen3", finetune="lora",
@@ -198,7 +201,7 @@ def run_trl(args: argparse.Namespace, log: StepLog) -> None:
 
 def child(args: argparse.Namespace) -> None:
     log = StepLog()
-    (run_medsft if args.side == "medsft" else run_trl)(args, log)
+    (run_trl if args.side == "trl" else run_medsft)(args, log)
     print(json.dumps({**log.figures(args.warmup), **peak_memory_mib()}))
 
 
@@ -217,43 +220,78 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--packing", action="store_true", help="pack on both sides")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--side", choices=["medsft", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--sides", default="medsft,trl",
+        help="comma-separated runs: trl, medsft, medsft:rows, medsft:padding_free",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, help="write the results here (default: results/)")
+    parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         child(args)
         return
-    try:
-        import trl  # noqa: F401
-    except ImportError:
-        sys.exit('TRL is not installed: pip install -e ".[bench]"')
-    runs: dict[str, list[dict[str, Any]]] = {"medsft": [], "trl": []}
+    sides = args.sides.split(",")
+    bad = [s for s in sides if s not in ("trl", "medsft", "medsft:rows", "medsft:padding_free")]
+    if bad or len(sides) < 2 or len(set(sides)) < len(sides):
+        sys.exit(
+            f"--sides: two or more of trl, medsft, medsft:rows, medsft:padding_free; got {bad}"
+        )
+    if "trl" in sides:
+        try:
+            import trl  # noqa: F401
+        except ImportError:
+            sys.exit('TRL is not installed: pip install -e ".[bench]"')
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     for round_ in range(args.rounds):
         for side in runs:
             cmd = [sys.executable, __file__, *sys.argv[1:], "--side", side]
+            load = os.getloadavg()[0]  # other work on a shared machine slows either side
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"{side} failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-            runs[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            runs[side].append({**result, "load_average_1min_before": round(load, 2)})
             print(f"round {round_ + 1} {side}: {runs[side][-1]}", flush=True)
+        # Written after every round: a run stopped early still leaves its finished rounds.
+        record(args, sides, runs, final=round_ + 1 == args.rounds)
+
+
+def record(
+    args: argparse.Namespace, sides: list[str], runs: dict[str, list[dict[str, Any]]], final: bool
+) -> None:
+    """Medians over the rounds so far, ratios to TRL (or the last side); printed when final."""
     summary = {
         side: {key: statistics.median(r[key] for r in results) for key in results[0]}
         for side, results in runs.items()
     }
-    memory = "cuda_peak_mib" if "cuda_peak_mib" in summary["medsft"] else "peak_rss_mib"
+    reference = "trl" if "trl" in runs else sides[-1]
+    memory = "cuda_peak_mib" if "cuda_peak_mib" in summary[reference] else "peak_rss_mib"
+    keys = ("tokens_per_s", "supervised_tokens_per_s", "step_s_median", memory)
     ratios = {
-        key: summary["medsft"][key] / summary["trl"][key]
-        for key in ("tokens_per_s", "supervised_tokens_per_s", "step_s_median", memory)
+        side: {key: summary[side][key] / summary[reference][key] for key in keys}
+        for side in sides
+        if side != reference
     }
-    print(
-        f"\n{'median of ' + str(args.rounds) + ' rounds':<28}{'medsft':>12}{'TRL':>12}{'ratio':>8}"
-    )
-    for key in ("tokens_per_s", "supervised_tokens_per_s", "step_s_median", memory):
-        m, t = summary["medsft"][key], summary["trl"][key]
-        print(f"{key:<28}{m:>12.2f}{t:>12.2f}{ratios[key]:>7.2f}x")
-    name = f"vs_trl_{args.preset}" + ("_packing" if args.packing else "")
-    figures = {"rows": str(args.data), "medsft": summary["medsft"], "trl": summary["trl"]}
-    figures |= {"ratios_medsft_over_trl": ratios, "rounds": runs}
-    write_result(name, figures, args={k: str(v) for k, v in vars(args).items() if k != "side"})
+    if final:
+        print(f"\nmedian of {args.rounds} rounds; ratio: over {reference}")
+        print(f"{'':<24}" + "".join(f"{side:>22}" for side in sides))
+        for key in keys:
+            cells = "".join(
+                f"{summary[side][key]:>14.2f}"
+                + (f" ({ratios[side][key]:.2f}x)" if side in ratios else " " * 8)
+                for side in sides
+            )
+            print(f"{key:<24}{cells}")
+    if reference == "trl":
+        name = f"vs_trl_{args.preset}" + ("_packing" if args.packing else "")
+    else:
+        name = f"packing_modes_{args.preset}"
+    figures = {"rows": str(args.data), "sides": sides, "rounds_done": len(runs[reference])}
+    figures |= {**summary, f"ratios_over_{reference}": ratios, "rounds": runs}
+    write_result(
+        name, figures, args={k: str(v) for k, v in vars(args).items() if k not in ("side", "out")},
+        out=args.out,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

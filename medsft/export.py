@@ -1,10 +1,12 @@
 """Save what training produced, and merge an adapter into a standalone model.
 
-    python -m medsft.export logs/qlora/version_0 --out merged/qwen3-4b-huatuo
-    python -m medsft.export logs/demo/version_0/adapter --out merged/demo --dtype float32
+    python train.py --config configs/demo.yaml             # logs/demo/version_0/model/ (full)
+    python -m medsft.export logs/demo/version_0            # says the model is already standalone
+    python train.py --config configs/demo.yaml --model.finetune lora   # version_1/adapter/
+    python -m medsft.export logs/demo/version_1 --out merged/demo
 
-A full fine-tuning run needs no export: its `model/` directory already is a standalone model
-(export says so and where, and exits with status 1).
+A full fine-tuning run needs no export: its `model/` directory already is a standalone model;
+export says where in one line and exits with status 0.
 
 The merged model is a plain transformers checkpoint (safetensors): AutoModelForCausalLM loads it
 with no medsft or peft code. A QLoRA adapter is merged into a full-precision reload of the base,
@@ -15,14 +17,18 @@ the largest difference is printed, and export fails beyond the tolerance.
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from medsft.trained import is_adapter, resolve_trained
 
-from medsft.chat import qa_messages
-from medsft.model import DType, load_base_model, load_tokenizer, resolve_trained
+if TYPE_CHECKING:
+    import torch
+
+    from medsft.model import DType
 
 CHECK_QUESTIONS = [
     ("最近总是头痛，应该怎么办？", "建议规律作息，如持续头痛请到神经内科就诊。"),
@@ -61,11 +67,22 @@ class AlreadyStandalone(ValueError):
     """Export of a full fine-tuning run: its model/ directory already is a standalone model."""
 
 
-@torch.no_grad()
+def already_standalone(model_dir: Path) -> str:
+    """The one line saying that `model_dir` needs no export, and how to use it."""
+    return (
+        f"{model_dir} already is a standalone model (full fine-tuning saves whole weights): "
+        f"nothing to merge. Load it as is: AutoModelForCausalLM.from_pretrained({str(model_dir)!r}),"
+        f" or give it to evaluate.py as a system's path."
+    )
+
+
 def _logits(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-    ).logits.float()
+    import torch
+
+    with torch.no_grad():
+        return model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits.float()
 
 
 def export(
@@ -86,23 +103,18 @@ def export(
     Returns:
         The largest absolute logit difference between the merged and the adapter model.
     """
+    adapter = resolve_trained(adapter)
+    if not is_adapter(adapter):
+        raise AlreadyStandalone(already_standalone(adapter))
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from medsft.chat import render
+    from medsft.chat import qa_messages, render
     from medsft.data.batching import collate
+    from medsft.model import load_base_model, load_tokenizer
 
-    adapter = resolve_trained(adapter)
     config_file = adapter / "adapter_config.json"
-    if not config_file.exists() and (adapter / "config.json").exists():
-        raise AlreadyStandalone(
-            f"{adapter} already is a standalone model (a full fine-tuning run saves whole "
-            "weights, not an adapter): there is nothing to merge. Use that directory as is, e.g. "
-            f"AutoModelForCausalLM.from_pretrained({str(adapter)!r}) or `python evaluate.py` with "
-            f"path: {adapter}, or copy it to {out}"
-        )
-    if not config_file.exists():
-        raise FileNotFoundError(f"{adapter} is not a PEFT adapter (no adapter_config.json)")
     base_name = json.loads(config_file.read_text())["base_model_name_or_path"]
     tolerance = tolerance if tolerance is not None else (1e-3 if dtype == "float32" else 5e-2)
     tokenizer = load_tokenizer(str(adapter))
@@ -127,27 +139,54 @@ def export(
     return diff
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """`python -m medsft.export RUN [--out DIR]`: the examples and notes of the module docstring."""
+    parser = argparse.ArgumentParser(
+        prog="python -m medsft.export",
+        description="Merge a LoRA/QLoRA run's adapter into a standalone model and check it.",
+        epilog="examples:\n" + __doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "run", help="a training run directory (logs/<name>/version_N) or its adapter/ directory"
+    )
+    parser.add_argument(
+        "--out", default=None,
+        help="where to write the standalone model (default: merged/ in the run directory)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+        help="precision of the reloaded base and the saved model (default: float32)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tolerance", type=float, default=None,
+        help="largest allowed |logit difference| (default: 1e-3 for float32, 5e-2 for 16-bit)",
+    )  # fmt: skip
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m medsft.export`: merge a run's adapter into a standalone model.
-
-    Args:
-        argv: the command line (None: sys.argv).
-    """
-    from medsft.cli.parsing import tool_parser
-
-    parser = tool_parser("python -m medsft.export", __doc__)
-    parser.add_argument("adapter", help="training run directory or its adapter/ directory")
-    parser.add_argument("--out", required=True, help="output directory for the standalone model")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="precision of the reloaded base and the saved model")  # fmt: skip
-    parser.add_argument("--tolerance", type=float | None, default=None,
-                        help="largest allowed |logit difference| (default: 1e-3 for float32, "
-                        "5e-2 for 16-bit)")  # fmt: skip
-    args = parser.parse_args(argv)
+    """Check the run before importing torch: a full fine-tuning run is answered in a moment."""
+    args = build_parser().parse_args(argv)
     try:
-        export(args.adapter, args.out, dtype=args.dtype, tolerance=args.tolerance)
-    except AlreadyStandalone as err:
-        raise SystemExit(f"nothing to export: {err}") from None
+        trained = resolve_trained(args.run)
+    except FileNotFoundError as err:
+        sys.exit(f"error: {err}")
+    if not is_adapter(trained):
+        print(already_standalone(trained))
+        return
+    if args.out is None and trained.name != "adapter":
+        sys.exit(
+            f"error: {trained} is not a run's adapter/ directory: say where to write, --out DIR"
+        )
+    from medsft.console import quiet_known_noise
+
+    quiet_known_noise()
+    out = args.out or trained.parent / "merged"
+    try:
+        export(trained, out, dtype=args.dtype, tolerance=args.tolerance)
+    except RuntimeError as err:  # beyond the tolerance
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":

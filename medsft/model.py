@@ -25,6 +25,7 @@ import torch
 
 from medsft.errors import ConfigError, UserError
 from medsft.flops import QWEN3_LINEAR
+from medsft.trained import resolve_trained, tokenizer_source
 
 Finetune = Literal["lora", "full"]
 Quantize = Literal["nf4"] | None
@@ -261,7 +262,8 @@ def load_base_model(
         name_or_path: hub id, local directory, or `random:<preset>`.
         quantize: `nf4` for bitsandbytes 4-bit NF4 with double quantization, bf16 compute.
         dtype: weight dtype of the non-quantized parameters.
-        attn_implementation: `sdpa` (default), `eager` or `flash_attention_2`.
+        attn_implementation: `sdpa` (default), `eager`, `flash_attention_2` or `flex_attention`
+            (medsft.attention chooses per batch kind).
         trust_remote_code: run code from the model repo (off: Qwen3 is in transformers).
         device: where each rank puts its copy; required on GPU for nf4 (its own device per rank).
     """
@@ -271,6 +273,7 @@ def load_base_model(
     torch_dtype = resolve_dtype(dtype)
     if name_or_path.startswith(RANDOM_PREFIX):
         model = random_qwen3(name_or_path[len(RANDOM_PREFIX) :], dtype=torch_dtype)
+        model.set_attn_implementation(attn_implementation)
         if quantize is None:
             return model.to(device) if device is not None else model
         # Quantize through the real loading path so random and released weights behave alike.
@@ -321,7 +324,8 @@ def build_model(
         quantize: `nf4` for QLoRA (with finetune=lora), or None.
         lora: LoRA settings; defaults to LoraSettings().
         gradient_checkpointing: recompute activations in backward to save memory.
-        attn_implementation: attention kernel, `sdpa` by default.
+        attn_implementation: attention kernel, `sdpa` by default (medsft.attention chooses one
+            per batch kind for training).
         dtype: weight dtype, `auto` = bf16 on a capable GPU, else fp32.
         trust_remote_code: allow code from the model repo.
         device: target device of this rank.
@@ -384,31 +388,6 @@ def backbone_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings()
-
-
-def resolve_trained(path: str | os.PathLike) -> Path:
-    """The model directory inside a training run (`adapter/` or `model/`), or `path` itself."""
-    path = Path(path)
-    if (path / "adapter_config.json").exists() or (path / "config.json").exists():
-        return path
-    for sub in ("adapter", "model", "merged"):
-        if (path / sub / "adapter_config.json").exists() or (path / sub / "config.json").exists():
-            return path / sub
-    raise FileNotFoundError(
-        f"{path} holds no adapter (adapter_config.json) or model (config.json); give a training "
-        "run directory (logs/<name>/version_N), its adapter/ or model/, or a merged export"
-    )
-
-
-def tokenizer_source(model_dir: str | os.PathLike) -> str:
-    """Where a trained model's tokenizer lives: its own files, else its adapter's base model."""
-    import json
-
-    model_dir = Path(model_dir)
-    adapter_config = model_dir / "adapter_config.json"
-    if not (model_dir / "tokenizer_config.json").exists() and adapter_config.exists():
-        return json.loads(adapter_config.read_text())["base_model_name_or_path"]
-    return str(model_dir)
 
 
 def load_trained(

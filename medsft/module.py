@@ -9,29 +9,33 @@ optimizer step the gradients are rescaled by A * W / N, with N the supervised to
 step across all ranks. Every supervised token then weighs the same, however answers are spread
 over micro-batches and ranks. Logged losses follow the same rule.
 
-No host syncs on ordinary steps: supervised positions come precomputed from the data loader, the
-token counts stay on the device (one all-reduce per optimizer step on several ranks), and
-metrics are read to the host only on logging steps (`trainer.log_every_n_steps`). On several
-ranks one flag per accumulation window is read to end the epoch together.
+No host syncs on ordinary steps of a single-device or DDP run: supervised positions come
+precomputed from the data loader, the token counts stay on the device (one all-reduce per
+optimizer step on several ranks), and metrics are read to the host only on logging steps
+(`trainer.log_every_n_steps`); the non-finite guard adds one read per optimizer step
+(`nonfinite: off` removes it). tests/test_gpu_path.py counts them. On several ranks one flag per
+accumulation window is read to end the epoch together. The FSDP2 step selects supervised
+positions with a boolean mask (a sync) and gathers the sharded gradient norm when the guard,
+clipping or logging needs it.
+
+Units tested without a Trainer: the optimizer and schedule (medsft.optim), FSDP2 (medsft.fsdp),
+throughput and MFU (medsft.throughput).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
-from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 
+from medsft.attention import AttentionChoice, AttnImplementation
 from medsft.chat import IGNORE_INDEX
-from medsft.checkpoint import WholeShardedSaves
 from medsft.errors import ConfigError, UserError
-from medsft.flops import FlopCounter, mfu
+from medsft.flops import FlopCounter
+from medsft.fsdp import full_tensor, shard_model, validate_strategy
 from medsft.loss import masked_nll
 from medsft.metrics.likelihood import TokenPerplexity
 from medsft.model import (
@@ -43,31 +47,10 @@ from medsft.model import (
     build_model,
     validate_model_args,
 )
+from medsft.optim import OptimizerSettings, build_optimizer, step_scheduler
+from medsft.throughput import Throughput
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class OptimizerSettings:
-    """AdamW and its learning-rate schedule."""
-
-    name: Literal["adamw", "adamw_8bit", "paged_adamw_8bit", "paged_adamw"] = "adamw"
-    """`adamw` (torch, fused on GPU) or bitsandbytes' 8-bit / paged variants."""
-    lr: float = 2e-4
-    """Peak learning rate."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """Adam betas."""
-    warmup_steps: int = 0
-    """Linear warmup from 0 to `lr`, in optimizer steps."""
-    schedule: Literal["cosine", "constant"] = "cosine"
-    """After warmup: cosine decay to `min_lr_ratio * lr` at the last step, or constant."""
-    min_lr_ratio: float = 0.1
-    """Final learning rate as a fraction of `lr` (cosine)."""
-    fused: bool | None = None
-    """torch's fused AdamW kernel; null = on for a single-device or DDP CUDA run (not FSDP2,
-    not fp16 with a loss scaler). Gradient clipping works with it (medsft clips itself)."""
 
 
 class NonFiniteLoss(UserError, RuntimeError):
@@ -87,59 +70,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-class FSDP2Strategy(WholeShardedSaves, ModelParallelStrategy):
-    """FSDP2 across every rank: ModelParallelStrategy with all ranks data-parallel.
-
-    Sharded checkpoints are written whole or not at all (medsft.checkpoint.WholeShardedSaves).
-
-    ModelParallelStrategy's own default spends a node's GPUs on tensor parallelism, so
-    `--trainer.devices 4` would need a matching `data_parallel_size`; here it follows the devices.
-    """
-
-    def __init__(
-        self, save_distributed_checkpoint: bool = True, process_group_backend: str | None = None
-    ):
-        """
-        Args:
-            save_distributed_checkpoint: write sharded checkpoints (fast, resumable at any size).
-            process_group_backend: `nccl` on GPUs, `gloo` on CPUs (default: chosen by device).
-        """
-        super().__init__(
-            data_parallel_size="auto", tensor_parallel_size=1,
-            save_distributed_checkpoint=save_distributed_checkpoint,
-            process_group_backend=process_group_backend,
-        )  # fmt: skip
-
-    def setup_environment(self) -> None:
-        self._data_parallel_size = self.world_size
-        super().setup_environment()
-
-
-# `--trainer.strategy fsdp2`
-StrategyRegistry.register(
-    "fsdp2", FSDP2Strategy, description="FSDP2 over all ranks (medsft)", override=True
-)
-
-
-def validate_strategy(strategy: Any, finetune: str, quantize: str | None) -> None:
-    """FSDP2 shards full fine-tuning only: say so before any model is built.
-
-    `strategy` as configured (`"fsdp2"`, a class path) or a Strategy instance.
-    """
-    if isinstance(strategy, ModelParallelStrategy):
-        sharded = True
-    else:
-        name = strategy if isinstance(strategy, str) else str(getattr(strategy, "class_path", ""))
-        sharded = name == "fsdp2" or name.endswith(("FSDP2Strategy", "ModelParallelStrategy"))
-    if sharded and (finetune != "full" or quantize is not None):
-        raise ConfigError(
-            "strategy fsdp2 shards full fine-tuning only: 4-bit weights cannot be sharded and a "
-            "LoRA adapter is small enough to replicate. Use --trainer.strategy ddp for LoRA and "
-            "QLoRA (configs/lora.yaml, configs/qlora.yaml), or --model.finetune full with "
-            "--model.quantize null for FSDP2 (configs/full.yaml)."
-        )
-
-
 class SFTModule(LightningModule):
     """Supervised fine-tuning of a causal LM with the masked, token-weighted loss."""
 
@@ -152,7 +82,7 @@ class SFTModule(LightningModule):
         lora: LoraSettings = LoraSettings(),
         optimizer: OptimizerSettings = OptimizerSettings(),
         gradient_checkpointing: bool = False,
-        attn_implementation: str = "sdpa",
+        attn_implementation: AttnImplementation = "auto",
         dtype: DType = "auto",
         trust_remote_code: bool = False,
         nonfinite: Literal["stop", "skip", "off"] = "stop",
@@ -168,7 +98,9 @@ class SFTModule(LightningModule):
             lora: LoRA settings.
             optimizer: optimizer and schedule.
             gradient_checkpointing: trade compute for activation memory.
-            attn_implementation: `sdpa`, `eager` or `flash_attention_2`.
+            attn_implementation: `auto` (SDPA's causal kernel for padded rows, a varlen-capable
+                kernel for packed ones: medsft.attention), or `sdpa`, `eager`,
+                `flash_attention_2`, `flex_attention`, `sdpa_varlen` for every batch.
             dtype: weight dtype; `auto` = bf16 on a capable GPU, else fp32.
             trust_remote_code: allow code from the model repository.
             nonfinite: a NaN/inf loss or gradient norm `stop`s the run (exit code 1, weights
@@ -178,30 +110,22 @@ class SFTModule(LightningModule):
         """
         super().__init__()
         validate_model_args(name_or_path, finetune, quantize, lora)
-        if optimizer.name != "adamw" and not torch.cuda.is_available():
-            # bitsandbytes' 8-bit/paged optimizers need a GPU; fail now, not at the first step.
-            raise ConfigError(
-                f"optimizer.name={optimizer.name!r} needs a CUDA GPU; use adamw on CPU"
-            )
-        if optimizer.warmup_steps < 0 or not 0 <= optimizer.min_lr_ratio <= 1:
-            raise ConfigError("optimizer.warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
+        optimizer.validate(cuda=torch.cuda.is_available())
         self.save_hyperparameters()
         self.name_or_path, self.finetune, self.quantize = name_or_path, finetune, quantize
         self.lora, self.optim = lora, optimizer
         self.max_skips = max_nonfinite_skips
+        self._attention = AttentionChoice(attn_implementation)
         self.model: Any = None
         self.val_ppl = TokenPerplexity()
         # LoRA checkpoints hold only the adapter; the frozen base is rebuilt from name_or_path.
         self.strict_loading = finetune == "full"
         # This optimizer step's nll sum, supervised tokens, real tokens, causal attention pairs
-        # and token slots (real + padding); and the last four summed since the last log.
+        # and token slots (real + padding).
         self._window = torch.zeros(5, dtype=torch.float64)
-        self._since_log = torch.zeros(4, dtype=torch.float64)
-        self._flops: FlopCounter | None = None
+        self.throughput = Throughput()  # the FLOP counter comes with the model
         self._rng_to_restore: dict[str, Any] | None = None
         self._skipped_in_a_row = 0
-        self._loss_max = torch.zeros((), dtype=torch.float64)  # worst step loss since the log
-        self._log_start = time.perf_counter()
         self._grad_norm: torch.Tensor | None = None
         self._grad_norm_full: torch.Tensor | None = None
 
@@ -215,7 +139,7 @@ class SFTModule(LightningModule):
             quantize=self.quantize,
             lora=self.lora,
             gradient_checkpointing=self.hparams.gradient_checkpointing,
-            attn_implementation=self.hparams.attn_implementation,
+            attn_implementation=self._attention.load_kernel,
             dtype=self.hparams.dtype,
             trust_remote_code=self.hparams.trust_remote_code,
             device=device if self.quantize else None,
@@ -224,33 +148,13 @@ class SFTModule(LightningModule):
         if self.finetune == "lora":
             # PEFT records the model's own path; a preset must be rebuilt by name when loading.
             self.model.peft_config["default"].base_model_name_or_path = self.name_or_path
-        self._flops = FlopCounter.from_config(
+        self.throughput.flops = FlopCounter.from_config(
             self.model.config, self.finetune, lora_r=self.lora.r,
             lora_targets=self.lora.target_modules,
         )  # fmt: skip
         if self._device_mesh is not None:
             validate_strategy(self.trainer.strategy, self.finetune, self.quantize)
-            self._fully_shard()
-
-    def _fully_shard(self) -> None:
-        """FSDP2 (ModelParallelStrategy): shard each decoder layer, then the whole model."""
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-        if self.device_mesh["tensor_parallel"].size() > 1:
-            # ModelParallelStrategy's default puts a node's GPUs on tensor parallelism, which
-            # medsft does not implement: ranks would then train unsynchronised copies.
-            raise ConfigError(
-                "medsft shards with FSDP2 only: use --trainer.strategy fsdp2 "
-                "(see configs/full.yaml)"
-            )
-        mesh = self.device_mesh["data_parallel"]
-        policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if (
-            torch.cuda.is_available()
-        ) else MixedPrecisionPolicy()  # fmt: skip
-        backbone, _ = backbone_and_head(self.model)
-        for layer in backbone.layers:
-            fully_shard(layer, mesh=mesh, mp_policy=policy)
-        fully_shard(self.model, mesh=mesh, mp_policy=policy)
+            shard_model(self.model, self.device_mesh)
 
     def step(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(sum of token NLL, supervised tokens) of a batch: the one step train and val share."""
@@ -264,6 +168,7 @@ class SFTModule(LightningModule):
         # Packed rows (data.packing): position ids restart at each example, which is how
         # transformers keeps attention inside each one (block-diagonal, or flash varlen).
         position_ids = batch.get("position_ids")
+        self._attention.follow(self.model, position_ids is not None, input_ids.device)
         if self._device_mesh is not None:
             # Under FSDP2 the root module must run its own forward to gather its parameters; its
             # boolean `logits_to_keep` still projects supervised positions only ([N, V] logits).
@@ -283,7 +188,7 @@ class SFTModule(LightningModule):
         )
 
     def on_train_start(self) -> None:
-        self._log_start = time.perf_counter()
+        self.throughput.restart()
         if self._rng_to_restore is not None:
             _set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
@@ -337,8 +242,7 @@ class SFTModule(LightningModule):
             else None
         )
         loss = window[0] / n_sup
-        self._loss_max = torch.maximum(self._loss_max.to(loss.device), loss)
-        self._since_log = self._since_log.to(window.device) + window[1:]
+        self.throughput.add(window[1:], loss)
         if guard and self._nonfinite(loss, params):
             return
         if logging:
@@ -348,8 +252,7 @@ class SFTModule(LightningModule):
         """The step's gradient norm over all shards, gathered once per step (FSDP2 keeps it as a
         DTensor, which clipping uses as it is)."""
         if self._grad_norm_full is None:
-            norm = self._grad_norm
-            self._grad_norm_full = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+            self._grad_norm_full = full_tensor(self._grad_norm)
         return self._grad_norm_full
 
     def _nonfinite(self, loss: torch.Tensor, params: list[torch.nn.Parameter]) -> bool:
@@ -385,28 +288,21 @@ class SFTModule(LightningModule):
         """Read the step's figures to the host (the only sync of a logging step) and log them."""
         grad_norm = self._full_grad_norm()
         nll_sum, step_tokens, *_ = window.tolist()
-        n_sup, n_all, pairs, slots = self._since_log.tolist()
-        now = time.perf_counter()
-        elapsed, self._log_start = now - self._log_start, now
-        self._since_log = torch.zeros_like(self._since_log)
         loss = nll_sum / step_tokens
-        loss_max, self._loss_max = float(self._loss_max), torch.zeros_like(self._loss_max)
+        cuda = torch.cuda.is_available()
+        since_log = self.throughput.read(
+            device_name=torch.cuda.get_device_name() if cuda else None,
+            devices=self.trainer.world_size,
+        )
         metrics = {
             "train/loss": loss,
-            "train/loss_max": loss_max,  # a spike between logging steps still shows
             "train/grad_norm": float(grad_norm),
             "train/lr": optimizer.param_groups[0]["lr"],
-            "train/supervised_tokens_per_s": n_sup / elapsed,
-            "train/tokens_per_s": n_all / elapsed,
             "train/supervised_tokens": step_tokens,
-            "train/padding_fraction": 1 - n_all / slots,  # token slots spent on padding
+            **{f"train/{name}": value for name, value in since_log.items()},
         }
-        if torch.cuda.is_available():
+        if cuda:
             metrics["train/peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-            flops = self._flops.step_flops(int(n_all), int(n_sup), int(pairs))
-            name, devices = torch.cuda.get_device_name(), self.trainer.world_size
-            if (utilisation := mfu(flops, elapsed, name, devices)) is not None:
-                metrics["train/mfu"] = utilisation  # None (not logged) for an unknown GPU
         if self.trainer.is_global_zero and self.logger is not None:
             self.logger.log_metrics(metrics, step=self.global_step)
         self.log("loss", loss, prog_bar=True, on_step=True, logger=False, rank_zero_only=True)
@@ -443,62 +339,14 @@ class SFTModule(LightningModule):
         self.val_ppl.reset()
 
     def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.parameters() if p.requires_grad]
-        if not params:
-            raise RuntimeError("no trainable parameter: check finetune and lora.target_modules")
-        opt = self.optim
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]  # norms and biases take no weight decay
-        groups = [
-            {"params": decay, "weight_decay": opt.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
-        if opt.name == "adamw":
-            scaler = getattr(self.trainer.precision_plugin, "scaler", None)
-            fused = opt.fused
-            if fused is None:
-                fused = torch.cuda.is_available() and self._device_mesh is None and scaler is None
-            elif fused and scaler is not None:
-                raise ConfigError(
-                    "optimizer.fused: true cannot be combined with 16-mixed precision (the fused "
-                    "kernel unscales gradients itself, after clipping would have run): use "
-                    "bf16-mixed, or optimizer.fused: false"
-                )
-            optimizer = torch.optim.AdamW(groups, lr=opt.lr, betas=opt.betas, fused=fused or None)
-        else:
-            import bitsandbytes as bnb
-
-            cls = {
-                "adamw_8bit": bnb.optim.AdamW8bit,
-                "paged_adamw_8bit": bnb.optim.PagedAdamW8bit,
-                "paged_adamw": bnb.optim.PagedAdamW,
-            }[opt.name]
-            optimizer = cls(groups, lr=opt.lr, betas=opt.betas)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None) is not None
+        optimizer = build_optimizer(
+            self.parameters(), self.optim, sharded=self._device_mesh is not None, scaler=scaler
+        )
         # max_steps, not trainer.estimated_stepping_batches: that sets up the train loader before
         # the checkpoint is restored, so a resumed stream would start from the wrong place.
-        total = self.trainer.max_steps
-        if opt.schedule == "cosine" and total < 1:
-            raise ConfigError(
-                "the cosine schedule needs a known length, and streamed data has none: set "
-                "trainer.max_steps (or use optimizer.schedule: constant)"
-            )
-        warmup = opt.warmup_steps
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if opt.schedule == "constant":
-                return 1.0
-            # The last step (total - 1) takes exactly min_lr_ratio * lr, as documented.
-            progress = min(1.0, (step - warmup) / max(1, total - 1 - warmup))
-            return opt.min_lr_ratio + (1 - opt.min_lr_ratio) * 0.5 * (
-                1 + math.cos(math.pi * progress)
-            )
-
-        # Keyed on optimizer steps taken, not scheduler calls: ending an epoch early on every rank
-        # (see on_train_batch_start) makes Lightning call the scheduler once without a step.
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda _: factor(self.trainer.global_step)
+        scheduler = step_scheduler(
+            optimizer, self.optim, self.trainer.max_steps, lambda: self.trainer.global_step
         )
         return {
             "optimizer": optimizer,

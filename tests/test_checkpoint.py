@@ -153,7 +153,7 @@ def test_sharded_checkpoints_are_renamed_into_place_whole(tmp_path, monkeypatch)
     directory and no temp folder; a good one keeps the one it replaces."""
     import lightning.pytorch.strategies.model_parallel as mp
 
-    from medsft.module import FSDP2Strategy
+    from medsft.fsdp import FSDP2Strategy
 
     strategy, path = FSDP2Strategy(), tmp_path / "last.ckpt"
 

@@ -32,8 +32,8 @@ from medsft.evaluation import (
 )
 from medsft.evaluation.answers import answers_system
 from medsft.generate import GenerationSettings
+from tests.helpers import scalars  # noqa: E402
 from tests.judge_server import JudgeServer, prefer_longer
-from tests.test_train import scalars  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -240,7 +240,7 @@ def test_hub_model_downloaded_by_the_first_run_is_reused_by_the_second(tmp_path,
 
 
 def test_sampled_answers_depend_only_on_their_own_cache_key(tmp_path, monkeypatch):
-    from tests.test_generate import tiny_model  # answers that differ from draw to draw
+    from tests.helpers import tiny_model  # answers that differ from draw to draw
 
     model = tiny_model()
     monkeypatch.setattr(medsft.model, "load_base_model", lambda *a, **k: model)

@@ -25,34 +25,9 @@ from medsft.generate import (
     prompt_seed,
     split_think,
 )
+from tests.helpers import prompts, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
-QUESTIONS = [
-    "感冒了怎么办？",
-    "高血压患者平时饮食需要注意什么？请从盐、油、酒三个方面详细说明。",
-    "布洛芬和对乙酰氨基酚有什么区别，孩子发烧三十九度应该先用哪一种，间隔多久可以再吃？",
-    "失眠",
-]
-
-
-def tiny_model(*, tie: bool = True, seed: int = 0):
-    """A tiny Qwen3 whose greedy outputs differ from question to question.
-
-    The `random:tiny` preset's default init (std 0.02, tied embeddings) answers everything with
-    a run of "\\n\\n", which would make a batched-vs-single comparison vacuous; std 0.3 does not.
-    """
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
-    from medsft.model import PRESETS
-
-    shape = {**PRESETS["tiny"], "tie_word_embeddings": tie}
-    torch.manual_seed(seed)
-    config = Qwen3Config(**shape, initializer_range=0.3, eos_token_id=151645, pad_token_id=151643)
-    return Qwen3ForCausalLM(config).eval()
-
-
-def prompts(tokenizer, questions=QUESTIONS, **kwargs) -> list[list[int]]:
-    return [encode_prompt(tokenizer, [{"role": "user", "content": q}], **kwargs) for q in questions]
 
 
 # -- the answer cut ------------------------------------------------------------------------------
@@ -269,7 +244,7 @@ DDP_SCRIPT = textwrap.dedent(
     import json, sys
     from dataclasses import asdict
     sys.path.insert(0, {tests!r})
-    from tests.test_generate import prompts, tiny_model
+    from tests.helpers import prompts, tiny_model
     from medsft.generate import GenerationSettings, generate
     from medsft.model import load_tokenizer
 

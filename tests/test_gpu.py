@@ -17,7 +17,7 @@ def test_qlora_trains_on_gpu_with_qwen3_0_6b_shapes(tmp_path):
     from medsft.loss import supervised_positions
     from medsft.model import build_model, random_qwen3
     from medsft.module import SFTModule
-    from tests.test_gpu_path import decoder_layers
+    from tests.helpers import decoder_layers
 
     random_qwen3("Qwen3-0.6B", dtype=torch.bfloat16).save_pretrained(tmp_path / "base")
     module = SFTModule(str(tmp_path / "base"), quantize="nf4", gradient_checkpointing=True)

@@ -2,16 +2,15 @@
 them (a saved directory, in eval mode after from_pretrained), fused AdamW with bf16 and clipping,
 no host syncs on ordinary steps, and the settings FSDP2 cannot take."""
 
-import traceback
 from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch import Callback
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from medsft.cli.train import main
 from medsft.model import build_model, random_qwen3
+from tests.helpers import HostSyncCounter, decoder_layers, scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,11 +22,6 @@ def saved_model(tmp_path_factory, qwen3_tokenizer):
     random_qwen3("tiny").save_pretrained(path)
     qwen3_tokenizer.save_pretrained(path)
     return str(path)
-
-
-def decoder_layers(model):
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return list(base.get_decoder().layers)
 
 
 class ModeProbe(Callback):
@@ -138,8 +132,6 @@ def test_fused_adamw_with_bf16_mixed_and_clipping_trains(tmp_path):
     )  # fmt: skip
     assert cli.trainer.optimizers[0].defaults["fused"] is True
     assert len(norms) == 4 and all(n <= clip * (1 + 1e-4) for n in norms), norms
-    from tests.test_train import scalars
-
     logged = scalars(cli.trainer.log_dir, "train/grad_norm")  # before clipping
     assert len(logged) == 4 and min(logged) > clip
     losses = scalars(cli.trainer.log_dir, "train/loss")
@@ -152,7 +144,8 @@ def test_fused_adamw_with_a_loss_scaler_is_refused(tmp_path):
     from lightning.pytorch.plugins import MixedPrecision
 
     from medsft.data import SFTDataModule
-    from medsft.module import OptimizerSettings, SFTModule
+    from medsft.module import SFTModule
+    from medsft.optim import OptimizerSettings
 
     scaler = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
     trainer = Trainer(accelerator="cpu", plugins=[scaler], max_steps=1, logger=False,
@@ -163,17 +156,27 @@ def test_fused_adamw_with_a_loss_scaler_is_refused(tmp_path):
         trainer.fit(module, datamodule=data)
 
 
-@pytest.mark.parametrize("mode", [["--model.finetune", "lora"], ["--model.quantize", "nf4"]])
+@pytest.mark.parametrize(
+    "mode",
+    [
+        ["--model.finetune", "lora"],
+        # Full + nf4 alone: were the strategy check blind to quantize, the model's own check
+        # would answer with another message ("cannot train 4-bit weights").
+        ["--model.finetune", "full", "--model.quantize", "nf4"],
+    ],
+    ids=["lora", "nf4"],
+)
 def test_fsdp2_with_lora_or_nf4_is_refused_before_building(mode):
     with pytest.raises(ValueError, match="fsdp2 shards full fine-tuning only"):
         main(["--config", str(ROOT / "configs/demo.yaml"), "--trainer.strategy", "fsdp2",
-              "--model.finetune", "lora", *mode])  # fmt: skip
+              *mode])  # fmt: skip
 
 
 def test_dtype_auto_uses_native_bf16_only(monkeypatch):
     from medsft.model import resolve_dtype
 
-    assert resolve_dtype("auto") == torch.float32 or torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_dtype("auto") == torch.float32  # CPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     for native, expected in ((True, torch.bfloat16), (False, torch.float16)):
 
@@ -183,29 +186,6 @@ def test_dtype_auto_uses_native_bf16_only(monkeypatch):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", supported)
         assert resolve_dtype("auto") == expected
     assert resolve_dtype("bfloat16") == torch.bfloat16
-
-
-SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "equal"}
-
-
-class HostSyncCounter(TorchDispatchMode):
-    """Ops that make the host wait for the device, attributed to medsft or to a library."""
-
-    def __init__(self):
-        super().__init__()
-        self.ours, self.library = [], []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        bool_index = name == "index" and any(
-            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or [])
-        )
-        if name in SYNC_OPS or bool_index:
-            frames = [f for f in traceback.extract_stack()[:-1] if "/torch/" not in f.filename]
-            caller = frames[-1]
-            where = f"{Path(caller.filename).name}:{caller.lineno}"
-            (self.ours if f"{ROOT}/medsft/" in caller.filename else self.library).append(where)
-        return func(*args, **(kwargs or {}))
 
 
 @pytest.mark.parametrize("guard", ["off", "stop"])

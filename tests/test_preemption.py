@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from medsft.preemption import Preemption, exit_code, slurm_job_id
-from tests.test_train import ROOT, scalars
+from tests.helpers import scalars
+from tests.test_train import ROOT
 
 DEMO = ["--data.val_fraction", "0", "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "1",
         "--trainer.val_check_interval", "null", "--trainer.enable_progress_bar", "false"]  # fmt: skip

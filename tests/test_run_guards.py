@@ -12,7 +12,8 @@ import torch
 
 from medsft.checkpoint import previous_path
 from medsft.cli.train import SFTCLI, config_by_name, main
-from tests.test_train import ROOT, TRAIN_CONFIGS, _run_train, scalars, train
+from tests.helpers import scalars
+from tests.test_train import ROOT, TRAIN_CONFIGS, _run_train, train
 
 
 def test_truncation_is_logged_and_warned_before_a_pass_ends(tmp_path, caplog):
@@ -118,7 +119,7 @@ def test_every_training_config_instantiates(config, monkeypatch, tmp_path):
     assert cli.datamodule.tokenizer_name == model.get("tokenizer", model["name_or_path"])
     assert cli.trainer.max_steps == raw["trainer"]["max_steps"]
     if raw["trainer"].get("strategy") == "fsdp2":
-        from medsft.module import FSDP2Strategy
+        from medsft.fsdp import FSDP2Strategy
 
         assert isinstance(cli.trainer.strategy, FSDP2Strategy)
 

@@ -12,19 +12,12 @@ import torch
 from safetensors.torch import load_file
 
 from medsft.cli.train import main
+from tests.helpers import scalars
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_CONFIGS = sorted(
     p for p in glob.glob(str(ROOT / "configs/*.yaml")) if "eval" not in Path(p).name
 )
-
-
-def scalars(run_dir, tag):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir))
-    acc.Reload()
-    return [e.value for e in acc.Scalars(tag)]
 
 
 def four_rows(tmp_path):
@@ -258,13 +251,14 @@ def _train_process(tmp_path, name, *args):
 def test_kill_9_and_resume_gives_the_uninterrupted_run(tmp_path):
     """SIGKILL at step 8, resume from the step-6 checkpoint: the same losses, learning rates,
     data counters and final weights as a run that was never interrupted (fp32 CPU, LoRA with
-    dropout), under two-process DDP, packed rows, across epoch boundaries."""
+    dropout), under two-process DDP, padding-free micro-batches, across epoch boundaries. (Each
+    packing mode's loader resumes exactly in-process: tests/data/test_module.py.)"""
     data = tmp_path / "rows.jsonl"
     with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
         data.write_text("".join(f.readline() for _ in range(20)), encoding="utf-8")
     common = [
         "--data.source", str(data), "--data.val_fraction", "0", "--data.batch_size", "3",
-        "--data.shuffle_buffer", "8", "--data.max_length", "256", "--data.packing", "true",
+        "--data.shuffle_buffer", "8", "--data.max_length", "256", "--data.packing", "padding_free",
         # No loader workers here: forking workers from a process that already runs gloo's threads
         # hung once in about six runs (tests/data/test_data.py resumes with workers in-process).
         "--data.num_workers", "0",

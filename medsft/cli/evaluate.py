@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -61,11 +60,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     # Data-parallel ranks run this too; only rank 0 narrates.
     level = logging.INFO if is_global_zero() else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from medsft.console import quiet_known_noise
+
+    quiet_known_noise()
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    # Deprecation notices from inside transformers/Lightning, printed once per loaded model.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     parser = build_parser()
     cfg = parser.parse_args(argv)
     # The config holds names of environment variables only, never keys: safe to save as is.

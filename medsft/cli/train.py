@@ -72,8 +72,8 @@ class SFTCLI(LightningCLI):
         hub source, a checkpoint that is missing or not plain data. A resume logs into the
         checkpoint's own version folder."""
         from medsft.data import is_local
+        from medsft.fsdp import validate_strategy
         from medsft.model import check_source, ensure_hub_reachable, is_hub_id
-        from medsft.module import validate_strategy
 
         config = self.config
         validate_strategy(config.trainer.strategy, config.model.finetune, config.model.quantize)
@@ -430,25 +430,10 @@ def _checkpoint_the_end(trainer: Any) -> None:
         trainer.save_checkpoint(last)
 
 
-def quiet_known_noise() -> None:
-    """Silence, at the source, what every run printed and no user can act on."""
-    import logging
-    import warnings
-
-    class NoTips(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "Tip:" not in record.getMessage()  # Lightning's advertisement for LitLogger
-
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(NoTips())
-    # Lightning 2.6's own call of a torch API that torch deprecated; nothing for a user to do.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # PEFT looks for a config.json beside a `random:` preset name, which has none by design.
-    warnings.filterwarnings("ignore", message=r"Could not find a config file in random:")
-
-
 def cli_main(argv: list[str] | None = None) -> None:
     """The command line entry point: train under medsft's error policy."""
     from medsft.cli.errors import run
+    from medsft.console import quiet_known_noise
 
     quiet_known_noise()
     run(main, argv)

@@ -3,6 +3,8 @@
 Packing (`packing: true`): shuffled training examples are packed whole, best-fit decreasing, into
 rows of up to `max_length` tokens, with position ids restarting per example, so each example
 attends only to itself and gets the loss it would get alone, with almost no padding.
+`packing: padding_free` packs them into one row per micro-batch of up to `batch_size x
+max_length` tokens instead: no row is padded to another's length (see `row_capacity`).
 
 Imports torch (for `collate`), not Lightning.
 """
@@ -14,13 +16,22 @@ import math
 import random
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from medsft.chat import IGNORE_INDEX
 from medsft.flops import causal_pairs
 from medsft.loss import supervised_positions
+
+Packing = bool | Literal["rows", "padding_free"]
+"""`data.packing`: false, true (= `rows`), or `padding_free`."""
+
+
+def row_capacity(packing: Packing, max_length: int, batch_size: int) -> int:
+    """Tokens a packed training row may hold: `max_length`, or a whole micro-batch's worth
+    (`batch_size x max_length`) when `padding_free` makes each micro-batch one row."""
+    return max_length * (batch_size if packing == "padding_free" else 1)
 
 
 def _shuffled(stream: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from medsft.augment import AugmentSettings
 from medsft.chat import IGNORE_INDEX, MultiTurn, Truncation
-from medsft.data.batching import collate
+from medsft.data.batching import Packing, collate
 from medsft.data.schema import DataSource, Preset, column_map
 from medsft.data.sources import EmptySource, check_local_source
 from medsft.data.stream import SFTStream, StreamPosition
@@ -107,7 +107,7 @@ class SFTDataModule(LightningDataModule):
         num_workers: int = 0,
         shuffle_buffer: int = 1000,
         group_by_length: bool = False,
-        packing: bool = False,
+        packing: Packing = False,
         pad_to_multiple_of: int = 8,
         skip_invalid: bool = False,
         seed: int = 0,
@@ -137,9 +137,11 @@ class SFTDataModule(LightningDataModule):
             num_workers: dataloader worker processes per rank.
             shuffle_buffer: size of the streaming shuffle buffer (1 = no shuffling).
             group_by_length: batch examples of similar length together (less padding).
-            packing: training rows of whole examples packed best-fit up to `max_length` tokens,
-                each example attending only to itself (position ids restart per example):
-                almost no padding. `batch_size` then counts packed rows.
+            packing: training rows of whole examples packed best-fit, each example attending
+                only to itself (position ids restart per example). `true` or `rows`: rows of up
+                to `max_length` tokens, `batch_size` of them per micro-batch (padded to the
+                longest). `padding_free`: one row of up to `batch_size x max_length` tokens per
+                micro-batch, so nothing is padded but the last `pad_to_multiple_of`.
             pad_to_multiple_of: pad batch length to a multiple of this (tensor-core friendly).
             skip_invalid: skip and count bad rows instead of stopping with an error.
             seed: shuffling seed.
@@ -152,6 +154,10 @@ class SFTDataModule(LightningDataModule):
         self.column_map = column_map(preset, columns)
         if not 0 <= val_fraction < 1:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if packing not in (False, True, "rows", "padding_free"):
+            raise ValueError(
+                f"packing must be false, true (= rows) or padding_free, got {packing!r}"
+            )
         if packing and group_by_length:
             raise ValueError(
                 "packing fills rows to max_length, so group_by_length has nothing to do: "
@@ -181,7 +187,9 @@ class SFTDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.shuffle_buffer = shuffle_buffer
         self.group_by_length = group_by_length
-        self.packing = packing
+        self.packing: Literal[False, "rows", "padding_free"] = (
+            "rows" if packing is True else packing
+        )
         self.pad_to_multiple_of = pad_to_multiple_of
         self.skip_invalid = skip_invalid
         self.seed = seed
@@ -245,10 +253,12 @@ class SFTDataModule(LightningDataModule):
 
     def _loader(self, dataset: SFTStream) -> DataLoader:
         pad = self.tokenizer.pad_token_id
+        padding_free = self.packing == "padding_free" and dataset.split == "train"
         return _StreamLoader(
             dataset,
             self._begin_pass,
-            batch_size=self.batch_size,
+            # padding_free: each packed row is a whole micro-batch (batching.row_capacity).
+            batch_size=1 if padding_free else self.batch_size,
             num_workers=self.num_workers,
             collate_fn=lambda b: collate(b, pad, pad_to_multiple_of=self.pad_to_multiple_of),
             persistent_workers=False,

@@ -24,7 +24,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from medsft.augment import augment
 from medsft.chat import AnswerTruncated, EmptySupervision, render_conversation
-from medsft.data.batching import _grouped, _packed, _shuffled
+from medsft.data.batching import _grouped, _packed, _shuffled, row_capacity
 from medsft.data.schema import in_validation, iter_conversations
 from medsft.data.sources import InvalidExample
 
@@ -179,7 +179,8 @@ class SFTStream(IterableDataset):
             rng = random.Random(f"shuffle/{self.dm.seed}/{self.epoch}/{shard}")
             stream = _shuffled(stream, self.dm.shuffle_buffer, rng)
             if self.dm.packing:
-                stream = _packed(stream, self.dm.max_length, rng)
+                capacity = row_capacity(self.dm.packing, self.dm.max_length, self.dm.batch_size)
+                stream = _packed(stream, capacity, rng)
             elif self.dm.group_by_length:
                 stream = _grouped(stream, self.dm.batch_size, rng)
         skip = self.skip.get(worker, 0)

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from medsft.runs import ResumeMismatch
-from tests.test_train import ROOT, scalars, train
+from tests.helpers import scalars
+from tests.test_train import ROOT, train
 
 CONSTANT_LR = ("--model.optimizer.schedule", "constant", "--model.optimizer.warmup_steps", "0")
 

@@ -52,7 +52,8 @@ def test_collate_pads_position_ids_and_counts_attention_per_example():
 
 
 @pytest.mark.parametrize("finetune", ["full", "lora"])
-def test_packed_equals_unpacked_losses_and_gradients(finetune):
+@pytest.mark.parametrize("capacity, n_rows", [(64, 2), (4 * 64, 1)], ids=["rows", "padding_free"])
+def test_packed_equals_unpacked_losses_and_gradients(finetune, capacity, n_rows):
     from medsft.module import SFTModule
 
     torch.manual_seed(0)
@@ -67,8 +68,9 @@ def test_packed_equals_unpacked_losses_and_gradients(finetune):
         return nll.detach(), int(n), grads
 
     plain = loss_and_grads(collate(examples, pad_token_id=0))
-    rows = list(_packed(iter(examples), 64, random.Random(0)))
-    assert len(rows) == 2  # 37 + 23 and 50 + 12
+    # Rows of 64 tokens (37 + 23 and 50 + 12), or one padding-free row of batch 4 x 64.
+    rows = list(_packed(iter(examples), capacity, random.Random(0)))
+    assert len(rows) == n_rows
     packed_batch = collate(rows, pad_token_id=0)
     packed = loss_and_grads(packed_batch)
     assert packed[1] == plain[1]
@@ -101,11 +103,40 @@ def test_datamodule_packs_training_rows(qwen3_tokenizer):
     assert real / padded > 0.9
 
 
+def test_padding_free_batches_are_one_row_of_every_example(qwen3_tokenizer):
+    dm = SFTDataModule(
+        source="data/sample/huatuo_sample.jsonl", val_fraction=0.0, max_length=256,
+        batch_size=3, packing="padding_free", shuffle_buffer=1, pad_to_multiple_of=8,
+    )  # fmt: skip
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    examples = list(dm.train_set.examples())
+    assert len(batches) > 1
+    for b in batches:
+        assert b["input_ids"].shape[0] == 1 and b["input_ids"].shape[1] <= 3 * 256
+        assert b["input_ids"].shape[1] - int(b["attention_mask"].sum()) < 8  # the multiple of 8
+        starts = b["position_ids"][0, : int(b["attention_mask"].sum())].eq(0).sum()
+        assert starts == len(b["index"][0]) > 1  # positions restart at each example
+    assert sorted(i for b in batches for i in b["index"][0]) == sorted(
+        ex["index"] for ex in examples
+    )
+    rows = list(SFTDataModule(
+        source="data/sample/huatuo_sample.jsonl", val_fraction=0.0, max_length=256,
+        batch_size=3, packing=True, shuffle_buffer=1,
+    ).train_dataloader())  # fmt: skip
+    assert len(batches) < len(rows)  # one row holds a whole micro-batch of rows' examples
+
+
+def test_packing_modes_are_checked():
+    with pytest.raises(ValueError, match="padding_free"):
+        SFTDataModule(source="data/sample/huatuo_sample.jsonl", packing="yes")
+
+
 def test_padding_fraction_is_logged_and_packing_lowers_it(tmp_path):
     import json
 
     from medsft.cli.train import main
-    from tests.test_train import scalars
+    from tests.helpers import scalars
 
     rng = random.Random(0)  # answers of very different lengths, as real data has
     rows = tmp_path / "rows.jsonl"

@@ -71,14 +71,18 @@ def test_a_source_with_no_usable_example_fails_at_setup_naming_it(tmp_path, text
         ok.setup("fit")
 
 
-@pytest.mark.parametrize("stop_after", [1, 4, 7])
-def test_two_workers_resume_where_the_loader_stopped(stop_after):
+@pytest.mark.parametrize(
+    ("packing", "stop_after"),
+    [(False, 1), (False, 4), (False, 7), (True, 4), ("padding_free", 4)],
+)
+def test_two_workers_resume_where_the_loader_stopped(packing, stop_after):
     """The data position of the batches trained on restarts the round robin of workers, each
-    skipping what it delivered: the rest of the epoch is exactly the uninterrupted one's."""
+    skipping what it delivered: the rest of the epoch is exactly the uninterrupted one's, in
+    every packing mode (the kill -9 DDP test in tests/test_train.py runs padding-free rows)."""
 
     def run(position=None, limit=None):
         data = dm(f"{SAMPLE}/huatuo_sample.jsonl", val_fraction=0, shuffle_buffer=8, batch_size=3,
-                  num_workers=2)  # fmt: skip
+                  num_workers=2, packing=packing, max_length=256)  # fmt: skip
         if position is not None:
             data.position = position
         data.setup("fit")

@@ -10,26 +10,11 @@ from pathlib import Path
 import pytest
 from matplotlib.container import ErrorbarContainer
 
-from medsft.evaluation import DataSpec, EvalConfig, ScoringSettings, load_examples, plots
+from medsft.evaluation import plots
 from medsft.evaluation.plots import metrics_figure, plot_metrics, plot_training
-from medsft.evaluation.run import examples_shown, score
-from medsft.evaluation.systems import SystemOutput
+from tests.helpers import sample_report
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _report(distinct_orders: list[int]) -> dict:
-    examples = load_examples(DataSpec(source=str(ROOT / "data/sample/test_zh_med.json"), limit=6))
-    refs = [ex.reference for ex in examples]
-    outputs = [
-        SystemOutput("short", "answers", "a.json", [r[:20] for r in refs], [None] * 6),
-        SystemOutput("long", "answers", "b.json", [r + r[:30] for r in refs], [None] * 6),
-    ]
-    scoring = ScoringSettings(n_resamples=50, distinct_orders=distinct_orders, paired=False)
-    report = score(outputs, examples, None, EvalConfig(scoring=scoring, baseline="long"))
-    report["judge"] = {"status": "skipped", "baseline": "long", "reason": "no endpoint"}
-    report.update(training={}, examples=examples_shown(outputs, examples, 2))
-    return report
 
 
 def _errorbars(ax) -> int:
@@ -38,7 +23,7 @@ def _errorbars(ax) -> int:
 
 @pytest.mark.parametrize("distinct_orders", [[1, 2], []])
 def test_every_metric_with_an_interval_gets_its_error_bar(distinct_orders, tmp_path):
-    report = _report(distinct_orders)
+    report = sample_report(distinct_orders)
     names = list(report["metrics"]["short"])
     with_ci = [n for n in names if "low" in report["metrics"]["short"][n]]
     assert len(with_ci) == 7 and len(names) == 7 + len(distinct_orders)
@@ -56,7 +41,7 @@ def test_every_metric_with_an_interval_gets_its_error_bar(distinct_orders, tmp_p
 
 
 def test_judge_panel_draws_no_rate_for_a_system_with_none_judged():
-    report = _report([1])
+    report = sample_report([1])
     interval = {"low": 0.3, "high": 0.9}
     report["judge"] = {
         "status": "ok", "baseline": "long",

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from medsft.evaluation.report import render_markdown
-from tests.evaluation.test_plots import _report
+from tests.helpers import sample_report
 
 
 def test_lengths_beside_scores_and_the_length_flag():
-    report = _report([1])  # 'short' answers 20 characters, the baseline 'long' ones ~10x more
+    report = sample_report([1])  # 'short' answers 20 characters, the baseline 'long' ones ~10x more
     md = render_markdown(report)
     assert "## Answer length" in md and "| vs long |" in md
     assert md.index("## Answer length") < md.index("## Scores against the references")
@@ -23,7 +23,7 @@ def test_lengths_beside_scores_and_the_length_flag():
 
 
 def test_failed_judge_says_why_and_shows_no_rates():
-    report = _report([])
+    report = sample_report([])
     report["judge"] = {"status": "failed", "baseline": "long", "reason": "judge endpoint down",
                        "results": {}}  # fmt: skip
     md = render_markdown(report)

@@ -1,0 +1,102 @@
+"""Helpers shared by several test modules (test modules never import from each other)."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ROOT = Path(__file__).resolve().parents[1]
+
+QUESTIONS = [
+    "感冒了怎么办？",
+    "高血压患者平时饮食需要注意什么？请从盐、油、酒三个方面详细说明。",
+    "布洛芬和对乙酰氨基酚有什么区别，孩子发烧三十九度应该先用哪一种，间隔多久可以再吃？",
+    "失眠",
+]
+
+
+def scalars(run_dir: str | Path, tag: str) -> list[float]:
+    """The values TensorBoard logged under `tag` in a run directory, in step order."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return [e.value for e in acc.Scalars(tag)]
+
+
+def decoder_layers(model: Any) -> list[torch.nn.Module]:
+    """The decoder layers of a transformers causal LM, through a PEFT wrapper if there is one."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return list(base.get_decoder().layers)
+
+
+def tiny_model(*, tie: bool = True, seed: int = 0) -> Any:
+    """A tiny Qwen3 whose greedy outputs differ from question to question.
+
+    The `random:tiny` preset's default init (std 0.02, tied embeddings) answers everything with
+    a run of "\\n\\n", which would make a batched-vs-single comparison vacuous; std 0.3 does not.
+    """
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from medsft.model import PRESETS
+
+    shape = {**PRESETS["tiny"], "tie_word_embeddings": tie}
+    torch.manual_seed(seed)
+    config = Qwen3Config(**shape, initializer_range=0.3, eos_token_id=151645, pad_token_id=151643)
+    return Qwen3ForCausalLM(config).eval()
+
+
+def prompts(tokenizer: Any, questions: list[str] = QUESTIONS, **kwargs: Any) -> list[list[int]]:
+    """Chat-template prompt ids of single-turn `questions`."""
+    from medsft.generate import encode_prompt
+
+    return [encode_prompt(tokenizer, [{"role": "user", "content": q}], **kwargs) for q in questions]
+
+
+def sample_report(distinct_orders: list[int]) -> dict:
+    """An evaluation report of two answer files ('short', and the baseline 'long' ~10x longer)
+    over six sample questions, the judge skipped."""
+    from medsft.evaluation import DataSpec, EvalConfig, ScoringSettings, load_examples
+    from medsft.evaluation.run import examples_shown, score
+    from medsft.evaluation.systems import SystemOutput
+
+    examples = load_examples(DataSpec(source=str(ROOT / "data/sample/test_zh_med.json"), limit=6))
+    refs = [ex.reference for ex in examples]
+    outputs = [
+        SystemOutput("short", "answers", "a.json", [r[:20] for r in refs], [None] * 6),
+        SystemOutput("long", "answers", "b.json", [r + r[:30] for r in refs], [None] * 6),
+    ]
+    scoring = ScoringSettings(n_resamples=50, distinct_orders=distinct_orders, paired=False)
+    report = score(outputs, examples, None, EvalConfig(scoring=scoring, baseline="long"))
+    report["judge"] = {"status": "skipped", "baseline": "long", "reason": "no endpoint"}
+    report.update(training={}, examples=examples_shown(outputs, examples, 2))
+    return report
+
+
+SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "equal"}
+
+
+class HostSyncCounter(TorchDispatchMode):
+    """Ops that make the host wait for the device, attributed to medsft (`ours`, as
+    "file.py:line") or to a library."""
+
+    def __init__(self):
+        super().__init__()
+        self.ours: list[str] = []
+        self.library: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        bool_index = name == "index" and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or [])
+        )
+        if name in SYNC_OPS or bool_index:
+            frames = [f for f in traceback.extract_stack()[:-1] if "/torch/" not in f.filename]
+            caller = frames[-1]
+            where = f"{Path(caller.filename).name}:{caller.lineno}"
+            (self.ours if f"{ROOT}/medsft/" in caller.filename else self.library).append(where)
+        return func(*args, **(kwargs or {}))
