@@ -141,12 +141,15 @@ def export(
 
 def build_parser() -> argparse.ArgumentParser:
     """`python -m medsft.export RUN [--out DIR]`: the examples and notes of the module docstring."""
+    from medsft.cli.errors import add_debug_argument
+
     parser = argparse.ArgumentParser(
         prog="python -m medsft.export",
         description="Merge a LoRA/QLoRA run's adapter into a standalone model and check it.",
         epilog="examples:\n" + __doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_debug_argument(parser)  # medsft.cli.errors: `run` takes --debug off the command line
     parser.add_argument(
         "run", help="a training run directory (logs/<name>/version_N) or its adapter/ directory"
     )
