@@ -67,7 +67,10 @@ class DataMonitor(Callback):
         metrics["data/truncated_share"] = totals["truncated"] / max(1, totals["examples"])
         metrics["data/dropped_share"] = totals["dropped"] / max(1, totals["rows"])
         if trainer.logger is not None:
-            trainer.logger.log_metrics(metrics, step=step)
+            # At the step index Lightning gives this step's train/* metrics (one less than the
+            # steps taken): a resume purges events from its checkpoint's step on, which would
+            # otherwise drop the counters logged with that very checkpoint.
+            trainer.logger.log_metrics(metrics, step=step - 1)
         dm = trainer.datamodule
         max_length = getattr(dm, "max_length", "?")
         self._warn(
