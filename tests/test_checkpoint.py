@@ -182,9 +182,7 @@ def test_sharded_checkpoints_are_renamed_into_place_whole(tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_full_disk_is_one_line_naming_folder_sizes_and_the_kept_checkpoint(
-    tmp_path, monkeypatch
-):
+def test_a_full_disk_is_one_line_naming_folder_sizes_and_the_kept_checkpoint(tmp_path, monkeypatch):
     import shutil
     from collections import namedtuple
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 from pathlib import Path
 
 import pytest
 
+from medsft.cli import evaluate as evaluate_script
 from tests.judge_server import (
     BETTER,
     BETTER_ZH,
@@ -19,8 +19,6 @@ from tests.judge_server import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-import evaluate as evaluate_script  # noqa: E402
 
 SAMPLE_TEST = ROOT / "data" / "sample" / "test_zh_med.json"
 SAMPLE_BASELINE = ROOT / "data" / "sample" / "baseline_answers.jsonl"
@@ -79,9 +77,10 @@ def test_gpt5_judge_400_fails_the_judge_with_the_setting_to_change(tmp_path):
         md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
         assert "**Failed**" in md and "temperature" in md
 
-    # The README's GPT-5 judge config, as a user would copy it.
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = next(b for b in readme.split("```yaml\n")[1:] if "gpt-5" in b).split("```")[0]
+    # The documented GPT-5 judge config (docs/design.md), as a user would copy it.
+    doc = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    blocks = [b.split("```")[0] for b in doc.split("```yaml\n")[1:]]
+    block = next(b for b in blocks if b.startswith("judge:") and "gpt-5" in b)
     (tmp_path / "gpt5.yaml").write_text(block, encoding="utf-8")
     with JudgeServer(reasoning_model) as server:
         ok = evaluate_script.main(

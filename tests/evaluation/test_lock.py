@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from medsft.cli import evaluate as evaluate_script
 from medsft.evaluation.lock import LOCK_NAME, OutputDirBusy, output_lock
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-import evaluate as evaluate_script  # noqa: E402
 
 HOLD = (
     "import sys, time\n"

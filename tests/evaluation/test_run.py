@@ -71,7 +71,7 @@ def test_each_model_is_loaded_once_for_answers_perplexity_and_both_mcq_methods(
 
 def test_demo_config_with_an_endpoint_system_on_a_loopback_server(tmp_path, monkeypatch, loads):
     sys.path.insert(0, str(ROOT))
-    import evaluate as evaluate_script
+    from medsft.cli import evaluate as evaluate_script
 
     config = yaml.safe_load((ROOT / "configs" / "eval_demo.yaml").read_text())
     monkeypatch.chdir(ROOT)  # the demo config's data paths are relative to the repo

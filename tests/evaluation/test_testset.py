@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
 
+from medsft.cli import evaluate as evaluate_script
 from medsft.evaluation.answers import answers_system
 from medsft.evaluation.config import DataSpec, SystemSpec
 from medsft.evaluation.testset import duplicate_summary, load_examples
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-import evaluate as evaluate_script  # noqa: E402
 
 ROWS = [
     ["感冒发烧怎么办？", "多休息，多喝水。"],
