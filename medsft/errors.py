@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A setting that cannot work (a ValueError, as callers of the Python API expect)."""
+
+
+class InputError(UserError, ValueError):
+    """A file or setting named by the user that cannot be read as asked (a ValueError, as callers
+    of the Python API expect); the message names the file, row or setting."""

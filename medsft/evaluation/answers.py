@@ -13,6 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from medsft.data import InvalidExample, Row, read_rows
+from medsft.errors import InputError
 from medsft.evaluation.config import SystemSpec
 from medsft.evaluation.systems import SystemOutput
 from medsft.evaluation.testset import Example
@@ -45,24 +46,24 @@ def answers_system(spec: SystemSpec, examples: list[Example]) -> SystemOutput:
 def _answer_row(spec: SystemSpec, row: Row) -> AnswerRow:
     data = row.data
     if isinstance(data, InvalidExample):
-        raise ValueError(f"system {spec.name!r}: {data}")
+        raise InputError(f"system {spec.name!r}: {data}")
     if isinstance(data, list):
         return _list_row(spec, row.where, data)
     if not isinstance(data, dict):
-        raise ValueError(
+        raise InputError(
             f"system {spec.name!r}: {row.where}: expected an object with {spec.answer_column!r}, "
             f"a [question, reference, answer] triple or a [question, answer] pair; got "
             f"{type(data).__name__}"
         )
     answer = data.get(spec.answer_column)
     if not isinstance(answer, str):
-        raise ValueError(
+        raise InputError(
             f"system {spec.name!r}: {row.where}: no string {spec.answer_column!r} column; "
             "set the system's answer_column"
         )
     question = data.get(spec.question_column) if spec.question_column else None
     if spec.question_column and not isinstance(question, str):
-        raise ValueError(
+        raise InputError(
             f"system {spec.name!r}: {row.where}: no string {spec.question_column!r} column; "
             "set question_column, or question_column: null to align answers by row order"
         )
@@ -72,7 +73,7 @@ def _answer_row(spec: SystemSpec, row: Row) -> AnswerRow:
 
 def _list_row(spec: SystemSpec, where: str, data: list) -> AnswerRow:
     if len(data) not in (2, 3) or not all(isinstance(x, str) for x in data):
-        raise ValueError(
+        raise InputError(
             f"system {spec.name!r}: {where}: a list row must be [question, reference, answer] "
             f"or [question, answer] strings; got {len(data)} item(s)"
         )
@@ -82,7 +83,7 @@ def _list_row(spec: SystemSpec, where: str, data: list) -> AnswerRow:
 def _align(spec: SystemSpec, rows: list[AnswerRow], examples: list[Example]) -> list[AnswerRow]:
     if spec.question_column is None:
         if len(rows) <= max(ex.row_position for ex in examples):
-            raise ValueError(
+            raise InputError(
                 f"system {spec.name!r}: {spec.path} has {len(rows)} answers for {len(examples)} "
                 "questions (aligned by row order)"
             )
@@ -95,7 +96,7 @@ def _align(spec: SystemSpec, rows: list[AnswerRow], examples: list[Example]) -> 
     for ex in examples:
         matches = by_question.get(ex.question.strip())
         if not matches:
-            raise ValueError(
+            raise InputError(
                 f"system {spec.name!r}: {spec.path} has no answer to test question {ex.index} "
                 f"({ex.where}): {ex.question[:60]!r}; answer every test question, or set "
                 "question_column: null to align by row order"

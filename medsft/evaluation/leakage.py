@@ -27,6 +27,7 @@ from typing import Any
 
 from medsft.data.schema import iter_conversations
 from medsft.data.sources import InvalidExample, check_local_source
+from medsft.errors import InputError
 from medsft.evaluation.config import DataSpec, LeakageSettings
 from medsft.evaluation.testset import Example, load_examples
 
@@ -92,7 +93,7 @@ def _training_texts(spec: DataSpec, what: str) -> Iterator[tuple[str, str, list[
             users = [m["content"] for m in messages if m["role"] == "user"]
             yield conversation.row.where, "\n".join(m["content"] for m in messages), users
     except InvalidExample as err:
-        raise ValueError(
+        raise InputError(
             f"{what}: {err}; map the columns with {what}.preset / .columns (or set "
             f"{what}.skip_invalid: true)"
         ) from None
@@ -108,9 +109,9 @@ def check_leakage(
     from tqdm.auto import tqdm
 
     if settings.seed_length < 1 or not 0 < settings.threshold <= 1:
-        raise ValueError("leakage.seed_length must be >= 1 and leakage.threshold in (0, 1]")
+        raise InputError("leakage.seed_length must be >= 1 and leakage.threshold in (0, 1]")
     if settings.min_length is not None and settings.min_length < settings.seed_length:
-        raise ValueError(
+        raise InputError(
             f"leakage.min_length ({settings.min_length}) must be >= leakage.seed_length "
             f"({settings.seed_length}): shorter runs are not looked for"
         )

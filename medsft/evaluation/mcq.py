@@ -27,6 +27,7 @@ from typing import Any
 from medsft.cache import JsonlStore, digest
 from medsft.data import InvalidExample, Row, read_rows
 from medsft.data.sources import check_local_source
+from medsft.errors import InputError
 from medsft.evaluation.cmmlu_subjects import CMMLU_SUBJECTS
 from medsft.evaluation.config import EvalConfig, McqSpec, SystemSpec
 from medsft.evaluation.models import SharedModel, is_global_zero
@@ -63,7 +64,7 @@ def load_mcq(spec: McqSpec, *, dev: bool = False) -> list[McqItem]:
     columns = {**DEFAULT_COLUMNS, **{c: c for c in spec.letters}, **(spec.columns or {})}
     unknown = set(columns) - set(DEFAULT_COLUMNS) - set(spec.letters)
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"mcq_set.columns: unknown roles {sorted(unknown)}; roles are question, answer, "
             f"subject, id and the letters {spec.letters}"
         )
@@ -74,16 +75,16 @@ def load_mcq(spec: McqSpec, *, dev: bool = False) -> list[McqItem]:
             break
         items.append(_item(row, columns, spec, len(items), what))
     if not items:
-        raise ValueError(f"{what}: no rows in {source!r}")
+        raise InputError(f"{what}: no rows in {source!r}")
     return items
 
 
 def _item(row: Row, columns: dict[str, str], spec: McqSpec, index: int, what: str) -> McqItem:
     data = row.data
     if isinstance(data, InvalidExample):
-        raise ValueError(f"{what}: {data}")
+        raise InputError(f"{what}: {data}")
     if not isinstance(data, dict):
-        raise ValueError(f"{what}: {row.where}: expected an object, got {type(data).__name__}")
+        raise InputError(f"{what}: {row.where}: expected an object, got {type(data).__name__}")
 
     def text(role: str) -> str:
         # Kept as written: CMMLU's own prompt keeps a cell's spaces (`A. 1/16 \n`).
@@ -104,7 +105,7 @@ def _item(row: Row, columns: dict[str, str], spec: McqSpec, index: int, what: st
             f"options {''.join(options)}"
         )
     if problem:
-        raise ValueError(f"{what}: {row.where}: {problem}; map the columns with mcq_set.columns")
+        raise InputError(f"{what}: {row.where}: {problem}; map the columns with mcq_set.columns")
     subject = text("subject").strip() or _file_subject(row.where, spec)
     return McqItem(index, row.where, question, options, answer, subject)
 
@@ -152,7 +153,7 @@ def shots_for(items: list[McqItem], dev: list[McqItem], k: int) -> list[list[Mcq
         by_subject[d.subject].append(d)
     missing = sorted({it.subject for it in items} - set(by_subject)) if k else []
     if missing:
-        raise ValueError(
+        raise InputError(
             f"mcq_set.dev_source has no questions of subject(s) {', '.join(missing)}; name "
             "dev files like the test files (CMMLU: dev/<subject>.csv) or set mcq_set.shots: 0"
         )
@@ -167,7 +168,7 @@ def letter_token_ids(tokenizer: Any, prompt: str, letters: str) -> list[int]:
     for letter in letters:
         full = tokenizer(prompt + letter, add_special_tokens=False)["input_ids"]
         if full[: len(ids)] != ids or len(full) != len(ids) + 1:
-            raise ValueError(
+            raise InputError(
                 f"the tokenizer merges option letter {letter!r} with the prompt's end "
                 f"{prompt[-8:]!r}; the loglik method needs the letter to be a token of its own"
             )

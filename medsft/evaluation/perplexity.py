@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from medsft.chat import Message
+from medsft.errors import InputError
 from medsft.evaluation.config import ScoringSettings
 from medsft.ranks import process_group_rank as world
 
@@ -65,7 +66,7 @@ def shared_perplexity(
             nll[i], tokens[i] = result.per_sample_nll[j], result.per_sample_tokens[j]
     total, count = sum(nll), sum(tokens)
     if signature is None or count == 0:
-        raise ValueError(f"no example has a supervised token within {options.get('max_length')}")
+        raise InputError(f"no example has a supervised token within {options.get('max_length')}")
     # Each part signs its own share; the whole set's count and skips replace them.
     signature = re.sub(r"\|n:\d+\|skipped:\d+", f"|n:{n - skipped}|skipped:{skipped}", signature)
     return PerplexityResult(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.cache import digest
+from medsft.errors import InputError
 from medsft.evaluation.ablation import ablation
 from medsft.evaluation.answers import answers_system
 from medsft.evaluation.config import EvalConfig, SystemSpec, judge_status, validate_config
@@ -56,7 +57,7 @@ def _evaluate(config: EvalConfig, *, resolved_config: str | None) -> dict[str, A
     examples = load_examples(config.test_set)
     val = load_examples(config.val_set, what="val_set") if config.val_set else None
     if any(ex.reference_think for ex in examples) and not config.generation.enable_thinking:
-        raise ValueError(
+        raise InputError(
             f"{config.test_set.source}: the references have think blocks but "
             "generation.enable_thinking is false; set it to true for reasoning data"
         )

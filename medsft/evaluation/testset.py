@@ -11,6 +11,7 @@ from medsft.cache import digest
 from medsft.chat import Message, qa_messages
 from medsft.data.schema import iter_conversations
 from medsft.data.sources import InvalidExample, Row, check_local_source
+from medsft.errors import InputError
 from medsft.evaluation.config import DataSpec
 from medsft.generate import split_think
 
@@ -59,7 +60,7 @@ def _group(row: Row, column: str | None, what: str) -> str | None:
         return None
     value = row.data.get(column) if isinstance(row.data, dict) else None
     if value is None or str(value).strip() == "":
-        raise ValueError(
+        raise InputError(
             f"{what}.slice_column: {row.where}: no value in column {column!r}; every row needs "
             "one (or set slice_column: null)"
         )
@@ -72,7 +73,7 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
     Raises ValueError naming the file and line of a row without a question or reference.
     """
     if spec.limit is not None and spec.limit < 1:
-        raise ValueError(f"{what}.limit must be >= 1 or null, got {spec.limit}")
+        raise InputError(f"{what}.limit must be >= 1 or null, got {spec.limit}")
     check_local_source(spec.source, f"{what}.source")
     examples: list[Example] = []
     skipped: list[InvalidExample] = []
@@ -83,7 +84,7 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
             prompt = messages[:last]
             users = [m for m in prompt if m["role"] == "user"]
             if not users:
-                raise ValueError(
+                raise InputError(
                     f"{what}: {row.where}: no user message before the reference answer"
                 )
             think, reference = split_think(messages[last]["content"])
@@ -92,7 +93,7 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
                         _group(row, spec.slice_column, what))
             )  # fmt: skip
     except InvalidExample as err:
-        raise ValueError(
+        raise InputError(
             f"{what}: {err}. Every row needs a question and a reference answer; fix the row, "
             f"map the right columns with {what}.preset / {what}.columns, or set "
             f"{what}.skip_invalid: true"
@@ -101,7 +102,7 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
         log.warning("%s: %d invalid rows skipped (%s)", what, len(skipped),
                     ", ".join(sorted({err.kind for err in skipped})))  # fmt: skip
     if not examples:
-        raise ValueError(f"{what}: no rows in {spec.source!r}")
+        raise InputError(f"{what}: no rows in {spec.source!r}")
     return _handle_duplicates(examples, spec.duplicates, what)
 
 
@@ -119,7 +120,7 @@ def _handle_duplicates(examples: list[Example], policy: str, what: str) -> list[
     named = "; ".join(f"{ex.where} repeats {orig.where}" for ex, orig in repeats[:3])
     named += f"; and {len(repeats) - 3} more" if len(repeats) > 3 else ""
     if policy == "error":
-        raise ValueError(
+        raise InputError(
             f"{what}: {len(repeats)} duplicate question(s): {named}. Remove them, or set "
             f"{what}.duplicates: drop (keep the first) or keep (score each)"
         )

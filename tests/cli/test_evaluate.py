@@ -28,3 +28,15 @@ def test_a_config_mistake_is_one_error_line_and_debug_shows_the_traceback(tmp_pa
     debug = evaluate_py(tmp_path, *systems, debug=True)
     assert debug.returncode == 1 and "Traceback (most recent call last)" in debug.stderr
     assert not (tmp_path / "out").exists()  # stopped before anything was written
+
+
+def test_a_bad_test_set_row_is_one_error_line_naming_the_file_and_row(tmp_path):
+    """A data mistake found while evaluating (not in the config) is one line too."""
+    bad = tmp_path / "test.jsonl"
+    bad.write_text('{"question": "咳嗽"}\n', "utf-8")  # no reference answer
+    systems = ("--systems", "[{name: gpt, path: data/sample/baseline_answers.jsonl}]")
+    result = evaluate_py(tmp_path, *systems, "--test_set.source", str(bad),
+                         "--test_set.preset", "huatuo")  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: test_set: {bad}:1: field 'reference': missing"), last
