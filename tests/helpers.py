@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 from typing import Any
@@ -100,3 +104,44 @@ class HostSyncCounter(TorchDispatchMode):
             where = f"{Path(caller.filename).name}:{caller.lineno}"
             (self.ours if f"{ROOT}/medsft/" in caller.filename else self.library).append(where)
         return func(*args, **(kwargs or {}))
+
+
+TRAIN_CONFIGS = sorted(
+    p for p in glob.glob(str(ROOT / "configs/*.yaml")) if "eval" not in Path(p).name
+)
+
+
+def four_rows(tmp_path):
+    path = tmp_path / "four.jsonl"
+    with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
+        path.write_text("".join(f.readline() for _ in range(4)), encoding="utf-8")
+    return str(path)
+
+
+def train(tmp_path, *args, name="run"):
+    """Train on one repeated batch of 4 rows, so the loss must fall step after step."""
+    from medsft.cli.train import main
+
+    return main([
+        "--config", str(ROOT / "configs/demo.yaml"),
+        "--data.source", four_rows(tmp_path), "--data.val_fraction", "0", "--data.batch_size", "4",
+        "--data.shuffle_buffer", "1", "--trainer.max_steps", "6", "--trainer.log_every_n_steps", "1",
+        "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "null",
+        "--trainer.check_val_every_n_epoch", "1",
+        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
+        *args,
+    ])  # fmt: skip
+
+
+def run_train(tmp_path, name, *args):
+    """train.py in a subprocess on the demo config; asserts it succeeded; the run folder."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
+         "--trainer.enable_progress_bar", "false",
+         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
+         *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path / name / "version_0"

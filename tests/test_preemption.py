@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from medsft.preemption import Preemption, exit_code, slurm_job_id
-from tests.helpers import scalars
-from tests.test_train import ROOT
+from tests.helpers import ROOT, scalars
 
 DEMO = ["--data.val_fraction", "0", "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "1",
         "--trainer.val_check_interval", "null", "--trainer.enable_progress_bar", "false"]  # fmt: skip
@@ -107,7 +106,7 @@ def test_sigint_mid_accumulation_finishes_the_step_saves_it_and_exits_130(tmp_pa
     """Ctrl-C arrives at the first micro-batch of step 3's window of 2: the window completes,
     step 3 is saved, and the exit status is 130."""
     from medsft.preemption import Preempted
-    from tests.test_train import train
+    from tests.helpers import train
 
     sigint = (f'[{{"class_path": "tests.resume_helpers.SignalAt", '
               f'"init_args": {{"step": 2, "signum": {int(signal.SIGINT)}}}}}]')  # fmt: skip

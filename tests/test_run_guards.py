@@ -12,8 +12,7 @@ import torch
 
 from medsft.checkpoint import previous_path
 from medsft.cli.train import SFTCLI, config_by_name, main
-from tests.helpers import scalars
-from tests.test_train import ROOT, TRAIN_CONFIGS, _run_train, train
+from tests.helpers import ROOT, TRAIN_CONFIGS, run_train, scalars, train
 
 
 def test_truncation_is_logged_and_warned_before_a_pass_ends(tmp_path, caplog):
@@ -142,7 +141,7 @@ def test_two_torchrun_nodes_match_one_process(tmp_path):
               "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "1",
               "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir",
               str(tmp_path)]  # fmt: skip
-    one = _run_train(tmp_path, "one", *common, "--data.batch_size", "4")
+    one = run_train(tmp_path, "one", *common, "--data.batch_size", "4")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     port = _free_port()
     nodes = [

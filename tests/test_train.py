@@ -1,6 +1,5 @@
 """train.py end to end on tiny random Qwen3 models: modes, checkpoints, export, DDP, configs."""
 
-import glob
 import json
 import os
 import subprocess
@@ -12,32 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from medsft.cli.train import main
-from tests.helpers import scalars
-
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN_CONFIGS = sorted(
-    p for p in glob.glob(str(ROOT / "configs/*.yaml")) if "eval" not in Path(p).name
-)
-
-
-def four_rows(tmp_path):
-    path = tmp_path / "four.jsonl"
-    with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
-        path.write_text("".join(f.readline() for _ in range(4)), encoding="utf-8")
-    return str(path)
-
-
-def train(tmp_path, *args, name="run"):
-    """Train on one repeated batch of 4 rows, so the loss must fall step after step."""
-    return main([
-        "--config", str(ROOT / "configs/demo.yaml"),
-        "--data.source", four_rows(tmp_path), "--data.val_fraction", "0", "--data.batch_size", "4",
-        "--data.shuffle_buffer", "1", "--trainer.max_steps", "6", "--trainer.log_every_n_steps", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "null",
-        "--trainer.check_val_every_n_epoch", "1",
-        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
-        *args,
-    ])  # fmt: skip
+from tests.helpers import ROOT, TRAIN_CONFIGS, four_rows, run_train, scalars, train
 
 
 @pytest.mark.parametrize("config", TRAIN_CONFIGS, ids=lambda p: Path(p).name)
@@ -171,19 +145,6 @@ def test_export_fails_beyond_tolerance(tmp_path):
         export(Path(cli.trainer.log_dir), tmp_path / "merged", tolerance=-1.0)
 
 
-def _run_train(tmp_path, name, *args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
-         "--trainer.enable_progress_bar", "false",
-         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
-         *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tmp_path / name / "version_0"
-
-
 PARALLEL = {
     # mode: (arguments of both runs, of the two-process run only, saved weights, steps, rows)
     "full-ddp-accumulate": (
@@ -219,8 +180,8 @@ def test_two_processes_match_one(tmp_path, mode):
               "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "1",
               "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "1",
               *both]  # fmt: skip
-    one = _run_train(tmp_path, "one", *common, "--data.batch_size", "4")
-    two = _run_train(
+    one = run_train(tmp_path, "one", *common, "--data.batch_size", "4")
+    two = run_train(
         tmp_path, "two", *common, "--data.batch_size", "2", "--trainer.devices", "2", *two_only
     )
     # NF4 layers compute in bf16, which rounds differently on half batches; fp32 agrees to noise.

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from medsft.runs import ResumeMismatch
-from tests.helpers import scalars
-from tests.test_train import ROOT, train
+from tests.helpers import ROOT, scalars, train
 
 CONSTANT_LR = ("--model.optimizer.schedule", "constant", "--model.optimizer.warmup_steps", "0")
 
