@@ -8,6 +8,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# A developer's MEDSFT_DEBUG=1 would turn the one-line errors the tests expect into tracebacks.
+os.environ.pop("MEDSFT_DEBUG", None)
 
 import pytest  # noqa: E402
 

@@ -76,8 +76,17 @@ def run(main: Callable[..., Any], argv: Sequence[str] | None = None) -> Any:
     else:
         args = [a for a in argv if a != DEBUG_FLAG]
     if debug:
-        os.environ[DEBUG_ENV] = "1"  # DDP workers and subprocesses follow the same policy
-        return main(args)
+        # DDP workers and subprocesses follow the same policy; restored after, so a caller's
+        # later commands (the test suite runs many in one process) are not left in debug mode.
+        previous = os.environ.get(DEBUG_ENV)
+        os.environ[DEBUG_ENV] = "1"
+        try:
+            return main(args)
+        finally:
+            if previous is None:
+                os.environ.pop(DEBUG_ENV, None)
+            else:
+                os.environ[DEBUG_ENV] = previous
     try:
         return main(args)
     except USER_FIXABLE as err:

@@ -1,6 +1,8 @@
 """The error policy shared by every entry point: one `error:` line with the reason, the
 traceback only when asked for."""
 
+import os
+
 import pytest
 
 from medsft.cli.errors import DEBUG_ENV, reason, run
@@ -56,6 +58,8 @@ def test_debug_flag_or_variable_shows_the_traceback(monkeypatch):
     with pytest.raises(UserError):
         run(main, ["--a", "--debug"])
     assert seen == [["--a"]]  # the tool's parser never sees --debug
+    # Debug mode ends with the command: later commands in this process print one line again.
+    assert DEBUG_ENV not in os.environ
     monkeypatch.setenv(DEBUG_ENV, "1")
     with pytest.raises(UserError):
         run(main, [])
