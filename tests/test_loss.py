@@ -1,5 +1,6 @@
 """The loss is a sum over supervised tokens; dividing once by their count weights tokens equally."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -59,3 +60,40 @@ def test_nothing_supervised_is_zero_but_keeps_the_graph():
     assert n == 0 and s.item() == 0.0
     s.backward()
     assert head.weight.grad is not None and hidden.grad is not None
+
+
+@pytest.mark.parametrize(
+    "dtype, train_head, bias",
+    [(torch.float32, False, False), (torch.float32, True, True), (torch.bfloat16, True, False)],
+)
+def test_the_fused_head_gives_autograds_loss_and_gradients(dtype, train_head, bias):
+    """A plain nn.Linear head takes the fused path (gradients computed chunk by chunk in the
+    forward pass); wrapping the same head in a lambda takes autograd's. Both must agree, across
+    chunk boundaries, for the hidden states, the (tied) weight and the bias."""
+    labels, _, _ = make_batch([7, 1, 12], vocab=300, hidden=16)
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 300, bias=bias).to(dtype).requires_grad_(train_head)
+    hidden = torch.randn(*labels.shape, 16, dtype=dtype, requires_grad=True)
+    results = []
+    for fused in (True, False):
+        hidden.grad, head.weight.grad = None, None
+        if bias:
+            head.bias.grad = None
+        nll, n = masked_nll(labels, hidden_states=hidden, head=head if fused else (lambda x: head(x)),
+                            chunk_size=5)  # fmt: skip
+        (0.37 * nll).backward()  # a scaled loss: backward must apply the incoming gradient
+        grads = [hidden.grad] + ([head.weight.grad] if train_head else [])
+        results.append(
+            (nll.detach(), n, [g.clone() for g in grads + ([head.bias.grad] if bias else [])])
+        )
+    (fused_nll, fused_n, fused_grads), (ref_nll, ref_n, ref_grads) = results
+    assert fused_n == ref_n == 20
+    torch.testing.assert_close(fused_nll, ref_nll)
+    # bf16: autograd's weight gradient is a bf16 matmul; the fused one accumulates in fp32.
+    tol = dict(atol=2e-2, rtol=2e-2) if dtype == torch.bfloat16 else {}
+    for a, b in zip(fused_grads, ref_grads, strict=True):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, **tol)
+    with torch.no_grad():  # evaluation: the loss alone
+        nll, _ = masked_nll(labels, hidden_states=hidden, head=head, chunk_size=5)
+    torch.testing.assert_close(nll, fused_nll)
