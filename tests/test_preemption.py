@@ -56,26 +56,10 @@ def ckpt_step(path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_the_step_reached_exits_143_and_resumes_without_loss(tmp_path):
-    proc, step_file = start(tmp_path, {})
-    seconds, _, err = signal_at(proc, step_file, 2, signal.SIGTERM)
-    assert proc.returncode == 143, err[-3000:]
-    run = tmp_path / "demo" / "version_0"
-    reached = int(step_file.read_text())
-    saved = ckpt_step(run / "checkpoints" / "last.ckpt")
-    assert saved == reached and 2 <= saved < 8, (saved, reached)  # 0 steps lost
-    assert f"SIGTERM: saved step {saved}" in err and seconds < 120
-    assert not (run / "model").exists()  # a stopped run is not a trained model
-    resumed, _ = start(tmp_path, {}, "--ckpt_path", "last")
-    out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err[-3000:]
-    assert not (tmp_path / "demo" / "version_1").exists()
-    assert len(scalars(run, "train/loss")) == 8  # one curve, every step once
-    assert (run / "config.yaml").exists() and (run / "config.resume-1.yaml").exists()
-
-
-@pytest.mark.slow
-def test_sigusr1_under_slurm_saves_into_the_run_and_requeues(tmp_path):
+def test_sigusr1_requeues_then_sigterm_saves_and_the_run_resumes_without_loss(tmp_path):
+    """One run preempted twice, as a SLURM job is: SIGUSR1 saves into the run and requeues
+    (exit 138); the requeued job resumes by itself and is stopped by SIGTERM (exit 143, the step
+    reached saved); the next start finishes it, with every step logged once in one run folder."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol.calls"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
@@ -85,21 +69,37 @@ def test_sigusr1_under_slurm_saves_into_the_run_and_requeues(tmp_path):
              "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
     work = tmp_path / "cwd"
     work.mkdir()
+    run = tmp_path / "demo" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+
     proc, step_file = start(tmp_path, slurm, cwd=work)
     _, _, err = signal_at(proc, step_file, 2, signal.SIGUSR1)
     assert proc.returncode == 128 + signal.SIGUSR1, err[-3000:]
     assert calls.read_text().split() == ["requeue", "4242"]
     assert list(work.iterdir()) == []  # no hpc_ckpt_1.ckpt where the job was started
-    run = tmp_path / "demo" / "version_0"
-    saved = ckpt_step(run / "checkpoints" / "last.ckpt")
-    assert saved == int(step_file.read_text())
-    # SLURM starts the same command again, with SLURM_RESTART_COUNT set.
-    again, _ = start(tmp_path, {**slurm, "SLURM_RESTART_COUNT": "1"}, cwd=work)
-    out, err = again.communicate(timeout=600)
-    assert again.returncode == 0, err[-3000:]
-    assert f"resuming from {run / 'checkpoints' / 'last.ckpt'}" in out
+    first = ckpt_step(last)
+    assert first == int(step_file.read_text()) and 2 <= first < 8  # 0 steps lost
+
+    # SLURM starts the same command again, with SLURM_RESTART_COUNT set: it resumes by itself.
+    requeued, step_file = start(tmp_path, {**slurm, "SLURM_RESTART_COUNT": "1"}, cwd=work)
+    seconds, out, err = signal_at(requeued, step_file, first + 2, signal.SIGTERM)
+    assert requeued.returncode == 143, err[-3000:]
+    assert f"resuming from {last}" in out
+    second = ckpt_step(last)
+    assert second == int(step_file.read_text()) and first + 2 <= second < 8, (first, second)
+    assert f"SIGTERM: saved step {second}" in err and seconds < 120
+    assert calls.read_text().split() == ["requeue", "4242"]  # SIGTERM does not requeue
+    assert not (run / "model").exists()  # a stopped run is not a trained model
+
+    finished, _ = start(tmp_path, {**slurm, "SLURM_RESTART_COUNT": "2"}, cwd=work)
+    out, err = finished.communicate(timeout=600)
+    assert finished.returncode == 0, err[-3000:]
     assert not (tmp_path / "demo" / "version_1").exists()
-    assert len(scalars(run, "train/loss")) == 8
+    assert len(scalars(run, "train/loss")) == 8  # one curve, every step once
+    assert (run / "model").is_dir()
+    assert {p.name for p in run.glob("config*.yaml")} == {
+        "config.yaml", "config.resume-1.yaml", "config.resume-2.yaml"
+    }  # fmt: skip
 
 
 def test_sigint_mid_accumulation_finishes_the_step_saves_it_and_exits_130(tmp_path):

@@ -12,7 +12,7 @@ import torch
 
 from medsft.checkpoint import previous_path
 from medsft.cli.train import SFTCLI, config_by_name, main
-from tests.helpers import ROOT, TRAIN_CONFIGS, run_train, scalars, train
+from tests.helpers import ROOT, TRAIN_CONFIGS, scalars, train
 
 
 def test_truncation_is_logged_and_warned_before_a_pass_ends(tmp_path, caplog):
@@ -48,6 +48,7 @@ def test_epochs_without_data_stop_the_run(tmp_path, monkeypatch):
         train(tmp_path, "--data.source", str(empty), "--trainer.max_epochs", "50")
 
 
+@pytest.mark.slow
 def test_resume_from_a_damaged_checkpoint_uses_the_previous_one(tmp_path, capsys):
     """A save every step: the one before the last is kept beside it."""
     every = ("--checkpoint.every_n_train_steps", "1")
@@ -141,7 +142,7 @@ def test_two_torchrun_nodes_match_one_process(tmp_path):
               "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "1",
               "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir",
               str(tmp_path)]  # fmt: skip
-    one = run_train(tmp_path, "one", *common, "--data.batch_size", "4")
+    one = Path(train(tmp_path, *common, "--data.batch_size", "4", name="one").trainer.log_dir)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     port = _free_port()
     nodes = [

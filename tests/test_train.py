@@ -187,7 +187,9 @@ def test_two_processes_match_one(tmp_path, mode):
               "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "1",
               "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "1",
               *both]  # fmt: skip
-    one = run_train(tmp_path, "one", *common, "--data.batch_size", "4")
+    # The reference runs in this process (one interpreter start fewer); the two ranks through
+    # train.py, as a user starts them.
+    one = Path(train(tmp_path, *common, "--data.batch_size", "4", name="one").trainer.log_dir)
     two = run_train(
         tmp_path, "two", *common, "--data.batch_size", "2", "--trainer.devices", "2", *two_only
     )
@@ -300,6 +302,7 @@ def test_skip_mode_skips_nonfinite_steps_and_stops_after_too_many(tmp_path, monk
         torch.testing.assert_close(before, after)  # step 4's update never happened
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_searches_the_configured_checkpoint_folder(tmp_path, capsys):
     mine, other = tmp_path / "mine", tmp_path / "other"
     train(tmp_path, "--checkpoint.dirpath", str(mine), "--trainer.max_steps", "2", name="exp")
@@ -318,6 +321,7 @@ def test_a_failed_start_leaves_no_version_folder(tmp_path):
     assert not list((tmp_path / "bad").glob("version_*"))
 
 
+@pytest.mark.slow
 def test_a_hub_stream_resumes_exactly(tmp_path, monkeypatch):
     """A dataset streamed by `datasets` (as from the hub; here its json builder, offline) resumes
     mid-epoch to the same losses and adapter as a run never stopped."""

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from medsft.chat import IGNORE_INDEX
 from medsft.data import InvalidExample, SFTStream, collate
 from tests.data.helpers import SAMPLE, data_end, dm, indices, write_jsonl
+from tests.helpers import ROOT
 
 
 @pytest.mark.parametrize("split", ["train", "val"])
@@ -177,14 +178,16 @@ def test_shuffled_order_is_the_same_in_another_process():
         "from tests.data.helpers import SAMPLE, dm, indices\n"
         "stream = SFTStream(dm(f'{SAMPLE}/huatuo_sample.jsonl', shuffle_buffer=16), 'train', 0, 1)\n"
         "stream.epoch = 3\n"
-        "print(indices(stream))\n"
+        "print(hash('medsft'), indices(stream))\n"
     )
-    orders = []
-    for hash_seed in ("1", "2"):
-        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "HF_HUB_OFFLINE": "1"}
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-        )
-        orders.append(json.loads(out.stdout.splitlines()[-1]))
+    hash_seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True, cwd=ROOT).stdout.splitlines()[-1]  # fmt: skip
+    other_hash, other_order = out.split(" ", 1)
+    assert int(other_hash) != hash("medsft")  # another salt here: the comparison means something
+    stream = SFTStream(dm(f"{SAMPLE}/huatuo_sample.jsonl", shuffle_buffer=16), "train", 0, 1)
+    stream.epoch = 3  # the same code in this process
+    orders = [json.loads(other_order), indices(stream)]
     assert orders[0] == orders[1] and sorted(orders[0]) == list(range(64))
     assert orders[0] != list(range(64))

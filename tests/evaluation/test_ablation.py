@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from medsft.evaluation import (
@@ -39,6 +40,7 @@ def fake_run(path: Path, r: int, augment: dict | None) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_runs_hyperparameters_that_differ_sit_beside_their_scores(tmp_path):
     runs = [fake_run(tmp_path / "r8", 8, None),
             fake_run(tmp_path / "r32aug", 32, {"fraction": 0.3, "word_fraction": 0.2})]  # fmt: skip

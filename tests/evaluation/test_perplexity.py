@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch.multiprocessing as mp
 
 from medsft.chat import qa_messages
@@ -44,6 +45,7 @@ def _rank(rank: int, world: int, init_file: str, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_ranks_share_the_work_and_agree_with_one_process(tmp_path):
     from medsft.evaluation.perplexity import shared_perplexity
     from medsft.metrics import perplexity
