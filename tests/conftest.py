@@ -31,9 +31,3 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
-
-
-def pytest_collection_modifyitems(config, items):
-    """Slow tests (multi-process runs) first: with `-n 2` they then overlap each other and the
-    many short tests fill the gaps, instead of one long test running alone at the end."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

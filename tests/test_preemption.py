@@ -111,7 +111,8 @@ def test_sigint_mid_accumulation_finishes_the_step_saves_it_and_exits_130(tmp_pa
     sigint = (f'[{{"class_path": "tests.resume_helpers.SignalAt", '
               f'"init_args": {{"step": 2, "signum": {int(signal.SIGINT)}}}}}]')  # fmt: skip
     with pytest.raises(Preempted) as stopped:
-        train(tmp_path, "--trainer.accumulate_grad_batches", "2", "--data.batch_size", "2",
+        train(tmp_path, "--model.finetune", "lora", "--trainer.accumulate_grad_batches", "2",
+              "--data.batch_size", "2",
               "--trainer.max_steps", "6", "--trainer.callbacks", sigint, name="int")  # fmt: skip
     assert stopped.value.code == 130 and stopped.value.signum == signal.SIGINT
     assert stopped.value.checkpoint == str(tmp_path / "int/version_0/checkpoints/last.ckpt")

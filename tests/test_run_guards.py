@@ -17,7 +17,8 @@ from tests.helpers import ROOT, TRAIN_CONFIGS, scalars, train
 
 def test_truncation_is_logged_and_warned_before_a_pass_ends(tmp_path, caplog):
     """At max_length 130, rows 0 and 3 of four_rows lose answer tokens; rows 1 and 2 fit."""
-    common = ["--data.max_length", "130", "--data.batch_size", "1", "--trainer.max_steps", "2"]
+    common = ["--data.max_length", "130", "--data.batch_size", "1", "--trainer.max_steps", "2",
+              "--model.finetune", "lora"]  # fmt: skip
     with caplog.at_level("WARNING", logger="medsft.data"):
         cli = train(tmp_path, *common, name="right")
     run = cli.trainer.log_dir
@@ -51,7 +52,8 @@ def test_epochs_without_data_stop_the_run(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_resume_from_a_damaged_checkpoint_uses_the_previous_one(tmp_path, capsys):
     """A save every step: the one before the last is kept beside it."""
-    every = ("--checkpoint.every_n_train_steps", "1")
+    # LoRA: a checkpoint per step stays small (the run's mode is not the point here).
+    every = ("--checkpoint.every_n_train_steps", "1", "--model.finetune", "lora")
     cli = train(tmp_path, *every, "--trainer.max_steps", "4", name="resume")
     last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     data = last.read_bytes()

@@ -275,6 +275,9 @@ def test_a_diverging_run_stops_nonzero_and_keeps_finite_weights(tmp_path):
     assert all(torch.isfinite(t).all() for t in ckpt["state_dict"].values())
 
 
+LORA = ("--model.finetune", "lora")  # small checkpoints where the mode is not the point
+
+
 def test_skip_mode_skips_nonfinite_steps_and_stops_after_too_many(tmp_path, monkeypatch):
     from medsft.module import NonFiniteLoss, SFTModule
 
@@ -293,7 +296,7 @@ def test_skip_mode_skips_nonfinite_steps_and_stops_after_too_many(tmp_path, monk
 
     monkeypatch.setattr(SFTModule, "step", maybe_nan)
     with pytest.raises(NonFiniteLoss, match="step 5"):
-        train(tmp_path, "--model.nonfinite", "skip", "--model.max_nonfinite_skips", "1",
+        train(tmp_path, *LORA, "--model.nonfinite", "skip", "--model.max_nonfinite_skips", "1",
               "--trainer.max_steps", "8")  # fmt: skip
     # Step 2 was skipped: the weights after it equal those before it.
     # (Step 4 skipped too; step 5 was a second in a row, beyond max_nonfinite_skips=1.)
@@ -305,14 +308,20 @@ def test_skip_mode_skips_nonfinite_steps_and_stops_after_too_many(tmp_path, monk
 @pytest.mark.slow
 def test_ckpt_path_last_searches_the_configured_checkpoint_folder(tmp_path, capsys):
     mine, other = tmp_path / "mine", tmp_path / "other"
-    train(tmp_path, "--checkpoint.dirpath", str(mine), "--trainer.max_steps", "2", name="exp")
-    train(tmp_path, "--checkpoint.dirpath", str(other), "--trainer.max_steps", "4", name="exp")
-    resumed = train(tmp_path, "--checkpoint.dirpath", str(mine), "--trainer.max_steps", "3",
+    train(
+        tmp_path, *LORA, "--checkpoint.dirpath", str(mine), "--trainer.max_steps", "2", name="exp"
+    )
+    train(
+        tmp_path, *LORA, "--checkpoint.dirpath", str(other), "--trainer.max_steps", "4", name="exp"
+    )
+    resumed = train(tmp_path, *LORA, "--checkpoint.dirpath", str(mine), "--trainer.max_steps", "3",
                     "--ckpt_path", "last", name="exp")  # fmt: skip
     assert f"resuming from {mine / 'last.ckpt'}" in capsys.readouterr().out
     assert resumed.trainer.global_step == 3  # from mine's step 2, not other's step 4
     with pytest.raises(ValueError, match="no checkpoint matches"):
-        train(tmp_path, "--checkpoint.dirpath", str(tmp_path / "none"), "--ckpt_path", "last")
+        train(
+            tmp_path, *LORA, "--checkpoint.dirpath", str(tmp_path / "none"), "--ckpt_path", "last"
+        )
 
 
 def test_a_failed_start_leaves_no_version_folder(tmp_path):
