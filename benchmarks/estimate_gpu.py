@@ -16,9 +16,11 @@ context, about 0.5-1 GB more, is outside it):
   2 bytes per parameter for bitsandbytes' 8-bit AdamW (qlora's paged_adamw_8bit); full
   fine-tuning: fp32 gradients and moments, 16 bytes per parameter in all;
 - saved activations with per-layer gradient checkpointing: each decoder layer's bf16 input
-  (2 * hidden bytes per token per layer) plus the fp32 log-probabilities of the supervised
-  positions (4 * vocab bytes each, medsft.loss projects only those), a `--supervised-share` of
-  the tokens;
+  (2 * hidden bytes per token per layer) plus, at the supervised positions (a
+  `--supervised-share` of the tokens; medsft.loss projects only those), under LoRA the bf16
+  gradient of the hidden state (2 * hidden bytes each: the fused head computes it in the forward
+  pass and keeps no logits), under full fine-tuning with FSDP2 (full.yaml) the fp32
+  log-probabilities (4 * vocab bytes each: the root module's own forward gives the logits);
 - the transient peak in backward: the larger of one recomputed layer's activations and their
   gradients (twice the per-layer count below), and one chunk of 2,048 supervised positions'
   logit gradients (fp32 and bf16).
@@ -152,7 +154,7 @@ def estimate(
     else:
         saved_layers = layers * per_layer * tokens
         transient_layer = per_layer * tokens
-    saved_logits = supervised * vocab * 4
+    saved_logits = supervised * (2 * shape["hidden_size"] if lora else 4 * vocab)
     transient_loss = min(LOSS_CHUNK, supervised) * vocab * (4 + 2)
     # QLoRA dequantizes one weight at a time to bf16 for its matmul.
     dequant = (

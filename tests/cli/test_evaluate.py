@@ -10,32 +10,34 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def evaluate_py(tmp_path, *args, debug=False):
+def evaluate_py(tmp_path, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     env.pop("MEDSFT_DEBUG", None)
     return subprocess.run(
         [sys.executable, str(ROOT / "evaluate.py"), "--config", str(ROOT / "configs/eval_demo.yaml"),
-         "--output_dir", str(tmp_path / "out"), *args, *(["--debug"] if debug else [])],
+         "--output_dir", str(tmp_path / "out"), *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
 
 
-def test_a_config_mistake_is_one_error_line_and_debug_shows_the_traceback(tmp_path):
-    systems = ("--systems", "[{name: x, path: data/sample/baseline_answers.jsonl}]")
-    result = evaluate_py(tmp_path, *systems)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: baseline 'gpt' is not a system; choose one of x"
-    )
-    assert not (tmp_path / "out").exists()  # stopped before anything was written
-    # --debug: the exception itself comes out (Python prints its traceback). Checked in this
-    # process through the same entry point: one interpreter start fewer.
+def test_a_config_mistake_is_one_error_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    """evaluate.py's entry point (`cli_main`, what the script calls), in this process; the next
+    test starts the script itself."""
     from medsft.cli.evaluate import cli_main
     from medsft.errors import ConfigError
 
+    argv = ["--config", str(ROOT / "configs/eval_demo.yaml"), "--output_dir", str(tmp_path / "out"),
+            "--systems", "[{name: x, path: data/sample/baseline_answers.jsonl}]"]  # fmt: skip
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        cli_main(argv)
+    err = capsys.readouterr().err
+    assert done.value.code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "error: baseline 'gpt' is not a system; choose one of x"
+    assert not (tmp_path / "out").exists()  # stopped before anything was written
+    # --debug: the exception itself comes out (Python prints its traceback).
     with pytest.raises(ConfigError, match="baseline 'gpt' is not a system"):
-        cli_main(["--config", str(ROOT / "configs/eval_demo.yaml"), "--output_dir",
-                  str(tmp_path / "out"), *systems, "--debug"])  # fmt: skip
+        cli_main([*argv, "--debug"])
 
 
 def test_a_bad_test_set_row_is_one_error_line_naming_the_file_and_row(tmp_path):

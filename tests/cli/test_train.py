@@ -2,9 +2,7 @@
 config.yaml kept), errors as one line, a crafted checkpoint refused without running code."""
 
 import json
-import os
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,63 +46,63 @@ def test_a_resume_refuses_a_changed_experiment_and_records_an_allowed_change(tmp
     assert (tmp_path / "exp/version_0/config.resume-2.yaml").exists()
 
 
-def run_train_py(tmp_path, *args, debug=False):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    env.pop("MEDSFT_DEBUG", None)
-    if debug:
-        env["MEDSFT_DEBUG"] = "1"
-    return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
-         "--trainer.logger.init_args.save_dir", str(tmp_path), "--data.val_fraction", "0",
-         "--trainer.enable_progress_bar", "false", *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+def train_py(tmp_path, capsys, *args):
+    """train.py's entry point (`cli_main`, what the script calls), in this process, on the demo
+    config: (exit status, what it printed to stderr)."""
+    from medsft.cli.train import cli_main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        cli_main(["--config", str(ROOT / "configs/demo.yaml"), "--trainer.logger.init_args.save_dir",
+                  str(tmp_path), "--data.val_fraction", "0", "--trainer.enable_progress_bar",
+                  "false", *args])  # fmt: skip
+    return done.value.code, capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_a_chat_template_mismatch_is_one_error_line_with_the_reason(tmp_path):
+def test_a_chat_template_mismatch_is_one_error_line_with_the_reason(tmp_path, capsys):
     """A multi-line UserError: the reason is its first line, the example that follows is not
-    printed; MEDSFT_DEBUG=1 shows the traceback."""
+    printed; --debug lets the exception out (Python prints its traceback)."""
+    from medsft.cli.train import cli_main
+    from medsft.errors import UserError
+
     data = tmp_path / "think.jsonl"
     row = {"messages": [{"role": "user", "content": "头痛怎么办？"},
                         {"role": "assistant", "content": "<think>\n想一想\n</think>\n\n多休息。"}]}  # fmt: skip
     data.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
     args = ("--data.source", str(data), "--data.preset", "messages")
-    result = run_train_py(tmp_path, *args)
-    assert result.returncode == 1
-    assert "Traceback" not in result.stderr
-    last = result.stderr.strip().splitlines()[-1]
-    assert last == (
+    code, err = train_py(tmp_path, capsys, *args)
+    assert code == 1
+    assert err.strip().splitlines()[-1] == (
         f"error: {data}:1: field 'messages': the generation prompt is not a prefix of the "
         "rendered assistant turn 1; refusing to guess the mask."
     )
-    # --debug: the exception itself comes out (Python prints its traceback). Checked in this
-    # process through the same entry point: one interpreter start fewer.
-    from medsft.cli.train import cli_main
-    from medsft.errors import UserError
-
-    with pytest.raises(UserError, match="the generation prompt is not a prefix") as err:
+    with pytest.raises(UserError, match="the generation prompt is not a prefix") as raised:
         cli_main(["--config", str(ROOT / "configs/demo.yaml"), "--trainer.logger.init_args.save_dir",
                   str(tmp_path), "--data.val_fraction", "0", *args, "--debug"])  # fmt: skip
-    assert "\n" in str(err.value)  # the example the one-line error left out
+    assert "\n" in str(raised.value)  # the example the one-line error left out
+
+
+class _Touch:
+    """Unpickling this object creates a file: the code a crafted checkpoint could run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
 
 
 @pytest.mark.slow
-def test_a_crafted_checkpoint_runs_nothing_and_is_one_error_line(tmp_path):
+def test_a_crafted_checkpoint_runs_nothing_and_is_one_error_line(tmp_path, capsys):
     marker = tmp_path / "code-ran"
     ckpt = tmp_path / "demo/version_0/checkpoints/last.ckpt"
     ckpt.parent.mkdir(parents=True)
-    payload = (
-        "import pathlib, torch\n"
-        "class P:\n    def __reduce__(self):\n"
-        f"        return (pathlib.Path.touch, (pathlib.Path({str(marker)!r}),))\n"
-        f"torch.save({{'global_step': 1, 'state_dict': {{}}, 'x': P()}}, {str(ckpt)!r})\n"
-    )
-    subprocess.run([sys.executable, "-c", payload], check=True)
+    torch.save({"global_step": 1, "state_dict": {}, "x": _Touch(marker)}, ckpt)
     assert torch.load(ckpt, weights_only=False) and marker.exists()  # the payload works
     marker.unlink()
-    result = run_train_py(tmp_path, "--ckpt_path", "last")
-    assert result.returncode == 1 and not marker.exists()
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in result.stderr
+    code, err = train_py(tmp_path, capsys, "--ckpt_path", "last")
+    assert code == 1 and not marker.exists()
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err
     assert lines[0].startswith(f"error: refusing checkpoint {ckpt}: it holds Python objects")
