@@ -92,7 +92,8 @@ def masked_nll(
         # data-parallel backward expects.
         return 0.0 * head(hidden_states[:, :1]).float().sum(), count
     if _is_plain_linear(head):
-        return _LinearCrossEntropy.apply(h, head.weight, head.bias, y, chunk_size), count
+        grads = torch.is_grad_enabled()  # off in validation and perplexity: the loss alone
+        return _LinearCrossEntropy.apply(h, head.weight, head.bias, y, chunk_size, grads), count
     total = torch.zeros((), device=h.device)
     for i in range(0, h.shape[0], chunk_size):
         chunk_logits = head(h[i : i + chunk_size]).float()
@@ -124,9 +125,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, weight, bias, targets, chunk_size):  # type: ignore[override]
-        need_h, need_w = h.requires_grad, weight.requires_grad
-        need_b = bias is not None and bias.requires_grad
+    def forward(ctx, h, weight, bias, targets, chunk_size, grads):  # type: ignore[override]
+        # `grads`: grad mode where the loss was called (inside forward it is always off). Without
+        # it, evaluation of a model whose head requires grad would build a [V, H] weight gradient.
+        need_h, need_w = grads and h.requires_grad, grads and weight.requires_grad
+        need_b = grads and bias is not None and bias.requires_grad
         grad_h = torch.empty_like(h) if need_h else None
         grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=h.device) if need_w else None
         grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=h.device) if need_b else None
@@ -163,6 +166,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             None if grad_h is None else grad_h * scale.to(grad_h.dtype),
             None if grad_w is None else (grad_w * scale).to(ctx.weight_dtype),
             None if grad_b is None else (grad_b * scale).to(ctx.bias_dtype),
+            None,
             None,
             None,
         )

@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from medsft.chat import IGNORE_INDEX
 from medsft.loss import masked_nll
@@ -94,6 +95,19 @@ def test_the_fused_head_gives_autograds_loss_and_gradients(dtype, train_head, bi
     for a, b in zip(fused_grads, ref_grads, strict=True):
         assert a.dtype == b.dtype
         torch.testing.assert_close(a, b, **tol)
-    with torch.no_grad():  # evaluation: the loss alone
+    with torch.no_grad(), OpNames() as ops:  # evaluation: the loss alone, no gradient work
         nll, _ = masked_nll(labels, hidden_states=hidden, head=head, chunk_size=5)
     torch.testing.assert_close(nll, fused_nll)
+    assert not {"exp_", "addmm_"} & ops.names, ops.names  # softmax - one_hot, weight gradient
+
+
+class OpNames(TorchDispatchMode):
+    """The names of the aten ops that ran inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
