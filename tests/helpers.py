@@ -10,6 +10,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -145,3 +146,16 @@ def run_train(tmp_path, name, *args):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp_path / name / "version_0"
+
+
+def train_py(tmp_path, capsys, *args):
+    """train.py's entry point (`cli_main`, what the script calls), in this process, on the demo
+    config: (exit status, what it printed to stderr)."""
+    from medsft.cli.train import cli_main
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:
+        cli_main(["--config", str(ROOT / "configs/demo.yaml"), "--trainer.logger.init_args.save_dir",
+                  str(tmp_path), "--data.val_fraction", "0", "--trainer.enable_progress_bar",
+                  "false", *args])  # fmt: skip
+    return done.value.code, capsys.readouterr().err

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from medsft.cli.train import main
-from tests.helpers import ROOT, TRAIN_CONFIGS, four_rows, run_train, scalars, train
+from tests.helpers import ROOT, TRAIN_CONFIGS, four_rows, run_train, scalars, train, train_py
 
 
 @pytest.mark.parametrize("config", TRAIN_CONFIGS, ids=lambda p: Path(p).name)
@@ -263,17 +263,12 @@ def test_a_diverging_run_stops_nonzero_and_keeps_finite_weights(tmp_path, capsys
     """lr 1e6: the run stops at the first non-finite step, exits 1 with one line naming the step,
     and neither the checkpoint nor a model directory holds NaN. (train.py's entry point, in this
     process.)"""
-    from medsft.cli.train import cli_main
-
-    args = ["--data.val_fraction", "0", "--model.optimizer.lr", "1e6", "--trainer.max_steps", "20",
-            "--trainer.log_every_n_steps", "1", "--checkpoint.every_n_train_steps", "1"]  # fmt: skip
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as done:
-        cli_main(["--config", str(ROOT / "configs/demo.yaml"), "--trainer.enable_progress_bar",
-                  "false", "--trainer.logger.init_args.save_dir", str(tmp_path),
-                  "--trainer.logger.init_args.name", "nan", *args])  # fmt: skip
-    assert done.value.code == 1
-    last = capsys.readouterr().err.strip().splitlines()[-1]
+    args = ["--model.optimizer.lr", "1e6", "--trainer.max_steps", "20",
+            "--trainer.log_every_n_steps", "1", "--checkpoint.every_n_train_steps", "1",
+            "--trainer.logger.init_args.name", "nan"]  # fmt: skip
+    code, err = train_py(tmp_path, capsys, *args)
+    assert code == 1
+    last = err.strip().splitlines()[-1]
     assert last.startswith("error: step ") and "lower --model.optimizer.lr" in last, last
     run = tmp_path / "nan/version_0"
     assert not (run / "model").exists()

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from medsft.runs import ResumeMismatch
-from tests.helpers import ROOT, scalars, train
+from tests.helpers import ROOT, scalars, train, train_py
 
 # LoRA: small checkpoints (the mode is not the point of these tests).
 CONSTANT_LR = ("--model.optimizer.schedule", "constant", "--model.optimizer.warmup_steps", "0",
@@ -44,19 +44,6 @@ def test_a_resume_refuses_a_changed_experiment_and_records_an_allowed_change(tmp
           name="exp")  # fmt: skip
     assert scalars(run, "train/lr") == pytest.approx([0.01, 0.01, 0.01, 0.001])
     assert (tmp_path / "exp/version_0/config.resume-2.yaml").exists()
-
-
-def train_py(tmp_path, capsys, *args):
-    """train.py's entry point (`cli_main`, what the script calls), in this process, on the demo
-    config: (exit status, what it printed to stderr)."""
-    from medsft.cli.train import cli_main
-
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as done:
-        cli_main(["--config", str(ROOT / "configs/demo.yaml"), "--trainer.logger.init_args.save_dir",
-                  str(tmp_path), "--data.val_fraction", "0", "--trainer.enable_progress_bar",
-                  "false", *args])  # fmt: skip
-    return done.value.code, capsys.readouterr().err
 
 
 @pytest.mark.slow
