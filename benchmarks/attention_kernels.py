@@ -5,12 +5,12 @@
 
 The decoder layers (LoRA, forward and backward; the loss through SFTModule.step) on one padding-free row of
 `--batch-size x --max-length` tokens of real examples (the 500 Huatuo rows of ../shared/data when
-present, else the sample rows), once per kernel available here (medsft.attention), the kernels
+present, else the sample rows), once per kernel available here (medsft.model.attention), the kernels
 alternating for `--rounds` rounds on one model (the same weights). `--layers N` keeps the first N
 decoder layers so a CPU measures attention rather than the vocabulary projection. Also the same
 examples as a padded batch under SDPA (what `auto` gives padded rows), and each kernel's loss
 relative to it (a kernel that attends across examples would differ). Median step times; the
-fastest kernel for packed rows decides medsft.attention.CPU_PACKED_KERNEL on the CPU.
+fastest kernel for packed rows decides medsft.model.attention.CPU_PACKED_KERNEL on the CPU.
 Writes benchmarks/results/attention_kernels_<preset>_<device>.json (or `--out`).
 """
 
@@ -55,9 +55,9 @@ def sync(device: torch.device) -> None:
 
 
 def main() -> None:
-    from medsft.attention import AttentionChoice, available_kernels
-    from medsft.model import PRESETS, backbone_and_head, build_model
-    from medsft.module import SFTModule
+    from medsft.model.attention import AttentionChoice, available_kernels
+    from medsft.model.build import PRESETS, backbone_and_head, build_model
+    from medsft.training.module import SFTModule
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="Qwen3-0.6B")

@@ -34,8 +34,8 @@ def step_times(rounds: int, steps: int) -> dict[str, list[float]]:
     import torch
 
     from medsft.chat import IGNORE_INDEX
-    from medsft.loss import masked_nll
-    from medsft.model import backbone_and_head, build_model
+    from medsft.model.build import backbone_and_head, build_model
+    from medsft.model.loss import masked_nll
 
     default = torch.get_num_threads()
     torch.manual_seed(0)

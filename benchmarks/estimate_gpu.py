@@ -5,7 +5,7 @@
 
 ESTIMATES, not measurements: no GPU has run medsft yet. Each config is read from configs/ (its
 micro-batch, quantization, LoRA rank, optimizer, precision) and applied to the exact Qwen3 shapes
-of medsft.model.PRESETS at `--max-length` tokens per row (packed rows, so no padding), on one
+of medsft.model.build.PRESETS at `--max-length` tokens per row (packed rows, so no padding), on one
 GPU. Memory, per GPU, in GB (1e9 bytes), as torch.cuda.max_memory_allocated counts it (the CUDA
 context, about 0.5-1 GB more, is outside it):
 
@@ -17,7 +17,7 @@ context, about 0.5-1 GB more, is outside it):
   fine-tuning: fp32 gradients and moments, 16 bytes per parameter in all;
 - saved activations with per-layer gradient checkpointing: each decoder layer's bf16 input
   (2 * hidden bytes per token per layer) plus, at the supervised positions (a
-  `--supervised-share` of the tokens; medsft.loss projects only those), under LoRA the bf16
+  `--supervised-share` of the tokens; medsft.model.loss projects only those), under LoRA the bf16
   gradient of the hidden state (2 * hidden bytes each: the fused head computes it in the forward
   pass and keeps no logits), under full fine-tuning with FSDP2 (full.yaml) the fp32
   log-probabilities (4 * vocab bytes each: the root module's own forward gives the logits);
@@ -35,7 +35,7 @@ results/train_qlora_Qwen3-0.6B_cpu_bf16*.json (saved bytes per token, with and w
 checkpointing) and records both.
 
 Throughput: tokens/s = assumed MFU x the card's dense bf16 peak / model FLOPs per token, with
-medsft.flops.FlopCounter (the FLOPs MFU counts: the layers, the output head at supervised
+medsft.model.flops.FlopCounter (the FLOPs MFU counts: the layers, the output head at supervised
 positions, attention over causal pairs of examples of `--example-tokens` mean length packed into
 the rows; gradient checkpointing's recomputation is the hardware's cost inside the MFU). The
 assumed MFU per config is an argument, recorded with the figures; the goals of
@@ -56,15 +56,15 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medsft.flops import QWEN3_LINEAR, FlopCounter, bf16_peak_flops  # noqa: E402
-from medsft.model import PRESETS  # noqa: E402
+from medsft.model.build import PRESETS  # noqa: E402
+from medsft.model.flops import QWEN3_LINEAR, FlopCounter, bf16_peak_flops  # noqa: E402
 
 CONFIGS = ("qlora", "lora", "full")
 SHAPES = ("Qwen3-0.6B", "Qwen3-4B", "Qwen3-8B")
 CARDS_GB = (24, 40, 80)
 THROUGHPUT_CARDS = ("A100", "H100")
 ASSUMED_MFU = {"qlora": 0.30, "lora": 0.40, "full": 0.40}
-LOSS_CHUNK = 2048  # medsft.loss.masked_nll's chunk of supervised positions
+LOSS_CHUNK = 2048  # medsft.model.loss.masked_nll's chunk of supervised positions
 GB = 1e9
 
 

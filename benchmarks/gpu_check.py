@@ -12,7 +12,7 @@ recorded as timed out; one that would not fit the time left is skipped and recor
   activations per token;
 - attention: benchmarks/attention_kernels.py, each kernel available there on packed rows;
 - vs_trl: benchmarks/vs_trl.py --packing at the Qwen3-0.6B shape;
-- generate: benchmarks/generate_bench.py, medsft.generate at the Qwen3-4B shape, batch 8 and 32.
+- generate: benchmarks/generate_bench.py, medsft.evaluation.generate at the Qwen3-4B shape, batch 8 and 32.
 Each part's JSON lands in `--out` (default benchmarks/results/gpu_check/, or gpu_check_cpu_smoke/
 with --cpu-smoke) and the summary, written after every part, in <out>/summary.json.
 """

@@ -39,7 +39,7 @@ def main() -> None:
 
     from medsft.evaluation.config import McqSpec
     from medsft.evaluation.mcq import letter_logprobs, load_mcq, mcq_prompt, shots_for
-    from medsft.model import load_tokenizer, random_qwen3
+    from medsft.model.build import load_tokenizer, random_qwen3
 
     torch.set_num_threads(1)
     spec = McqSpec(source=args.source, dev_source=args.dev, shots=args.shots, limit=args.limit)

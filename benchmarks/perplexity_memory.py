@@ -74,9 +74,9 @@ def measure(way: str, args: argparse.Namespace) -> dict:
     import torch
 
     from medsft.data import collate
-    from medsft.loss import masked_nll
     from medsft.metrics.likelihood import perplexity, perplexity_from_nll
-    from medsft.model import build_model, load_tokenizer
+    from medsft.model.build import build_model, load_tokenizer
+    from medsft.model.loss import masked_nll
 
     torch.manual_seed(0)
     device = "cuda" if torch.cuda.is_available() else "cpu"

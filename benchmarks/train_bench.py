@@ -14,7 +14,7 @@ the steps after `--warmup`, and measures:
 - activation memory: bytes saved for backward per token in one step, each storage once and the
   weights themselves left out (device independent; what checkpointing and dtypes change);
 - peak memory: CUDA peak allocated on GPU, peak RSS of the process on CPU;
-- MFU on a GPU in the table of medsft.flops.
+- MFU on a GPU in the table of medsft.model.flops.
 `--peft-kbit-upcast` reproduces peft's prepare_model_for_kbit_training (fp32 embeddings, head and
 norms), which medsft no longer calls, for the before/after comparison.
 Writes benchmarks/results/train_<config>_<preset>[_<tag>].json.
@@ -41,7 +41,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from record import write_result  # noqa: E402
 
 from medsft.cli.train import main as train_main  # noqa: E402
-from medsft.flops import mfu  # noqa: E402
+from medsft.model.flops import mfu  # noqa: E402
 
 
 def synthetic_rows(path: Path, n: int, seq_len: int, mixed: bool = False) -> None:
@@ -132,7 +132,7 @@ class StepMeter(Callback):
 
 def upcast_like_peft() -> None:
     """Make build_model do what peft.prepare_model_for_kbit_training did (for comparison)."""
-    import medsft.model as model_module
+    import medsft.model.build as model_module
 
     original = model_module.load_base_model
 

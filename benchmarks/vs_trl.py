@@ -106,9 +106,9 @@ def run_medsft(args: argparse.Namespace, log: StepLog) -> None:
     import torch
 
     from medsft.data import SFTDataModule
-    from medsft.model import LoraSettings
-    from medsft.module import SFTModule
-    from medsft.optim import OptimizerSettings
+    from medsft.model.build import LoraSettings
+    from medsft.training.module import SFTModule
+    from medsft.training.optim import OptimizerSettings
 
     class Timer(L.Callback):
         def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
@@ -152,7 +152,7 @@ def run_trl(args: argparse.Namespace, log: StepLog) -> None:
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from medsft.model import QWEN3_LINEAR, load_tokenizer, random_qwen3
+    from medsft.model.build import QWEN3_LINEAR, load_tokenizer, random_qwen3
 
     class Counted(SFTTrainer):
         def training_step(self, model, inputs, *rest, **kwargs):

@@ -1,12 +1,6 @@
-"""Check a test set against training data for leakage (see medsft.evaluation.leakage).
+"""`python -m medsft.leakage`, kept for old commands: the tool is `python -m medsft.cli.leakage`."""
 
-    python -m medsft.leakage --test_set.source data/sample/test_zh_med.json \\
-        --leakage.train_set.source FreedomIntelligence/Huatuo26M-Lite --leakage.train_set.preset huatuo
-    python -m medsft.leakage --help
-"""
-
-from medsft.cli.errors import run
-from medsft.evaluation.leakage import main
+import runpy
 
 if __name__ == "__main__":
-    run(main)
+    runpy.run_module("medsft.cli.leakage", run_name="__main__", alter_sys=True)

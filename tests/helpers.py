@@ -47,7 +47,7 @@ def tiny_model(*, tie: bool = True, seed: int = 0) -> Any:
     """
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from medsft.model import PRESETS
+    from medsft.model.build import PRESETS
 
     shape = {**PRESETS["tiny"], "tie_word_embeddings": tie}
     torch.manual_seed(seed)
@@ -57,7 +57,7 @@ def tiny_model(*, tie: bool = True, seed: int = 0) -> Any:
 
 def prompts(tokenizer: Any, questions: list[str] = QUESTIONS, **kwargs: Any) -> list[list[int]]:
     """Chat-template prompt ids of single-turn `questions`."""
-    from medsft.generate import encode_prompt
+    from medsft.evaluation.generate import encode_prompt
 
     return [encode_prompt(tokenizer, [{"role": "user", "content": q}], **kwargs) for q in questions]
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 import medsft.evaluation.config
-import medsft.generate
-import medsft.model
+import medsft.evaluation.generate
+import medsft.model.build
 from medsft.chat import qa_messages
 from medsft.evaluation import (
     DataSpec,
@@ -31,7 +31,7 @@ from medsft.evaluation import (
     validate_config,
 )
 from medsft.evaluation.answers import answers_system
-from medsft.generate import GenerationSettings
+from medsft.evaluation.generate import GenerationSettings
 from tests.helpers import scalars  # noqa: E402
 from tests.judge_server import JudgeServer, prefer_longer
 
@@ -56,7 +56,7 @@ def _no_real_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def fake_run(path: Path) -> Path:
     """A training run dir as train.py leaves it: adapter/ (PEFT) with the tokenizer."""
-    from medsft.model import build_model, load_tokenizer
+    from medsft.model.build import build_model, load_tokenizer
 
     model = build_model("random:tiny")
     model.peft_config["default"].base_model_name_or_path = "random:tiny"
@@ -217,10 +217,10 @@ def test_hub_model_downloaded_by_the_first_run_is_reused_by_the_second(tmp_path,
 
     def download_and_load(name, **kwargs):
         downloaded.append(name)
-        return medsft.model.random_qwen3("tiny")
+        return medsft.model.build.random_qwen3("tiny")
 
     monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", in_cache)
-    monkeypatch.setattr(medsft.model, "load_base_model", download_and_load)
+    monkeypatch.setattr(medsft.model.build, "load_base_model", download_and_load)
     monkeypatch.setattr(medsft.evaluation.config, "ensure_hub_reachable", lambda *a, **k: None)
     config = _model_config(tmp_path, "acme/med-model", limit=3)
     first = _system(evaluate(config))
@@ -231,8 +231,8 @@ def test_hub_model_downloaded_by_the_first_run_is_reused_by_the_second(tmp_path,
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded again although its answers were saved")
 
-    monkeypatch.setattr(medsft.model, "load_base_model", no_load)
-    monkeypatch.setattr(medsft.generate, "generate", no_load)
+    monkeypatch.setattr(medsft.model.build, "load_base_model", no_load)
+    monkeypatch.setattr(medsft.evaluation.generate, "generate", no_load)
     second = evaluate(config)
     assert _system(second)["generation"]["generated"] == 0
     assert not _system(second)["model_loaded"]  # answers and perplexity both reused
@@ -243,7 +243,7 @@ def test_sampled_answers_depend_only_on_their_own_cache_key(tmp_path, monkeypatc
     from tests.helpers import tiny_model  # answers that differ from draw to draw
 
     model = tiny_model()
-    monkeypatch.setattr(medsft.model, "load_base_model", lambda *a, **k: model)
+    monkeypatch.setattr(medsft.model.build, "load_base_model", lambda *a, **k: model)
     sampled = dict(do_sample=True, temperature=1.0)
 
     def answers(out: Path, limit: int) -> list[str]:
@@ -355,7 +355,7 @@ def test_demo_training_then_evaluation_with_judge_and_reuse(tmp_path, monkeypatc
         def no_generation(*args, **kwargs):
             raise AssertionError("generation ran again although its answers were saved")
 
-        monkeypatch.setattr(medsft.generate, "generate", no_generation)
+        monkeypatch.setattr(medsft.evaluation.generate, "generate", no_generation)
         again = evaluate_script.main(argv)
         assert server.request_count == 0
         for name in ("base", "finetuned"):

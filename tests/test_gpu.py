@@ -14,9 +14,9 @@ pytestmark = [
 
 
 def test_qlora_trains_on_gpu_with_qwen3_0_6b_shapes(tmp_path):
-    from medsft.loss import supervised_positions
-    from medsft.model import build_model, random_qwen3
-    from medsft.module import SFTModule
+    from medsft.model.build import build_model, random_qwen3
+    from medsft.model.loss import supervised_positions
+    from medsft.training.module import SFTModule
     from tests.helpers import decoder_layers
 
     random_qwen3("Qwen3-0.6B", dtype=torch.bfloat16).save_pretrained(tmp_path / "base")

@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import Callback
 
 from medsft.cli.train import main
-from medsft.model import build_model, random_qwen3
+from medsft.model.build import build_model, random_qwen3
 from tests.helpers import HostSyncCounter, decoder_layers, scalars
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,8 +144,8 @@ def test_fused_adamw_with_a_loss_scaler_is_refused(tmp_path):
     from lightning.pytorch.plugins import MixedPrecision
 
     from medsft.data import SFTDataModule
-    from medsft.module import SFTModule
-    from medsft.optim import OptimizerSettings
+    from medsft.training.module import SFTModule
+    from medsft.training.optim import OptimizerSettings
 
     scaler = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
     trainer = Trainer(accelerator="cpu", plugins=[scaler], max_steps=1, logger=False,
@@ -173,7 +173,7 @@ def test_fsdp2_with_lora_or_nf4_is_refused_before_building(mode):
 
 
 def test_dtype_auto_uses_native_bf16_only(monkeypatch):
-    from medsft.model import resolve_dtype
+    from medsft.model.build import resolve_dtype
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_dtype("auto") == torch.float32  # CPU

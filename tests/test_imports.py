@@ -167,7 +167,7 @@ def test_perplexity_runs_without_lightning():
     code = (
         "import sys\n"
         "from medsft.metrics.likelihood import perplexity\n"
-        "from medsft.model import load_tokenizer, random_qwen3\n"
+        "from medsft.model.build import load_tokenizer, random_qwen3\n"
         "tok = load_tokenizer('qwen3')\n"
         "conv = [{'role': 'user', 'content': '头痛怎么办'}, {'role': 'assistant', "
         "'content': '多休息。'}]\n"

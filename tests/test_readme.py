@@ -43,8 +43,8 @@ COVERED: dict[str, str] = {
     "python train.py --config configs/full.yaml --trainer.devices 4": (
         "test_every_training_config_instantiates"
     ),
-    "python -m medsft.export logs/qlora/version_0": "test_adapter_round_trip_and_merged_export",
-    "python -m medsft.publish logs/qlora/version_0": (
+    "python -m medsft.cli.export logs/qlora/version_0": "test_adapter_round_trip_and_merged_export",
+    "python -m medsft.cli.publish logs/qlora/version_0": (
         "test_dry_run_writes_the_card_and_sends_nothing"
     ),
     # Data.

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from medsft.checkpoint import previous_path
 from medsft.cli.train import SFTCLI, config_by_name, main
+from medsft.training.checkpoint import previous_path
 from tests.helpers import ROOT, TRAIN_CONFIGS, scalars, train
 
 
@@ -103,7 +103,7 @@ def test_every_training_config_instantiates(config, monkeypatch, tmp_path):
     import yaml
 
     from medsft.data import SFTDataModule
-    from medsft.module import SFTModule
+    from medsft.training.module import SFTModule
 
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # 8-bit optimizers need one
@@ -121,7 +121,7 @@ def test_every_training_config_instantiates(config, monkeypatch, tmp_path):
     assert cli.datamodule.tokenizer_name == model.get("tokenizer", model["name_or_path"])
     assert cli.trainer.max_steps == raw["trainer"]["max_steps"]
     if raw["trainer"].get("strategy") == "fsdp2":
-        from medsft.fsdp import FSDP2Strategy
+        from medsft.training.fsdp import FSDP2Strategy
 
         assert isinstance(cli.trainer.strategy, FSDP2Strategy)
 

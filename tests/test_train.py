@@ -41,7 +41,7 @@ def test_a_missing_local_model_path_is_named_not_taken_for_a_hub_id():
 
 
 def test_hub_only_config_fails_offline_with_a_message(monkeypatch):
-    from medsft.model import HubUnreachable
+    from medsft.model.build import HubUnreachable
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubUnreachable, match="not in the local cache"):
@@ -119,8 +119,8 @@ def test_adapter_round_trip_and_merged_export(tmp_path, mode):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from medsft.export import export
-    from medsft.model import load_base_model, load_trained
+    from medsft.cli.export import export
+    from medsft.model.build import load_base_model, load_trained
 
     cli = train(tmp_path, *MODES[mode], "--trainer.max_steps", "3")
     adapter = Path(cli.trainer.log_dir) / "adapter"
@@ -145,7 +145,7 @@ def test_adapter_round_trip_and_merged_export(tmp_path, mode):
 
 
 def test_export_fails_beyond_tolerance(tmp_path):
-    from medsft.export import export
+    from medsft.cli.export import export
 
     cli = train(tmp_path, *MODES["lora"], "--trainer.max_steps", "2")
     with pytest.raises(RuntimeError, match="differs from the adapter model"):
@@ -281,7 +281,7 @@ LORA = ("--model.finetune", "lora")  # small checkpoints where the mode is not t
 
 
 def test_skip_mode_skips_nonfinite_steps_and_stops_after_too_many(tmp_path, monkeypatch):
-    from medsft.module import NonFiniteLoss, SFTModule
+    from medsft.training.module import NonFiniteLoss, SFTModule
 
     step = SFTModule.step
     poisoned = {2, 4, 5}  # optimizer steps whose loss is NaN (batch = step: no accumulation)
@@ -340,7 +340,7 @@ def test_a_hub_stream_resumes_exactly(tmp_path, monkeypatch):
 
     import medsft.data
     import medsft.data.sources
-    import medsft.model
+    import medsft.model.build
 
     hub_id = "someone/huatuo-like"
     load = datasets.load_dataset
@@ -353,7 +353,7 @@ def test_a_hub_stream_resumes_exactly(tmp_path, monkeypatch):
         return load("json", data_files=path, split="train", streaming=True)
 
     monkeypatch.setattr(datasets, "load_dataset", streamed)
-    monkeypatch.setattr(medsft.model, "ensure_hub_reachable", lambda *a, **k: None)
+    monkeypatch.setattr(medsft.model.build, "ensure_hub_reachable", lambda *a, **k: None)
     is_local = medsft.data.sources.is_local
     for module in (medsft.data, medsft.data.sources):
         monkeypatch.setattr(module, "is_local", lambda s: s != hub_id and is_local(s))

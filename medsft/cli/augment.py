@@ -21,7 +21,8 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from medsft.augment import (
+from medsft.chat import Message
+from medsft.data.augment import (
     AugmentSettings,
     ParaphraseSettings,
     cilin,
@@ -30,7 +31,6 @@ from medsft.augment import (
     paraphrase_file,
     question_swaps,
 )
-from medsft.chat import Message
 
 log = logging.getLogger(__name__)
 

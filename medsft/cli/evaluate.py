@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     # Data-parallel ranks run this too; only rank 0 narrates.
     level = logging.INFO if is_global_zero() else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    from medsft.console import quiet_known_noise
+    from medsft.cli.console import quiet_known_noise
 
     quiet_known_noise()
     for name in QUIET_LOGGERS:

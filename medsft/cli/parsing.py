@@ -40,7 +40,7 @@ def tool_parser(prog: str, doc: str | None, **kwargs: Any) -> ArgumentParser:
     """A parser for `python -m medsft...` tools.
 
     Args:
-        prog: how the tool is run, e.g. `python -m medsft.export`.
+        prog: how the tool is run, e.g. `python -m medsft.cli.export`.
         doc: the docstring to describe it with (see `help_text`).
         **kwargs: more ArgumentParser options.
     """

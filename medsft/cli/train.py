@@ -3,8 +3,8 @@
 `SFTCLI` ties the data's tokenizer to the model's and adds `--ckpt_path` (a path or `last`),
 `--allow_changed` and `--export`. `main` parses, checks the run can start (checkpoint folder
 writable and big enough, hub sources reachable), resumes into the checkpoint's own version
-folder as the same experiment (medsft.runs), trains with preemption handling
-(medsft.preemption), and saves the adapter or model.
+folder as the same experiment (medsft.training.runs), trains with preemption handling
+(medsft.training.preemption), and saves the adapter or model.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, TQDMProgres
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
 from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
 
-from medsft import runs  # noqa: E402
 from medsft.cli.errors import add_debug_argument  # noqa: E402
 from medsft.data import SFTDataModule  # noqa: E402
-from medsft.module import SFTModule  # noqa: E402
+from medsft.training import runs  # noqa: E402
+from medsft.training.module import SFTModule  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 # Models up to this width train on one CPU thread unless OMP_NUM_THREADS says otherwise.
@@ -72,8 +72,8 @@ class SFTCLI(LightningCLI):
         hub source, a checkpoint that is missing or not plain data. A resume logs into the
         checkpoint's own version folder."""
         from medsft.data import is_local
-        from medsft.fsdp import validate_strategy
-        from medsft.model import check_source, ensure_hub_reachable, is_hub_id
+        from medsft.model.build import check_source, ensure_hub_reachable, is_hub_id
+        from medsft.training.fsdp import validate_strategy
 
         config = self.config
         validate_strategy(config.trainer.strategy, config.model.finetune, config.model.quantize)
@@ -88,7 +88,7 @@ class SFTCLI(LightningCLI):
         self._resolve_resume()
 
     def _resolve_resume(self) -> None:
-        from medsft.preemption import slurm_job_id
+        from medsft.training.preemption import slurm_job_id
 
         config = self.config
         logger_args = _logger_args(config)
@@ -185,7 +185,7 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
     """
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from medsft.preemption import Preempted, exit_code
+    from medsft.training.preemption import Preempted, exit_code
 
     args = config_by_name(args)
     cli = SFTCLI(
@@ -227,7 +227,7 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
         raise
 
     _checkpoint_the_end(trainer)
-    from medsft.export import export, save_trained
+    from medsft.cli.export import export, save_trained
 
     out = save_trained(cli.model, cli.datamodule.tokenizer, trainer)
     if cli.config.get("export") and trainer.is_global_zero:
@@ -239,7 +239,7 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
 
 
 def _record_config(cli: SFTCLI) -> None:
-    """Compare a resume with its checkpoint's config (medsft.runs.compare_configs) and make
+    """Compare a resume with its checkpoint's config (medsft.training.runs.compare_configs) and make
     every checkpoint of this run carry its own."""
     import yaml
 
@@ -261,7 +261,7 @@ def _record_config(cli: SFTCLI) -> None:
                 if key == "model.optimizer.lr":
                     cli.trainer.callbacks.append(NewLearningRate(old, new))
                 if key == "trainer.max_steps" and cli.config.model.optimizer.schedule == "cosine":
-                    # The schedule is a function of max_steps (medsft.module): say that the
+                    # The schedule is a function of max_steps (medsft.training.module): say that the
                     # learning rate from here on follows the new length.
                     print(f"trainer.max_steps {old} -> {new}: the cosine learning-rate schedule "
                           f"now decays over {new} steps; from step {resume.step} on the rate "
@@ -272,12 +272,12 @@ def _record_config(cli: SFTCLI) -> None:
 
 
 class StoreConfig(Callback):
-    """Every checkpoint carries the config it was trained with (medsft.runs.CONFIG_KEY)."""
+    """Every checkpoint carries the config it was trained with (medsft.training.runs.CONFIG_KEY)."""
 
     def __init__(self, experiment: dict[str, Any]) -> None:
         """
         Args:
-            experiment: the flattened config (medsft.runs.experiment_config).
+            experiment: the flattened config (medsft.training.runs.experiment_config).
         """
         self.experiment = experiment
 
@@ -337,14 +337,14 @@ def _insert_before_checkpoints(trainer: Trainer, callback: Callback) -> None:
 
 
 def _safeguard(cli: SFTCLI) -> None:
-    """Checkpoints written whole (medsft.checkpoint) into a folder checked writable and big
+    """Checkpoints written whole (medsft.training.checkpoint) into a folder checked writable and big
     enough now; data counters (truncation, drops) logged as they happen and an epoch without
-    data stopped; signals end training with a checkpoint (medsft.preemption)."""
+    data stopped; signals end training with a checkpoint (medsft.training.preemption)."""
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-    from medsft.checkpoint import FreeSpaceCheck, SafeCheckpointIO, check_writable
-    from medsft.datastats import DataMonitor
-    from medsft.preemption import Preemption
+    from medsft.training.checkpoint import FreeSpaceCheck, SafeCheckpointIO, check_writable
+    from medsft.training.datastats import DataMonitor
+    from medsft.training.preemption import Preemption
 
     trainer = cli.trainer
     if trainer.checkpoint_callback is not None:
@@ -395,7 +395,7 @@ def choose_cpu_threads(name_or_path: str, accelerator: Any) -> None:
     """
     import torch
 
-    from medsft.model import PRESETS, RANDOM_PREFIX
+    from medsft.model.build import PRESETS, RANDOM_PREFIX
 
     if "OMP_NUM_THREADS" in os.environ or accelerator not in ("cpu", "auto", None):
         return
@@ -432,8 +432,8 @@ def _checkpoint_the_end(trainer: Any) -> None:
 
 def cli_main(argv: list[str] | None = None) -> None:
     """The command line entry point: train under medsft's error policy."""
+    from medsft.cli.console import quiet_known_noise
     from medsft.cli.errors import run
-    from medsft.console import quiet_known_noise
 
     quiet_known_noise()
     run(main, argv)

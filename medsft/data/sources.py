@@ -63,7 +63,7 @@ def is_local(source: str) -> bool:
     Also a path that does not exist but cannot be a hub id (`./x`, `/x`, `a/b/c`) or whose first
     folder exists here (`data/mine`): it is reported missing, never looked up on the hub.
     """
-    from medsft.model import is_hub_id
+    from medsft.model.build import is_hub_id
 
     first = source.split("/", 1)[0]
     return (
@@ -243,7 +243,7 @@ def read_rows(
     import datasets
     from datasets.distributed import split_dataset_by_node
 
-    from medsft.model import ensure_hub_reachable
+    from medsft.model.build import ensure_hub_reachable
 
     ensure_hub_reachable(source, repo_type="dataset", probe="README.md")
     stream = datasets.load_dataset(source, subset, split=split, streaming=True)

@@ -8,7 +8,7 @@
   (seed, epoch, shard) only; `StreamPosition` records how far each worker got, so a resumed
   epoch replays and drops what was already trained on.
 - Bad rows raise an error naming file, line and field, or with `skip_invalid` are skipped and
-  counted in `StreamStats`, whose counters ride along to the batches (medsft.datastats).
+  counted in `StreamStats`, whose counters ride along to the batches (medsft.training.datastats).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from typing import Any, Literal
 
 from torch.utils.data import IterableDataset, get_worker_info
 
-from medsft.augment import augment
 from medsft.chat import AnswerTruncated, EmptySupervision, render_conversation
+from medsft.data.augment import augment
 from medsft.data.batching import _grouped, _packed, _shuffled, row_capacity
 from medsft.data.schema import in_validation, iter_conversations
 from medsft.data.sources import InvalidExample
@@ -31,7 +31,7 @@ from medsft.data.sources import InvalidExample
 log = logging.getLogger("medsft.data")
 
 DATA_COUNTERS = ("examples", "rows", "invalid", "dropped", "truncated")
-"""The data counters carried in batches and logged as `data/*` (medsft.datastats)."""
+"""The data counters carried in batches and logged as `data/*` (medsft.training.datastats)."""
 
 
 @dataclass

@@ -3,7 +3,7 @@
 A *system* is a base model (hub id, local directory or `random:` preset), a training run (its
 adapter or full model; `logs/demo/latest` or a glob picks the newest run), a merged export, a
 file of ready answers, or an OpenAI-compatible chat endpoint (a GPT baseline, a model served by
-vLLM or SGLang). Model systems answer the test questions through medsft.generate (each model
+vLLM or SGLang). Model systems answer the test questions through medsft.evaluation.generate (each model
 loaded once for its answers, perplexities and MCQ), endpoint systems through the endpoint; every system is scored against the references with medsft.metrics (bootstrap
 intervals, paired tests, answer length), model systems get the perplexity of the references, and
 an LLM judge compares each system with the baseline system in both answer orders.
@@ -19,7 +19,7 @@ One job per module, in the order `evaluate()` (run.py) uses them:
 - scoring: text metrics, paired tests, think blocks, length, slices (`test_set.slice_column`)
 - mcq: multiple-choice benchmarks (`mcq_set`): letter log-likelihood or generated letters,
   accuracy per subject
-- leakage: the test set's overlap with training data (`leakage`; `python -m medsft.leakage`)
+- leakage: the test set's overlap with training data (`leakage`; `python -m medsft.cli.leakage`)
 - judging: the judge against the baseline
 - training: TensorBoard curves of runs; ablation: runs' hyperparameters beside their scores
 - plots: metrics.png, mcq.png, training_<run>.png; report: report.md

@@ -24,11 +24,11 @@ HEADLINE = ("BLEU-4", "ROUGE-L", "vocab-F1")
 
 
 def run_hparams(run_dir: Path) -> dict[str, Any] | None:
-    """The run's last resolved config (medsft.runs.latest_config), flattened to dotted keys;
+    """The run's last resolved config (medsft.training.runs.latest_config), flattened to dotted keys;
     None when it has none."""
     import yaml
 
-    from medsft.runs import latest_config
+    from medsft.training.runs import latest_config
 
     path = latest_config(run_dir)
     if path is None:

@@ -16,9 +16,15 @@ from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from medsft.data.schema import DataSource, Preset
-from medsft.generate import GenerationSettings
+from medsft.evaluation.generate import GenerationSettings
 from medsft.metrics.judge import Language
-from medsft.model import RANDOM_PREFIX, DType, ensure_hub_reachable, is_hub_id, resolve_trained
+from medsft.model.build import (
+    RANDOM_PREFIX,
+    DType,
+    ensure_hub_reachable,
+    is_hub_id,
+    resolve_trained,
+)
 
 Kind = Literal["auto", "model", "run", "answers", "endpoint"]
 McqMethod = Literal["loglik", "generate"]

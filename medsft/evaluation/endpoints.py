@@ -33,10 +33,10 @@ from typing import Any
 from medsft.cache import JsonlStore, digest
 from medsft.errors import UserError
 from medsft.evaluation.config import EvalConfig, SystemSpec
+from medsft.evaluation.generate import GenerationSettings, prompt_seed, split_think
 from medsft.evaluation.models import is_global_zero
 from medsft.evaluation.systems import SystemOutput
 from medsft.evaluation.testset import Example
-from medsft.generate import GenerationSettings, prompt_seed, split_think
 from medsft.metrics.endpoint import endpoint_key, public_url
 
 log = logging.getLogger(__name__)

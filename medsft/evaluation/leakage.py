@@ -1,6 +1,6 @@
 """Leakage check: how much of each test item appears in the training data.
 
-    python -m medsft.leakage --leakage.train_set.source FreedomIntelligence/Huatuo26M-Lite \\
+    python -m medsft.cli.leakage --leakage.train_set.source FreedomIntelligence/Huatuo26M-Lite \\
         --leakage.train_set.preset huatuo --leakage.train_set.split train \\
         --test_set.source data/sample/test_zh_med.json
     python evaluate.py --config configs/eval.yaml --leakage.train_set.source data/train.jsonl
@@ -193,7 +193,7 @@ def render_leakage(leak: dict[str, Any]) -> list[str]:
 
 @dataclass
 class LeakageCommand:
-    """`python -m medsft.leakage`: check a test set against training data."""
+    """`python -m medsft.cli.leakage`: check a test set against training data."""
 
     test_set: DataSpec = field(default_factory=DataSpec)
     """The test set (as in evaluate.py)."""
@@ -204,12 +204,12 @@ class LeakageCommand:
 
 
 def build_parser() -> Any:
-    """The command line of `python -m medsft.leakage` (medsft.cli.parsing: formatted --help)."""
+    """The command line of `python -m medsft.cli.leakage` (medsft.cli.parsing: formatted --help)."""
     from jsonargparse import ActionConfigFile
 
     from medsft.cli.parsing import tool_parser
 
-    parser = tool_parser("python -m medsft.leakage", main.__doc__)
+    parser = tool_parser("python -m medsft.cli.leakage", main.__doc__)
     parser.add_argument("--config", action=ActionConfigFile)
     parser.add_class_arguments(LeakageCommand, nested_key=None, as_group=False)
     return parser
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Check a test set against training data for leakage: print the report section, and
     write it as JSON (and markdown beside it) when --output is given.
 
-        python -m medsft.leakage --test_set.source data/sample/test_zh_med.json \\
+        python -m medsft.cli.leakage --test_set.source data/sample/test_zh_med.json \\
             --leakage.train_set.source data/sample/huatuo_sample.jsonl \\
             --leakage.train_set.preset huatuo --output leakage.json
 

@@ -17,11 +17,11 @@ from typing import Any
 
 from medsft.cache import JsonlStore, digest
 from medsft.evaluation.config import EvalConfig, SystemSpec, resolve_run_dir
+from medsft.evaluation.generate import encode_prompt, prompt_seed
 from medsft.evaluation.perplexity import perplexity_summary, shared_perplexity, world
 from medsft.evaluation.systems import SystemOutput, hub_commits, model_fingerprint
 from medsft.evaluation.testset import Example
-from medsft.generate import encode_prompt, prompt_seed
-from medsft.model import resolve_dtype, resolve_trained
+from medsft.model.build import resolve_dtype, resolve_trained
 from medsft.ranks import is_global_zero
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class ModelSource:
 
     @classmethod
     def resolve(cls, spec: SystemSpec, kind: str) -> ModelSource:
-        from medsft.model import load_tokenizer, tokenizer_source
+        from medsft.model.build import load_tokenizer, tokenizer_source
 
         dtype = str(resolve_dtype(spec.dtype)).removeprefix("torch.")
         if kind == "run":
@@ -58,7 +58,7 @@ class ModelSource:
         return cls(spec, kind, spec.path, spec.path, None, tokenizer, dtype)
 
     def load(self) -> Any:
-        from medsft.model import load_base_model, load_trained
+        from medsft.model.build import load_base_model, load_trained
 
         log.info("%s: loading %s", self.spec.name, self.source)
         if self.run_dir is not None:
@@ -173,7 +173,7 @@ class ModelSystem:
 
     def generate(self, model: Any, plan: Plan) -> dict[str, Any]:
         """Generate what is missing (all ranks); rank 0 saves the answers. Returns the stats."""
-        from medsft.generate import generate
+        from medsft.evaluation.generate import generate
 
         config, name = self.config, self.src.spec.name
         if not plan.todo:

@@ -16,7 +16,7 @@ import torch
 from torchmetrics import Metric
 
 from medsft.chat import IGNORE_INDEX, EmptySupervision, Message, render
-from medsft.loss import masked_nll, supervised_positions
+from medsft.model.loss import masked_nll, supervised_positions
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def perplexity_from_nll(nll_sum: float, n_tokens: int) -> float:
 class TokenPerplexity(Metric):
     """torchmetrics Metric: token-weighted NLL and perplexity, summed across batches and ranks.
 
-    `update(nll_sum, n_tokens)` with the outputs of medsft.loss.masked_nll; `compute()` returns
+    `update(nll_sum, n_tokens)` with the outputs of medsft.model.loss.masked_nll; `compute()` returns
     `{"loss": sum/n, "ppl": exp(sum/n)}`.
     """
 
@@ -83,7 +83,7 @@ NLL_CHUNK = 1024
 
 def _backbone_and_head(model: Any) -> tuple[Any, Any]:
     """The decoder and output projection, or (model, None) for a model that does not split so."""
-    from medsft.model import backbone_and_head
+    from medsft.model.build import backbone_and_head
 
     try:
         backbone, head = backbone_and_head(model)
@@ -119,7 +119,7 @@ def perplexity(
         progress: show a progress bar.
 
     Logits are computed only at supervised positions, from the decoder's hidden states, as in
-    training (medsft.loss.masked_nll): never the whole [batch, seq, vocab] tensor.
+    training (medsft.model.loss.masked_nll): never the whole [batch, seq, vocab] tensor.
     """
     from tqdm.auto import tqdm
 
@@ -159,7 +159,7 @@ def perplexity(
             logits = model(input_ids=input_ids, attention_mask=mask).logits
             rows = [{"logits": logits[r : r + 1]} for r in range(len(chunk))]
         else:
-            # No attention mask, as in training (medsft.module): rows are right-padded, and under
+            # No attention mask, as in training (medsft.training.module): rows are right-padded, and under
             # causal attention no real token sees the padding after it.
             hidden = backbone(input_ids=input_ids, use_cache=False).last_hidden_state
             rows = []

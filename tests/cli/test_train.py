@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medsft.runs import ResumeMismatch
+from medsft.training.runs import ResumeMismatch
 from tests.helpers import ROOT, scalars, train, train_py
 
 # LoRA: small checkpoints (the mode is not the point of these tests).

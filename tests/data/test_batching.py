@@ -9,7 +9,7 @@ import torch
 from medsft.chat import IGNORE_INDEX
 from medsft.data import SFTDataModule, collate
 from medsft.data.batching import _packed
-from medsft.model import build_model
+from medsft.model.build import build_model
 
 
 def _examples(lengths, seed=0):
@@ -54,7 +54,7 @@ def test_collate_pads_position_ids_and_counts_attention_per_example():
 @pytest.mark.parametrize("finetune", ["full", "lora"])
 @pytest.mark.parametrize("capacity, n_rows", [(64, 2), (4 * 64, 1)], ids=["rows", "padding_free"])
 def test_packed_equals_unpacked_losses_and_gradients(finetune, capacity, n_rows):
-    from medsft.module import SFTModule
+    from medsft.training.module import SFTModule
 
     torch.manual_seed(0)
     module = SFTModule(finetune=finetune)

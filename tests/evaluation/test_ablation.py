@@ -16,14 +16,14 @@ from medsft.evaluation import (
     SystemSpec,
     evaluate,
 )
-from medsft.generate import GenerationSettings
+from medsft.evaluation.generate import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def fake_run(path: Path, r: int, augment: dict | None) -> Path:
     """A run dir as train.py leaves it: adapter/ and the resolved config.yaml."""
-    from medsft.model import LoraSettings, build_model, load_tokenizer
+    from medsft.model.build import LoraSettings, build_model, load_tokenizer
 
     model = build_model("random:tiny", lora=LoraSettings(r=r))
     model.peft_config["default"].base_model_name_or_path = "random:tiny"

@@ -12,7 +12,7 @@ import pytest
 from medsft.evaluation import DataSpec, EvalConfig, SystemSpec, load_examples, validate_config
 from medsft.evaluation.config import McqSpec
 from medsft.evaluation.endpoints import EndpointError, endpoint_system, request_params
-from medsft.generate import GenerationSettings
+from medsft.evaluation.generate import GenerationSettings
 from tests.judge_server import ChatRequest, JudgeServer, Reply, answer_to, answering, rejecting
 
 ROOT = Path(__file__).resolve().parents[2]

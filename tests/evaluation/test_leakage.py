@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from medsft.cli.leakage import main
 from medsft.evaluation import (
     DataSpec,
     EvalConfig,
@@ -20,7 +21,6 @@ from medsft.evaluation import (
 )
 from medsft.evaluation.config import LeakageSettings
 from medsft.evaluation.leakage import build_parser, check_leakage, render_leakage
-from medsft.leakage import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST = ROOT / "data" / "sample" / "test_zh_med.json"
@@ -166,13 +166,13 @@ def test_english_needs_eight_shared_words_by_default(tmp_path):
 def test_the_module_docstrings_commands_parse():
     import shlex
 
+    import medsft.cli.leakage as script
     import medsft.evaluation.leakage as module
-    import medsft.leakage as script
 
     for doc in (module.__doc__, script.__doc__):
         joined = doc.replace("\\\n", " ")
         commands = [
-            line.strip() for line in joined.splitlines() if "python -m medsft.leakage" in line
+            line.strip() for line in joined.splitlines() if "python -m medsft.cli.leakage" in line
         ]
         assert commands
         for command in commands:

@@ -13,8 +13,8 @@ import torch
 
 from medsft.evaluation import EvalConfig, JudgeSettings, RuntimeSettings, ScoringSettings, evaluate
 from medsft.evaluation.config import DataSpec, McqSpec, SystemSpec
+from medsft.evaluation.generate import GenerationSettings
 from medsft.evaluation.mcq import extract_letters, load_mcq, load_mcq_set, mcq_prompt
-from medsft.generate import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample" / "mcq_sample.csv"
@@ -80,7 +80,7 @@ def test_kshot_prompt_uses_dev_questions_of_the_same_subject():
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A random tiny Qwen3 saved like any model, loaded below the way users load models."""
-    from medsft.model import load_tokenizer, random_qwen3
+    from medsft.model.build import load_tokenizer, random_qwen3
 
     path = tmp_path_factory.mktemp("tiny")
     random_qwen3("tiny", seed=3).save_pretrained(path)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from medsft.evaluation import DataSpec, EvalConfig, SystemSpec, load_examples
+from medsft.evaluation.generate import GenerationSettings
 from medsft.evaluation.models import ModelSource, ModelSystem
-from medsft.generate import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 

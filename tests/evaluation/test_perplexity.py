@@ -24,7 +24,7 @@ def _conversations() -> list:
 
 
 def _model_and_tokenizer():
-    from medsft.model import load_tokenizer, random_qwen3
+    from medsft.model.build import load_tokenizer, random_qwen3
 
     return random_qwen3("tiny").eval(), load_tokenizer("qwen3")
 

@@ -190,7 +190,7 @@ print(json.dumps({{"ppl": result.score, "modules": sorted(sys.modules)}}))
 @pytest.mark.slow
 def test_perplexity_needs_only_the_perplexity_extra():
     """`pip install ".[perplexity]"`: torch, transformers and torchmetrics, no Lightning or peft."""
-    from medsft.model import bundled_tokenizer_dir
+    from medsft.model.build import bundled_tokenizer_dir
 
     config = pyproject()
     extras = config["project"]["optional-dependencies"]

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from medsft.chat import IGNORE_INDEX, qa_messages, render
-from medsft.loss import masked_nll
 from medsft.metrics import TokenPerplexity, perplexity, perplexity_from_nll
-from medsft.model import build_model
+from medsft.model.build import build_model
+from medsft.model.loss import masked_nll
 
 QA = [
     ("头痛怎么办？", "注意休息，多喝水，持续不缓解请就医。"),

@@ -1,4 +1,4 @@
-"""medsft.publish: the model card carries the run's settings and evaluation; dry runs send nothing."""
+"""medsft.cli.publish: the model card carries the run's settings and evaluation; dry runs send nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 import pytest
 import yaml
 
-from medsft import publish
+from medsft.cli import publish
 
 REPORT = "# Evaluation report\n\n| system | BLEU-4 |\n|---|---|\n| finetuned | 12.3 |\n\n## Judge\n\nwin rate 61.0%\n"
 

@@ -1,14 +1,14 @@
 """SFTModule's wiring: its optimizer follows the Trainer's steps, and bad settings fail at once.
 
-The units it wires are tested on their own: tests/test_optim.py, test_fsdp.py, test_throughput.py.
+The units it wires are tested on their own: tests/training/test_optim.py, test_fsdp.py, test_throughput.py.
 """
 
 from types import SimpleNamespace
 
 import pytest
 
-from medsft.module import SFTModule
-from medsft.optim import OptimizerSettings, lr_factor
+from medsft.training.module import SFTModule
+from medsft.training.optim import OptimizerSettings, lr_factor
 
 
 def test_configure_optimizers_schedules_by_the_trainers_steps():

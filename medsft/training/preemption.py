@@ -3,7 +3,7 @@
 SLURM, Kubernetes and spot instances send SIGTERM before they kill; a user presses Ctrl-C
 (SIGINT). `Preemption` lets the optimizer step in progress finish (the rest of an accumulation
 window included), writes `last.ckpt` at that step into the run's checkpoint folder (atomically,
-through the strategy's checkpoint IO, see medsft.checkpoint), and exits with 128 + the signal
+through the strategy's checkpoint IO, see medsft.training.checkpoint), and exits with 128 + the signal
 number, as a shell reports a process killed by it; a scheduler sees a failure and may restart,
 and `--ckpt_path last` resumes with no step lost.
 

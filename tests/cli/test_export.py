@@ -1,4 +1,4 @@
-"""medsft.export: a full fine-tuning run answered in one line before torch is imported, formatted
+"""medsft.cli.export: a full fine-tuning run answered in one line before torch is imported, formatted
 --help, the docstring's example paths are the demo's, and a merge with a quiet console."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import medsft.export
+import medsft.cli.export
 from tests.helpers import ROOT
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
@@ -22,7 +22,7 @@ HEAVY = ("torch", "transformers", "peft", "lightning", "bitsandbytes")
 
 def cli(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
     command = [sys.executable, "-c", code, *args] if code else [
-        sys.executable, "-m", "medsft.export", *args
+        sys.executable, "-m", "medsft.cli.export", *args
     ]  # fmt: skip
     return subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
 
@@ -30,7 +30,7 @@ def cli(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory) -> Path:
     """A full fine-tuning run directory as train.py leaves it: version_0/model/."""
-    from medsft.model import build_model, load_tokenizer
+    from medsft.model.build import build_model, load_tokenizer
 
     run = tmp_path_factory.mktemp("logs") / "version_0"
     build_model("random:tiny", finetune="full", seed=0).save_pretrained(run / "model")
@@ -39,14 +39,14 @@ def full_run(tmp_path_factory) -> Path:
 
 
 def test_full_run_is_answered_in_one_line_before_torch_is_imported(full_run, tmp_path):
-    with pytest.raises(medsft.export.AlreadyStandalone, match="already is a standalone model"):
-        medsft.export.export(full_run, tmp_path / "merged")  # the Python API refuses it too
+    with pytest.raises(medsft.cli.export.AlreadyStandalone, match="already is a standalone model"):
+        medsft.cli.export.export(full_run, tmp_path / "merged")  # the Python API refuses it too
     assert not (tmp_path / "merged").exists()
 
     # The command itself, then which heavy libraries it imported on the way.
     code = (
-        "import runpy, sys; sys.argv[0] = 'medsft.export'; "
-        "runpy.run_module('medsft.export', run_name='__main__'); "
+        "import runpy, sys; sys.argv[0] = 'medsft.cli.export'; "
+        "runpy.run_module('medsft.cli.export', run_name='__main__'); "
         f"print('imported:', [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)"
     )
     result = cli(str(full_run), code=code)
@@ -68,7 +68,7 @@ def test_help_is_formatted_argparse_help():
     result = cli("--help")
     assert result.returncode == 0
     out = result.stdout
-    assert out.startswith("usage: python -m medsft.export")
+    assert out.startswith("usage: python -m medsft.cli.export")
     assert "positional arguments:" in out and "--out OUT" in out and "--tolerance" in out
     assert "Args:" not in out and "Returns:" not in out
     assert "examples:\n    python train.py --config configs/demo.yaml" in out
@@ -78,15 +78,15 @@ def test_docstring_examples_are_the_demos_own_paths():
     """The first export example runs on the demo's first run, which is a full fine-tuning run."""
     commands = [
         shlex.split(line.split("#")[0])
-        for line in medsft.export.__doc__.splitlines()
-        if line.strip().startswith(("python train.py", "python -m medsft.export"))
+        for line in medsft.cli.export.__doc__.splitlines()
+        if line.strip().startswith(("python train.py", "python -m medsft.cli.export"))
     ]
     demo = yaml.safe_load((ROOT / "configs/demo.yaml").read_text())
     logger = demo["trainer"]["logger"]["init_args"]
     runs = Path(logger["save_dir"]) / logger["name"]
     assert commands[0][:4] == ["python", "train.py", "--config", "configs/demo.yaml"]
     assert demo["model"]["finetune"] == "full"  # so version_0 holds model/, not adapter/
-    assert commands[1] == ["python", "-m", "medsft.export", str(runs / "version_0")]
+    assert commands[1] == ["python", "-m", "medsft.cli.export", str(runs / "version_0")]
     # The second training run (LoRA) is version_1, which the merge example exports.
     assert commands[2][-2:] == ["--model.finetune", "lora"]
     assert commands[3][3] == str(runs / "version_1")
@@ -95,7 +95,7 @@ def test_docstring_examples_are_the_demos_own_paths():
 @pytest.mark.slow
 def test_merging_an_adapter_prints_no_library_noise(tmp_path, qwen3_tokenizer):
     """No bitsandbytes "pip install kernels" note, warnings or banners: only export's own line."""
-    from medsft.model import build_model
+    from medsft.model.build import build_model
 
     model = build_model("random:tiny", finetune="lora", seed=0)
     model.peft_config["default"].base_model_name_or_path = "random:tiny"

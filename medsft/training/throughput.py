@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from medsft.flops import FlopCounter, mfu
+from medsft.model.flops import FlopCounter, mfu
 
 
 class Throughput:
@@ -56,7 +56,7 @@ class Throughput:
 
         Returns:
             `loss_max`, `supervised_tokens_per_s`, `tokens_per_s`, `padding_fraction` (token
-            slots spent on padding) and, for a GPU in medsft.flops' table, `mfu`.
+            slots spent on padding) and, for a GPU in medsft.model.flops' table, `mfu`.
         """
         n_sup, n_all, pairs, slots = self._counts.tolist()
         loss_max = float(self._loss_max)

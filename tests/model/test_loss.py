@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from medsft.chat import IGNORE_INDEX
-from medsft.loss import masked_nll
+from medsft.model.loss import masked_nll
 
 
 def make_batch(lengths, vocab=50, hidden=8, seed=0):

@@ -1,12 +1,12 @@
-"""medsft.throughput without a Trainer: rates over the time between reads, padding, the worst
+"""medsft.training.throughput without a Trainer: rates over the time between reads, padding, the worst
 loss, MFU only where the GPU's peak is known, and a fresh start after each read."""
 
 import pytest
 import torch
 from transformers import Qwen3Config
 
-from medsft.flops import FlopCounter, bf16_peak_flops
-from medsft.throughput import Throughput
+from medsft.model.flops import FlopCounter, bf16_peak_flops
+from medsft.training.throughput import Throughput
 
 
 class Clock:

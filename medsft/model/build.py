@@ -24,8 +24,8 @@ from urllib.parse import urlparse
 import torch
 
 from medsft.errors import ConfigError, UserError
-from medsft.flops import QWEN3_LINEAR
-from medsft.trained import resolve_trained, tokenizer_source
+from medsft.model.flops import QWEN3_LINEAR
+from medsft.model.trained import resolve_trained, tokenizer_source
 
 Finetune = Literal["lora", "full"]
 Quantize = Literal["nf4"] | None
@@ -263,7 +263,7 @@ def load_base_model(
         quantize: `nf4` for bitsandbytes 4-bit NF4 with double quantization, bf16 compute.
         dtype: weight dtype of the non-quantized parameters.
         attn_implementation: `sdpa` (default), `eager`, `flash_attention_2` or `flex_attention`
-            (medsft.attention chooses per batch kind).
+            (medsft.model.attention chooses per batch kind).
         trust_remote_code: run code from the model repo (off: Qwen3 is in transformers).
         device: where each rank puts its copy; required on GPU for nf4 (its own device per rank).
     """
@@ -324,7 +324,7 @@ def build_model(
         quantize: `nf4` for QLoRA (with finetune=lora), or None.
         lora: LoRA settings; defaults to LoraSettings().
         gradient_checkpointing: recompute activations in backward to save memory.
-        attn_implementation: attention kernel, `sdpa` by default (medsft.attention chooses one
+        attn_implementation: attention kernel, `sdpa` by default (medsft.model.attention chooses one
             per batch kind for training).
         dtype: weight dtype, `auto` = bf16 on a capable GPU, else fp32.
         trust_remote_code: allow code from the model repo.
@@ -384,7 +384,7 @@ def enable_checkpointing(model: Any) -> None:
 def backbone_and_head(model: Any) -> tuple[torch.nn.Module, torch.nn.Module]:
     """The decoder stack (returning hidden states) and the output projection of a (PEFT) LM.
 
-    The loss projects only supervised positions (see medsft.loss), so it calls them apart.
+    The loss projects only supervised positions (see medsft.model.loss), so it calls them apart.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings()

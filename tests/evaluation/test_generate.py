@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from medsft.chat import END_OF_TURN
-from medsft.generate import (
+from medsft.evaluation.generate import (
     Completion,
     GenerationSettings,
     cut_completion,
@@ -27,7 +27,7 @@ from medsft.generate import (
 )
 from tests.helpers import prompts, tiny_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- the answer cut ------------------------------------------------------------------------------
@@ -245,8 +245,8 @@ DDP_SCRIPT = textwrap.dedent(
     from dataclasses import asdict
     sys.path.insert(0, {tests!r})
     from tests.helpers import prompts, tiny_model
-    from medsft.generate import GenerationSettings, generate
-    from medsft.model import load_tokenizer
+    from medsft.evaluation.generate import GenerationSettings, generate
+    from medsft.model.build import load_tokenizer
 
     tok = load_tokenizer("qwen3")
     ids = prompts(tok) * 2  # 8 prompts, 3 buckets of 3: ranks get unequal shares

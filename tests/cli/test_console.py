@@ -1,4 +1,4 @@
-"""medsft.console: each silenced library message is dropped exactly, and its neighbours print."""
+"""medsft.cli.console: each silenced library message is dropped exactly, and its neighbours print."""
 
 import logging
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from medsft.console import BNB_KERNEL_NOTE, DropMessages, quiet_known_noise
+from medsft.cli.console import BNB_KERNEL_NOTE, DropMessages, quiet_known_noise
 from tests.helpers import ROOT
 
 

@@ -17,7 +17,7 @@ Attention scores and the weighted sum are two matmuls of `2 * head_dim` FLOPs pe
 and head, for the causal pairs each example really has (`L * (L + 1) / 2` for an example of L
 tokens, whether it is padded in a batch or packed with others); backward costs twice forward.
 The output projection (vocabulary) runs only where it is computed: at supervised positions in
-medsft's training (medsft.loss), at every position in a plain forward.
+medsft's training (medsft.model.loss), at every position in a plain forward.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, Literal
 Mode = Literal["full", "lora", "frozen"]
 
 QWEN3_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-"""Every linear projection inside Qwen3's decoder layers: the LoRA default (medsft.model) and
+"""Every linear projection inside Qwen3's decoder layers: the LoRA default (medsft.model.build) and
 what the FLOP count treats as trainable under LoRA."""
 
 # Dense (no sparsity) bf16 tensor-core peaks per device, TFLOP/s, from the vendors' data sheets;

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medsft.preemption import Preemption, exit_code, slurm_job_id
+from medsft.training.preemption import Preemption, exit_code, slurm_job_id
 from tests.helpers import ROOT, scalars
 
 DEMO = ["--data.val_fraction", "0", "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "1",
@@ -105,7 +105,7 @@ def test_sigusr1_requeues_then_sigterm_saves_and_the_run_resumes_without_loss(tm
 def test_sigint_mid_accumulation_finishes_the_step_saves_it_and_exits_130(tmp_path):
     """Ctrl-C arrives at the first micro-batch of step 3's window of 2: the window completes,
     step 3 is saved, and the exit status is 130."""
-    from medsft.preemption import Preempted
+    from medsft.training.preemption import Preempted
     from tests.helpers import train
 
     sigint = (f'[{{"class_path": "tests.resume_helpers.SignalAt", '

@@ -1,4 +1,4 @@
-"""medsft.runs: which checkpoint a resume takes, its version folder, and whether the resumed
+"""medsft.training.runs: which checkpoint a resume takes, its version folder, and whether the resumed
 config is the same experiment."""
 
 import os
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from medsft.checkpoint import CheckpointError
 from medsft.errors import ConfigError
-from medsft.runs import (
+from medsft.training.checkpoint import CheckpointError
+from medsft.training.runs import (
     CONFIG_KEY,
     ResumeMismatch,
     compare_configs,

@@ -1,6 +1,6 @@
 """SFTModule: one shared step for training and validation, token-weighted everywhere.
 
-The model is built by medsft.model.build_model in `configure_model`, so each rank builds (and,
+The model is built by medsft.model.build.build_model in `configure_model`, so each rank builds (and,
 for nf4, quantizes) its own copy on its own device, and FSDP2 can shard it as it is built.
 
 Exact token weighting. Each micro-batch backpropagates its *sum* of token losses. Lightning divides
@@ -18,8 +18,8 @@ accumulation window is read to end the epoch together. The FSDP2 step selects su
 positions with a boolean mask (a sync) and gathers the sharded gradient norm when the guard,
 clipping or logging needs it.
 
-Units tested without a Trainer: the optimizer and schedule (medsft.optim), FSDP2 (medsft.fsdp),
-throughput and MFU (medsft.throughput).
+Units tested without a Trainer: the optimizer and schedule (medsft.training.optim), FSDP2 (medsft.training.fsdp),
+throughput and MFU (medsft.training.throughput).
 """
 
 from __future__ import annotations
@@ -31,14 +31,11 @@ import torch
 import torch.nn.functional as F
 from lightning import LightningModule
 
-from medsft.attention import AttentionChoice, AttnImplementation
 from medsft.chat import IGNORE_INDEX
 from medsft.errors import ConfigError, UserError
-from medsft.flops import FlopCounter
-from medsft.fsdp import full_tensor, shard_model, validate_strategy
-from medsft.loss import masked_nll
 from medsft.metrics.likelihood import TokenPerplexity
-from medsft.model import (
+from medsft.model.attention import AttentionChoice, AttnImplementation
+from medsft.model.build import (
     DType,
     Finetune,
     LoraSettings,
@@ -47,8 +44,11 @@ from medsft.model import (
     build_model,
     validate_model_args,
 )
-from medsft.optim import OptimizerSettings, build_optimizer, step_scheduler
-from medsft.throughput import Throughput
+from medsft.model.flops import FlopCounter
+from medsft.model.loss import masked_nll
+from medsft.training.fsdp import full_tensor, shard_model, validate_strategy
+from medsft.training.optim import OptimizerSettings, build_optimizer, step_scheduler
+from medsft.training.throughput import Throughput
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class SFTModule(LightningModule):
             optimizer: optimizer and schedule.
             gradient_checkpointing: trade compute for activation memory.
             attn_implementation: `auto` (SDPA's causal kernel for padded rows, a varlen-capable
-                kernel for packed ones: medsft.attention), or `sdpa`, `eager`,
+                kernel for packed ones: medsft.model.attention), or `sdpa`, `eager`,
                 `flash_attention_2`, `flex_attention`, `sdpa_varlen` for every batch.
             dtype: weight dtype; `auto` = bf16 on a capable GPU, else fp32.
             trust_remote_code: allow code from the model repository.

@@ -6,7 +6,10 @@ import random
 import pytest
 import torch
 
-from medsft.attention import (
+from medsft.chat import IGNORE_INDEX
+from medsft.data.batching import _packed, collate
+from medsft.errors import ConfigError
+from medsft.model.attention import (
     CPU_PACKED_KERNEL,
     AttentionChoice,
     _segments,
@@ -14,10 +17,7 @@ from medsft.attention import (
     check_attn_implementation,
     has_flash_attn,
 )
-from medsft.chat import IGNORE_INDEX
-from medsft.data.batching import _packed, collate
-from medsft.errors import ConfigError
-from medsft.model import build_model
+from medsft.model.build import build_model
 
 
 def _examples(lengths):
@@ -49,7 +49,7 @@ def model():
 @pytest.fixture
 def module(model):
     """SFTModule(attn_implementation=...) around the shared tiny model."""
-    from medsft.module import SFTModule
+    from medsft.training.module import SFTModule
 
     def make(attn):
         module = SFTModule(finetune="full", attn_implementation=attn)
@@ -85,13 +85,13 @@ def test_auto_follows_the_batch_and_logs_each_choice_once(batches, caplog, modul
     plain, rows, one = batches
     module = module("auto")
     seen = []
-    with caplog.at_level(logging.INFO, logger="medsft.attention"):
+    with caplog.at_level(logging.INFO, logger="medsft.model.attention"):
         for batch in (plain, rows, one, plain, rows):
             with torch.no_grad():
                 module.step(batch)
             seen.append(module.model.config._attn_implementation)
     assert seen == ["sdpa", CPU_PACKED_KERNEL, CPU_PACKED_KERNEL, "sdpa", CPU_PACKED_KERNEL]
-    lines = [r.getMessage() for r in caplog.records if r.name == "medsft.attention"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "medsft.model.attention"]
     assert lines == [
         "attention: padded rows use sdpa (causal)",
         f"attention: packed rows use {CPU_PACKED_KERNEL} (measured fastest on the CPU)",

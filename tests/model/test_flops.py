@@ -5,8 +5,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
-from medsft.flops import FlopCounter, bf16_peak_flops, causal_pairs, mfu
-from medsft.model import QWEN3_LINEAR
+from medsft.model.build import QWEN3_LINEAR
+from medsft.model.flops import FlopCounter, bf16_peak_flops, causal_pairs, mfu
 
 # Every dimension different, so a swapped one changes the count.
 TINY = dict(

@@ -1,4 +1,4 @@
-"""medsft.optim without a Trainer: the learning-rate schedule, the weight-decay groups, the fused
+"""medsft.training.optim without a Trainer: the learning-rate schedule, the weight-decay groups, the fused
 kernel choice and the settings refused up front."""
 
 import math
@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from medsft.model import build_model
-from medsft.optim import (
+from medsft.model.build import build_model
+from medsft.training.optim import (
     OptimizerSettings,
     build_optimizer,
     lr_factor,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medsft.checkpoint import (
+from medsft.training.checkpoint import (
     CheckpointError,
     SafeCheckpointIO,
     check_writable,
@@ -20,7 +20,7 @@ from medsft.checkpoint import (
     usable_checkpoint,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def state(value: float, size: int = 1000) -> dict:
@@ -153,7 +153,7 @@ def test_sharded_checkpoints_are_renamed_into_place_whole(tmp_path, monkeypatch)
     directory and no temp folder; a good one keeps the one it replaces."""
     import lightning.pytorch.strategies.model_parallel as mp
 
-    from medsft.fsdp import FSDP2Strategy
+    from medsft.training.fsdp import FSDP2Strategy
 
     strategy, path = FSDP2Strategy(), tmp_path / "last.ckpt"
 
@@ -220,7 +220,7 @@ def test_the_start_up_check_warns_when_one_checkpoint_does_not_fit(tmp_path, mon
     import shutil
     from collections import namedtuple
 
-    from medsft.checkpoint import check_free_space, checkpoint_bytes
+    from medsft.training.checkpoint import check_free_space, checkpoint_bytes
 
     module = torch.nn.Linear(10, 10)  # 110 parameters: 440 bytes + 880 of Adam moments
     assert checkpoint_bytes(module) == 1320
@@ -230,7 +230,7 @@ def test_the_start_up_check_warns_when_one_checkpoint_does_not_fit(tmp_path, mon
     Usage = namedtuple("Usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda _: Usage(10**6, 10**6 - 1000, 1000))
     assert check_free_space(tmp_path / "not" / "yet", 999)
-    with caplog.at_level("WARNING", logger="medsft.checkpoint"):
+    with caplog.at_level("WARNING", logger="medsft.training.checkpoint"):
         assert not check_free_space(tmp_path / "not" / "yet", 1320)
     assert "has 1.0 KB free, less than one checkpoint of this model (about 1.3 KB)" in caplog.text
 

@@ -341,7 +341,7 @@ PARAPHRASE_PROMPT = (
 
 @dataclass
 class ParaphraseSettings:
-    """An OpenAI-compatible endpoint that rewrites questions (`python -m medsft.augment`)."""
+    """An OpenAI-compatible endpoint that rewrites questions (`python -m medsft.data.augment`)."""
 
     model: str = "gpt-4o-mini"
     """Model name, as the endpoint knows it."""

@@ -1,7 +1,7 @@
 """A training run across resumes: which checkpoint, which version folder, the same experiment.
 
 - `find_checkpoint` turns `--ckpt_path last` into this experiment's newest `last.ckpt` (and a
-  path into the last good checkpoint, see medsft.checkpoint.usable_checkpoint).
+  path into the last good checkpoint, see medsft.training.checkpoint.usable_checkpoint).
 - `read_checkpoint` reads a checkpoint's step and the config it was trained with, with
   `weights_only=True`: a checkpoint is data, and a crafted one never runs code.
 - `version_of` says which `version_N` folder a checkpoint belongs to, so the resumed run logs
@@ -101,7 +101,7 @@ def find_checkpoint(
         ConfigError: `last` with no checkpoint found (when required).
         CheckpointError: neither the checkpoint nor the one kept before it is usable.
     """
-    from medsft.checkpoint import usable_checkpoint
+    from medsft.training.checkpoint import usable_checkpoint
 
     if ckpt_path is None:
         return None
@@ -133,7 +133,7 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
 
     import torch
 
-    from medsft.checkpoint import CheckpointError
+    from medsft.training.checkpoint import CheckpointError
 
     path = Path(path)
     if path.is_dir():  # an FSDP2 distributed checkpoint: read by Lightning itself, sharded

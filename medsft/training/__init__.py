@@ -1,0 +1,1 @@
+"""Training: the LightningModule, optimizer, throughput, FSDP2, checkpoints, preemption, runs."""
