@@ -38,9 +38,13 @@ def batches(args: argparse.Namespace) -> tuple[dict, dict]:
     from medsft.data import SFTDataModule, collate
 
     dm = SFTDataModule(
-        source=str(args.data), val_fraction=0.0, max_length=args.max_length,
-        batch_size=args.batch_size, packing="padding_free", seed=0,
-    )  # fmt: skip
+        source=str(args.data),
+        val_fraction=0.0,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        packing="padding_free",
+        seed=0,
+    )
     dm.setup("fit")
     packed = next(iter(dm.train_dataloader()))
     wanted = set(packed["index"][0])
@@ -145,8 +149,10 @@ def main() -> None:
     packed_times = {k: v["step_s_median"] for k, v in figures["kernels"].items() if "packed" in k}
     figures["fastest_packed"] = min(packed_times, key=packed_times.get).split(" ", 1)[1]
     for key, result in figures["kernels"].items():
-        print(f"{key:<28} {result['step_s_median']:8.3f} s  {result['tokens_per_s']:9.1f} tok/s  "
-              f"loss diff {result['loss_rel_diff_vs_padded']:.1e}")  # fmt: skip
+        print(
+            f"{key:<28} {result['step_s_median']:8.3f} s  {result['tokens_per_s']:9.1f} tok/s  "
+            f"loss diff {result['loss_rel_diff_vs_padded']:.1e}"
+        )
     print("fastest for packed rows:", figures["fastest_packed"])
     write_result(f"attention_kernels_{name}_{device.type}", figures, args=vars(args), out=args.out)
 

@@ -45,8 +45,9 @@ def main() -> None:
     spec = McqSpec(source=args.source, dev_source=args.dev, shots=args.shots, limit=args.limit)
     items = load_mcq(spec)
     dev = load_mcq(spec, dev=True) if args.shots else []
-    prompts = [mcq_prompt(it, s) for it, s in zip(items, shots_for(items, dev, args.shots),
-                                                  strict=True)]  # fmt: skip
+    prompts = [
+        mcq_prompt(it, s) for it, s in zip(items, shots_for(items, dev, args.shots), strict=True)
+    ]
     with tempfile.TemporaryDirectory() as tmp:
         random_qwen3("tiny", seed=0).save_pretrained(tmp)
         load_tokenizer("qwen3").save_pretrained(tmp)
@@ -57,8 +58,9 @@ def main() -> None:
     scored = []
     for it, prompt in zip(items, prompts, strict=True):
         letters = "".join(it.options)
-        scored.append(dict(zip(letters, letter_logprobs(model, tokenizer, prompt, letters),
-                               strict=True)))  # fmt: skip
+        scored.append(
+            dict(zip(letters, letter_logprobs(model, tokenizer, prompt, letters), strict=True))
+        )
     seconds = time.perf_counter() - started
     correct = sum(max(s, key=s.get) == it.answer for s, it in zip(scored, items, strict=True))
     tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
@@ -74,13 +76,18 @@ def main() -> None:
         diffs += [abs(s[c] - by_hand[c]) for c in s]
         agree += max(s, key=s.get) == max(by_hand, key=by_hand.get)
     result = {
-        "source": args.source, "shots": args.shots, "questions": len(items),
+        "source": args.source,
+        "shots": args.shots,
+        "questions": len(items),
         "mean_prompt_tokens": round(sum(tokens) / len(tokens), 1),
-        "seconds": round(seconds, 2), "questions_per_second": round(len(items) / seconds, 2),
+        "seconds": round(seconds, 2),
+        "questions_per_second": round(len(items) / seconds, 2),
         "accuracy": round(100 * correct / len(items), 2),
-        "checked_questions": min(args.check, len(items)), "checked_letters": len(diffs),
-        "max_abs_logprob_difference": max(diffs), "same_prediction": agree,
-    }  # fmt: skip
+        "checked_questions": min(args.check, len(items)),
+        "checked_letters": len(diffs),
+        "max_abs_logprob_difference": max(diffs),
+        "same_prediction": agree,
+    }
     print(result)
     write_result("mcq_loglik_tiny_cpu", result, args=vars(args))
 

@@ -42,9 +42,14 @@ def main() -> None:
         "padding_free": {"packing": "padding_free"},
     }.items():
         dm = SFTDataModule(
-            source=str(args.data), preset=args.preset, val_fraction=0.0, max_length=args.max_length,
-            batch_size=args.batch_size, pad_to_multiple_of=args.pad_to_multiple_of, **options,
-        )  # fmt: skip
+            source=str(args.data),
+            preset=args.preset,
+            val_fraction=0.0,
+            max_length=args.max_length,
+            batch_size=args.batch_size,
+            pad_to_multiple_of=args.pad_to_multiple_of,
+            **options,
+        )
         dm.setup("fit")
         real = padded = batches = 0
         for batch in dm.train_dataloader():

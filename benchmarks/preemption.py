@@ -30,11 +30,23 @@ from record import write_result  # noqa: E402
 
 
 def command(save_dir: Path, step_file: Path, *extra: str) -> list[str]:
-    callbacks = (f'[{{"class_path": "tests.resume_helpers.StepFile", '
-                 f'"init_args": {{"path": "{step_file}"}}}}]')  # fmt: skip
-    return [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
-            "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir",
-            str(save_dir), "--trainer.callbacks", callbacks, *extra]  # fmt: skip
+    callbacks = (
+        f'[{{"class_path": "tests.resume_helpers.StepFile", '
+        f'"init_args": {{"path": "{step_file}"}}}}]'
+    )
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--config",
+        str(ROOT / "configs/demo.yaml"),
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(save_dir),
+        "--trainer.callbacks",
+        callbacks,
+        *extra,
+    ]
 
 
 def main() -> None:
@@ -52,8 +64,14 @@ def main() -> None:
             (tmp / "scontrol").chmod(0o755)
             env.update(SLURM_JOB_ID="1", PATH=f"{tmp}:{env['PATH']}")
         step_file = tmp / "step"
-        proc = subprocess.Popen(command(tmp, step_file), cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        proc = subprocess.Popen(
+            command(tmp, step_file),
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         while not (step_file.exists() and int(step_file.read_text()) >= args.step):
             if proc.poll() is not None:
                 raise SystemExit(proc.communicate()[1][-3000:])
@@ -66,15 +84,25 @@ def main() -> None:
         reached = int(step_file.read_text())
         ckpt = tmp / "demo/version_0/checkpoints/last.ckpt"
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"]
-        resumed = subprocess.run(command(tmp, step_file, "--ckpt_path", "last"), cwd=ROOT,
-                                 env=env, capture_output=True, text=True)  # fmt: skip
+        resumed = subprocess.run(
+            command(tmp, step_file, "--ckpt_path", "last"),
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         result = {
-            "signal": f"SIG{args.signal}", "sent_after_step": args.step,
-            "exit_code": proc.returncode, "seconds_signal_to_exit": round(seconds, 2),
-            "last_step_completed": reached, "checkpoint_step": saved,
-            "steps_lost": reached - saved, "train_py_says": saved_line, "resume_exit_code": resumed.returncode,
+            "signal": f"SIG{args.signal}",
+            "sent_after_step": args.step,
+            "exit_code": proc.returncode,
+            "seconds_signal_to_exit": round(seconds, 2),
+            "last_step_completed": reached,
+            "checkpoint_step": saved,
+            "steps_lost": reached - saved,
+            "train_py_says": saved_line,
+            "resume_exit_code": resumed.returncode,
             "resumed_into_same_version": not (tmp / "demo/version_1").exists(),
-        }  # fmt: skip
+        }
     print(result)
     write_result(f"preemption_{args.signal.lower()}", result, args=vars(args))
 

@@ -161,9 +161,10 @@ def main() -> None:
     parser.add_argument("--tag", default="")
     parser.add_argument("--no-save", action="store_true", help="print only")
     parser.add_argument(
-        "--mixed-lengths", action="store_true",
+        "--mixed-lengths",
+        action="store_true",
         help="examples of seq_len/16 to seq_len/2 tokens, packed several to a row",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", type=Path, help="write the results here (default: results/)")
     # Any other option is a train.py override, e.g. --model.lora.r=64
     args, extra = parser.parse_known_args()
@@ -176,18 +177,47 @@ def main() -> None:
     synthetic_rows(rows, n_rows, args.seq_len, mixed=args.mixed_lengths)
     steps = args.warmup + args.steps
     overrides = [
-        "--config", str(ROOT / args.config),
-        "--model.name_or_path", f"random:{args.preset}", "--model.tokenizer", "qwen3",
-        "--data.source", str(rows), "--data.val_fraction", "0", "--data.num_workers", "1",
-        "--data.max_length", str(args.seq_len), "--data.shuffle_buffer", "1",
-        "--trainer.max_steps", str(steps), "--trainer.accumulate_grad_batches", "1",
-        "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "null",
-        "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
-        "--trainer.devices", str(args.devices), "--trainer.log_every_n_steps", "1000",
-        "--trainer.logger.init_args.save_dir", str(work),
-        "--checkpoint.save_last", "false", "--checkpoint.every_n_train_steps", "0",
-        "--model.optimizer.warmup_steps", "0",
-    ]  # fmt: skip
+        "--config",
+        str(ROOT / args.config),
+        "--model.name_or_path",
+        f"random:{args.preset}",
+        "--model.tokenizer",
+        "qwen3",
+        "--data.source",
+        str(rows),
+        "--data.val_fraction",
+        "0",
+        "--data.num_workers",
+        "1",
+        "--data.max_length",
+        str(args.seq_len),
+        "--data.shuffle_buffer",
+        "1",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.accumulate_grad_batches",
+        "1",
+        "--trainer.val_check_interval",
+        "null",
+        "--trainer.check_val_every_n_epoch",
+        "null",
+        "--trainer.limit_val_batches",
+        "0",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.devices",
+        str(args.devices),
+        "--trainer.log_every_n_steps",
+        "1000",
+        "--trainer.logger.init_args.save_dir",
+        str(work),
+        "--checkpoint.save_last",
+        "false",
+        "--checkpoint.every_n_train_steps",
+        "0",
+        "--model.optimizer.warmup_steps",
+        "0",
+    ]
     if args.batch_size:
         overrides += ["--data.batch_size", str(args.batch_size)]
     if args.cpu:

@@ -118,9 +118,14 @@ def run_medsft(args: argparse.Namespace, log: StepLog) -> None:
             log.step_end()
 
     data_args: dict[str, Any] = dict(
-        source=str(args.data), tokenizer="qwen3", preset="huatuo", val_fraction=0.0,
-        max_length=args.max_length, batch_size=args.batch_size, seed=args.seed,
-    )  # fmt: skip
+        source=str(args.data),
+        tokenizer="qwen3",
+        preset="huatuo",
+        val_fraction=0.0,
+        max_length=args.max_length,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     mode = args.side.partition(":")[2] or ("padding_free" if args.packing else "")
     if mode:
         if "position_ids" not in inspect.getsource(SFTModule.step):
@@ -131,17 +136,26 @@ def run_medsft(args: argparse.Namespace, log: StepLog) -> None:
         data_args["packing"] = mode
     L.seed_everything(args.seed)
     module = SFTModule(
-        f"random:{args.preset}", tokenizer="qwen3", finetune="lora",
+        f"random:{args.preset}",
+        tokenizer="qwen3",
+        finetune="lora",
         lora=LoraSettings(r=args.lora_r, alpha=2 * args.lora_r, dropout=0.05),
         optimizer=OptimizerSettings(lr=args.lr, schedule="constant"),
-    )  # fmt: skip
+    )
     gpu = torch.cuda.is_available()
     trainer = L.Trainer(
-        accelerator="gpu" if gpu else "cpu", devices=1, precision="bf16-true" if gpu else "32-true",
-        max_steps=args.warmup + args.steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        num_sanity_val_steps=0, callbacks=[Timer()],
-    )  # fmt: skip
+        accelerator="gpu" if gpu else "cpu",
+        devices=1,
+        precision="bf16-true" if gpu else "32-true",
+        max_steps=args.warmup + args.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[Timer()],
+    )
     trainer.fit(module, datamodule=SFTDataModule(**data_args))
 
 
@@ -180,22 +194,41 @@ def run_trl(args: argparse.Namespace, log: StepLog) -> None:
         args.preset, seed=args.seed, dtype=torch.bfloat16 if gpu else torch.float32
     )
     config = SFTConfig(
-        output_dir=str(Path(os.environ.get("TMPDIR", "/tmp")) / "vs_trl"), report_to="none",
-        max_steps=args.warmup + args.steps, per_device_train_batch_size=args.batch_size,
-        learning_rate=args.lr, lr_scheduler_type="constant", warmup_steps=0,
-        max_length=args.max_length, completion_only_loss=True, packing=args.packing,
-        padding_free=args.packing, gradient_checkpointing=False, bf16=gpu, use_cpu=not gpu,
-        save_strategy="no", logging_steps=10_000, seed=args.seed, dataloader_num_workers=0,
+        output_dir=str(Path(os.environ.get("TMPDIR", "/tmp")) / "vs_trl"),
+        report_to="none",
+        max_steps=args.warmup + args.steps,
+        per_device_train_batch_size=args.batch_size,
+        learning_rate=args.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_length=args.max_length,
+        completion_only_loss=True,
+        packing=args.packing,
+        padding_free=args.packing,
+        gradient_checkpointing=False,
+        bf16=gpu,
+        use_cpu=not gpu,
+        save_strategy="no",
+        logging_steps=10_000,
+        seed=args.seed,
+        dataloader_num_workers=0,
         disable_tqdm=True,
-    )  # fmt: skip
+    )
     lora = LoraConfig(
-        r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.05,
-        target_modules=list(QWEN3_LINEAR), task_type="CAUSAL_LM",
-    )  # fmt: skip
+        r=args.lora_r,
+        lora_alpha=2 * args.lora_r,
+        lora_dropout=0.05,
+        target_modules=list(QWEN3_LINEAR),
+        task_type="CAUSAL_LM",
+    )
     trainer = Counted(
-        model=model, args=config, train_dataset=dataset, processing_class=load_tokenizer("qwen3"),
-        peft_config=lora, callbacks=[Timer()],
-    )  # fmt: skip
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=load_tokenizer("qwen3"),
+        peft_config=lora,
+        callbacks=[Timer()],
+    )
     trainer.train()
 
 
@@ -221,9 +254,10 @@ def main() -> None:
     parser.add_argument("--packing", action="store_true", help="pack on both sides")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--sides", default="medsft,trl",
+        "--sides",
+        default="medsft,trl",
         help="comma-separated runs: trl, medsft, medsft:rows, medsft:padding_free",
-    )  # fmt: skip
+    )
     parser.add_argument("--out", type=Path, help="write the results here (default: results/)")
     parser.add_argument("--side", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -289,9 +323,11 @@ def record(
     figures = {"rows": str(args.data), "sides": sides, "rounds_done": len(runs[reference])}
     figures |= {**summary, f"ratios_over_{reference}": ratios, "rounds": runs}
     write_result(
-        name, figures, args={k: str(v) for k, v in vars(args).items() if k not in ("side", "out")},
+        name,
+        figures,
+        args={k: str(v) for k, v in vars(args).items() if k not in ("side", "out")},
         out=args.out,
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

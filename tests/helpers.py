@@ -123,27 +123,60 @@ def train(tmp_path, *args, name="run"):
     """Train on one repeated batch of 4 rows, so the loss must fall step after step."""
     from medsft.cli.train import main
 
-    return main([
-        "--config", str(ROOT / "configs/demo.yaml"),
-        "--data.source", four_rows(tmp_path), "--data.val_fraction", "0", "--data.batch_size", "4",
-        "--data.shuffle_buffer", "1", "--trainer.max_steps", "6", "--trainer.log_every_n_steps", "1",
-        "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "null",
-        "--trainer.check_val_every_n_epoch", "1",
-        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
-        *args,
-    ])  # fmt: skip
+    return main(
+        [
+            "--config",
+            str(ROOT / "configs/demo.yaml"),
+            "--data.source",
+            four_rows(tmp_path),
+            "--data.val_fraction",
+            "0",
+            "--data.batch_size",
+            "4",
+            "--data.shuffle_buffer",
+            "1",
+            "--trainer.max_steps",
+            "6",
+            "--trainer.log_every_n_steps",
+            "1",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.val_check_interval",
+            "null",
+            "--trainer.check_val_every_n_epoch",
+            "1",
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--trainer.logger.init_args.name",
+            name,
+            *args,
+        ]
+    )
 
 
 def run_train(tmp_path, name, *args):
     """train.py in a subprocess on the demo config; asserts it succeeded; the run folder."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
-         "--trainer.enable_progress_bar", "false",
-         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
-         *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--config",
+            str(ROOT / "configs/demo.yaml"),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--trainer.logger.init_args.name",
+            name,
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return tmp_path / name / "version_0"
 
@@ -155,7 +188,17 @@ def train_py(tmp_path, capsys, *args):
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:
-        cli_main(["--config", str(ROOT / "configs/demo.yaml"), "--trainer.logger.init_args.save_dir",
-                  str(tmp_path), "--data.val_fraction", "0", "--trainer.enable_progress_bar",
-                  "false", *args])  # fmt: skip
+        cli_main(
+            [
+                "--config",
+                str(ROOT / "configs/demo.yaml"),
+                "--trainer.logger.init_args.save_dir",
+                str(tmp_path),
+                "--data.val_fraction",
+                "0",
+                "--trainer.enable_progress_bar",
+                "false",
+                *args,
+            ]
+        )
     return done.value.code, capsys.readouterr().err

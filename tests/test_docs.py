@@ -40,8 +40,11 @@ def test_relative_links_resolve(page):
 def test_gpu_table_is_the_estimate_scripts_output():
     done = subprocess.run(
         [sys.executable, "benchmarks/estimate_gpu.py", "--markdown"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     table = done.stdout
     assert table.count("\n| `") == 9  # three configs at three shapes

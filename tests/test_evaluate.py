@@ -43,9 +43,16 @@ SAMPLE_TEST = ROOT / "data" / "sample" / "test_zh_med.json"
 SAMPLE_BASELINE = ROOT / "data" / "sample" / "baseline_answers.jsonl"
 SECRET = "sk-test-DO-NOT-LEAK-5be1d0c7"
 TEXT_METRICS = [
-    "BLEU-1", "BLEU-2", "BLEU-4", "ROUGE-1", "ROUGE-2", "ROUGE-L", "vocab-F1", "distinct-1",
+    "BLEU-1",
+    "BLEU-2",
+    "BLEU-4",
+    "ROUGE-1",
+    "ROUGE-2",
+    "ROUGE-L",
+    "vocab-F1",
+    "distinct-1",
     "distinct-2",
-]  # fmt: skip
+]
 
 
 @pytest.fixture(autouse=True)
@@ -176,9 +183,17 @@ def test_configs_parse_with_dotted_overrides():
     parser = evaluate_script.build_parser()
     for name in ("eval.yaml", "eval_demo.yaml"):
         cfg = parser.parse_args(
-            ["--config", str(ROOT / "configs" / name), "--generation.max_new_tokens", "7",
-             "--judge.base_url", "http://127.0.0.1:1/v1", "--test_set.limit", "2"]
-        )  # fmt: skip
+            [
+                "--config",
+                str(ROOT / "configs" / name),
+                "--generation.max_new_tokens",
+                "7",
+                "--judge.base_url",
+                "http://127.0.0.1:1/v1",
+                "--test_set.limit",
+                "2",
+            ]
+        )
         assert cfg.generation.max_new_tokens == 7 and cfg.test_set.limit == 2
         assert cfg.judge.base_url == "http://127.0.0.1:1/v1"
         names = [s.name for s in cfg.systems]
@@ -276,10 +291,22 @@ def test_demo_training_then_evaluation_with_judge_and_reuse(tmp_path, monkeypatc
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     logs = tmp_path / "logs"
     train = subprocess.run(
-        [sys.executable, "train.py", "--config", "configs/demo.yaml",
-         "--trainer.logger.init_args.save_dir", str(logs), "--trainer.max_steps", "20"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "train.py",
+            "--config",
+            "configs/demo.yaml",
+            "--trainer.logger.init_args.save_dir",
+            str(logs),
+            "--trainer.max_steps",
+            "20",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     # train.py on the demo config, end to end (this run is also the one evaluated below).
     run = logs / "demo" / "version_0"
@@ -288,8 +315,14 @@ def test_demo_training_then_evaluation_with_judge_and_reuse(tmp_path, monkeypatc
     val = scalars(run, "val/loss")
     assert len(val) >= 2 and val[-1] < val[0], val
     assert (run / "config.yaml").exists() and (run / "model" / "model.safetensors").exists()
-    for tag in ("train/lr", "train/grad_norm", "train/tokens_per_s", "train/padding_fraction",
-                "train/supervised_tokens_per_s", "val/ppl"):  # fmt: skip
+    for tag in (
+        "train/lr",
+        "train/grad_norm",
+        "train/tokens_per_s",
+        "train/padding_fraction",
+        "train/supervised_tokens_per_s",
+        "val/ppl",
+    ):
         assert scalars(run, tag), tag
 
     out = tmp_path / "eval"
@@ -297,10 +330,19 @@ def test_demo_training_then_evaluation_with_judge_and_reuse(tmp_path, monkeypatc
     monkeypatch.setenv("MEDSFT_DEMO_JUDGE_KEY", SECRET)
     with JudgeServer(prefer_longer) as server:
         argv = [
-            "--config", str(_demo_config(tmp_path, logs)), "--output_dir", str(out),
-            "--judge.base_url", server.base_url, "--generation.max_new_tokens", "16",
-            "--scoring.n_resamples", "200", "--runtime.progress", "false",
-        ]  # fmt: skip
+            "--config",
+            str(_demo_config(tmp_path, logs)),
+            "--output_dir",
+            str(out),
+            "--judge.base_url",
+            server.base_url,
+            "--generation.max_new_tokens",
+            "16",
+            "--scoring.n_resamples",
+            "200",
+            "--runtime.progress",
+            "false",
+        ]
         report = evaluate_script.main(argv)
         n = report["test_set"]["n"]
         assert n == 12
@@ -336,13 +378,27 @@ def test_demo_training_then_evaluation_with_judge_and_reuse(tmp_path, monkeypatc
         training = report["training"]["finetuned"]["scalars"]
         assert {"train/loss", "val/loss", "val/ppl"} <= set(training)
 
-        for name in ("report.json", "report.md", "metrics.png", "training_finetuned.png",
-                     "config.yaml", "judge_base.json", "judge_finetuned.json",
-                     "generations/base.jsonl", "generations/finetuned.jsonl"):  # fmt: skip
+        for name in (
+            "report.json",
+            "report.md",
+            "metrics.png",
+            "training_finetuned.png",
+            "config.yaml",
+            "judge_base.json",
+            "judge_finetuned.json",
+            "generations/base.jsonl",
+            "generations/finetuned.jsonl",
+        ):
             assert (out / name).is_file(), name
         md = (out / "report.md").read_text(encoding="utf-8")
-        for text in ("| system | BLEU-1", "PPL (test)", "adjusted win rate", "consistency",
-                     "## Examples", "training_finetuned.png"):  # fmt: skip
+        for text in (
+            "| system | BLEU-1",
+            "PPL (test)",
+            "adjusted win rate",
+            "consistency",
+            "## Examples",
+            "training_finetuned.png",
+        ):
             assert text in md, text
         for path in out.rglob("*"):
             if path.is_file() and path.suffix in (".json", ".jsonl", ".md", ".yaml"):

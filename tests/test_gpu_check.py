@@ -17,14 +17,24 @@ def test_cpu_smoke_runs_every_part_and_records_its_figures(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--out", str(tmp_path)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     summary = json.loads((tmp_path / "summary.json").read_text())
     parts = summary["parts"]
     assert done.returncode == 0, {p: r.get("log_tail", r["status"]) for p, r in parts.items()}
     assert list(parts) == [
-        "tests", "train_qlora", "train_lora", "train_full", "attention", "vs_trl", "generate"
-    ]  # fmt: skip
+        "tests",
+        "train_qlora",
+        "train_lora",
+        "train_full",
+        "attention",
+        "vs_trl",
+        "generate",
+    ]
     for name in ("train_qlora", "train_lora", "train_full"):
         figures = parts[name]["figures"]
         assert figures["steps_timed"] == 2 and figures["tokens_per_s"] > 0, name

@@ -73,7 +73,7 @@ def run(tmp_path, *args, callbacks=(), steps=3):
             "--trainer.logger.init_args.save_dir",
             str(tmp_path),
             *args,
-        ],  # fmt: skip
+        ],
         callbacks=callbacks,
     )
 
@@ -100,9 +100,14 @@ def test_from_pretrained_leaves_eval_mode_and_build_model_undoes_it(saved_model)
 def test_a_saved_model_trains_in_train_mode_with_checkpointing(tmp_path, saved_model, mode):
     probe = ModeProbe()
     cli = run(
-        tmp_path, "--model.name_or_path", saved_model, "--model.gradient_checkpointing", "true",
-        *mode, callbacks=[probe],
-    )  # fmt: skip
+        tmp_path,
+        "--model.name_or_path",
+        saved_model,
+        "--model.gradient_checkpointing",
+        "true",
+        *mode,
+        callbacks=[probe],
+    )
     layers = len(decoder_layers(cli.model.model))
     assert probe.train_modes == {True}
     assert probe.checkpointed == 3 * layers  # every layer of every training forward
@@ -125,11 +130,22 @@ def test_fused_adamw_with_bf16_mixed_and_clipping_trains(tmp_path):
             trainer.optimizers[0].register_step_pre_hook(record)
 
     cli = run(
-        tmp_path, "--model.finetune", "lora", "--model.optimizer.fused", "true",
-        "--model.optimizer.lr", "0.02", "--trainer.precision", "bf16-mixed",
-        "--trainer.gradient_clip_val", str(clip), "--trainer.log_every_n_steps", "1",
-        callbacks=[ClipProbe()], steps=4,
-    )  # fmt: skip
+        tmp_path,
+        "--model.finetune",
+        "lora",
+        "--model.optimizer.fused",
+        "true",
+        "--model.optimizer.lr",
+        "0.02",
+        "--trainer.precision",
+        "bf16-mixed",
+        "--trainer.gradient_clip_val",
+        str(clip),
+        "--trainer.log_every_n_steps",
+        "1",
+        callbacks=[ClipProbe()],
+        steps=4,
+    )
     assert cli.trainer.optimizers[0].defaults["fused"] is True
     assert len(norms) == 4 and all(n <= clip * (1 + 1e-4) for n in norms), norms
     logged = scalars(cli.trainer.log_dir, "train/grad_norm")  # before clipping
@@ -148,8 +164,14 @@ def test_fused_adamw_with_a_loss_scaler_is_refused(tmp_path):
     from medsft.training.optim import OptimizerSettings
 
     scaler = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
-    trainer = Trainer(accelerator="cpu", plugins=[scaler], max_steps=1, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False)  # fmt: skip
+    trainer = Trainer(
+        accelerator="cpu",
+        plugins=[scaler],
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+    )
     module = SFTModule(finetune="full", optimizer=OptimizerSettings(fused=True))
     data = SFTDataModule(str(ROOT / "data/sample/huatuo_sample.jsonl"), val_fraction=0)
     with pytest.raises(ValueError, match="16-mixed"):
@@ -168,8 +190,7 @@ def test_fused_adamw_with_a_loss_scaler_is_refused(tmp_path):
 )
 def test_fsdp2_with_lora_or_nf4_is_refused_before_building(mode):
     with pytest.raises(ValueError, match="fsdp2 shards full fine-tuning only"):
-        main(["--config", str(ROOT / "configs/demo.yaml"), "--trainer.strategy", "fsdp2",
-              *mode])  # fmt: skip
+        main(["--config", str(ROOT / "configs/demo.yaml"), "--trainer.strategy", "fsdp2", *mode])
 
 
 def test_dtype_auto_uses_native_bf16_only(monkeypatch):
@@ -212,9 +233,19 @@ def test_no_host_sync_in_medsft_on_ordinary_steps(tmp_path, guard):
             self.mode = HostSyncCounter()
             self.mode.__enter__()
 
-    run(tmp_path, "--model.finetune", "lora", "--trainer.log_every_n_steps", "3",
-        "--trainer.gradient_clip_val", "1.0", "--model.nonfinite", guard,
-        callbacks=[SyncProbe()], steps=5)  # fmt: skip
+    run(
+        tmp_path,
+        "--model.finetune",
+        "lora",
+        "--trainer.log_every_n_steps",
+        "3",
+        "--trainer.gradient_clip_val",
+        "1.0",
+        "--model.nonfinite",
+        guard,
+        callbacks=[SyncProbe()],
+        steps=5,
+    )
     ours = [o for o, _ in per_step]
     assert len(ours) == 5
     assert len(ours[0]) > 1 and len(ours[3]) > 1 and len(ours[4]) > 1, ours  # logging steps

@@ -152,8 +152,14 @@ def loaded_after(*imports: str) -> dict[str, bool]:
 
 
 def test_metrics_and_the_data_readers_import_neither_torch_nor_lightning():
-    light = ["medsft.metrics", "medsft.metrics.text", "medsft.metrics.judge",
-             "medsft.data", "medsft.data.sources", "medsft.data.schema"]  # fmt: skip
+    light = [
+        "medsft.metrics",
+        "medsft.metrics.text",
+        "medsft.metrics.judge",
+        "medsft.data",
+        "medsft.data.sources",
+        "medsft.data.schema",
+    ]
     assert loaded_after(*light) == {"torch": False, "lightning": False}
 
 
@@ -175,7 +181,11 @@ def test_perplexity_runs_without_lightning():
         "print('lightning' in sys.modules)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
-    )  # fmt: skip
+    )
     assert out.stdout.splitlines()[-1] == "False"

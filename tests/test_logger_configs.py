@@ -54,8 +54,15 @@ def test_logger_config_keeps_the_run_folder(name, capsys, monkeypatch):
 
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit) as done:
-        cli_main(["--config", "configs/demo.yaml", "--config", f"configs/loggers/{name}.yaml",
-                  "--print_config"])  # fmt: skip
+        cli_main(
+            [
+                "--config",
+                "configs/demo.yaml",
+                "--config",
+                f"configs/loggers/{name}.yaml",
+                "--print_config",
+            ]
+        )
     assert done.value.code in (0, None)
     printed = capsys.readouterr().out
     loggers = yaml.safe_load(printed)["trainer"]["logger"]
@@ -109,10 +116,22 @@ def test_train_with_a_logger_list_keeps_the_run_folder(tmp_path, monkeypatch):
     config.write_text(yaml.safe_dump({"trainer": {"logger": entries}}))
     logs = tmp_path / "logs"
     monkeypatch.chdir(tmp_path)  # the configs' relative save_dir: logs/ here
-    cli_main(["--config", str(ROOT / "configs" / "demo.yaml"), "--config", str(config),
-              "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
-              "--trainer.enable_progress_bar", "false",
-              "--data.source", str(ROOT / "data" / "sample" / "huatuo_sample.jsonl")])  # fmt: skip
+    cli_main(
+        [
+            "--config",
+            str(ROOT / "configs" / "demo.yaml"),
+            "--config",
+            str(config),
+            "--trainer.max_steps",
+            "2",
+            "--trainer.val_check_interval",
+            "2",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.source",
+            str(ROOT / "data" / "sample" / "huatuo_sample.jsonl"),
+        ]
+    )
     run = logs / "demo" / "version_0"
     assert (run / "config.yaml").is_file() and (run / "model" / "model.safetensors").is_file()
     assert list(run.glob("events.out.tfevents.*"))

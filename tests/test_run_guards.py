@@ -17,8 +17,16 @@ from tests.helpers import ROOT, TRAIN_CONFIGS, scalars, train
 
 def test_truncation_is_logged_and_warned_before_a_pass_ends(tmp_path, caplog):
     """At max_length 130, rows 0 and 3 of four_rows lose answer tokens; rows 1 and 2 fit."""
-    common = ["--data.max_length", "130", "--data.batch_size", "1", "--trainer.max_steps", "2",
-              "--model.finetune", "lora"]  # fmt: skip
+    common = [
+        "--data.max_length",
+        "130",
+        "--data.batch_size",
+        "1",
+        "--trainer.max_steps",
+        "2",
+        "--model.finetune",
+        "lora",
+    ]
     with caplog.at_level("WARNING", logger="medsft.data"):
         cli = train(tmp_path, *common, name="right")
     run = cli.trainer.log_dir
@@ -73,8 +81,11 @@ def test_resume_from_a_damaged_checkpoint_uses_the_previous_one(tmp_path, capsys
 def test_a_bare_config_name_is_found_in_configs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert config_by_name(["--config", "lora.yaml", "--x", "1"]) == [
-        "--config", str(ROOT / "configs/lora.yaml"), "--x", "1",
-    ]  # fmt: skip
+        "--config",
+        str(ROOT / "configs/lora.yaml"),
+        "--x",
+        "1",
+    ]
     assert config_by_name(["--config=demo"]) == [f"--config={ROOT / 'configs/demo.yaml'}"]
     assert "using" in capsys.readouterr().out
     (tmp_path / "lora.yaml").write_text("seed_everything: 1\n")  # a file here wins
@@ -139,11 +150,26 @@ def test_two_torchrun_nodes_match_one_process(tmp_path):
     data = tmp_path / "rows.jsonl"
     with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
         data.write_text("".join(f.readline() for _ in range(13)), encoding="utf-8")
-    common = ["--data.source", str(data), "--data.val_fraction", "0", "--data.shuffle_buffer", "1",
-              "--trainer.max_steps", "4", "--trainer.log_every_n_steps", "1",
-              "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "1",
-              "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir",
-              str(tmp_path)]  # fmt: skip
+    common = [
+        "--data.source",
+        str(data),
+        "--data.val_fraction",
+        "0",
+        "--data.shuffle_buffer",
+        "1",
+        "--trainer.max_steps",
+        "4",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.val_check_interval",
+        "null",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path),
+    ]
     one = Path(train(tmp_path, *common, "--data.batch_size", "4", name="one").trainer.log_dir)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     port = _free_port()
@@ -181,7 +207,7 @@ def test_two_torchrun_nodes_match_one_process(tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )  # fmt: skip
+        )
         for rank in (0, 1)
     ]
     outputs = [node.communicate(timeout=600)[0] for node in nodes]

@@ -100,18 +100,31 @@ def test_lora_checkpoint_holds_the_adapter_only_and_resumes(tmp_path, capsys):
     # Resumed again at its max_steps: nothing trains, nothing is written, and it says so. (This is
     # decided before any worker process starts, so the DDP case behaves the same.)
     capsys.readouterr()
-    again = train(tmp_path, *MODES["lora"], "--trainer.max_steps", "9", "--ckpt_path", "last",
-                  name="resume")  # fmt: skip
+    again = train(
+        tmp_path, *MODES["lora"], "--trainer.max_steps", "9", "--ckpt_path", "last", name="resume"
+    )
     assert "is at step 9, and trainer.max_steps is 9: nothing to train" in capsys.readouterr().out
     assert again.trainer.global_step == 0 and len(scalars(cli.trainer.log_dir, "train/loss")) == 9
-    other = ("--model.lora.target_modules", "[q_proj, v_proj]", "--trainer.max_steps", "12",
-             "--ckpt_path", str(ckpt))  # fmt: skip
+    other = (
+        "--model.lora.target_modules",
+        "[q_proj, v_proj]",
+        "--trainer.max_steps",
+        "12",
+        "--ckpt_path",
+        str(ckpt),
+    )
     with pytest.raises(ValueError, match="changed experiment: model.lora.target_modules"):
         train(tmp_path, *MODES["lora"], *other, name="other")
     # Allowed on purpose, the adapter in the file still cannot be loaded into another one.
     with pytest.raises(ValueError, match="adapter does not match"):
-        train(tmp_path, *MODES["lora"], *other, "--allow_changed", "model.lora.target_modules",
-              name="other")  # fmt: skip
+        train(
+            tmp_path,
+            *MODES["lora"],
+            *other,
+            "--allow_changed",
+            "model.lora.target_modules",
+            name="other",
+        )
 
 
 @pytest.mark.parametrize("mode", ["lora", "qlora"])
@@ -183,10 +196,23 @@ def test_two_processes_match_one(tmp_path, mode):
     data = tmp_path / "rows.jsonl"
     with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
         data.write_text("".join(f.readline() for _ in range(rows)), encoding="utf-8")
-    common = ["--data.source", str(data), "--data.val_fraction", "0", "--data.shuffle_buffer", "1",
-              "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "1",
-              "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "1",
-              *both]  # fmt: skip
+    common = [
+        "--data.source",
+        str(data),
+        "--data.val_fraction",
+        "0",
+        "--data.shuffle_buffer",
+        "1",
+        "--trainer.max_steps",
+        "8",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.val_check_interval",
+        "null",
+        "--trainer.check_val_every_n_epoch",
+        "1",
+        *both,
+    ]
     # The reference runs in this process (one interpreter start fewer); the two ranks through
     # train.py, as a user starts them.
     one = Path(train(tmp_path, *common, "--data.batch_size", "4", name="one").trainer.log_dir)
@@ -209,12 +235,25 @@ def test_two_processes_match_one(tmp_path, mode):
 def _train_process(tmp_path, name, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
-         "--trainer.enable_progress_bar", "false",
-         "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.logger.init_args.name", name,
-         *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "--config",
+            str(ROOT / "configs/demo.yaml"),
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.logger.init_args.save_dir",
+            str(tmp_path),
+            "--trainer.logger.init_args.name",
+            name,
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
@@ -227,17 +266,41 @@ def test_kill_9_and_resume_gives_the_uninterrupted_run(tmp_path):
     with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
         data.write_text("".join(f.readline() for _ in range(20)), encoding="utf-8")
     common = [
-        "--data.source", str(data), "--data.val_fraction", "0", "--data.batch_size", "3",
-        "--data.shuffle_buffer", "8", "--data.max_length", "256", "--data.packing", "padding_free",
+        "--data.source",
+        str(data),
+        "--data.val_fraction",
+        "0",
+        "--data.batch_size",
+        "3",
+        "--data.shuffle_buffer",
+        "8",
+        "--data.max_length",
+        "256",
+        "--data.packing",
+        "padding_free",
         # No loader workers here: forking workers from a process that already runs gloo's threads
         # hung once in about six runs (tests/data/test_data.py resumes with workers in-process).
-        "--data.num_workers", "0",
-        "--trainer.devices", "2", "--trainer.strategy", "ddp",
-        "--model.finetune", "lora", "--model.optimizer.lr", "0.02",
-        "--trainer.max_steps", "10", "--trainer.log_every_n_steps", "1",
-        "--trainer.val_check_interval", "null", "--trainer.check_val_every_n_epoch", "null",
-        "--checkpoint.every_n_train_steps", "3",
-    ]  # fmt: skip
+        "--data.num_workers",
+        "0",
+        "--trainer.devices",
+        "2",
+        "--trainer.strategy",
+        "ddp",
+        "--model.finetune",
+        "lora",
+        "--model.optimizer.lr",
+        "0.02",
+        "--trainer.max_steps",
+        "10",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--trainer.val_check_interval",
+        "null",
+        "--trainer.check_val_every_n_epoch",
+        "null",
+        "--checkpoint.every_n_train_steps",
+        "3",
+    ]
     assert _train_process(tmp_path, "straight", *common).returncode == 0
     kill = '[{"class_path": "tests.resume_helpers.KillAt", "init_args": {"step": 8}}]'
     killed = _train_process(tmp_path, "killed", *common, "--trainer.callbacks", kill)
@@ -247,8 +310,14 @@ def test_kill_9_and_resume_gives_the_uninterrupted_run(tmp_path):
     straight, run = tmp_path / "straight/version_0", tmp_path / "killed/version_0"
     assert not (tmp_path / "killed/version_1").exists()  # the same run continues
     # data/*: the checkpoint holds the counters of its own step (DataMonitor runs before it).
-    for tag in ("train/loss", "train/lr", "train/supervised_tokens", "data/examples",
-                "data/rows", "data/truncated"):  # fmt: skip
+    for tag in (
+        "train/loss",
+        "train/lr",
+        "train/supervised_tokens",
+        "data/examples",
+        "data/rows",
+        "data/truncated",
+    ):
         a, b = scalars(straight, tag), scalars(run, tag)
         assert len(a) == len(b) == 10, tag  # one curve: the killed run's steps 6-8 are purged
         assert b == pytest.approx(a, rel=1e-6, abs=1e-6), tag
@@ -263,9 +332,18 @@ def test_a_diverging_run_stops_nonzero_and_keeps_finite_weights(tmp_path, capsys
     """lr 1e6: the run stops at the first non-finite step, exits 1 with one line naming the step,
     and neither the checkpoint nor a model directory holds NaN. (train.py's entry point, in this
     process.)"""
-    args = ["--model.optimizer.lr", "1e6", "--trainer.max_steps", "20",
-            "--trainer.log_every_n_steps", "1", "--checkpoint.every_n_train_steps", "1",
-            "--trainer.logger.init_args.name", "nan"]  # fmt: skip
+    args = [
+        "--model.optimizer.lr",
+        "1e6",
+        "--trainer.max_steps",
+        "20",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--checkpoint.every_n_train_steps",
+        "1",
+        "--trainer.logger.init_args.name",
+        "nan",
+    ]
     code, err = train_py(tmp_path, capsys, *args)
     assert code == 1
     last = err.strip().splitlines()[-1]
@@ -298,8 +376,16 @@ def test_skip_mode_skips_nonfinite_steps_and_stops_after_too_many(tmp_path, monk
 
     monkeypatch.setattr(SFTModule, "step", maybe_nan)
     with pytest.raises(NonFiniteLoss, match="step 5"):
-        train(tmp_path, *LORA, "--model.nonfinite", "skip", "--model.max_nonfinite_skips", "1",
-              "--trainer.max_steps", "8")  # fmt: skip
+        train(
+            tmp_path,
+            *LORA,
+            "--model.nonfinite",
+            "skip",
+            "--model.max_nonfinite_skips",
+            "1",
+            "--trainer.max_steps",
+            "8",
+        )
     # Step 2 was skipped: the weights after it equal those before it.
     # (Step 4 skipped too; step 5 was a second in a row, beyond max_nonfinite_skips=1.)
     assert set(weights_before_skip) == {2, 4, 5}
@@ -316,8 +402,17 @@ def test_ckpt_path_last_searches_the_configured_checkpoint_folder(tmp_path, caps
     train(
         tmp_path, *LORA, "--checkpoint.dirpath", str(other), "--trainer.max_steps", "4", name="exp"
     )
-    resumed = train(tmp_path, *LORA, "--checkpoint.dirpath", str(mine), "--trainer.max_steps", "3",
-                    "--ckpt_path", "last", name="exp")  # fmt: skip
+    resumed = train(
+        tmp_path,
+        *LORA,
+        "--checkpoint.dirpath",
+        str(mine),
+        "--trainer.max_steps",
+        "3",
+        "--ckpt_path",
+        "last",
+        name="exp",
+    )
     assert f"resuming from {mine / 'last.ckpt'}" in capsys.readouterr().out
     assert resumed.trainer.global_step == 3  # from mine's step 2, not other's step 4
     with pytest.raises(ValueError, match="no checkpoint matches"):
@@ -357,13 +452,25 @@ def test_a_hub_stream_resumes_exactly(tmp_path, monkeypatch):
     is_local = medsft.data.sources.is_local
     for module in (medsft.data, medsft.data.sources):
         monkeypatch.setattr(module, "is_local", lambda s: s != hub_id and is_local(s))
-    args = ["--data.source", hub_id, "--data.batch_size", "2", "--data.shuffle_buffer", "6",
-            "--model.finetune", "lora", "--model.optimizer.lr", "0.02",
-            "--checkpoint.every_n_train_steps", "3"]  # fmt: skip
+    args = [
+        "--data.source",
+        hub_id,
+        "--data.batch_size",
+        "2",
+        "--data.shuffle_buffer",
+        "6",
+        "--model.finetune",
+        "lora",
+        "--model.optimizer.lr",
+        "0.02",
+        "--checkpoint.every_n_train_steps",
+        "3",
+    ]
     straight = train(tmp_path, *args, "--trainer.max_steps", "8", name="straight")
     train(tmp_path, *args, "--trainer.max_steps", "3", name="stopped")
-    resumed = train(tmp_path, *args, "--trainer.max_steps", "8", "--ckpt_path", "last",
-                    name="stopped")  # fmt: skip
+    resumed = train(
+        tmp_path, *args, "--trainer.max_steps", "8", "--ckpt_path", "last", name="stopped"
+    )
     a = scalars(straight.trainer.log_dir, "train/loss")
     b = scalars(resumed.trainer.log_dir, "train/loss")
     assert len(a) == len(b) == 8 and b == pytest.approx(a, rel=1e-6, abs=1e-6)

@@ -130,13 +130,17 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         return dict(
             audit(cfg.data, cfg.augment, cfg.audit, rows=cfg.audit_rows, skip=cfg.audit_skip)
         )
-    counts = paraphrase_file(conversations(cfg.data), cfg.paraphrase, cfg.augment, cfg.out,
-                             progress=cfg.progress)  # fmt: skip
+    counts = paraphrase_file(
+        conversations(cfg.data), cfg.paraphrase, cfg.augment, cfg.out, progress=cfg.progress
+    )
     log.info(
         "%s: %d rows, %d paraphrased copies (%d requests or cache hits); train on it with "
-        "--data.preset messages and the same data.val_fraction", cfg.out, counts["rows"],
-        counts["paraphrased"], counts["requests"],
-    )  # fmt: skip
+        "--data.preset messages and the same data.val_fraction",
+        cfg.out,
+        counts["rows"],
+        counts["paraphrased"],
+        counts["requests"],
+    )
     return counts
 
 

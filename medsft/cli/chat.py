@@ -44,11 +44,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     from medsft.cli.parsing import tool_parser
 
     parser = tool_parser("python -m medsft.cli.chat", main.__doc__)
-    parser.add_argument("--config", help="a training config, e.g. configs/demo.yaml (its data: "
-                        "and model: sections are read)")  # fmt: skip
+    parser.add_argument(
+        "--config",
+        help="a training config, e.g. configs/demo.yaml (its data: and model: sections are read)",
+    )
     parser.add_argument("--n", type=int, default=3, help="how many examples to print")
-    parser.add_argument("--no-color", "--no_color", dest="no_color", action="store_true",
-                        help="mark spans with [[ ]] instead")  # fmt: skip
+    parser.add_argument(
+        "--no-color",
+        "--no_color",
+        dest="no_color",
+        action="store_true",
+        help="mark spans with [[ ]] instead",
+    )
     parser.add_class_arguments(SFTDataModule, "data")
     args = parser.parse_args(_with_config(list(sys.argv[1:] if argv is None else argv)))
     dm = parser.instantiate(args).data

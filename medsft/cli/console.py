@@ -57,9 +57,14 @@ def quiet_known_noise() -> None:
     # its advertisement for LitLogger ("Tip: ...").
     _add_once(
         "lightning.pytorch.utilities.rank_zero",
-        DropMessages("GPU available: False", "TPU available: False", "HPU available: False",
-                     "💡 Tip:", "Tip:"),
-    )  # fmt: skip
+        DropMessages(
+            "GPU available: False",
+            "TPU available: False",
+            "HPU available: False",
+            "💡 Tip:",
+            "Tip:",
+        ),
+    )
     # Deprecations inside the libraries, not in medsft's calls; nothing for a user to do:
     # Lightning 2.6 calls a torch API that torch deprecated (treespec/LeafSpec), and peft calls
     # transformers' `is_gradient_checkpointing` (FutureWarning) each time it wraps a model.

@@ -29,9 +29,10 @@ _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*: (.*)$")
 def add_debug_argument(parser: Any) -> None:
     """List `--debug` in a tool's --help (`run` takes it off the command line before parsing)."""
     parser.add_argument(
-        DEBUG_FLAG, action="store_true",
+        DEBUG_FLAG,
+        action="store_true",
         help=f"on an error, show the full traceback (or set {DEBUG_ENV}=1)",
-    )  # fmt: skip
+    )
 
 
 def debug_requested(argv: Sequence[str] | None = None) -> bool:

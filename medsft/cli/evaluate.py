@@ -17,8 +17,14 @@ from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings 
 
 from medsft.cli.errors import add_debug_argument, run  # noqa: E402
 
-QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "tensorboard", "httpx", "httpx2",
-                 "openai")  # fmt: skip
+QUIET_LOGGERS = (
+    "lightning.pytorch",
+    "lightning.fabric",
+    "tensorboard",
+    "httpx",
+    "httpx2",
+    "openai",
+)
 """Device banners once per system, TensorBoard's notes on reading event files, one line per
 judge request: noise during an evaluation."""
 

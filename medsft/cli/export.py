@@ -154,17 +154,22 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="a training run directory (logs/<name>/version_N) or its adapter/ directory"
     )
     parser.add_argument(
-        "--out", default=None,
+        "--out",
+        default=None,
         help="where to write the standalone model (default: merged/ in the run directory)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
         help="precision of the reloaded base and the saved model (default: float32)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--tolerance", type=float, default=None,
+        "--tolerance",
+        type=float,
+        default=None,
         help="largest allowed |logit difference| (default: 1e-3 for float32, 5e-2 for 16-bit)",
-    )  # fmt: skip
+    )
     return parser
 
 

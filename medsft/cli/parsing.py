@@ -45,8 +45,11 @@ def tool_parser(prog: str, doc: str | None, **kwargs: Any) -> ArgumentParser:
         **kwargs: more ArgumentParser options.
     """
     parser = ArgumentParser(
-        prog=prog, description=help_text(doc), formatter_class=HelpFormatter, default_env=False,
+        prog=prog,
+        description=help_text(doc),
+        formatter_class=HelpFormatter,
+        default_env=False,
         **kwargs,
-    )  # fmt: skip
+    )
     add_debug_argument(parser)
     return parser

@@ -52,20 +52,26 @@ class SFTCLI(LightningCLI):
             ("model.name_or_path", "model.tokenizer"), "data.tokenizer", compute_fn=_tokenizer_of
         )
         parser.add_argument(
-            "--ckpt_path", type=str | None, default=None,
+            "--ckpt_path",
+            type=str | None,
+            default=None,
             help="resume: a checkpoint path, or 'last' for this run name's latest checkpoint "
             "(a requeued SLURM job resumes from 'last' by itself)",
-        )  # fmt: skip
+        )
         parser.add_argument(
-            "--allow_changed", type=str | None, default=None,
+            "--allow_changed",
+            type=str | None,
+            default=None,
             help="on resume, comma-separated config keys (or sections, e.g. data) allowed to "
             "differ from the checkpoint's, e.g. --allow_changed data.batch_size,data.seed",
-        )  # fmt: skip
+        )
         add_debug_argument(parser)
         parser.add_argument(
-            "--export", type=bool, default=False,
+            "--export",
+            type=bool,
+            default=False,
             help="after training, merge the adapter into a standalone model in <run>/merged",
-        )  # fmt: skip
+        )
 
     def before_instantiate_classes(self) -> None:
         """Fail in seconds, not after GPU setup: a strategy that cannot work, an unreachable
@@ -212,9 +218,11 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
         trainer.callbacks.append(StepProgressBar())
     try:
         trainer.fit(
-            cli.model, datamodule=cli.datamodule, ckpt_path=str(resume.path) if resume else None,
+            cli.model,
+            datamodule=cli.datamodule,
+            ckpt_path=str(resume.path) if resume else None,
             weights_only=True,
-        )  # fmt: skip
+        )
     except Preempted:
         raise
     except SIGTERMException:
@@ -250,8 +258,11 @@ def _record_config(cli: SFTCLI) -> None:
     changes = None
     if resume is not None:
         if resume.config is None:
-            print(f"{resume.path} stores no config (written by an older medsft): the resumed "
-                  "config is not compared with it", flush=True)  # fmt: skip
+            print(
+                f"{resume.path} stores no config (written by an older medsft): the resumed "
+                "config is not compared with it",
+                flush=True,
+            )
         else:
             allow = [k.strip() for k in (cli.config.allow_changed or "").split(",") if k.strip()]
             changes = runs.compare_configs(resume.config, experiment, allow)
@@ -263,9 +274,12 @@ def _record_config(cli: SFTCLI) -> None:
                 if key == "trainer.max_steps" and cli.config.model.optimizer.schedule == "cosine":
                     # The schedule is a function of max_steps (medsft.training.module): say that the
                     # learning rate from here on follows the new length.
-                    print(f"trainer.max_steps {old} -> {new}: the cosine learning-rate schedule "
-                          f"now decays over {new} steps; from step {resume.step} on the rate "
-                          "follows that longer curve (train/lr shows it)", flush=True)  # fmt: skip
+                    print(
+                        f"trainer.max_steps {old} -> {new}: the cosine learning-rate schedule "
+                        f"now decays over {new} steps; from step {resume.step} on the rate "
+                        "follows that longer curve (train/lr shows it)",
+                        flush=True,
+                    )
     if saver is not None:
         saver.resumed_from, saver.changes = resume, changes
     cli.trainer.callbacks.append(StoreConfig(experiment))
@@ -281,15 +295,18 @@ class StoreConfig(Callback):
         """
         self.experiment = experiment
 
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule,
-                           checkpoint: dict[str, Any]) -> None:  # fmt: skip
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         checkpoint[runs.CONFIG_KEY] = {"config": self.experiment}
 
 
 def _nothing_to_train(resume: runs.CheckpointInfo, max_steps: int) -> bool:
     if resume.step is not None and max_steps > 0 and resume.step >= max_steps:
-        print(f"{resume.path} is at step {resume.step}, and trainer.max_steps is {max_steps}: "
-              "nothing to train. Raise --trainer.max_steps to continue.")  # fmt: skip
+        print(
+            f"{resume.path} is at step {resume.step}, and trainer.max_steps is {max_steps}: "
+            "nothing to train. Raise --trainer.max_steps to continue."
+        )
         return True
     return False
 
@@ -377,8 +394,9 @@ class StepProgressBar(TQDMProgressBar):
             bar.initial = trainer.global_step
         bar.set_description(f"step (epoch {trainer.current_epoch})")
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         bar = self.train_progress_bar
         if trainer.global_step != bar.n:
             bar.n = trainer.global_step

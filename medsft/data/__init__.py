@@ -23,17 +23,32 @@ from typing import Any
 
 _EXPORTS = {
     "sources": (
-        "DataNotFound", "EmptySource", "InvalidExample", "LOCAL_SUFFIXES", "Row", "is_local",
-        "check_local_source", "local_files", "read_rows",
+        "DataNotFound",
+        "EmptySource",
+        "InvalidExample",
+        "LOCAL_SUFFIXES",
+        "Row",
+        "is_local",
+        "check_local_source",
+        "local_files",
+        "read_rows",
     ),
     "schema": (
-        "COLUMN_PRESETS", "ROLES", "Conversation", "DataSource", "Preset", "column_map",
-        "in_validation", "iter_conversations", "to_messages", "unit_hash",
+        "COLUMN_PRESETS",
+        "ROLES",
+        "Conversation",
+        "DataSource",
+        "Preset",
+        "column_map",
+        "in_validation",
+        "iter_conversations",
+        "to_messages",
+        "unit_hash",
     ),
     "stream": ("DATA_COUNTERS", "SFTStream", "StreamPosition", "StreamStats"),
     "batching": ("collate", "data_counts"),
     "module": ("SFTDataModule",),
-}  # fmt: skip
+}
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_WHERE)
 

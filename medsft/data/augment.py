@@ -53,14 +53,48 @@ subclass a, ...; `=` synonyms, `#` related, `@` a word alone)."""
 CMEKG_FILE = "model/cmekg.pkl"
 """CMeKG inside the PyCMeKG package: {subject: {relation: [object, ...]}}, plain data."""
 
-MEDICAL_RELATIONS = frozenset({
-    "适应症", "常见症状", "成份", "组成", "常见发病部位", "发病部位", "转移部位", "外侵部位",
-    "检查", "影像学检查", "实验室检查", "辅助检查", "组织学检查", "内窥镜检查", "筛查", "别称",
-    "又称", "同义词", "通用名", "商品名", "中文学名", "并发症", "相关疾病", "相关症状",
-    "临床症状及体征", "诊断依据_症状", "相关药物", "药物治疗", "手术治疗", "药物相互作用",
-    "药物引起的并发症", "鉴别诊断", "上位关系", "下位关系", "病理分型", "主治", "不良反应",
-    "入药部位",
-})  # fmt: skip
+MEDICAL_RELATIONS = frozenset(
+    {
+        "适应症",
+        "常见症状",
+        "成份",
+        "组成",
+        "常见发病部位",
+        "发病部位",
+        "转移部位",
+        "外侵部位",
+        "检查",
+        "影像学检查",
+        "实验室检查",
+        "辅助检查",
+        "组织学检查",
+        "内窥镜检查",
+        "筛查",
+        "别称",
+        "又称",
+        "同义词",
+        "通用名",
+        "商品名",
+        "中文学名",
+        "并发症",
+        "相关疾病",
+        "相关症状",
+        "临床症状及体征",
+        "诊断依据_症状",
+        "相关药物",
+        "药物治疗",
+        "手术治疗",
+        "药物相互作用",
+        "药物引起的并发症",
+        "鉴别诊断",
+        "上位关系",
+        "下位关系",
+        "病理分型",
+        "主治",
+        "不良反应",
+        "入药部位",
+    }
+)
 """CMeKG relations whose objects are medical terms too (every subject is one: a disease, drug,
 herb, symptom or test). Others hold prose (用法用量), dates or free text."""
 
@@ -246,9 +280,10 @@ class SynonymTable:
                 near = words[max(0, i - MAX_DISTANCE) : i + MAX_DISTANCE + 1]
                 floor = MIN_FREQUENCY_RATIO * self._freq.get(word, 0)
                 table[word] = [
-                    w for w in near
+                    w
+                    for w in near
                     if w != word and usable(w) and self._freq.get(w, 0) >= max(floor, 1)
-                ]  # fmt: skip
+                ]
         self.synonyms = {w: tuple(s) for w, s in table.items() if s}
 
     def options(self, word: str, pos: str) -> tuple[str, ...]:
@@ -314,8 +349,9 @@ def question_swaps(
     for turn, m in enumerate(messages):
         swaps: list[Swap] = []
         if m["role"] == "user":
-            text, swaps = synonym_swaps(m["content"], settings.word_fraction, settings.seed, key,
-                                        turn)  # fmt: skip
+            text, swaps = synonym_swaps(
+                m["content"], settings.word_fraction, settings.seed, key, turn
+            )
             m = {**m, "content": text}
         copy.append(m)
         made.append(swaps)
@@ -362,9 +398,13 @@ class ParaphraseSettings:
 
 
 def paraphrase_file(
-    conversations: Iterable[tuple[str, list[Message], bool]], settings: ParaphraseSettings,
-    augment_settings: AugmentSettings, out: str, *, progress: bool = True,
-) -> dict[str, int]:  # fmt: skip
+    conversations: Iterable[tuple[str, list[Message], bool]],
+    settings: ParaphraseSettings,
+    augment_settings: AugmentSettings,
+    out: str,
+    *,
+    progress: bool = True,
+) -> dict[str, int]:
     """Write `out` (JSONL, preset `messages`): every conversation, and for a hashed share of the
     trainable ones (`augment_settings`: fraction, mode, seed) a copy with each user message
     paraphrased by the endpoint. `conversations` are (split key, messages, trainable) in source
@@ -382,9 +422,12 @@ def paraphrase_file(
 
     if "{question}" not in settings.prompt:
         raise ValueError("paraphrase.prompt must hold {question}")
-    client = openai.OpenAI(api_key=os.environ.get(settings.api_key_env) or "EMPTY",
-                           base_url=settings.base_url, timeout=settings.timeout,
-                           max_retries=settings.max_retries)  # fmt: skip
+    client = openai.OpenAI(
+        api_key=os.environ.get(settings.api_key_env) or "EMPTY",
+        base_url=settings.base_url,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+    )
     cache = JsonlStore(f"{out}.cache.jsonl", "paraphrases")
     extra = {} if settings.temperature is None else {"temperature": settings.temperature}
 
@@ -393,9 +436,10 @@ def paraphrase_file(
         if (hit := cache.get(key)) is not None:
             return hit["text"]
         reply = client.chat.completions.create(
-            model=settings.model, **extra,
+            model=settings.model,
+            **extra,
             messages=[{"role": "user", "content": settings.prompt.format(question=text)}],
-        )  # fmt: skip
+        )
         content = (reply.choices[0].message.content or "").strip()
         if not content:
             raise RuntimeError(f"{settings.base_url or 'OpenAI'} returned an empty paraphrase")
@@ -403,20 +447,32 @@ def paraphrase_file(
         return content
 
     rows = [
-        (key, messages, trainable and unit_hash("pick", augment_settings.seed, key)
-         < augment_settings.fraction)
+        (
+            key,
+            messages,
+            trainable and unit_hash("pick", augment_settings.seed, key) < augment_settings.fraction,
+        )
         for key, messages, trainable in conversations
-    ]  # fmt: skip
+    ]
     todo = sorted({m["content"] for _, ms, c in rows if c for m in ms if m["role"] == "user"})
     with ThreadPoolExecutor(settings.concurrency) as pool:
-        done = dict(zip(todo, tqdm(pool.map(ask, todo), total=len(todo), desc="paraphrasing",
-                                   disable=not progress), strict=True))  # fmt: skip
+        done = dict(
+            zip(
+                todo,
+                tqdm(
+                    pool.map(ask, todo), total=len(todo), desc="paraphrasing", disable=not progress
+                ),
+                strict=True,
+            )
+        )
     cache.close()
     counts = {"rows": len(rows), "paraphrased": 0, "requests": len(todo)}
     with open(out, "w", encoding="utf-8") as f:
         for key, messages, chosen in rows:
-            copy = [{**m, "content": done[m["content"]]} if m["role"] == "user" and chosen else m
-                    for m in messages]  # fmt: skip
+            copy = [
+                {**m, "content": done[m["content"]]} if m["role"] == "user" and chosen else m
+                for m in messages
+            ]
             keep = [(key, messages, False)] if not chosen or augment_settings.mode == "add" else []
             if chosen:
                 keep.append((key, copy, True))  # the original's id: the same (training) split

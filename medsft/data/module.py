@@ -215,10 +215,14 @@ class SFTDataModule(LightningDataModule):
         """What the training or validation split reads, in the vocabulary evaluation shares."""
         val = split == "val" and self.val_source is not None
         return DataSource(
-            source=self.val_source if val else self.source, preset=self.preset,
-            columns=self.columns, split=self.split, subset=self.subset,
-            system_prompt=self.system_prompt, skip_invalid=self.skip_invalid,
-        )  # fmt: skip
+            source=self.val_source if val else self.source,
+            preset=self.preset,
+            columns=self.columns,
+            split=self.split,
+            subset=self.subset,
+            system_prompt=self.system_prompt,
+            skip_invalid=self.skip_invalid,
+        )
 
     @property
     def has_validation(self) -> bool:
@@ -307,8 +311,11 @@ class SFTDataModule(LightningDataModule):
             log.warning(
                 "the checkpoint's data position was saved with %s ranks x %s workers, this run "
                 "has %s x %s: the current epoch's stream restarts from its first example",
-                state.get("world_size"), state.get("num_workers"), world, self.num_workers,
-            )  # fmt: skip
+                state.get("world_size"),
+                state.get("num_workers"),
+                world,
+                self.num_workers,
+            )
             return
         self.position.load(state["ranks"][rank])
 

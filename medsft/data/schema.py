@@ -30,8 +30,13 @@ COLUMN_PRESETS: dict[Preset, dict[str, str]] = {
     "reasoning": {"question": "question", "think": "think", "answer": "answer"},
     "medquad": {"question": "Question", "answer": "Answer", "id": "qid"},
 }
-SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
-                  "system": "system"}  # fmt: skip
+SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
 """ShareGPT's `from` -> chat role (MedicalGPT's and most open SFT sets use human/gpt)."""
 
 
@@ -140,9 +145,10 @@ def _get(row: Row, column: str, role: str, *, required: bool) -> Any:
         if required:
             state = "missing" if value is None else "empty"
             raise InvalidExample(
-                row.where, column,
+                row.where,
+                column,
                 f"{state} (role {role!r}); map it with columns.{role}{_preset_hint(data)}",
-            )  # fmt: skip
+            )
         return None
     if role != "messages" and role != "id" and not isinstance(value, str):
         raise InvalidExample(
@@ -168,9 +174,10 @@ def _preset_hint(data: Any) -> str:
     if not isinstance(data, dict):
         return ""
     fits = [
-        name for name, cols in COLUMN_PRESETS.items()
+        name
+        for name, cols in COLUMN_PRESETS.items()
         if all(c in data for role, c in cols.items() if role != "id")
-    ]  # fmt: skip
+    ]
     return f"; this row's columns fit preset {' or '.join(fits)}" if fits else ""
 
 
@@ -186,9 +193,11 @@ def _message(where: str, name: str, m: Any) -> dict[str, str]:
         known = "system, user or assistant (ShareGPT's human/gpt go in 'from'; preset sharegpt)"
     else:
         raise InvalidExample(
-            where, name, "unknown message shape: use {'role', 'content'} (preset messages) or "
+            where,
+            name,
+            "unknown message shape: use {'role', 'content'} (preset messages) or "
             "ShareGPT's {'from', 'value'} (preset sharegpt)",
-        )  # fmt: skip
+        )
     if not isinstance(role, str) or role not in MESSAGE_ROLES:
         raise InvalidExample(where, f"{name}.{role_key}", f"unknown role {role!r}; use {known}")
     text_key = "content" if role_key == "role" else "value"
@@ -206,8 +215,9 @@ def to_messages(row: Row, columns: dict[str, str], system_prompt: str | None) ->
         messages = _get(row, columns["messages"], "messages", required=True)
         if not isinstance(messages, list):
             raise InvalidExample(row.where, columns["messages"], "expected a list of messages")
-        messages = [_message(row.where, f"{columns['messages']}[{i}]", m)
-                    for i, m in enumerate(messages)]  # fmt: skip
+        messages = [
+            _message(row.where, f"{columns['messages']}[{i}]", m) for i, m in enumerate(messages)
+        ]
         if not any(m["role"] == "assistant" for m in messages):
             raise InvalidExample(
                 row.where, columns["messages"], "no assistant message to supervise"

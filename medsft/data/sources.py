@@ -101,10 +101,11 @@ def local_files(source: str, what: str = "data source") -> list[str]:
 
 def _not_utf8(path: str, lineno: int, err: UnicodeDecodeError) -> InvalidExample:
     return InvalidExample(
-        f"{path}:{lineno}", "<encoding>",
+        f"{path}:{lineno}",
+        "<encoding>",
         f"not UTF-8 text (re-save the file as UTF-8); byte 0x{err.object[err.start]:02x} at "
         f"byte {err.start + 1} of the line",
-    )  # fmt: skip
+    )
 
 
 def _json_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:

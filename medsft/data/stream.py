@@ -134,13 +134,17 @@ class SFTStream(IterableDataset):
                 stats.augmented += sum(v is not messages for v in variants)
             try:
                 sequences = [
-                    seq for variant in variants
+                    seq
+                    for variant in variants
                     for seq in render_conversation(
-                        variant, dm.tokenizer, max_length=dm.max_length,
-                        enable_thinking=dm.enable_thinking, multi_turn=dm.multi_turn,
+                        variant,
+                        dm.tokenizer,
+                        max_length=dm.max_length,
+                        enable_thinking=dm.enable_thinking,
+                        multi_turn=dm.multi_turn,
                         truncation=dm.truncation,
                     )
-                ]  # fmt: skip
+                ]
             except EmptySupervision:
                 stats.truncated_away += 1
                 continue
@@ -188,8 +192,15 @@ class SFTStream(IterableDataset):
             if n > skip:  # a resumed epoch replays the examples already trained and drops them
                 yield {**example, "position": (worker, n)}
         level = logging.WARNING if self.stats.invalid or self.stats.truncated_away else logging.INFO
-        log.log(level, "data %s (rank %d, shard %d/%d): %s", self.split, self.rank, shard,
-                num_shards, self.stats.summary())  # fmt: skip
+        log.log(
+            level,
+            "data %s (rank %d, shard %d/%d): %s",
+            self.split,
+            self.rank,
+            shard,
+            num_shards,
+            self.stats.summary(),
+        )
         if (
             self.stats.examples == 0
             and self.stats.rows > 0

@@ -39,15 +39,25 @@ from typing import Any
 # answers, rendering a report) import neither torch nor Lightning.
 _LAZY = {
     **dict.fromkeys(
-        ["DataSpec", "EvalConfig", "JudgeSettings", "RuntimeSettings", "ScoringSettings",
-         "SystemSpec", "infer_kind", "judge_status", "resolve_run_dir", "validate_config"],
+        [
+            "DataSpec",
+            "EvalConfig",
+            "JudgeSettings",
+            "RuntimeSettings",
+            "ScoringSettings",
+            "SystemSpec",
+            "infer_kind",
+            "judge_status",
+            "resolve_run_dir",
+            "validate_config",
+        ],
         "medsft.evaluation.config",
     ),
     "is_global_zero": "medsft.evaluation.models",
     "evaluate": "medsft.evaluation.run",
     "Example": "medsft.evaluation.testset",
     "load_examples": "medsft.evaluation.testset",
-}  # fmt: skip
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -58,8 +58,11 @@ def ablation(outputs: list[SystemOutput], report: dict[str, Any]) -> dict[str, A
     rows = []
     for o in outputs:
         hp = runs.get(o.name)
-        scores = {m: report["metrics"][o.name][m]["score"] for m in HEADLINE
-                  if m in report["metrics"][o.name]}  # fmt: skip
+        scores = {
+            m: report["metrics"][o.name][m]["score"]
+            for m in HEADLINE
+            if m in report["metrics"][o.name]
+        }
         ppl = report["perplexity"].get(o.name, {}).get("test")
         if ppl:
             scores["PPL"] = ppl["score"]
@@ -69,10 +72,14 @@ def ablation(outputs: list[SystemOutput], report: dict[str, Any]) -> dict[str, A
         for r in (report.get("mcq") or {}).get("results", {}).values():
             if r["system"] == o.name:
                 scores[f"MCQ {r['method']} %"] = r["accuracy"]["score"]
-        rows.append({
-            "system": o.name, "kind": o.kind,
-            "hparams": {k: hp.get(k) for k in shown} if hp else None, "scores": scores,
-        })  # fmt: skip
+        rows.append(
+            {
+                "system": o.name,
+                "kind": o.kind,
+                "hparams": {k: hp.get(k) for k in shown} if hp else None,
+                "scores": scores,
+            }
+        )
     return {"keys": shown, "rows": rows}
 
 
@@ -82,13 +89,19 @@ def render_ablation(table: dict[str, Any] | None) -> list[str]:
         return []
     scores = list(dict.fromkeys(s for row in table["rows"] for s in row["scores"]))
     lines = [
-        "", "## Ablation", "",
+        "",
+        "## Ablation",
+        "",
         "Each run's hyperparameters from its `config.yaml` (those that differ between runs, and "
-        "the base model), beside its scores; systems that are not training runs show –.", "",
-        "| system | " + " | ".join(f"`{k}`" for k in table["keys"]) + " | "
-        + " | ".join(scores) + " |",
+        "the base model), beside its scores; systems that are not training runs show –.",
+        "",
+        "| system | "
+        + " | ".join(f"`{k}`" for k in table["keys"])
+        + " | "
+        + " | ".join(scores)
+        + " |",
         "|---" * (1 + len(table["keys"]) + len(scores)) + "|",
-    ]  # fmt: skip
+    ]
     for row in table["rows"]:
         hp = row["hparams"]
         cells = ["–" if hp is None else _value(hp.get(k)) for k in table["keys"]]

@@ -80,9 +80,13 @@ class _Request:
 
 
 def endpoint_system(
-    spec: SystemSpec, examples: list[Example], config: EvalConfig, out_dir: Path, *,
+    spec: SystemSpec,
+    examples: list[Example],
+    config: EvalConfig,
+    out_dir: Path,
+    *,
     what: str = "test set",
-) -> SystemOutput | None:  # fmt: skip
+) -> SystemOutput | None:
     """The endpoint's answers to `examples`, asked for what the cache lacks (rank 0 only).
 
     Args:
@@ -108,8 +112,13 @@ def endpoint_system(
     todo = list({r.key: r for r in requests if not (config.reuse and r.key in store)}.values())
     log.info(
         "%s: %s: asking %s (%s) for %d of %d answers",
-        spec.name, what, shown, spec.path, len(todo), len(requests),
-    )  # fmt: skip
+        spec.name,
+        what,
+        shown,
+        spec.path,
+        len(todo),
+        len(requests),
+    )
     started = time.perf_counter()
     try:
         failures = asyncio.run(_ask_all(spec, todo, store, config.runtime.progress)) if todo else []
@@ -129,30 +138,46 @@ def endpoint_system(
 
 
 def _output(
-    spec: SystemSpec, shown: str, rows: list[dict[str, Any]], asked: int, seconds: float,
+    spec: SystemSpec,
+    shown: str,
+    rows: list[dict[str, Any]],
+    asked: int,
+    seconds: float,
     path: Path | None,
-) -> SystemOutput:  # fmt: skip
+) -> SystemOutput:
     finish = Counter(row["finish_reason"] for row in rows)
     cut = finish["length"]
     if cut:
         log.warning(
             "%s: %d of %d answers were cut at the token limit (finish_reason: length); they are "
             "counted as cut in the report; raise generation.max_new_tokens to let them finish",
-            spec.name, cut, len(rows),
-        )  # fmt: skip
+            spec.name,
+            cut,
+            len(rows),
+        )
     new_tokens = [int(row["new_tokens"]) for row in rows]
     generation = {
-        "endpoint": shown, "model": spec.path, "generated": asked, "reused": len(rows) - asked,
-        "seconds": round(seconds, 3), "new_tokens": sum(new_tokens),
+        "endpoint": shown,
+        "model": spec.path,
+        "generated": asked,
+        "reused": len(rows) - asked,
+        "seconds": round(seconds, 3),
+        "new_tokens": sum(new_tokens),
         "tokens_per_second": round(sum(new_tokens) / seconds, 2) if asked and seconds else 0.0,
-        "world_size": 1, "finish_reasons": {"stop": finish["stop"], "length": cut, **finish},
-        "mean_new_tokens": round(sum(new_tokens) / len(rows), 1), "file": str(path),
-    }  # fmt: skip
+        "world_size": 1,
+        "finish_reasons": {"stop": finish["stop"], "length": cut, **finish},
+        "mean_new_tokens": round(sum(new_tokens) / len(rows), 1),
+        "file": str(path),
+    }
     return SystemOutput(
-        name=spec.name, kind="endpoint", source=f"{spec.path} @ {shown}",
-        answers=[row["answer"] for row in rows], thinks=[row["think"] for row in rows],
-        generation=generation, new_tokens=new_tokens,
-    )  # fmt: skip
+        name=spec.name,
+        kind="endpoint",
+        source=f"{spec.path} @ {shown}",
+        answers=[row["answer"] for row in rows],
+        thinks=[row["think"] for row in rows],
+        generation=generation,
+        new_tokens=new_tokens,
+    )
 
 
 async def _ask_all(
@@ -166,9 +191,11 @@ async def _ask_all(
 
     secret = os.environ.get(spec.api_key_env)
     client = openai.AsyncOpenAI(
-        api_key=secret or "EMPTY", base_url=spec.base_url, timeout=spec.timeout,
+        api_key=secret or "EMPTY",
+        base_url=spec.base_url,
+        timeout=spec.timeout,
         max_retries=spec.max_retries,
-    )  # fmt: skip
+    )
     semaphore = asyncio.Semaphore(spec.concurrency)
 
     async def ask(request: _Request) -> str | None:
@@ -215,12 +242,16 @@ def _row(completion: Any, request: _Request) -> dict[str, Any] | None:
     think, answer = (reasoning, text) if reasoning else split_think(text)
     usage = getattr(completion, "usage", None)
     return {
-        "key": request.key, "question": request.messages[-1]["content"], "text": text,
-        "think": think, "answer": answer, "finish_reason": choice.finish_reason or "unknown",
+        "key": request.key,
+        "question": request.messages[-1]["content"],
+        "text": text,
+        "think": think,
+        "answer": answer,
+        "finish_reason": choice.finish_reason or "unknown",
         "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
         "new_tokens": getattr(usage, "completion_tokens", 0) or 0,
         "served_by": getattr(completion, "model", None),
-    }  # fmt: skip
+    }
 
 
 _SETTING_ADVICE = {

@@ -391,9 +391,13 @@ class GenerationModule(LightningModule):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int = 0) -> list[Completion]:
         completions = generate_batch(
-            self.model, self.tokenizer, batch["prompts"], self.settings,
-            indices=batch["indices"], seeds=batch["seeds"],
-        )  # fmt: skip
+            self.model,
+            self.tokenizer,
+            batch["prompts"],
+            self.settings,
+            indices=batch["indices"],
+            seeds=batch["seeds"],
+        )
         self._tokens += sum(c.new_tokens for c in completions)
         elapsed = max(time.perf_counter() - self._start, 1e-9)
         self._bar.set_postfix(tok_s=f"{self._tokens / elapsed:.1f}", refresh=False)

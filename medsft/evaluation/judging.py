@@ -24,13 +24,21 @@ def judge_options(judge: JudgeSettings, out_dir: Path) -> dict[str, Any]:
     if judge.system_prompt is not None:
         system_prompt = Path(judge.system_prompt).read_text(encoding="utf-8").strip()
     return dict(
-        model=judge.model, base_url=judge.base_url, api_key_env=judge.api_key_env,
-        concurrency=judge.concurrency, language=judge.language, template=judge.template,
-        system_prompt=system_prompt, rubric=judge.rubric, temperature=judge.temperature,
-        max_tokens=judge.max_tokens, max_completion_tokens=judge.max_completion_tokens,
-        timeout=judge.timeout, max_retries=judge.max_retries,
+        model=judge.model,
+        base_url=judge.base_url,
+        api_key_env=judge.api_key_env,
+        concurrency=judge.concurrency,
+        language=judge.language,
+        template=judge.template,
+        system_prompt=system_prompt,
+        rubric=judge.rubric,
+        temperature=judge.temperature,
+        max_tokens=judge.max_tokens,
+        max_completion_tokens=judge.max_completion_tokens,
+        timeout=judge.timeout,
+        max_retries=judge.max_retries,
         cache_path=out_dir / "judge_cache.jsonl" if judge.cache else None,
-    )  # fmt: skip
+    )
 
 
 def run_judge(
@@ -48,9 +56,13 @@ def run_judge(
     baseline = next(o for o in outputs if o.name == config.baseline)
     results: dict[str, Any] = {}
     summary: dict[str, Any] = {
-        "status": "ok", "baseline": baseline.name, "model": judge.model,
-        "endpoint": judge.base_url or "OpenAI", "language": judge.language, "results": results,
-    }  # fmt: skip
+        "status": "ok",
+        "baseline": baseline.name,
+        "model": judge.model,
+        "endpoint": judge.base_url or "OpenAI",
+        "language": judge.language,
+        "results": results,
+    }
     options = judge_options(judge, out_dir)
     questions = [ex.question for ex in examples]
     for output in outputs:
@@ -58,10 +70,14 @@ def run_judge(
             continue
         try:
             result = judge_pairs(
-                questions, _shown(output.answers), _shown(baseline.answers), **options,
-                n_resamples=max(config.scoring.n_resamples, 1), seed=config.scoring.seed,
+                questions,
+                _shown(output.answers),
+                _shown(baseline.answers),
+                **options,
+                n_resamples=max(config.scoring.n_resamples, 1),
+                seed=config.scoring.seed,
                 progress=config.runtime.progress,
-            )  # fmt: skip
+            )
         except JudgeConfigError as err:
             log.error("judge failed: %s", err)
             summary.update(status="failed", reason=str(err))

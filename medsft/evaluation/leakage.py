@@ -102,9 +102,12 @@ def _training_texts(spec: DataSpec, what: str) -> Iterator[tuple[str, str, list[
 
 
 def check_leakage(
-    examples: list[Example], settings: LeakageSettings, *, progress: bool = True,
+    examples: list[Example],
+    settings: LeakageSettings,
+    *,
+    progress: bool = True,
     what: str = "leakage.train_set",
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """report.json's `leakage`: per test item the longest overlap with the training data."""
     from tqdm.auto import tqdm
 
@@ -124,8 +127,12 @@ def check_leakage(
     wanted = {_normalise(ex.question): ex.index for ex in examples}
     duplicates: dict[int, str] = {}
     rows = 0
-    bar: Iterable = tqdm(_training_texts(settings.train_set, what), desc="leakage check",
-                         unit="row", disable=not progress)  # fmt: skip
+    bar: Iterable = tqdm(
+        _training_texts(settings.train_set, what),
+        desc="leakage check",
+        unit="row",
+        disable=not progress,
+    )
     for where, text, users in bar:
         rows += 1
         questions.add(text, where)
@@ -139,47 +146,71 @@ def check_leakage(
         q_len, r_len = len(questions.texts[i]), len(references.texts[i])
         q_share = questions.best[i] / q_len if q_len else 0.0
         r_share = references.best[i] / r_len if r_len else 0.0
-        items.append({
-            "index": i, "question": ex.question, "where": ex.where,
-            "question_overlap": questions.best[i], "question_share": round(q_share, 3),
-            "question_match": questions.where[i],
-            "reference_overlap": references.best[i], "reference_share": round(r_share, 3),
-            "reference_match": references.where[i],
-            "exact_duplicate": duplicates.get(i),
-            "flagged": i in duplicates or any(
-                share >= settings.threshold and run >= min_length
-                for share, run in ((q_share, questions.best[i]), (r_share, references.best[i]))
-            ),
-        })  # fmt: skip
+        items.append(
+            {
+                "index": i,
+                "question": ex.question,
+                "where": ex.where,
+                "question_overlap": questions.best[i],
+                "question_share": round(q_share, 3),
+                "question_match": questions.where[i],
+                "reference_overlap": references.best[i],
+                "reference_share": round(r_share, 3),
+                "reference_match": references.where[i],
+                "exact_duplicate": duplicates.get(i),
+                "flagged": i in duplicates
+                or any(
+                    share >= settings.threshold and run >= min_length
+                    for share, run in ((q_share, questions.best[i]), (r_share, references.best[i]))
+                ),
+            }
+        )
     flagged = [it for it in items if it["flagged"]]
-    log.info("leakage: %d of %d test items flagged against %d training rows", len(flagged),
-             len(items), rows)  # fmt: skip
+    log.info(
+        "leakage: %d of %d test items flagged against %d training rows",
+        len(flagged),
+        len(items),
+        rows,
+    )
     return {
-        "train_source": settings.train_set.source, "train_rows": rows, "unit": unit,
-        "seed_length": settings.seed_length, "threshold": settings.threshold,
+        "train_source": settings.train_set.source,
+        "train_rows": rows,
+        "unit": unit,
+        "seed_length": settings.seed_length,
+        "threshold": settings.threshold,
         "min_length": min_length,
-        "n": len(items), "flagged": len(flagged), "exact_duplicates": len(duplicates),
-        "show": settings.show, "items": items,
-    }  # fmt: skip
+        "n": len(items),
+        "flagged": len(flagged),
+        "exact_duplicates": len(duplicates),
+        "show": settings.show,
+        "items": items,
+    }
 
 
 def render_leakage(leak: dict[str, Any]) -> list[str]:
     """report.md's leakage section."""
     unit = "characters" if leak["unit"] == "char" else "words"
     lines = [
-        "", "## Leakage check", "",
+        "",
+        "## Leakage check",
+        "",
         f"{leak['n']} test items against {leak['train_rows']} training rows of "
         f"`{leak['train_source']}`: **{leak['flagged']} flagged** ({leak['exact_duplicates']} "
         f"questions verbatim in the training data; others share at least "
         f"{leak['threshold']:.0%} of their {unit}, and at least {leak['min_length']} {unit}, in "
         f"one run with a training row). Overlaps shorter than {leak['seed_length']} {unit} are "
         "not counted.",
-    ]  # fmt: skip
-    shown = sorted((it for it in leak["items"] if it["flagged"]),
-                   key=lambda it: -max(it["question_share"], it["reference_share"]))  # fmt: skip
+    ]
+    shown = sorted(
+        (it for it in leak["items"] if it["flagged"]),
+        key=lambda it: -max(it["question_share"], it["reference_share"]),
+    )
     if shown:
-        lines += ["", "| # | question | question overlap | reference overlap | duplicate of | "
-                  "training row |", "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "| # | question | question overlap | reference overlap | duplicate of | training row |",
+            "|---|---|---|---|---|---|",
+        ]
         for it in shown[: leak["show"]]:
             q = it["question"].replace("|", "\\|").replace("\n", " ")
             lines.append(

@@ -209,8 +209,9 @@ def extract_letters(answer: str, options: str) -> str | None:
             if found:
                 return "".join(sorted(found))
     # A letter beside a word or a Han character is part of it (A型血, B超, HbA1c), not a choice.
-    alone = set(re.findall(r"(?<![A-Za-z0-9\u4e00-\u9fff])([A-Z])(?![A-Za-z0-9\u4e00-\u9fff])",
-                           answer))  # fmt: skip
+    alone = set(
+        re.findall(r"(?<![A-Za-z0-9\u4e00-\u9fff])([A-Z])(?![A-Za-z0-9\u4e00-\u9fff])", answer)
+    )
     if alone and alone <= set(options) and len(answer.strip()) <= 20:
         return "".join(sorted(alone))
     return None
@@ -253,9 +254,13 @@ def load_mcq_set(spec: McqSpec) -> McqSet:
 
 
 def mcq_runs(
-    system: SystemSpec, kind: str, model: SharedModel | None, mcq: McqSet, config: EvalConfig,
+    system: SystemSpec,
+    kind: str,
+    model: SharedModel | None,
+    mcq: McqSet,
+    config: EvalConfig,
     out_dir: Path,
-) -> list[McqRun]:  # fmt: skip
+) -> list[McqRun]:
     """One system's predictions on the benchmark by every method (cached).
 
     `model` is the system's weights, shared with its test-set answers (None for an endpoint)."""
@@ -310,10 +315,16 @@ def _generate_run(
 
     items = mcq.items
     examples = [
-        Example(it.index, it.where, [{"role": "user", "content": mcq_prompt(it, [], mcq.names)}],
-                it.question, it.answer, None)
+        Example(
+            it.index,
+            it.where,
+            [{"role": "user", "content": mcq_prompt(it, [], mcq.names)}],
+            it.question,
+            it.answer,
+            None,
+        )
         for it in items
-    ]  # fmt: skip
+    ]
     # Cached like the test set's answers, in a folder of their own; no reference perplexity.
     settings = replace(config, scoring=replace(config.scoring, perplexity=False))
     what = "mcq_set (generate)"
@@ -339,8 +350,9 @@ def mcq_report(mcq: McqSet, runs: list[McqRun], config: EvalConfig) -> dict[str,
     def accuracy(correct: list[float]) -> dict[str, Any]:
         entry: dict[str, Any] = {"n": len(correct), "score": 100 * sum(correct) / len(correct)}
         if scoring.n_resamples > 0:
-            ci = bootstrap_interval(len(correct), mean_statistic(correct),
-                                    n_resamples=n_resamples, seed=scoring.seed)  # fmt: skip
+            ci = bootstrap_interval(
+                len(correct), mean_statistic(correct), n_resamples=n_resamples, seed=scoring.seed
+            )
             entry.update(low=100 * ci.low, high=100 * ci.high, level=ci.level)
         return entry
 
@@ -355,21 +367,35 @@ def mcq_report(mcq: McqSet, runs: list[McqRun], config: EvalConfig) -> dict[str,
             for s in subjects
         }
         results[name] = {
-            "system": run.system, "method": run.method, "accuracy": accuracy(correct),
-            "unparseable": sum(p is None for p in run.predictions), "subjects": by_subject,
-            "predictions": run.predictions, "raw": run.raw,
-        }  # fmt: skip
+            "system": run.system,
+            "method": run.method,
+            "accuracy": accuracy(correct),
+            "unparseable": sum(p is None for p in run.predictions),
+            "subjects": by_subject,
+            "predictions": run.predictions,
+            "raw": run.raw,
+        }
     paired = []
     names = list(results)
     if scoring.paired and scoring.n_resamples > 0:
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
                 test = paired_bootstrap(
-                    len(items), mean_statistic(correct_of[a]), mean_statistic(correct_of[b]),
-                    n_resamples=n_resamples, seed=scoring.seed,
-                )  # fmt: skip
-                paired.append({"a": a, "b": b, "metric": "accuracy", "delta": 100 * test.delta,
-                               "p_value": test.p_value})  # fmt: skip
+                    len(items),
+                    mean_statistic(correct_of[a]),
+                    mean_statistic(correct_of[b]),
+                    n_resamples=n_resamples,
+                    seed=scoring.seed,
+                )
+                paired.append(
+                    {
+                        "a": a,
+                        "b": b,
+                        "metric": "accuracy",
+                        "delta": 100 * test.delta,
+                        "p_value": test.p_value,
+                    }
+                )
     counts = defaultdict(int)
     for it in items:
         counts[it.subject] += 1

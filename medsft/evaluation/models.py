@@ -105,10 +105,16 @@ class ModelSystem:
     """One model system's inputs, caches and plan (see the module docstring)."""
 
     def __init__(
-        self, src: ModelSource, examples: list[Example], val: list[Example] | None,
-        config: EvalConfig, out_dir: Path, *, model: SharedModel | None = None,
+        self,
+        src: ModelSource,
+        examples: list[Example],
+        val: list[Example] | None,
+        config: EvalConfig,
+        out_dir: Path,
+        *,
+        model: SharedModel | None = None,
         what: str = "test set",
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.src, self.examples, self.config = src, examples, config
         self.model = model or SharedModel(src)
         self.what = what
@@ -131,20 +137,27 @@ class ModelSystem:
         keys = [digest([gen_key, p]) for p in self.prompts]
         scoring = config.scoring
         ppl_keys = {
-            name: digest([
-                model_key, tokenizer.chat_template, config.generation.enable_thinking,
-                scoring.ppl_max_length, scoring.n_resamples, scoring.seed,
-                [ex.conversation for ex in exs],
-            ])
+            name: digest(
+                [
+                    model_key,
+                    tokenizer.chat_template,
+                    config.generation.enable_thinking,
+                    scoring.ppl_max_length,
+                    scoring.n_resamples,
+                    scoring.seed,
+                    [ex.conversation for ex in exs],
+                ]
+            )
             for name, exs in self.sets.items()
-        }  # fmt: skip
+        }
         # A hub model not downloaded yet has no commit: no saved answer is known to be its.
         reuse = config.reuse and None not in hub_commits(fingerprint)
         todo = [i for i, k in enumerate(keys) if not (reuse and k in self.answers)]
         ppl_todo = [
-            name for name, k in ppl_keys.items()
+            name
+            for name, k in ppl_keys.items()
             if scoring.perplexity and not (reuse and k in self.ppls)
-        ]  # fmt: skip
+        ]
         return Plan(fingerprint, keys, ppl_keys, todo, ppl_todo)
 
     def load_if_needed(self, plan: Plan) -> tuple[Any, Plan]:
@@ -166,8 +179,10 @@ class ModelSystem:
         log.warning(
             "%s: the loaded weights (%s) are not those its saved answers were generated with "
             "(%s); set reuse: false to regenerate them",
-            self.src.spec.name, hub_commits(loaded), hub_commits(plan.fingerprint),
-        )  # fmt: skip
+            self.src.spec.name,
+            hub_commits(loaded),
+            hub_commits(plan.fingerprint),
+        )
         new = self.plan(loaded)
         return model, Plan(plan.fingerprint, plan.keys, new.ppl_keys, [], new.ppl_todo)
 
@@ -179,12 +194,18 @@ class ModelSystem:
         if not plan.todo:
             log.info(
                 "%s: %s: reusing %d saved answers from %s",
-                name, self.what, len(plan.keys), self.answers.path,
-            )  # fmt: skip
+                name,
+                self.what,
+                len(plan.keys),
+                self.answers.path,
+            )
             previous = json.loads(self.meta_path.read_text()) if self.meta_path.exists() else {}
             keep = ("seconds", "new_tokens", "tokens_per_second")
-            return {"generated": 0, "reused": len(plan.keys),
-                    "previous_run": {k: previous.get(k) for k in keep}}  # fmt: skip
+            return {
+                "generated": 0,
+                "reused": len(plan.keys),
+                "previous_run": {k: previous.get(k) for k in keep},
+            }
         log.info(
             "%s: %s: generating %d of %d answers", name, self.what, len(plan.todo), len(plan.keys)
         )
@@ -193,21 +214,32 @@ class ModelSystem:
         # same key gets the same answer whatever else is generated, or cached, beside it.
         seeds = [prompt_seed(settings.seed, plan.keys[i]) for i in plan.todo]
         run = generate(
-            model, self.src.tokenizer, [self.prompts[i] for i in plan.todo], settings,
-            accelerator=config.runtime.accelerator, devices=config.runtime.devices,
-            strategy=config.runtime.strategy, progress=config.runtime.progress,
+            model,
+            self.src.tokenizer,
+            [self.prompts[i] for i in plan.todo],
+            settings,
+            accelerator=config.runtime.accelerator,
+            devices=config.runtime.devices,
+            strategy=config.runtime.strategy,
+            progress=config.runtime.progress,
             seeds=seeds if settings.do_sample else None,
-        )  # fmt: skip
+        )
         rows = {plan.keys[i]: self.answers.get(plan.keys[i]) for i in range(len(plan.keys))}
         for i, completion in zip(plan.todo, run.completions, strict=True):
             completion_row = {k: v for k, v in asdict(completion).items() if k != "index"}
-            rows[plan.keys[i]] = {"key": plan.keys[i], "question": self.examples[i].question,
-                                  **completion_row}  # fmt: skip
+            rows[plan.keys[i]] = {
+                "key": plan.keys[i],
+                "question": self.examples[i].question,
+                **completion_row,
+            }
         stats = {
-            "generated": len(plan.todo), "reused": len(plan.keys) - len(plan.todo),
-            "seconds": round(run.seconds, 3), "new_tokens": run.new_tokens,
-            "tokens_per_second": round(run.tokens_per_second, 2), "world_size": run.world_size,
-        }  # fmt: skip
+            "generated": len(plan.todo),
+            "reused": len(plan.keys) - len(plan.todo),
+            "seconds": round(run.seconds, 3),
+            "new_tokens": run.new_tokens,
+            "tokens_per_second": round(run.tokens_per_second, 2),
+            "world_size": run.world_size,
+        }
         if is_global_zero():
             self.answers.rewrite({**rows[k], "index": i} for i, k in enumerate(plan.keys))
             self.meta_path.write_text(json.dumps(stats, indent=2))
@@ -222,11 +254,14 @@ class ModelSystem:
             model.to(_scoring_device(config.runtime.accelerator))
         for name in plan.ppl_todo if model is not None else []:
             result = shared_perplexity(
-                model, self.src.tokenizer, [ex.conversation for ex in self.sets[name]],
-                batch_size=config.scoring.ppl_batch_size, max_length=config.scoring.ppl_max_length,
+                model,
+                self.src.tokenizer,
+                [ex.conversation for ex in self.sets[name]],
+                batch_size=config.scoring.ppl_batch_size,
+                max_length=config.scoring.ppl_max_length,
                 enable_thinking=config.generation.enable_thinking,
                 progress=config.runtime.progress and is_global_zero(),
-            )  # fmt: skip
+            )
             entry = {"key": plan.ppl_keys[name], "set": name}
             summary = perplexity_summary(result, config.scoring)
             if is_global_zero():
@@ -239,8 +274,9 @@ class ModelSystem:
             if entry is not None
         }
 
-    def output(self, plan: Plan, generation: dict[str, Any], perplexity: dict[str, Any],
-               model_loaded: bool) -> SystemOutput:  # fmt: skip
+    def output(
+        self, plan: Plan, generation: dict[str, Any], perplexity: dict[str, Any], model_loaded: bool
+    ) -> SystemOutput:
         rows = [self.answers.entries[k] for k in plan.keys]
         finish = {r: sum(row["finish_reason"] == r for row in rows) for r in ("length", "stop")}
         generation.update(
@@ -250,18 +286,28 @@ class ModelSystem:
         )
         src = self.src
         return SystemOutput(
-            name=src.spec.name, kind=src.kind, source=src.source,
-            answers=[row["answer"] for row in rows], thinks=[row["think"] for row in rows],
-            generation=generation, new_tokens=[row["new_tokens"] for row in rows],
-            perplexity=perplexity, model_loaded=model_loaded,
+            name=src.spec.name,
+            kind=src.kind,
+            source=src.source,
+            answers=[row["answer"] for row in rows],
+            thinks=[row["think"] for row in rows],
+            generation=generation,
+            new_tokens=[row["new_tokens"] for row in rows],
+            perplexity=perplexity,
+            model_loaded=model_loaded,
             run_dir=src.run_dir if src.run_dir is not None and src.run_dir.is_dir() else None,
-        )  # fmt: skip
+        )
 
 
 def model_system(
-    model: SharedModel, examples: list[Example], val: list[Example] | None, config: EvalConfig,
-    out_dir: Path, *, what: str = "test set",
-) -> SystemOutput | None:  # fmt: skip
+    model: SharedModel,
+    examples: list[Example],
+    val: list[Example] | None,
+    config: EvalConfig,
+    out_dir: Path,
+    *,
+    what: str = "test set",
+) -> SystemOutput | None:
     """Generate (or reuse) a model system's answers to `examples` and its reference perplexities.
 
     The weights are loaded (once, by `model`) only when something is not cached; the caller

@@ -36,8 +36,15 @@ def _bars(
         high = np.array([entries[i]["high"] for i in ci])
         # Distinct-n-like intervals can lie beside the estimate; matplotlib refuses negative bars.
         err = np.maximum([scores[ci] - low, high - scores[ci]], 0.0)
-        ax.errorbar(np.asarray(x)[ci], scores[ci], yerr=err, fmt="none", ecolor="black",
-                    capsize=3, linewidth=1)  # fmt: skip
+        ax.errorbar(
+            np.asarray(x)[ci],
+            scores[ci],
+            yerr=err,
+            fmt="none",
+            ecolor="black",
+            capsize=3,
+            linewidth=1,
+        )
 
 
 def _grouped(
@@ -88,9 +95,12 @@ def metrics_figure(report: dict[str, Any]) -> Any:
     panels = _panels(report)
     widths = [w for _, w in panels]
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(2 + 0.9 * sum(widths), 4.8), squeeze=False,
+        1,
+        len(panels),
+        figsize=(2 + 0.9 * sum(widths), 4.8),
+        squeeze=False,
         gridspec_kw={"width_ratios": widths},
-    )  # fmt: skip
+    )
     systems = [s["name"] for s in report["systems"]]
     names = list(report["metrics"][systems[0]])
     for ax, (panel, _) in zip(axes[0], panels, strict=True):
@@ -145,8 +155,9 @@ def _judge_panel(ax: Any, report: dict[str, Any]) -> None:
     for i, entry in enumerate(entries):
         # Written out: a rate of 0 has no visible bar, and a system with no judged pair has none.
         text = "n/a" if entry is None else f"{entry['score']:.2f}"
-        ax.text(i, 0.02 if entry is None else entry["score"] + 0.02, text, ha="center",
-                fontsize="small")  # fmt: skip
+        ax.text(
+            i, 0.02 if entry is None else entry["score"] + 0.02, text, ha="center", fontsize="small"
+        )
     ax.axhline(0.5, color="black", linewidth=0.8, linestyle="--")
     ax.set_ylim(0, 1)
     ax.set_title(f"Adj. win rate vs {report['judge']['baseline']}", fontsize=10)
@@ -157,8 +168,13 @@ def _length_panel(ax: Any, report: dict[str, Any]) -> None:
     lengths = report["length"]
     systems = [s for s in lengths if s != "reference"]
     ax.bar(systems, [lengths[s]["mean_chars"] for s in systems], color="tab:purple")
-    ax.axhline(lengths["reference"]["mean_chars"], color="black", linewidth=0.8, linestyle="--",
-               label="references")  # fmt: skip
+    ax.axhline(
+        lengths["reference"]["mean_chars"],
+        color="black",
+        linewidth=0.8,
+        linestyle="--",
+        label="references",
+    )
     ax.set_title("Mean answer length (chars)", fontsize=10)
     ax.legend(fontsize="small")
     ax.tick_params(axis="x", rotation=30)
@@ -205,8 +221,12 @@ def plot_mcq(mcq: dict[str, Any], path: Path) -> bool:
         entries = [r["accuracy"], *(r["subjects"][s] for s in mcq["subjects"])]
         _bars(ax, x + (k - (len(results) - 1) / 2) * width, entries, width, label=name)
     ax.axhline(mcq["chance"], color="black", linewidth=0.8, linestyle="--", label="chance")
-    ax.set_xticks(x, [f"{g}\n(n={mcq['n'] if g == 'all' else mcq['subjects'][g]})"
-                      for g in groups], rotation=30, ha="right")  # fmt: skip
+    ax.set_xticks(
+        x,
+        [f"{g}\n(n={mcq['n'] if g == 'all' else mcq['subjects'][g]})" for g in groups],
+        rotation=30,
+        ha="right",
+    )
     ax.set_ylabel("accuracy (%), 95% bootstrap CI")
     ax.set_ylim(0, 100)
     ax.set_title(f"Multiple choice: {mcq['source']}", fontsize=10)
@@ -215,8 +235,15 @@ def plot_mcq(mcq: dict[str, Any], path: Path) -> bool:
     return True
 
 
-CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "SimHei",
-             "Microsoft YaHei", "PingFang SC", "Noto Sans CJK JP")  # fmt: skip
+CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "SimHei",
+    "Microsoft YaHei",
+    "PingFang SC",
+    "Noto Sans CJK JP",
+)
 """Installed fonts tried first, in order."""
 _CJK_TEXT = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff\uff00-\uffef]")
 

@@ -10,9 +10,22 @@ from medsft.evaluation.scoring import LENGTH_RATIO_FLAG
 def render_markdown(report: dict[str, Any]) -> str:
     """report.md from report.json's content."""
     sections = [
-        _header, _systems, _lengths, _scores, _paired, _slices, _thinking, _mcq, _leakage,
-        _judge, _ablation, _training, _plots, _examples, _signatures,
-    ]  # fmt: skip
+        _header,
+        _systems,
+        _lengths,
+        _scores,
+        _paired,
+        _slices,
+        _thinking,
+        _mcq,
+        _leakage,
+        _judge,
+        _ablation,
+        _training,
+        _plots,
+        _examples,
+        _signatures,
+    ]
     lines: list[str] = []
     for section in sections:
         lines += section(report)
@@ -101,8 +114,12 @@ def _generation_cell(gen: dict[str, Any]) -> str:
 
 
 def _systems(report: dict[str, Any]) -> list[str]:
-    lines = ["## Systems", "", "| system | kind | source | answers | generation |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "## Systems",
+        "",
+        "| system | kind | source | answers | generation |",
+        "|---|---|---|---|---|",
+    ]
     for s in report["systems"]:
         empty = sum(not a.strip() for a in s["answers"])
         lines.append(
@@ -142,9 +159,12 @@ def _lengths(report: dict[str, Any]) -> list[str]:
                 flagged.append(name)
         lines.append(row)
     if flagged:
-        lines += ["", f"⚠ Mean length differs from {baseline}'s by more than "
-                  f"{LENGTH_RATIO_FLAG:g}×: {', '.join(flagged)}. Compare their BLEU and judge "
-                  "results with care (AlpacaEval's length-controlled win rate exists for this)."]  # fmt: skip
+        lines += [
+            "",
+            f"⚠ Mean length differs from {baseline}'s by more than "
+            f"{LENGTH_RATIO_FLAG:g}×: {', '.join(flagged)}. Compare their BLEU and judge "
+            "results with care (AlpacaEval's length-controlled win rate exists for this).",
+        ]
     return lines
 
 
@@ -164,7 +184,7 @@ def _scores(report: dict[str, Any]) -> list[str]:
             " Distinct-n measures diversity, not agreement, and has no interval."
             if any(n.startswith("distinct") for n in names)
             else ""
-        ),  # fmt: skip
+        ),
         "",
         "| system | "
         + " | ".join(_label(n, vocab) for n in names)
@@ -184,8 +204,13 @@ def _scores(report: dict[str, Any]) -> list[str]:
 def _paired(report: dict[str, Any]) -> list[str]:
     if not report.get("paired"):
         return []
-    lines = ["", "### Paired bootstrap tests (A − B, two-sided p)", "", "| A | B | metric | Δ | p |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "",
+        "### Paired bootstrap tests (A − B, two-sided p)",
+        "",
+        "| A | B | metric | Δ | p |",
+        "|---|---|---|---|---|",
+    ]
     vocab = _vocab_f1_mode(report)
     return lines + [
         f"| {t['a']} | {t['b']} | {_label(t['metric'], vocab)} | {t['delta']:+.2f} | "
@@ -201,12 +226,24 @@ def _slices(report: dict[str, Any]) -> list[str]:
     groups = slices["groups"]
     systems = [s["name"] for s in report["systems"]]
     names = [n for n in report["metrics"][systems[0]] if not n.startswith("distinct")]
-    lines = ["", f"### Scores by `{slices['column']}` (95% bootstrap intervals)", "",
-             "Small slices have wide intervals: compare systems within a slice, and read n."]  # fmt: skip
+    lines = [
+        "",
+        f"### Scores by `{slices['column']}` (95% bootstrap intervals)",
+        "",
+        "Small slices have wide intervals: compare systems within a slice, and read n.",
+    ]
     for system in systems:
-        lines += ["", f"**{system}**", "", "| " + slices["column"] + " | n | "
-                  + " | ".join(_label(n, _vocab_f1_mode(report)) for n in names)
-                  + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
+        lines += [
+            "",
+            f"**{system}**",
+            "",
+            "| "
+            + slices["column"]
+            + " | n | "
+            + " | ".join(_label(n, _vocab_f1_mode(report)) for n in names)
+            + " |",
+            "|---|---|" + "---|" * len(names),
+        ]
         for group, g in groups.items():
             cells = [_fmt(g["systems"][system][n]) for n in names]
             lines.append(f"| {_cell(group, 60)} | {g['n']} | " + " | ".join(cells) + " |")
@@ -217,8 +254,13 @@ def _thinking(report: dict[str, Any]) -> list[str]:
     think = {s: v for s, v in report["think"].items() if v["with_think"]}
     if not think:
         return []
-    lines = ["", "### Thinking", "", "| system | answers with a think block | mean chars |",
-             "|---|---|---|"]  # fmt: skip
+    lines = [
+        "",
+        "### Thinking",
+        "",
+        "| system | answers with a think block | mean chars |",
+        "|---|---|---|",
+    ]
     lines += [f"| {s} | {v['with_think']} | {v['mean_think_chars']} |" for s, v in think.items()]
     for s, v in think.items():
         if "metrics" in v:
@@ -248,24 +290,43 @@ def _mcq(report: dict[str, Any]) -> list[str]:
     for name, r in results.items():
         unparsed = r["unparseable"] if r["method"] == "generate" else "–"
         lines.append(f"| {name} | {_fmt(r['accuracy'], 1)} | {unparsed} |")
-    lines += ["", "### Accuracy per subject (%, 95% CI)", "",
-              "| subject | n | " + " | ".join(results) + " |",
-              "|---|---|" + "---|" * len(results)]  # fmt: skip
+    lines += [
+        "",
+        "### Accuracy per subject (%, 95% CI)",
+        "",
+        "| subject | n | " + " | ".join(results) + " |",
+        "|---|---|" + "---|" * len(results),
+    ]
     for subject, n in mcq["subjects"].items():
         cells = [_fmt(r["subjects"][subject], 1) for r in results.values()]
         lines.append(f"| {subject} | {n} | " + " | ".join(cells) + " |")
     if mcq["paired"]:
-        lines += ["", "Paired bootstrap tests of accuracy (A − B, points; two-sided p): "
-                  + "; ".join(f"{t['a']} − {t['b']}: {t['delta']:+.1f} (p {t['p_value']:.3f})"
-                              for t in mcq["paired"]) + "."]  # fmt: skip
+        lines += [
+            "",
+            "Paired bootstrap tests of accuracy (A − B, points; two-sided p): "
+            + "; ".join(
+                f"{t['a']} − {t['b']}: {t['delta']:+.1f} (p {t['p_value']:.3f})"
+                for t in mcq["paired"]
+            )
+            + ".",
+        ]
     if mcq.get("plot"):
         lines += ["", f"![multiple-choice accuracy]({mcq['plot']})"]
     fence = "````"
-    lines += ["", "Prompt of the first question (`loglik`; the model's next token is scored):", "",
-              f"{fence}text", mcq["prompt_example"], fence]  # fmt: skip
+    lines += [
+        "",
+        "Prompt of the first question (`loglik`; the model's next token is scored):",
+        "",
+        f"{fence}text",
+        mcq["prompt_example"],
+        fence,
+    ]
     if "generate" in mcq["methods"]:
-        lines += ["", "`generate` sends the zero-shot prompt as the user message of the chat "
-                  "template, and reads letters from cues like 答案是 B / 答案：A、D / answer is C."]  # fmt: skip
+        lines += [
+            "",
+            "`generate` sends the zero-shot prompt as the user message of the chat "
+            "template, and reads letters from cues like 答案是 B / 答案：A、D / answer is C.",
+        ]
     return lines
 
 

@@ -96,17 +96,24 @@ def _evaluate(config: EvalConfig, *, resolved_config: str | None) -> dict[str, A
     report["ablation"] = ablation(outputs, report)
     report["examples"] = examples_shown(outputs, examples, config.scoring.examples)
     plot_metrics(report, out_dir / "metrics.png")
-    report["plots"] = ["metrics.png", *(t["plot"] for t in report["training"].values()
-                                        if "plot" in t)]  # fmt: skip
+    report["plots"] = [
+        "metrics.png",
+        *(t["plot"] for t in report["training"].values() if "plot" in t),
+    ]
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_report(report, out_dir)
     return report
 
 
 def system_results(
-    spec: SystemSpec, kind: str, examples: list[Example], val: list[Example] | None,
-    mcq: McqSet | None, config: EvalConfig, out_dir: Path,
-) -> tuple[SystemOutput | None, list[McqRun]]:  # fmt: skip
+    spec: SystemSpec,
+    kind: str,
+    examples: list[Example],
+    val: list[Example] | None,
+    mcq: McqSet | None,
+    config: EvalConfig,
+    out_dir: Path,
+) -> tuple[SystemOutput | None, list[McqRun]]:
     """One system's test-set answers (None on ranks other than 0) and MCQ runs; a model system's
     weights are loaded at most once for all of them."""
     if kind == "answers":
@@ -123,9 +130,11 @@ def system_results(
 
 
 def score(
-    outputs: list[SystemOutput], examples: list[Example], val: list[Example] | None,
+    outputs: list[SystemOutput],
+    examples: list[Example],
+    val: list[Example] | None,
     config: EvalConfig,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """report.json's sets, systems, scores, perplexities, think blocks, lengths and tests."""
     from medsft import __version__
 
@@ -137,28 +146,44 @@ def score(
         "medsft_version": __version__,
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "output_dir": config.output_dir,
-        "test_set": {"source": test.source, "preset": test.preset, "n": len(examples),
-                     "sha256": digest([[ex.prompt, ex.reference] for ex in examples]),
-                     "duplicates": duplicate_summary(examples, test.duplicates)},
-        "val_set": {"source": config.val_set.source, "n": len(val)} if config.val_set and val
+        "test_set": {
+            "source": test.source,
+            "preset": test.preset,
+            "n": len(examples),
+            "sha256": digest([[ex.prompt, ex.reference] for ex in examples]),
+            "duplicates": duplicate_summary(examples, test.duplicates),
+        },
+        "val_set": {"source": config.val_set.source, "n": len(val)}
+        if config.val_set and val
         else None,
         "metric_tokenizer": tokenizer,
         "systems": [
-            {"name": o.name, "kind": o.kind, "source": o.source, "model_loaded": o.model_loaded,
-             "generation": o.generation, "answers": o.answers}
+            {
+                "name": o.name,
+                "kind": o.kind,
+                "source": o.source,
+                "model_loaded": o.model_loaded,
+                "generation": o.generation,
+                "answers": o.answers,
+            }
             for o in outputs
         ],
-        "metrics": {o.name: score_texts(o.answers, references, scoring, tokenizer) for o in outputs},
+        "metrics": {
+            o.name: score_texts(o.answers, references, scoring, tokenizer) for o in outputs
+        },
         "perplexity": {o.name: o.perplexity for o in outputs if o.perplexity},
         "think": {o.name: think_summary(o, examples, scoring, tokenizer) for o in outputs},
         "length": lengths(outputs, references, tokenizer, config.baseline),
         "paired": paired_tests(outputs, references, scoring, tokenizer)
         if scoring.paired and scoring.n_resamples > 0 and len(outputs) > 1
         else [],
-        "slices": {"column": test.slice_column,
-                   "groups": slice_scores(outputs, examples, scoring, tokenizer)}
-        if test.slice_column else None,
-    }  # fmt: skip
+        "slices": {
+            "column": test.slice_column,
+            "groups": slice_scores(outputs, examples, scoring, tokenizer),
+        }
+        if test.slice_column
+        else None,
+    }
 
 
 def lengths(
@@ -197,10 +222,14 @@ def examples_shown(outputs: list[SystemOutput], examples: list[Example], k: int)
     else:
         indices = sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
     return [
-        {"index": i, "question": examples[i].question, "reference": examples[i].reference,
-         "answers": {o.name: o.answers[i] for o in outputs}}
+        {
+            "index": i,
+            "question": examples[i].question,
+            "reference": examples[i].reference,
+            "answers": {o.name: o.answers[i] for o in outputs},
+        }
         for i in indices
-    ]  # fmt: skip
+    ]
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:

@@ -78,13 +78,24 @@ def paired_tests(
         for b in outputs[i + 1 :]:
             for metric, options, label in metrics:
                 test = compare(
-                    metric, a.answers, b.answers, references, tokenizer=tokenizer,
-                    n_resamples=scoring.n_resamples, seed=scoring.seed, **options,
-                )  # fmt: skip
+                    metric,
+                    a.answers,
+                    b.answers,
+                    references,
+                    tokenizer=tokenizer,
+                    n_resamples=scoring.n_resamples,
+                    seed=scoring.seed,
+                    **options,
+                )
                 tests.append(
-                    {"a": a.name, "b": b.name, "metric": label, "delta": test.delta,
-                     "p_value": test.p_value}
-                )  # fmt: skip
+                    {
+                        "a": a.name,
+                        "b": b.name,
+                        "metric": label,
+                        "delta": test.delta,
+                        "p_value": test.p_value,
+                    }
+                )
     return tests
 
 

@@ -89,9 +89,16 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
                 )
             think, reference = split_think(messages[last]["content"])
             examples.append(
-                Example(len(examples), row.where, prompt, users[-1]["content"], reference, think,
-                        _group(row, spec.slice_column, what))
-            )  # fmt: skip
+                Example(
+                    len(examples),
+                    row.where,
+                    prompt,
+                    users[-1]["content"],
+                    reference,
+                    think,
+                    _group(row, spec.slice_column, what),
+                )
+            )
     except InvalidExample as err:
         raise InputError(
             f"{what}: {err}. Every row needs a question and a reference answer; fix the row, "
@@ -99,8 +106,12 @@ def load_examples(spec: DataSpec, *, what: str = "test_set") -> list[Example]:
             f"{what}.skip_invalid: true"
         ) from None
     if skipped:
-        log.warning("%s: %d invalid rows skipped (%s)", what, len(skipped),
-                    ", ".join(sorted({err.kind for err in skipped})))  # fmt: skip
+        log.warning(
+            "%s: %d invalid rows skipped (%s)",
+            what,
+            len(skipped),
+            ", ".join(sorted({err.kind for err in skipped})),
+        )
     if not examples:
         raise InputError(f"{what}: no rows in {spec.source!r}")
     return _handle_duplicates(examples, spec.duplicates, what)

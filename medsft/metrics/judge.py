@@ -74,11 +74,29 @@ from medsft.metrics.verdict import LABELS, LABELS_ZH, Label, parse_verdict
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "DEFAULT_SYSTEM_PROMPT", "DEFAULT_TEMPLATE", "LABELS", "LABELS_ZH", "LABEL_FOLLOW_UP",
-    "LABEL_FOLLOW_UP_ZH", "MEDICAL_RUBRIC", "PROMPTS", "REJECTED_AFTER", "TEMPLATE_DIR",
-    "UNREACHABLE_AFTER", "JudgeConfigError", "JudgePrompt", "JudgeResult", "JudgeUsage", "Label",
-    "Language", "Outcome", "PairRecord", "ajudge_pairs", "judge_pairs", "parse_verdict",
-]  # fmt: skip
+    "DEFAULT_SYSTEM_PROMPT",
+    "DEFAULT_TEMPLATE",
+    "LABELS",
+    "LABELS_ZH",
+    "LABEL_FOLLOW_UP",
+    "LABEL_FOLLOW_UP_ZH",
+    "MEDICAL_RUBRIC",
+    "PROMPTS",
+    "REJECTED_AFTER",
+    "TEMPLATE_DIR",
+    "UNREACHABLE_AFTER",
+    "JudgeConfigError",
+    "JudgePrompt",
+    "JudgeResult",
+    "JudgeUsage",
+    "Label",
+    "Language",
+    "Outcome",
+    "PairRecord",
+    "ajudge_pairs",
+    "judge_pairs",
+    "parse_verdict",
+]
 
 
 def _check_texts(name: str, values: Sequence[str]) -> list[str]:
@@ -113,9 +131,15 @@ def _blocking(fn: Callable[P, Coroutine[Any, Any, R]], name: str) -> Callable[P,
     return run
 
 
-def _check_settings(model: str, concurrency: int, max_retries: int, label_retries: int,
-                    timeout: float, max_tokens: int | None,
-                    max_completion_tokens: int | None) -> None:  # fmt: skip
+def _check_settings(
+    model: str,
+    concurrency: int,
+    max_retries: int,
+    label_retries: int,
+    timeout: float,
+    max_tokens: int | None,
+    max_completion_tokens: int | None,
+) -> None:
     if not model or not model.strip():
         raise ValueError("model must name the judge model")
     if concurrency < 1:
@@ -148,9 +172,12 @@ def _check_pairs(
 
 
 def _schedule(
-    judge: JudgeClient, prompt: JudgePromptText, questions: list[str], answers_a: list[str],
+    judge: JudgeClient,
+    prompt: JudgePromptText,
+    questions: list[str],
+    answers_a: list[str],
     answers_b: list[str],
-) -> tuple[list[tuple[str, str]], dict[str, asyncio.Task[JudgeOrder]]]:  # fmt: skip
+) -> tuple[list[tuple[str, str]], dict[str, asyncio.Task[JudgeOrder]]]:
     """Each pair's two cache keys (ab, ba), and one task per distinct prompt: identical prompts
     (a repeated question, or A == B) are sent once."""
     endpoint = endpoint_key(str(judge.client.base_url))
@@ -269,10 +296,16 @@ async def ajudge_pairs(
     params = request_params(temperature, max_tokens, max_completion_tokens)
     judge = JudgeClient(
         client=None,  # type: ignore[arg-type]  # set below: the client calls back into the judge
-        model=model, params=params, cache=JsonlStore(cache_path, "judge cache"),
-        semaphore=asyncio.Semaphore(concurrency), max_retries=max_retries,
-        label_retries=label_retries, follow_up=prompt.follow_up, endpoint=None, secret=secret,
-    )  # fmt: skip
+        model=model,
+        params=params,
+        cache=JsonlStore(cache_path, "judge cache"),
+        semaphore=asyncio.Semaphore(concurrency),
+        max_retries=max_retries,
+        label_retries=label_retries,
+        follow_up=prompt.follow_up,
+        endpoint=None,
+        secret=secret,
+    )
     judge.client = make_client(secret, base_url, timeout, max_retries, judge.count_request)
     # The endpoint the client really uses (base_url, else OPENAI_BASE_URL, else OpenAI's), so a
     # model name served elsewhere never reuses these verdicts.
@@ -290,12 +323,28 @@ async def ajudge_pairs(
         )
         for i, (ab, ba) in enumerate(keys)
     ]
-    return _result(records, judge.usage, model, base_url, prompt, rubric is not False,
-                   n_resamples=n_resamples, level=level, seed=seed)  # fmt: skip
+    return _result(
+        records,
+        judge.usage,
+        model,
+        base_url,
+        prompt,
+        rubric is not False,
+        n_resamples=n_resamples,
+        level=level,
+        seed=seed,
+    )
 
 
-def _result(records: list[PairRecord], usage: JudgeUsage, model: str, base_url: str | None,
-            prompt: JudgePromptText, rubric: bool, **bootstrap: Any) -> JudgeResult:  # fmt: skip
+def _result(
+    records: list[PairRecord],
+    usage: JudgeUsage,
+    model: str,
+    base_url: str | None,
+    prompt: JudgePromptText,
+    rubric: bool,
+    **bootstrap: Any,
+) -> JudgeResult:
     judged = [r for r in records if r.outcome != "error"]
     interval = controlled = None
     if judged:
@@ -303,9 +352,11 @@ def _result(records: list[PairRecord], usage: JudgeUsage, model: str, base_url: 
         interval = bootstrap_interval(len(judged), mean_statistic(scores), **bootstrap)
         # Length in characters of the stripped answers, as the report's length table counts.
         controlled = length_controlled_win_rate(
-            scores, [len(r.answer_a.strip()) for r in judged],
-            [len(r.answer_b.strip()) for r in judged], **bootstrap,
-        )  # fmt: skip
+            scores,
+            [len(r.answer_a.strip()) for r in judged],
+            [len(r.answer_b.strip()) for r in judged],
+            **bootstrap,
+        )
     if len(judged) < len(records):
         log.warning(
             "judge: %d of %d pairs failed and are left out of the rates (see records[].error)",

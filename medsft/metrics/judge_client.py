@@ -269,13 +269,21 @@ def request_params(
     return {name: value for name, value in params.items() if value is not None}
 
 
-def make_client(secret: str | None, base_url: str | None, timeout: float, max_retries: int,
-            on_request: Callable[[Any], Coroutine[Any, Any, None]]) -> AsyncOpenAI:  # fmt: skip
+def make_client(
+    secret: str | None,
+    base_url: str | None,
+    timeout: float,
+    max_retries: int,
+    on_request: Callable[[Any], Coroutine[Any, Any, None]],
+) -> AsyncOpenAI:
     """The `openai` async client, calling `on_request` for every HTTP request it sends."""
     import openai
 
     http = getattr(openai, "DefaultAsyncHttpx2Client", None) or openai.DefaultAsyncHttpxClient
     return openai.AsyncOpenAI(
-        api_key=secret or "EMPTY", base_url=base_url, timeout=timeout, max_retries=max_retries,
+        api_key=secret or "EMPTY",
+        base_url=base_url,
+        timeout=timeout,
+        max_retries=max_retries,
         http_client=http(event_hooks={"request": [on_request]}),
-    )  # fmt: skip
+    )

@@ -130,9 +130,12 @@ def perplexity(
     for i, messages in enumerate(conversations):
         try:
             rendered = render(
-                messages, tokenizer, max_length=max_length, enable_thinking=enable_thinking,
+                messages,
+                tokenizer,
+                max_length=max_length,
+                enable_thinking=enable_thinking,
                 assistant_turns="last",
-            )  # fmt: skip
+            )
         except EmptySupervision:
             skipped += 1
             continue
@@ -168,10 +171,13 @@ def perplexity(
                 positions, targets = supervised_positions(batch["labels"][r : r + 1])
                 rows.append(
                     {
-                        "hidden_states": hidden[r : r + 1], "head": head, "chunk_size": NLL_CHUNK,
-                        "positions": positions.to(device), "targets": targets.to(device),
+                        "hidden_states": hidden[r : r + 1],
+                        "head": head,
+                        "chunk_size": NLL_CHUNK,
+                        "positions": positions.to(device),
+                        "targets": targets.to(device),
                     }
-                )  # fmt: skip
+                )
         nll_parts += [masked_nll(labels[r : r + 1], **row)[0] for r, row in enumerate(rows)]
         bar.update(len(chunk))
     bar.close()

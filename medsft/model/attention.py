@@ -85,19 +85,33 @@ def sdpa_varlen_forward(
     p = dropout if module.training else 0.0
     if position_ids is None or attention_mask is not None or query.shape[2] != key.shape[2]:
         out = F.scaled_dot_product_attention(
-            query, key, value, attn_mask=attention_mask, dropout_p=p, scale=scaling,
+            query,
+            key,
+            value,
+            attn_mask=attention_mask,
+            dropout_p=p,
+            scale=scaling,
             is_causal=attention_mask is None and query.shape[2] > 1,
-        )  # fmt: skip
+        )
         return out.transpose(1, 2).contiguous(), None
     rows = []
     for b, pieces in enumerate(_segments(position_ids.expand(query.shape[0], -1))):
-        rows.append(torch.cat([
-            F.scaled_dot_product_attention(
-                query[b : b + 1, :, s:e], key[b : b + 1, :, s:e], value[b : b + 1, :, s:e],
-                dropout_p=p, scale=scaling, is_causal=True,
+        rows.append(
+            torch.cat(
+                [
+                    F.scaled_dot_product_attention(
+                        query[b : b + 1, :, s:e],
+                        key[b : b + 1, :, s:e],
+                        value[b : b + 1, :, s:e],
+                        dropout_p=p,
+                        scale=scaling,
+                        is_causal=True,
+                    )
+                    for s, e in pieces
+                ],
+                dim=2,
             )
-            for s, e in pieces
-        ], dim=2))  # fmt: skip
+        )
     return torch.cat(rows).transpose(1, 2).contiguous(), None
 
 

@@ -36,36 +36,67 @@ DType = Literal["auto", "float32", "bfloat16", "float16"]
 _COMMON = dict(vocab_size=151936, rms_norm_eps=1e-6, rope_theta=1_000_000.0, head_dim=128)
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(
-        vocab_size=151936, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+        vocab_size=151936,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
         tie_word_embeddings=True,
     ),
     "Qwen3-0.6B": dict(
-        _COMMON, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
-        num_attention_heads=16, num_key_value_heads=8, max_position_embeddings=40960,
+        _COMMON,
+        hidden_size=1024,
+        intermediate_size=3072,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        max_position_embeddings=40960,
         tie_word_embeddings=True,
     ),
     "Qwen3-1.7B": dict(
-        _COMMON, hidden_size=2048, intermediate_size=6144, num_hidden_layers=28,
-        num_attention_heads=16, num_key_value_heads=8, max_position_embeddings=40960,
+        _COMMON,
+        hidden_size=2048,
+        intermediate_size=6144,
+        num_hidden_layers=28,
+        num_attention_heads=16,
+        num_key_value_heads=8,
+        max_position_embeddings=40960,
         tie_word_embeddings=True,
     ),
     "Qwen3-4B": dict(
-        _COMMON, hidden_size=2560, intermediate_size=9728, num_hidden_layers=36,
-        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=40960,
+        _COMMON,
+        hidden_size=2560,
+        intermediate_size=9728,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=40960,
         tie_word_embeddings=True,
     ),
     "Qwen3-8B": dict(
-        _COMMON, hidden_size=4096, intermediate_size=12288, num_hidden_layers=36,
-        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=40960,
+        _COMMON,
+        hidden_size=4096,
+        intermediate_size=12288,
+        num_hidden_layers=36,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=40960,
         tie_word_embeddings=False,
     ),
     "Qwen3-14B": dict(
-        _COMMON, hidden_size=5120, intermediate_size=17408, num_hidden_layers=40,
-        num_attention_heads=40, num_key_value_heads=8, max_position_embeddings=40960,
+        _COMMON,
+        hidden_size=5120,
+        intermediate_size=17408,
+        num_hidden_layers=40,
+        num_attention_heads=40,
+        num_key_value_heads=8,
+        max_position_embeddings=40960,
         tie_word_embeddings=False,
     ),
-}  # fmt: skip
+}
 RANDOM_PREFIX = "random:"
 BUNDLED_TOKENIZER = "qwen3"
 
@@ -284,9 +315,12 @@ def load_base_model(
             model.config.to_json_file(os.path.join(tmp, "config.json"))
             save_model(model, os.path.join(tmp, "model.safetensors"))
             return load_base_model(
-                tmp, quantize=quantize, dtype=dtype, attn_implementation=attn_implementation,
+                tmp,
+                quantize=quantize,
+                dtype=dtype,
+                attn_implementation=attn_implementation,
                 device=device,
-            )  # fmt: skip
+            )
     if is_hub_id(name_or_path):
         ensure_hub_reachable(name_or_path)
     kwargs: dict[str, Any] = dict(
@@ -335,9 +369,13 @@ def build_model(
     lora = lora or LoraSettings()
     validate_model_args(name_or_path, finetune, quantize, lora)
     model = load_base_model(
-        name_or_path, quantize=quantize, dtype=dtype, attn_implementation=attn_implementation,
-        trust_remote_code=trust_remote_code, device=device,
-    )  # fmt: skip
+        name_or_path,
+        quantize=quantize,
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+        device=device,
+    )
     # The KV cache is useless in training and clashes with gradient checkpointing.
     model.config.use_cache = False
     # No peft.prepare_model_for_kbit_training: it casts embeddings, the tied head and the norms to

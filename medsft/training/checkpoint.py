@@ -210,8 +210,11 @@ def _disk_full(err: BaseException) -> bool:
 def save_failed(path: Path, err: BaseException, needed: int) -> CheckpointError:
     """One line for a failed save: the folder, the bytes needed and free, what was kept."""
     folder = path.parent
-    kept = (f"the previous checkpoint {path} is kept" if path.exists()
-            else "no earlier checkpoint exists there")  # fmt: skip
+    kept = (
+        f"the previous checkpoint {path} is kept"
+        if path.exists()
+        else "no earlier checkpoint exists there"
+    )
     if _disk_full(err):
         free = shutil.disk_usage(folder).free
         return CheckpointError(
@@ -233,8 +236,10 @@ def check_free_space(folder: str | Path, needed: int) -> bool:
     log.warning(
         "checkpoint folder %s has %s free, less than one checkpoint of this model (about %s): "
         "the first save will fail; free space or set --checkpoint.dirpath elsewhere",
-        folder, _size(free), _size(needed),
-    )  # fmt: skip
+        folder,
+        _size(free),
+        _size(needed),
+    )
     return False
 
 

@@ -74,15 +74,21 @@ class DataMonitor(Callback):
         dm = trainer.datamodule
         max_length = getattr(dm, "max_length", "?")
         self._warn(
-            "truncated", totals["truncated"], totals["examples"], "examples",
+            "truncated",
+            totals["truncated"],
+            totals["examples"],
+            "examples",
             f"had their answer cut at max_length={max_length} (no end-of-turn token to learn "
             "to stop); raise data.max_length or set data.truncation: drop",
-        )  # fmt: skip
+        )
         self._warn(
-            "dropped", totals["dropped"], totals["rows"], "rows read",
+            "dropped",
+            totals["dropped"],
+            totals["rows"],
+            "rows read",
             f"were dropped: the answer does not fit in max_length={max_length} (or nothing of it "
             "is left after the prompt); raise data.max_length",
-        )  # fmt: skip
+        )
 
     def _warn(self, key: str, count: float, total: float, of: str, what: str) -> None:
         """Warn the first time, then each time the count doubles: visible, never a flood."""
@@ -90,8 +96,12 @@ class DataMonitor(Callback):
             self._warned[key] = int(count)
             log.warning(
                 "data: %d of %d %s so far (%.1f%%) %s",
-                count, total, of, 100 * count / max(1, total), what,
-            )  # fmt: skip
+                count,
+                total,
+                of,
+                100 * count / max(1, total),
+                what,
+            )
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         (batches,) = self._reduced(trainer, [float(self._batches)])

@@ -36,10 +36,11 @@ class FSDP2Strategy(WholeShardedSaves, ModelParallelStrategy):
             process_group_backend: `nccl` on GPUs, `gloo` on CPUs (default: chosen by device).
         """
         super().__init__(
-            data_parallel_size="auto", tensor_parallel_size=1,
+            data_parallel_size="auto",
+            tensor_parallel_size=1,
             save_distributed_checkpoint=save_distributed_checkpoint,
             process_group_backend=process_group_backend,
-        )  # fmt: skip
+        )
 
     def setup_environment(self) -> None:
         self._data_parallel_size = self.world_size
@@ -108,9 +109,11 @@ def shard_model(model: torch.nn.Module, device_mesh: Any) -> None:
             "medsft shards with FSDP2 only: use --trainer.strategy fsdp2 (see configs/full.yaml)"
         )
     mesh = device_mesh["data_parallel"]
-    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if (
-        torch.cuda.is_available()
-    ) else MixedPrecisionPolicy()  # fmt: skip
+    policy = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if (torch.cuda.is_available())
+        else MixedPrecisionPolicy()
+    )
     backbone, _ = backbone_and_head(model)
     for layer in backbone.layers:
         fully_shard(layer, mesh=mesh, mp_policy=policy)

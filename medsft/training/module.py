@@ -149,9 +149,11 @@ class SFTModule(LightningModule):
             # PEFT records the model's own path; a preset must be rebuilt by name when loading.
             self.model.peft_config["default"].base_model_name_or_path = self.name_or_path
         self.throughput.flops = FlopCounter.from_config(
-            self.model.config, self.finetune, lora_r=self.lora.r,
+            self.model.config,
+            self.finetune,
+            lora_r=self.lora.r,
             lora_targets=self.lora.target_modules,
-        )  # fmt: skip
+        )
         if self._device_mesh is not None:
             validate_strategy(self.trainer.strategy, self.finetune, self.quantize)
             shard_model(self.model, self.device_mesh)
@@ -271,8 +273,9 @@ class SFTModule(LightningModule):
         what = f"step {step}: the loss is {float(loss)} and the gradient norm {float(grad_norm)}"
         self._skipped_in_a_row += 1
         if self.hparams.nonfinite == "skip" and self._skipped_in_a_row <= self.max_skips:
-            log.warning("%s; skipping this optimizer step (%d in a row)", what,
-                        self._skipped_in_a_row)  # fmt: skip
+            log.warning(
+                "%s; skipping this optimizer step (%d in a row)", what, self._skipped_in_a_row
+            )
             for p in params:
                 p.grad = None
             if self.logger is not None and self.trainer.is_global_zero:

@@ -86,8 +86,12 @@ class Preemption(Callback):
         if self.signum is None:
             self.signum, self.received_at = signum, time.monotonic()
             name = signal.Signals(signum).name
-            print(f"{name} received: saving a checkpoint at the end of this optimizer step, "
-                  "then exiting", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"{name} received: saving a checkpoint at the end of this optimizer step, "
+                "then exiting",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Lightning registers its own SIGTERM (and, under SLURM, SIGUSR1) handlers just before
@@ -115,9 +119,12 @@ class Preemption(Callback):
             self._requeue()
         if trainer.is_global_zero:
             waited = time.monotonic() - (self.received_at or time.monotonic())
-            print(f"{signal.Signals(signum).name}: saved step {trainer.global_step} to {path} "
-                  f"({waited:.1f} s after the signal); exiting with {exit_code(signum)}",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"{signal.Signals(signum).name}: saved step {trainer.global_step} to {path} "
+                f"({waited:.1f} s after the signal); exiting with {exit_code(signum)}",
+                file=sys.stderr,
+                flush=True,
+            )
         raise Preempted(signum, path)
 
     def _agreed(self, trainer: Trainer) -> int:
@@ -148,12 +155,20 @@ class Preemption(Callback):
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as err:
-            print(f"could not requeue SLURM job {job} ({' '.join(command)}: {err}); resubmit "
-                  "the same command to continue", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"could not requeue SLURM job {job} ({' '.join(command)}: {err}); resubmit "
+                "the same command to continue",
+                file=sys.stderr,
+                flush=True,
+            )
             return
         if result.returncode == 0:
             print(f"requeued SLURM job {job}", file=sys.stderr, flush=True)
         else:
-            print(f"could not requeue SLURM job {job} ({' '.join(command)} exited "
-                  f"{result.returncode}: {result.stderr.strip()[:200]}); resubmit the same "
-                  "command to continue", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"could not requeue SLURM job {job} ({' '.join(command)} exited "
+                f"{result.returncode}: {result.stderr.strip()[:200]}); resubmit the same "
+                "command to continue",
+                file=sys.stderr,
+                flush=True,
+            )

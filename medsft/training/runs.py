@@ -34,24 +34,45 @@ RESUME_CONFIG = "config.resume-{}.yaml"
 _RESUME_CONFIG = re.compile(r"config\.resume-(\d+)\.yaml")
 
 NOT_COMPARED = (
-    "trainer.logger", "trainer.callbacks", "trainer.devices", "trainer.num_nodes",
-    "trainer.accelerator", "trainer.default_root_dir", "ckpt_path", "allow_changed", "config",
+    "trainer.logger",
+    "trainer.callbacks",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.accelerator",
+    "trainer.default_root_dir",
+    "ckpt_path",
+    "allow_changed",
+    "config",
     "debug",
-)  # fmt: skip
+)
 """Bookkeeping: where the run logs and how it is launched (the world size is compared as such)."""
 SAFE = (
-    "trainer.max_steps", "trainer.max_epochs", "trainer.max_time", "trainer.min_steps",
-    "trainer.min_epochs", "trainer.log_every_n_steps", "trainer.val_check_interval",
-    "trainer.check_val_every_n_epoch", "trainer.limit_val_batches",
-    "trainer.num_sanity_val_steps", "trainer.enable_progress_bar",
-    "trainer.enable_model_summary", "trainer.profiler", "checkpoint.", "export",
-    "data.num_workers", "data.val_source",
-)  # fmt: skip
+    "trainer.max_steps",
+    "trainer.max_epochs",
+    "trainer.max_time",
+    "trainer.min_steps",
+    "trainer.min_epochs",
+    "trainer.log_every_n_steps",
+    "trainer.val_check_interval",
+    "trainer.check_val_every_n_epoch",
+    "trainer.limit_val_batches",
+    "trainer.num_sanity_val_steps",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.profiler",
+    "checkpoint.",
+    "export",
+    "data.num_workers",
+    "data.val_source",
+)
 """Keys a resume may change without changing what is trained: allowed, printed and recorded.
 Every other key (model, fine-tuning mode, LoRA, quantization, data, seeds, accumulation,
 optimizer, precision, strategy, world size) changes the experiment."""
-IGNORED_BY_RESTORE = ("model.optimizer.name", "model.optimizer.betas",
-                      "model.optimizer.weight_decay")  # fmt: skip
+IGNORED_BY_RESTORE = (
+    "model.optimizer.name",
+    "model.optimizer.betas",
+    "model.optimizer.weight_decay",
+)
 """Held in the restored optimizer state: a new value would not take effect, so it is refused
 even when allowed (`model.optimizer.lr` is applied to the restored state instead)."""
 
@@ -83,9 +104,13 @@ class ResumeMismatch(ConfigError):
 
 
 def find_checkpoint(
-    ckpt_path: str | None, *, dirpath: str | None, save_dir: str | None, name: str | None,
+    ckpt_path: str | None,
+    *,
+    dirpath: str | None,
+    save_dir: str | None,
+    name: str | None,
     required: bool = True,
-) -> Path | None:  # fmt: skip
+) -> Path | None:
     """The checkpoint to resume from: `ckpt_path`, or for `last` this experiment's newest
     last.ckpt (in `dirpath` when set, else under `<save_dir>/<name>/version_*`).
 
@@ -234,8 +259,11 @@ def resume_config_name(run_dir: str | Path) -> str:
     run_dir = Path(run_dir)
     if not (run_dir / FIRST_CONFIG).exists():
         return FIRST_CONFIG
-    taken = [int(m.group(1)) for p in run_dir.glob("config.resume-*.yaml")
-             if (m := _RESUME_CONFIG.fullmatch(p.name))]  # fmt: skip
+    taken = [
+        int(m.group(1))
+        for p in run_dir.glob("config.resume-*.yaml")
+        if (m := _RESUME_CONFIG.fullmatch(p.name))
+    ]
     return RESUME_CONFIG.format(max(taken, default=0) + 1)
 
 
@@ -243,8 +271,11 @@ def latest_config(run_dir: str | Path) -> Path | None:
     """The config the run last trained with: its newest `config.resume-K.yaml`, else
     `config.yaml`; None when it has neither."""
     run_dir = Path(run_dir)
-    resumes = [(int(m.group(1)), p) for p in run_dir.glob("config.resume-*.yaml")
-               if (m := _RESUME_CONFIG.fullmatch(p.name))]  # fmt: skip
+    resumes = [
+        (int(m.group(1)), p)
+        for p in run_dir.glob("config.resume-*.yaml")
+        if (m := _RESUME_CONFIG.fullmatch(p.name))
+    ]
     if resumes:
         return max(resumes)[1]
     first = run_dir / FIRST_CONFIG

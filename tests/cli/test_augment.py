@@ -34,8 +34,16 @@ def test_audit_prints_questions_with_each_swap_marked(capsys, tmp_path):
     source = tmp_path / "questions.jsonl"
     rows = [{"question": q, "answer": "建议就医。"} for q in QUESTIONS * 4]
     source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
-    argv = ["--data.source", str(source), "--data.val_fraction", "0", "--augment.fraction", "1",
-            "--augment.word_fraction", "1"]  # fmt: skip
+    argv = [
+        "--data.source",
+        str(source),
+        "--data.val_fraction",
+        "0",
+        "--augment.fraction",
+        "1",
+        "--augment.word_fraction",
+        "1",
+    ]
     counts = main([*argv, "--audit", "3"])
     out = capsys.readouterr().out.splitlines()
     headers = [line for line in out if line.startswith("#")]
@@ -51,8 +59,9 @@ def test_audit_prints_questions_with_each_swap_marked(capsys, tmp_path):
     assert counts["medical terms swapped"] == 0 and counts["swaps"] >= counts["copies"]
     assert out[-1].startswith("audit: ") and "0 medical terms swapped" in out[-1]
     # --audit_rows reads only the first rows; the validation share is counted, never augmented
-    counts = main([*argv[:2], "--data.val_fraction", "0.5", *argv[4:], "--audit", "0",
-                   "--audit_rows", "20"])  # fmt: skip
+    counts = main(
+        [*argv[:2], "--data.val_fraction", "0.5", *argv[4:], "--audit", "0", "--audit_rows", "20"]
+    )
     assert counts["rows read"] == 20 and 0 < counts["validation rows (never augmented)"] < 20
     assert not [line for line in capsys.readouterr().out.splitlines() if line.startswith("#")]
 
@@ -72,8 +81,20 @@ def test_llm_paraphrase_file_copies_training_questions_only_and_caches(tmp_path,
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     out = tmp_path / "para.jsonl"
-    argv = ["--data.source", HUATUO, "--data.preset", "huatuo", "--data.val_fraction", "0.25",
-            "--augment.fraction", "0.3", "--out", str(out), "--progress", "false"]  # fmt: skip
+    argv = [
+        "--data.source",
+        HUATUO,
+        "--data.preset",
+        "huatuo",
+        "--data.val_fraction",
+        "0.25",
+        "--augment.fraction",
+        "0.3",
+        "--out",
+        str(out),
+        "--progress",
+        "false",
+    ]
     with JudgeServer(rewrite) as server:
         counts = main([*argv, "--paraphrase.base_url", server.base_url])
         first = server.request_count

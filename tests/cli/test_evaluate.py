@@ -14,10 +14,21 @@ def evaluate_py(tmp_path, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     env.pop("MEDSFT_DEBUG", None)
     return subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), "--config", str(ROOT / "configs/eval_demo.yaml"),
-         "--output_dir", str(tmp_path / "out"), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "evaluate.py"),
+            "--config",
+            str(ROOT / "configs/eval_demo.yaml"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_a_config_mistake_is_one_error_line_and_debug_shows_the_traceback(tmp_path, capsys):
@@ -26,8 +37,14 @@ def test_a_config_mistake_is_one_error_line_and_debug_shows_the_traceback(tmp_pa
     from medsft.cli.evaluate import cli_main
     from medsft.errors import ConfigError
 
-    argv = ["--config", str(ROOT / "configs/eval_demo.yaml"), "--output_dir", str(tmp_path / "out"),
-            "--systems", "[{name: x, path: data/sample/baseline_answers.jsonl}]"]  # fmt: skip
+    argv = [
+        "--config",
+        str(ROOT / "configs/eval_demo.yaml"),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--systems",
+        "[{name: x, path: data/sample/baseline_answers.jsonl}]",
+    ]
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:
         cli_main(argv)
@@ -45,8 +62,9 @@ def test_a_bad_test_set_row_is_one_error_line_naming_the_file_and_row(tmp_path):
     bad = tmp_path / "test.jsonl"
     bad.write_text('{"question": "咳嗽"}\n', "utf-8")  # no reference answer
     systems = ("--systems", "[{name: gpt, path: data/sample/baseline_answers.jsonl}]")
-    result = evaluate_py(tmp_path, *systems, "--test_set.source", str(bad),
-                         "--test_set.preset", "huatuo")  # fmt: skip
+    result = evaluate_py(
+        tmp_path, *systems, "--test_set.source", str(bad), "--test_set.preset", "huatuo"
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: test_set: {bad}:1: field 'reference': missing"), last

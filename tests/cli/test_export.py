@@ -21,9 +21,11 @@ HEAVY = ("torch", "transformers", "peft", "lightning", "bitsandbytes")
 
 
 def cli(*args: str, code: str | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-c", code, *args] if code else [
-        sys.executable, "-m", "medsft.cli.export", *args
-    ]  # fmt: skip
+    command = (
+        [sys.executable, "-c", code, *args]
+        if code
+        else [sys.executable, "-m", "medsft.cli.export", *args]
+    )
     return subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
 
 

@@ -49,9 +49,15 @@ def no_network(monkeypatch):
 
 def test_dry_run_writes_the_card_and_sends_nothing(run_dir, no_network, capsys):
     publish.main(
-        [str(run_dir), "--repo_id", "me/qwen3-huatuo", "--report", str(run_dir.parents[2] / "eval"),
-         "--dry_run"]
-    )  # fmt: skip
+        [
+            str(run_dir),
+            "--repo_id",
+            "me/qwen3-huatuo",
+            "--report",
+            str(run_dir.parents[2] / "eval"),
+            "--dry_run",
+        ]
+    )
     card = (run_dir / "adapter" / "README.md").read_text(encoding="utf-8")
     front = yaml.safe_load(card.split("---")[1])
     assert front["library_name"] == "peft"

@@ -11,8 +11,14 @@ from medsft.training.runs import ResumeMismatch
 from tests.helpers import ROOT, scalars, train, train_py
 
 # LoRA: small checkpoints (the mode is not the point of these tests).
-CONSTANT_LR = ("--model.optimizer.schedule", "constant", "--model.optimizer.warmup_steps", "0",
-               "--model.finetune", "lora")  # fmt: skip
+CONSTANT_LR = (
+    "--model.optimizer.schedule",
+    "constant",
+    "--model.optimizer.warmup_steps",
+    "0",
+    "--model.finetune",
+    "lora",
+)
 
 
 @pytest.mark.slow
@@ -29,8 +35,17 @@ def test_a_resume_refuses_a_changed_experiment_and_records_an_allowed_change(tmp
     )
     # The option the message names allows it; a longer max_steps is safe without asking. Both
     # are said and recorded in the resume's own config file.
-    second = train(tmp_path, *resume, "--data.batch_size", "2", "--allow_changed",
-                   "data.batch_size", "--trainer.max_steps", "3", name="exp")  # fmt: skip
+    second = train(
+        tmp_path,
+        *resume,
+        "--data.batch_size",
+        "2",
+        "--allow_changed",
+        "data.batch_size",
+        "--trainer.max_steps",
+        "3",
+        name="exp",
+    )
     assert second.trainer.log_dir == run and second.trainer.global_step == 3
     changes = "data.batch_size: 4 -> 2, trainer.max_steps: 2 -> 3"
     assert f"resuming with changes: {changes}" in capsys.readouterr().out
@@ -39,9 +54,19 @@ def test_a_resume_refuses_a_changed_experiment_and_records_an_allowed_change(tmp
     assert record.splitlines()[0].endswith(f"at step 2; changed: {changes}")
     assert "max_steps: 3" in record and "batch_size: 2" in record
     # An optimizer setting the restored state would keep is applied when allowed, not ignored.
-    train(tmp_path, *resume, "--data.batch_size", "2", "--trainer.max_steps", "4",
-          "--model.optimizer.lr", "0.001", "--allow_changed", "model.optimizer.lr",
-          name="exp")  # fmt: skip
+    train(
+        tmp_path,
+        *resume,
+        "--data.batch_size",
+        "2",
+        "--trainer.max_steps",
+        "4",
+        "--model.optimizer.lr",
+        "0.001",
+        "--allow_changed",
+        "model.optimizer.lr",
+        name="exp",
+    )
     assert scalars(run, "train/lr") == pytest.approx([0.01, 0.01, 0.01, 0.001])
     assert (tmp_path / "exp/version_0/config.resume-2.yaml").exists()
 
@@ -54,8 +79,12 @@ def test_a_chat_template_mismatch_is_one_error_line_with_the_reason(tmp_path, ca
     from medsft.errors import UserError
 
     data = tmp_path / "think.jsonl"
-    row = {"messages": [{"role": "user", "content": "头痛怎么办？"},
-                        {"role": "assistant", "content": "<think>\n想一想\n</think>\n\n多休息。"}]}  # fmt: skip
+    row = {
+        "messages": [
+            {"role": "user", "content": "头痛怎么办？"},
+            {"role": "assistant", "content": "<think>\n想一想\n</think>\n\n多休息。"},
+        ]
+    }
     data.write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
     args = ("--data.source", str(data), "--data.preset", "messages")
     code, err = train_py(tmp_path, capsys, *args)
@@ -65,8 +94,18 @@ def test_a_chat_template_mismatch_is_one_error_line_with_the_reason(tmp_path, ca
         "rendered assistant turn 1; refusing to guess the mask."
     )
     with pytest.raises(UserError, match="the generation prompt is not a prefix") as raised:
-        cli_main(["--config", str(ROOT / "configs/demo.yaml"), "--trainer.logger.init_args.save_dir",
-                  str(tmp_path), "--data.val_fraction", "0", *args, "--debug"])  # fmt: skip
+        cli_main(
+            [
+                "--config",
+                str(ROOT / "configs/demo.yaml"),
+                "--trainer.logger.init_args.save_dir",
+                str(tmp_path),
+                "--data.val_fraction",
+                "0",
+                *args,
+                "--debug",
+            ]
+        )
     assert "\n" in str(raised.value)  # the example the one-line error left out
 
 

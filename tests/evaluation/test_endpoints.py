@@ -22,8 +22,9 @@ SYSTEM = "你是一名经验丰富的医生。"
 
 @pytest.fixture
 def examples():
-    spec = DataSpec(source=str(ROOT / "data/sample/test_zh_med.json"), limit=4,
-                    system_prompt=SYSTEM)  # fmt: skip
+    spec = DataSpec(
+        source=str(ROOT / "data/sample/test_zh_med.json"), limit=4, system_prompt=SYSTEM
+    )
     return load_examples(spec)
 
 
@@ -34,13 +35,22 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def served(base_url: str, **fields) -> SystemSpec:
-    return SystemSpec("served", "qwen3-4b-huatuo", kind="endpoint", base_url=base_url,
-                      api_key_env="VLLM_KEY", **fields)  # fmt: skip
+    return SystemSpec(
+        "served",
+        "qwen3-4b-huatuo",
+        kind="endpoint",
+        base_url=base_url,
+        api_key_env="VLLM_KEY",
+        **fields,
+    )
 
 
 def run(spec: SystemSpec, examples, out: Path, **generation):
-    config = EvalConfig(systems=[spec], output_dir=str(out),
-                        generation=GenerationSettings(max_new_tokens=64, **generation))  # fmt: skip
+    config = EvalConfig(
+        systems=[spec],
+        output_dir=str(out),
+        generation=GenerationSettings(max_new_tokens=64, **generation),
+    )
     config.runtime.progress = False
     return endpoint_system(spec, examples, config, out)
 
@@ -49,18 +59,31 @@ def test_request_settings_follow_the_generation_settings():
     greedy = GenerationSettings(max_new_tokens=100)
     openai = SystemSpec("gpt", "gpt-4o-mini", kind="endpoint")
     assert request_params(openai, greedy) == {"max_tokens": 100, "temperature": 0.0}
-    sampled = GenerationSettings(max_new_tokens=100, do_sample=True, temperature=0.7, top_p=0.8,
-                                 top_k=20, repetition_penalty=1.1, enable_thinking=True)  # fmt: skip
+    sampled = GenerationSettings(
+        max_new_tokens=100,
+        do_sample=True,
+        temperature=0.7,
+        top_p=0.8,
+        top_k=20,
+        repetition_penalty=1.1,
+        enable_thinking=True,
+    )
     assert request_params(served("http://127.0.0.1:8000/v1"), sampled) == {
-        "max_tokens": 100, "temperature": 0.7, "top_p": 0.8,
-        "extra_body": {"chat_template_kwargs": {"enable_thinking": True}, "top_k": 20,
-                       "repetition_penalty": 1.1},
-    }  # fmt: skip
+        "max_tokens": 100,
+        "temperature": 0.7,
+        "top_p": 0.8,
+        "extra_body": {
+            "chat_template_kwargs": {"enable_thinking": True},
+            "top_k": 20,
+            "repetition_penalty": 1.1,
+        },
+    }
     reasoning = SystemSpec("gpt5", "gpt-5-mini", kind="endpoint", reasoning=True)
     assert request_params(reasoning, sampled) == {"max_completion_tokens": 100}
     assert request_params(served("http://x/v1", extra_body={}), greedy) == {
-        "max_tokens": 100, "temperature": 0.0,
-    }  # fmt: skip
+        "max_tokens": 100,
+        "temperature": 0.0,
+    }
 
 
 def test_answers_survive_429_and_500_cut_replies_are_flagged_and_a_rerun_sends_nothing(
@@ -149,12 +172,18 @@ def test_reasoning_models_get_max_completion_tokens_and_a_refused_key_stops_at_o
     [
         (SystemSpec("gpt", "gpt-4o-mini", kind="endpoint"), None, "export OPENAI_API_KEY"),
         (SystemSpec("v", "m", base_url="http://u:p@127.0.0.1:8000/v1"), None, "credentials"),
-        (SystemSpec("v", "m", base_url="http://127.0.0.1:8000/v1"), McqSpec(source="x.csv"),
-         "is an endpoint: mcq_set.methods loglik needs .* use mcq_set.methods: \\[generate\\]"),
-        (SystemSpec("v", "m", base_url="http://127.0.0.1:8000/v1", concurrency=0), None,
-         "concurrency must be >= 1"),
+        (
+            SystemSpec("v", "m", base_url="http://127.0.0.1:8000/v1"),
+            McqSpec(source="x.csv"),
+            "is an endpoint: mcq_set.methods loglik needs .* use mcq_set.methods: \\[generate\\]",
+        ),
+        (
+            SystemSpec("v", "m", base_url="http://127.0.0.1:8000/v1", concurrency=0),
+            None,
+            "concurrency must be >= 1",
+        ),
     ],
-)  # fmt: skip
+)
 def test_endpoint_config_errors_say_how_to_fix(spec, mcq, message):
     with pytest.raises(ValueError, match=message):
         validate_config(EvalConfig(systems=[spec], mcq_set=mcq))

@@ -175,9 +175,13 @@ def test_sampled_answer_depends_only_on_its_prompt_and_seed(qwen3_tokenizer):
 
     def texts(prompt_ids, **overrides):
         run = generate(
-            model, qwen3_tokenizer, prompt_ids, replace(settings, **overrides),
-            accelerator="cpu", progress=False,
-        )  # fmt: skip
+            model,
+            qwen3_tokenizer,
+            prompt_ids,
+            replace(settings, **overrides),
+            accelerator="cpu",
+            progress=False,
+        )
         return [c.text for c in run.completions]
 
     together = texts(ids)
@@ -190,9 +194,14 @@ def test_sampled_answer_depends_only_on_its_prompt_and_seed(qwen3_tokenizer):
     assert together != texts(ids, do_sample=False)
     # A caller's seeds (e.g. from cache keys) decide: equal seeds, equal draws.
     keyed = generate(
-        model, qwen3_tokenizer, ids[:2], settings, accelerator="cpu", progress=False,
+        model,
+        qwen3_tokenizer,
+        ids[:2],
+        settings,
+        accelerator="cpu",
+        progress=False,
         seeds=[prompt_seed(0, "key-a"), prompt_seed(0, "key-a")],
-    )  # fmt: skip
+    )
     alone = generate_batch(
         model, qwen3_tokenizer, ids[:1], settings, seeds=[prompt_seed(0, "key-a")]
     )
@@ -268,16 +277,27 @@ def test_ddp_generation_gathers_every_rank_in_input_order(tmp_path, qwen3_tokeni
     script.write_text(DDP_SCRIPT.format(tests=str(ROOT / "tests"), out=str(out)))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=300,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["world"] == 2
     double = [Completion(**c) for c in result["completions"]]
     assert [c.index for c in double] == list(range(8))
-    one = generate(tiny_model(), qwen3_tokenizer, prompts(qwen3_tokenizer) * 2,
-                   GenerationSettings(max_new_tokens=6, batch_size=3), accelerator="cpu",
-                   devices=1, strategy="auto", progress=False)  # fmt: skip
+    one = generate(
+        tiny_model(),
+        qwen3_tokenizer,
+        prompts(qwen3_tokenizer) * 2,
+        GenerationSettings(max_new_tokens=6, batch_size=3),
+        accelerator="cpu",
+        devices=1,
+        strategy="auto",
+        progress=False,
+    )
     single = one.completions
     assert double == single

@@ -39,22 +39,46 @@ def _argv(tmp_path: Path, base_url: str, *extra: str) -> list[str]:
         {"name": "gpt", "path": str(SAMPLE_BASELINE)},
     ]
     return [
-        "--systems", json.dumps(systems), "--baseline", "gpt",
-        "--test_set.source", str(SAMPLE_TEST), "--test_set.limit", "6",
-        "--output_dir", str(tmp_path / "out"), "--judge.base_url", base_url,
-        "--judge.model", "judge", "--scoring.n_resamples", "50", "--runtime.progress", "false",
-        "--judge.max_retries", "1", *extra,
-    ]  # fmt: skip
+        "--systems",
+        json.dumps(systems),
+        "--baseline",
+        "gpt",
+        "--test_set.source",
+        str(SAMPLE_TEST),
+        "--test_set.limit",
+        "6",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--judge.base_url",
+        base_url,
+        "--judge.model",
+        "judge",
+        "--scoring.n_resamples",
+        "50",
+        "--runtime.progress",
+        "false",
+        "--judge.max_retries",
+        "1",
+        *extra,
+    ]
 
 
 def test_chinese_judge_from_the_config_end_to_end(tmp_path):
     rubric = tmp_path / "rubric.txt"
     rubric.write_text("请特别注意用药安全。", encoding="utf-8")
     with JudgeServer(prefer_longer_zh) as server:
-        report = evaluate_script.main(_argv(
-            tmp_path, server.base_url, "--judge.language", "zh", "--judge.rubric", str(rubric),
-            "--scoring.distinct_orders", "[]",
-        ))  # fmt: skip
+        report = evaluate_script.main(
+            _argv(
+                tmp_path,
+                server.base_url,
+                "--judge.language",
+                "zh",
+                "--judge.rubric",
+                str(rubric),
+                "--scoring.distinct_orders",
+                "[]",
+            )
+        )
         prompt = server.requests[0].prompt
     assert "[问题]" in prompt and "请特别注意用药安全。" in prompt and "禁忌与剂量" not in prompt
     judge = report["judge"]
@@ -136,8 +160,10 @@ def test_judge_is_partial_with_counts_past_the_allowed_failed_share(tmp_path):
         )  # the same judgements (cached), a larger allowance
     judge = report["judge"]
     assert judge["status"] == "partial" and judge["partial"]["course"] == {
-        "failed": 1, "pairs": 6, "share": round(1 / 6, 4),
-    }  # fmt: skip
+        "failed": 1,
+        "pairs": 6,
+        "share": round(1 / 6, 4),
+    }
     assert "course: 1 of 6 (17%)" in judge["reason"] and "max_failed_share (5%)" in judge["reason"]
     result = judge["results"]["course"]
     assert result["n_errors"] == 1 and result["n_judged"] == 5

@@ -66,18 +66,42 @@ def test_overlaps_match_a_brute_force_and_flags_follow_the_threshold(tmp_path):
 
 
 def test_words_for_english_and_the_command_line(tmp_path):
-    test = write_jsonl(tmp_path / "test.jsonl", [
-        {"Question": "What are the early symptoms of type 2 diabetes in adults?", "Answer": "x y"},
-        {"Question": "How is asthma treated?", "Answer": "Inhalers."},
-    ])  # fmt: skip
-    train = write_jsonl(tmp_path / "train.jsonl", [
-        {"Question": "Tell me: what ARE the early symptoms of type 2 diabetes, doctor?",
-         "Answer": "Thirst."},
-    ])  # fmt: skip
+    test = write_jsonl(
+        tmp_path / "test.jsonl",
+        [
+            {
+                "Question": "What are the early symptoms of type 2 diabetes in adults?",
+                "Answer": "x y",
+            },
+            {"Question": "How is asthma treated?", "Answer": "Inhalers."},
+        ],
+    )
+    train = write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {
+                "Question": "Tell me: what ARE the early symptoms of type 2 diabetes, doctor?",
+                "Answer": "Thirst.",
+            },
+        ],
+    )
     out = tmp_path / "leak.json"
-    leak = main(["--test_set.source", str(test), "--test_set.preset", "medquad",
-                 "--leakage.train_set.source", str(train), "--leakage.train_set.preset", "medquad",
-                 "--leakage.seed_length", "4", "--output", str(out)])  # fmt: skip
+    leak = main(
+        [
+            "--test_set.source",
+            str(test),
+            "--test_set.preset",
+            "medquad",
+            "--leakage.train_set.source",
+            str(train),
+            "--leakage.train_set.preset",
+            "medquad",
+            "--leakage.seed_length",
+            "4",
+            "--output",
+            str(out),
+        ]
+    )
     assert leak["unit"] == "word"
     first = leak["items"][0]
     assert first["question_overlap"] == 9 and first["question_share"] == pytest.approx(9 / 11, 1e-3)
@@ -90,8 +114,9 @@ def test_evaluate_reports_leakage(tmp_path):
     answers = tmp_path / "a.jsonl"
     examples = load_examples(DataSpec(source=str(TEST)))
     write_jsonl(answers, [{"question": ex.question, "answer": "好的。"} for ex in examples])
-    train = write_jsonl(tmp_path / "train.jsonl", [{"question": examples[3].question,
-                                                     "answer": "回答。"}])  # fmt: skip
+    train = write_jsonl(
+        tmp_path / "train.jsonl", [{"question": examples[3].question, "answer": "回答。"}]
+    )
     config = EvalConfig(
         systems=[SystemSpec("file", str(answers))],
         test_set=DataSpec(source=str(TEST)),
@@ -115,16 +140,23 @@ def test_stock_phrases_in_short_questions_are_not_flagged_but_planted_copies_are
     ]
     planted = ["乙肝病毒携带者可以正常结婚生子吗", "孩子发烧三十九度要不要马上去医院"]
     duplicate = "牙龈出血是什么原因"  # 9 characters, verbatim a training question
-    test = write_jsonl(tmp_path / "test.jsonl", [
-        {"question": q, "answer": "请及时就医，遵医嘱用药。"} for q in [*stock, *planted, duplicate]
-    ])  # fmt: skip
-    train = write_jsonl(tmp_path / "train.jsonl", [
-        {"question": "肺癌的早期症状是什么", "answer": "咳嗽、胸痛。"},
-        {"question": "我爸爸腰椎间盘突出该怎么治疗比较好", "answer": "卧床休息。"},
-        {"question": "医生你好，" + planted[0] + "？谢谢", "answer": "可以。"},
-        {"question": "请问", "answer": "这种情况：" + planted[1] + "，要看精神状态。"},
-        {"question": duplicate, "answer": "多见于牙周炎。"},
-    ])  # fmt: skip
+    test = write_jsonl(
+        tmp_path / "test.jsonl",
+        [
+            {"question": q, "answer": "请及时就医，遵医嘱用药。"}
+            for q in [*stock, *planted, duplicate]
+        ],
+    )
+    train = write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {"question": "肺癌的早期症状是什么", "answer": "咳嗽、胸痛。"},
+            {"question": "我爸爸腰椎间盘突出该怎么治疗比较好", "answer": "卧床休息。"},
+            {"question": "医生你好，" + planted[0] + "？谢谢", "answer": "可以。"},
+            {"question": "请问", "answer": "这种情况：" + planted[1] + "，要看精神状态。"},
+            {"question": duplicate, "answer": "多见于牙周炎。"},
+        ],
+    )
     examples = load_examples(DataSpec(source=str(test), preset="huatuo"))
     spec = DataSpec(source=str(train), preset="huatuo")
     leak = check_leakage(examples, LeakageSettings(train_set=spec), progress=False)
@@ -132,8 +164,9 @@ def test_stock_phrases_in_short_questions_are_not_flagged_but_planted_copies_are
     assert flagged == [*planted, duplicate] and leak["min_length"] == 13
     assert [it["question_overlap"] for it in leak["items"][:4]] == [8, 8, 8, 8]
     # The share alone (the old rule) flags every stock phrase: the case is not vacuous.
-    share_only = check_leakage(examples, LeakageSettings(train_set=spec, min_length=8),
-                               progress=False)  # fmt: skip
+    share_only = check_leakage(
+        examples, LeakageSettings(train_set=spec, min_length=8), progress=False
+    )
     assert share_only["flagged"] == 7
     md = "\n".join(render_leakage(leak))
     assert "at least 50% of their characters, and at least 13 characters" in md
@@ -142,20 +175,32 @@ def test_stock_phrases_in_short_questions_are_not_flagged_but_planted_copies_are
 
 
 def test_english_needs_eight_shared_words_by_default(tmp_path):
-    test = write_jsonl(tmp_path / "test.jsonl", [
-        {"Question": "What are the symptoms of gout ?", "Answer": "Pain."},
-        {"Question": "What are the treatments for Paget's disease of bone in older adults ?",
-         "Answer": "Drugs."},
-    ])  # fmt: skip
-    train = write_jsonl(tmp_path / "train.jsonl", [
-        {"Question": "What are the symptoms of gout and of lupus ?", "Answer": "x"},
-        {"Question": "Q: what are the treatments for Paget's disease of bone in older adults?",
-         "Answer": "y"},
-    ])  # fmt: skip
-    settings = LeakageSettings(train_set=DataSpec(source=str(train), preset="medquad"),
-                               seed_length=4)  # fmt: skip
-    leak = check_leakage(load_examples(DataSpec(source=str(test), preset="medquad")), settings,
-                         progress=False)  # fmt: skip
+    test = write_jsonl(
+        tmp_path / "test.jsonl",
+        [
+            {"Question": "What are the symptoms of gout ?", "Answer": "Pain."},
+            {
+                "Question": "What are the treatments for Paget's disease of bone in older adults ?",
+                "Answer": "Drugs.",
+            },
+        ],
+    )
+    train = write_jsonl(
+        tmp_path / "train.jsonl",
+        [
+            {"Question": "What are the symptoms of gout and of lupus ?", "Answer": "x"},
+            {
+                "Question": "Q: what are the treatments for Paget's disease of bone in older adults?",
+                "Answer": "y",
+            },
+        ],
+    )
+    settings = LeakageSettings(
+        train_set=DataSpec(source=str(train), preset="medquad"), seed_length=4
+    )
+    leak = check_leakage(
+        load_examples(DataSpec(source=str(test), preset="medquad")), settings, progress=False
+    )
     assert leak["unit"] == "word" and leak["min_length"] == 8
     first, second = leak["items"]
     # every word of a 6-word question, but a common opening, not a copy

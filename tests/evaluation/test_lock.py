@@ -27,8 +27,10 @@ def _holder(out_dir: Path, seconds: float = 60) -> subprocess.Popen:
     """Another process holding `out_dir`, returned once it holds it."""
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLD, str(out_dir), str(seconds)],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -63,11 +65,21 @@ def test_evaluate_on_a_held_output_dir_stops_before_writing_anything(tmp_path):
     out = tmp_path / "out"
     systems = [{"name": "gpt", "path": str(ROOT / "data/sample/baseline_answers.jsonl")}]
     argv = [
-        "--systems", json.dumps(systems), "--test_set.source",
-        str(ROOT / "data/sample/test_zh_med.json"), "--test_set.limit", "3",
-        "--output_dir", str(out), "--scoring.n_resamples", "0", "--runtime.progress", "false",
-        "--judge.enabled", "false",
-    ]  # fmt: skip
+        "--systems",
+        json.dumps(systems),
+        "--test_set.source",
+        str(ROOT / "data/sample/test_zh_med.json"),
+        "--test_set.limit",
+        "3",
+        "--output_dir",
+        str(out),
+        "--scoring.n_resamples",
+        "0",
+        "--runtime.progress",
+        "false",
+        "--judge.enabled",
+        "false",
+    ]
     proc = _holder(out)
     try:
         with pytest.raises(OutputDirBusy, match=f"pid {proc.pid}"):

@@ -47,11 +47,22 @@ def test_cmmlu_layout_takes_the_subject_from_the_file_name(tmp_path):
 
 
 def test_columns_map_other_layouts_and_bad_rows_name_file_and_line(tmp_path):
-    path = write_csv(tmp_path / "cmb.csv", [["题目", "选项A", "选项B", "选项C", "答案", "科目"],
-                                            ["问", "甲", "乙", "丙", "A、C", "内科"],
-                                            ["问", "甲", "乙", "丙", "D", "外科"]])  # fmt: skip
-    columns = {"question": "题目", "answer": "答案", "subject": "科目", "A": "选项A", "B": "选项B",
-               "C": "选项C"}  # fmt: skip
+    path = write_csv(
+        tmp_path / "cmb.csv",
+        [
+            ["题目", "选项A", "选项B", "选项C", "答案", "科目"],
+            ["问", "甲", "乙", "丙", "A、C", "内科"],
+            ["问", "甲", "乙", "丙", "D", "外科"],
+        ],
+    )
+    columns = {
+        "question": "题目",
+        "answer": "答案",
+        "subject": "科目",
+        "A": "选项A",
+        "B": "选项B",
+        "C": "选项C",
+    }
     spec = McqSpec(source=str(path), columns=columns, letters="ABC", limit=1)
     assert load_mcq(spec)[0].answer == "AC"
     with pytest.raises(ValueError, match=r"cmb.csv:3: answer 'D' .* not among the options ABC"):
@@ -60,10 +71,19 @@ def test_columns_map_other_layouts_and_bad_rows_name_file_and_line(tmp_path):
 
 @pytest.mark.parametrize(
     "answer, expected",
-    [("答案是：B", "B"), ("答案：A、D", "AD"), ("正确答案为 C。因为……", "C"), ("The answer is D.", "D"),
-     ("B. 二甲双胍", "B"), ("（C）", "C"), ("选B", "B"), ("我认为应该多喝水。", None),
-     ("答案是F", None), ("A型血的人更容易……", None)],
-)  # fmt: skip
+    [
+        ("答案是：B", "B"),
+        ("答案：A、D", "AD"),
+        ("正确答案为 C。因为……", "C"),
+        ("The answer is D.", "D"),
+        ("B. 二甲双胍", "B"),
+        ("（C）", "C"),
+        ("选B", "B"),
+        ("我认为应该多喝水。", None),
+        ("答案是F", None),
+        ("A型血的人更容易……", None),
+    ],
+)
 def test_letters_are_extracted_from_generated_answers(answer, expected):
     assert extract_letters(answer, "ABCDE") == expected
 
@@ -151,8 +171,10 @@ def test_loglik_accuracy_agrees_with_plain_transformers(tiny_model_dir, tmp_path
         assert entry["n"] == len(mine) and entry["score"] == pytest.approx(
             100 * sum(mine) / len(mine)
         )
-    print(f"\nloglik agreement: max |Δ log p| = {diff:.2e} over {sum(map(len, by_hand))} letters; "
-          f"accuracy {result['accuracy']['score']:.1f}% = {correct}/12 by hand")  # fmt: skip
+    print(
+        f"\nloglik agreement: max |Δ log p| = {diff:.2e} over {sum(map(len, by_hand))} letters; "
+        f"accuracy {result['accuracy']['score']:.1f}% = {correct}/12 by hand"
+    )
 
     markdown = (tmp_path / "eval" / "report.md").read_text(encoding="utf-8")
     assert "## Multiple choice" in markdown and "| 儿科 | 3 |" in markdown
@@ -164,10 +186,12 @@ def test_loglik_accuracy_agrees_with_plain_transformers(tiny_model_dir, tmp_path
 
 @pytest.mark.parametrize(
     "mcq, message",
-    [(McqSpec(source=str(SAMPLE), methods=[]), "methods is empty"),
-     (McqSpec(source=str(SAMPLE), shots=2), "k-shot needs mcq_set.dev_source"),
-     (McqSpec(source=str(SAMPLE), letters="AAB"), "distinct capital letters")],
-)  # fmt: skip
+    [
+        (McqSpec(source=str(SAMPLE), methods=[]), "methods is empty"),
+        (McqSpec(source=str(SAMPLE), shots=2), "k-shot needs mcq_set.dev_source"),
+        (McqSpec(source=str(SAMPLE), letters="AAB"), "distinct capital letters"),
+    ],
+)
 def test_mcq_config_errors_say_how_to_fix(mcq, message):
     from medsft.evaluation import validate_config
 
@@ -182,8 +206,12 @@ def _cmmlu_prompts(data: Path, shots: int) -> list[str]:
     subject names, every cell as read."""
     import pandas as pd
 
-    names = {"anatomy": "解剖学", "clinical_knowledge": "临床知识", "college_medicine": "大学医学",
-             "professional_medicine": "专业医学"}  # CMMLU's name_en2zh  # fmt: skip
+    names = {
+        "anatomy": "解剖学",
+        "clinical_knowledge": "临床知识",
+        "college_medicine": "大学医学",
+        "professional_medicine": "专业医学",
+    }  # CMMLU's name_en2zh
 
     def example(df: pd.DataFrame, i: int, answer: bool = True) -> str:
         k = df.shape[1] - 2

@@ -31,8 +31,11 @@ def test_every_metric_with_an_interval_gets_its_error_bar(distinct_orders, tmp_p
     overlap = fig.axes[0]
     # One error-bar set per system, each over all 7 interval metrics, with distinct-n present too.
     assert _errorbars(overlap) == 2
-    assert all(len(c.lines[2][0].get_segments()) == 7 for c in overlap.containers
-               if isinstance(c, ErrorbarContainer))  # fmt: skip
+    assert all(
+        len(c.lines[2][0].get_segments()) == 7
+        for c in overlap.containers
+        if isinstance(c, ErrorbarContainer)
+    )
     titles = [ax.get_title() for ax in fig.axes]
     assert ("Diversity (no CI)" in titles) == bool(distinct_orders)
     assert titles[-1] == "Mean answer length (chars)"
@@ -44,10 +47,13 @@ def test_judge_panel_draws_no_rate_for_a_system_with_none_judged():
     report = sample_report([1])
     interval = {"low": 0.3, "high": 0.9}
     report["judge"] = {
-        "status": "ok", "baseline": "long",
-        "results": {"short": {"adjusted_win_rate": 0.6, "interval": interval},
-                    "other": {"adjusted_win_rate": None, "interval": None}},
-    }  # fmt: skip
+        "status": "ok",
+        "baseline": "long",
+        "results": {
+            "short": {"adjusted_win_rate": 0.6, "interval": interval},
+            "other": {"adjusted_win_rate": None, "interval": None},
+        },
+    }
     judge = next(ax for ax in metrics_figure(report).axes if ax.get_title().startswith("Adj."))
     bars = [p.get_height() for p in judge.patches]
     assert bars == [0.6, 0.0]  # 'other' has no bar, not a made-up rate
@@ -64,10 +70,12 @@ def test_training_plot_needs_a_loss_or_perplexity(tmp_path):
 def _mcq(subjects: list[str]) -> dict:
     entry = {"n": 4, "score": 50.0, "low": 25.0, "high": 75.0}
     return {
-        "source": "cmmlu", "n": 4 * len(subjects), "chance": 25.0,
+        "source": "cmmlu",
+        "n": 4 * len(subjects),
+        "chance": 25.0,
         "subjects": dict.fromkeys(subjects, 4),
         "results": {"base/loglik": {"accuracy": entry, "subjects": dict.fromkeys(subjects, entry)}},
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture
@@ -92,8 +100,11 @@ def test_chinese_labels_are_set_in_a_font_that_has_their_glyphs(tmp_path, saved_
     cjk = plots.cjk_font()
     assert cjk is not None  # installed, or shipped by noto-cjk-sans-otc (the dev/cjk extras)
     assert plots.plot_mcq(_mcq(["解剖学", "临床知识", "中医中药"]), tmp_path / "mcq.png")
-    texts = [t for t in saved_figures[0].findobj(lambda o: hasattr(o, "get_text"))
-             if re.search(r"[\u4e00-\u9fff]", t.get_text())]  # fmt: skip
+    texts = [
+        t
+        for t in saved_figures[0].findobj(lambda o: hasattr(o, "get_text"))
+        if re.search(r"[\u4e00-\u9fff]", t.get_text())
+    ]
     assert {t.get_text().split("\n")[0] for t in texts} == {"解剖学", "临床知识", "中医中药"}
     for text in texts:
         path = font_manager.findfont(text.get_fontproperties(), fallback_to_default=False)

@@ -15,17 +15,25 @@ def test_lengths_beside_scores_and_the_length_flag():
     assert "more than 2×: short." in md
     assert "generations/" not in md  # answer files only: nothing was generated
     report["systems"][0]["generation"] = {
-        "generated": 6, "seconds": 1.0, "tokens_per_second": 5.0, "world_size": 1,
-        "finish_reasons": {"stop": 4, "length": 2}, "mean_new_tokens": 9.0,
-    }  # fmt: skip
+        "generated": 6,
+        "seconds": 1.0,
+        "tokens_per_second": 5.0,
+        "world_size": 1,
+        "finish_reasons": {"stop": 4, "length": 2},
+        "mean_new_tokens": 9.0,
+    }
     md = render_markdown(report)
     assert "`generations/<system>.jsonl`" in md and "2 hit max_new_tokens" in md
 
 
 def test_failed_judge_says_why_and_shows_no_rates():
     report = sample_report([])
-    report["judge"] = {"status": "failed", "baseline": "long", "reason": "judge endpoint down",
-                       "results": {}}  # fmt: skip
+    report["judge"] = {
+        "status": "failed",
+        "baseline": "long",
+        "reason": "judge endpoint down",
+        "results": {},
+    }
     md = render_markdown(report)
     assert "**Failed**: judge endpoint down" in md and "adjusted win rate" not in md
     assert "distinct" not in md

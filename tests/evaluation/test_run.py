@@ -46,10 +46,16 @@ def test_each_model_is_loaded_once_for_answers_perplexity_and_both_mcq_methods(
         systems=[SystemSpec("a", "random:tiny"), SystemSpec("b", "random:tiny", dtype="float32")],
         test_set=DataSpec(source=str(SAMPLE / "test_zh_med.json"), limit=3),
         val_set=DataSpec(source=str(SAMPLE / "huatuo_sample.jsonl"), preset="huatuo", limit=2),
-        mcq_set=McqSpec(source=str(SAMPLE / "mcq_sample.csv"), dev_source=str(SAMPLE / "mcq_dev.csv"),
-                        shots=1, limit=3, methods=["loglik", "generate"]),
-        output_dir=str(tmp_path), generation=GenerationSettings(max_new_tokens=4),
-    )  # fmt: skip
+        mcq_set=McqSpec(
+            source=str(SAMPLE / "mcq_sample.csv"),
+            dev_source=str(SAMPLE / "mcq_dev.csv"),
+            shots=1,
+            limit=3,
+            methods=["loglik", "generate"],
+        ),
+        output_dir=str(tmp_path),
+        generation=GenerationSettings(max_new_tokens=4),
+    )
     config.scoring.n_resamples = 0
     config.runtime.progress = False
     caplog.set_level(logging.INFO, logger="medsft")
@@ -88,9 +94,20 @@ def test_demo_config_with_an_endpoint_system_on_a_loopback_server(tmp_path, monk
         config["mcq_set"]["methods"] = ["generate"]  # an endpoint gives no log-probabilities
         path = tmp_path / "eval_demo.yaml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True))
-        argv = ["--config", str(path), "--output_dir", str(tmp_path / "out"),
-                "--judge.base_url", server.base_url, "--generation.max_new_tokens", "8",
-                "--scoring.n_resamples", "50", "--runtime.progress", "false"]  # fmt: skip
+        argv = [
+            "--config",
+            str(path),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--judge.base_url",
+            server.base_url,
+            "--generation.max_new_tokens",
+            "8",
+            "--scoring.n_resamples",
+            "50",
+            "--runtime.progress",
+            "false",
+        ]
         report = evaluate_script.main(argv)
         n, n_mcq = report["test_set"]["n"], report["mcq"]["n"]
         # answers to the test set and the MCQ, then both judged against gpt in both orders

@@ -36,13 +36,25 @@ def test_length_in_characters_and_tokens_and_the_cut_off_share():
 def test_systems_beyond_twice_or_half_the_baseline_length_are_flagged():
     lengths = {
         name: {"mean_chars": chars}
-        for name, chars in [("reference", 500), ("gpt", 100), ("long", 201), ("ok", 199),
-                            ("short", 49), ("empty", 0)]
-    }  # fmt: skip
+        for name, chars in [
+            ("reference", 500),
+            ("gpt", 100),
+            ("long", 201),
+            ("ok", 199),
+            ("short", 49),
+            ("empty", 0),
+        ]
+    }
     flag_lengths(lengths, "gpt")
     flags = {name: v["length_flag"] for name, v in lengths.items()}
-    assert flags == {"reference": False, "gpt": False, "long": True, "ok": False, "short": True,
-                     "empty": True}  # fmt: skip
+    assert flags == {
+        "reference": False,
+        "gpt": False,
+        "long": True,
+        "ok": False,
+        "short": True,
+        "empty": True,
+    }
     assert lengths["long"]["ratio_to_baseline"] == 2.01
     no_baseline = {"a": {"mean_chars": 1}}
     flag_lengths(no_baseline, None)
@@ -64,9 +76,13 @@ def test_vocab_f1_is_set_mode_by_default_so_no_column_repeats_rouge_1():
 def test_the_report_labels_the_vocab_f1_mode(mode):
     preds = ["多喝水。", "少喝咖啡。"]
     metrics = score_texts(preds, REFS, ScoringSettings(n_resamples=0, vocab_f1_mode=mode), "zh")
-    report = {"metric_tokenizer": "zh", "systems": [{"name": "a"}], "metrics": {"a": metrics},
-              "perplexity": {}, "paired": [{"a": "a", "b": "b", "metric": "vocab-F1",
-                                            "delta": 1.0, "p_value": 0.5}]}  # fmt: skip
+    report = {
+        "metric_tokenizer": "zh",
+        "systems": [{"name": "a"}],
+        "metrics": {"a": metrics},
+        "perplexity": {},
+        "paired": [{"a": "a", "b": "b", "metric": "vocab-F1", "delta": 1.0, "p_value": 0.5}],
+    }
     md = "\n".join(_scores(report) + _paired(report))
     assert f"| vocab-F1 ({mode}) |" in md and f"vocab-F1 ({mode}): " in md
     assert "equals ROUGE-1 F1" in md

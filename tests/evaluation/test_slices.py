@@ -25,12 +25,20 @@ def test_metrics_by_department_with_counts_and_intervals(tmp_path):
     rows = [json.loads(line) for line in HUATUO.read_text(encoding="utf-8").splitlines()][:24]
     # A system that answers 内科 questions with the reference and the others with nonsense.
     answers = tmp_path / "answers.jsonl"
-    answers.write_text("".join(
-        json.dumps({"question": r["question"],
-                    "answer": r["answer"] if r["label"] == "内科" else "不知道。"},
-                   ensure_ascii=False) + "\n"
-        for r in rows
-    ), encoding="utf-8")  # fmt: skip
+    answers.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "question": r["question"],
+                    "answer": r["answer"] if r["label"] == "内科" else "不知道。",
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+            for r in rows
+        ),
+        encoding="utf-8",
+    )
     config = EvalConfig(
         systems=[SystemSpec("half", str(answers))],
         test_set=DataSpec(source=str(HUATUO), preset="huatuo", limit=24, slice_column="label"),
@@ -58,8 +66,10 @@ def test_metrics_by_department_with_counts_and_intervals(tmp_path):
 
 def test_rows_without_the_slice_column_name_file_and_line(tmp_path):
     path = tmp_path / "t.jsonl"
-    path.write_text('{"question": "q", "answer": "a", "dept": "x"}\n{"question": "q2", '
-                    '"answer": "a2"}\n', encoding="utf-8")  # fmt: skip
+    path.write_text(
+        '{"question": "q", "answer": "a", "dept": "x"}\n{"question": "q2", "answer": "a2"}\n',
+        encoding="utf-8",
+    )
     config = EvalConfig(
         systems=[SystemSpec("m", "random:tiny")],
         test_set=DataSpec(source=str(path), preset="huatuo", slice_column="dept"),

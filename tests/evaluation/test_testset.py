@@ -34,14 +34,20 @@ def test_file(tmp_path: Path) -> Path:
 def test_drop_keeps_the_first_counts_the_rest_and_keeps_row_positions(test_file, caplog):
     with caplog.at_level(logging.WARNING):
         examples = load_examples(DataSpec(source=str(test_file)))
-    assert [ex.question for ex in examples] == ["感冒发烧怎么办？", "高血压能喝咖啡吗？",
-                                                "孩子咳嗽一周要紧吗？"]  # fmt: skip
+    assert [ex.question for ex in examples] == [
+        "感冒发烧怎么办？",
+        "高血压能喝咖啡吗？",
+        "孩子咳嗽一周要紧吗？",
+    ]
     assert [ex.index for ex in examples] == [0, 1, 2]
     assert [ex.row_position for ex in examples] == [0, 1, 3]
     assert examples[0].dropped_duplicates == 2 and examples[0].reference == "多休息，多喝水。"
     assert duplicate_summary(examples, "drop") == {
-        "policy": "drop", "found": 2, "dropped": 2, "kept": 0,
-    }  # fmt: skip
+        "policy": "drop",
+        "found": 2,
+        "dropped": 2,
+        "kept": 0,
+    }
     assert "2 duplicate question(s) dropped" in caplog.text and "repeats" in caplog.text
 
 
@@ -74,8 +80,10 @@ def test_answers_aligned_by_row_order_skip_the_dropped_rows(test_file, tmp_path)
     examples = load_examples(DataSpec(source=str(test_file)))
     spec = SystemSpec(name="file", path=str(answers), question_column=None)
     assert answers_system(spec, examples).answers == [
-        "answer to row 0", "answer to row 1", "answer to row 3",
-    ]  # fmt: skip
+        "answer to row 0",
+        "answer to row 1",
+        "answer to row 3",
+    ]
 
 
 def test_the_report_says_how_many_were_dropped(test_file, tmp_path):
@@ -87,11 +95,22 @@ def test_the_report_says_how_many_were_dropped(test_file, tmp_path):
         "utf-8",
     )
     out = tmp_path / "out"
-    report = evaluate_script.main([
-        "--systems", json.dumps([{"name": "file", "path": str(answers)}]),
-        "--test_set.source", str(test_file), "--output_dir", str(out),
-        "--scoring.n_resamples", "0", "--runtime.progress", "false", "--judge.enabled", "false",
-    ])  # fmt: skip
+    report = evaluate_script.main(
+        [
+            "--systems",
+            json.dumps([{"name": "file", "path": str(answers)}]),
+            "--test_set.source",
+            str(test_file),
+            "--output_dir",
+            str(out),
+            "--scoring.n_resamples",
+            "0",
+            "--runtime.progress",
+            "false",
+            "--judge.enabled",
+            "false",
+        ]
+    )
     assert report["test_set"]["n"] == 3 and report["test_set"]["duplicates"]["dropped"] == 2
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "3 questions; 2 repeated question(s) dropped (`test_set.duplicates: drop`)" in md

@@ -370,10 +370,25 @@ def test_to_dict_is_json_and_has_the_report_keys(server: JudgeServer) -> None:
     ).to_dict()
     assert json.loads(json.dumps(summary, allow_nan=False)) == summary
     assert {
-        "model", "base_url", "template_sha256", "rubric", "n_pairs", "n_judged", "n_errors",
-        "counts", "win_rate", "loss_rate", "tie_rate", "adjusted_win_rate", "consistency_rate",
-        "interval", "usage", "records", "length_controlled_win_rate", "length_controlled",
-    } <= summary.keys()  # fmt: skip
+        "model",
+        "base_url",
+        "template_sha256",
+        "rubric",
+        "n_pairs",
+        "n_judged",
+        "n_errors",
+        "counts",
+        "win_rate",
+        "loss_rate",
+        "tie_rate",
+        "adjusted_win_rate",
+        "consistency_rate",
+        "interval",
+        "usage",
+        "records",
+        "length_controlled_win_rate",
+        "length_controlled",
+    } <= summary.keys()
     controlled = summary["length_controlled"]
     assert controlled["estimate"] == summary["length_controlled_win_rate"]
     assert controlled["interval"]["low"] <= controlled["estimate"] <= controlled["interval"]["high"]
@@ -487,7 +502,13 @@ def test_closed_port_stops_judging_after_a_few_connection_failures() -> None:
     start = time.monotonic()
     with pytest.raises(JudgeConfigError, match="unreachable: 3 requests in a row"):
         judge_pairs(
-            QUESTIONS, LONG, SHORT, model="m", base_url=f"http://127.0.0.1:{port}/v1",
-            max_retries=1, concurrency=1, progress=False,
-        )  # fmt: skip
+            QUESTIONS,
+            LONG,
+            SHORT,
+            model="m",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            max_retries=1,
+            concurrency=1,
+            progress=False,
+        )
     assert time.monotonic() - start < 15

@@ -11,8 +11,16 @@ SECRET = "sk-test-DO-NOT-LEAK-8f3a2c91d4"
 
 def test_the_key_is_in_no_repr_and_redacted_from_text() -> None:
     judge = JudgeClient(
-        client=object(), model="m", params={}, cache=JsonlStore(None), semaphore=None,
-        max_retries=0, label_retries=0, follow_up="", endpoint=None, secret=SECRET,
-    )  # type: ignore[arg-type]  # fmt: skip
+        client=object(),
+        model="m",
+        params={},
+        cache=JsonlStore(None),
+        semaphore=None,
+        max_retries=0,
+        label_retries=0,
+        follow_up="",
+        endpoint=None,
+        secret=SECRET,
+    )  # type: ignore[arg-type]
     assert SECRET not in repr(judge) and "m" in repr(judge)
     assert judge.redact(f"bad key {SECRET}!") == "bad key ***!"

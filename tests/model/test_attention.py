@@ -25,8 +25,9 @@ def _examples(lengths):
     out = []
     for i, n in enumerate(lengths):
         ids = [rng.randrange(10, 1000) for _ in range(n)]
-        out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * (n // 3) + ids[n // 3 :],
-                    "index": i})  # fmt: skip
+        out.append(
+            {"input_ids": ids, "labels": [IGNORE_INDEX] * (n // 3) + ids[n // 3 :], "index": i}
+        )
     return out
 
 

@@ -10,9 +10,15 @@ from medsft.model.flops import FlopCounter, bf16_peak_flops, causal_pairs, mfu
 
 # Every dimension different, so a swapped one changes the count.
 TINY = dict(
-    vocab_size=64, hidden_size=16, intermediate_size=48, num_hidden_layers=2,
-    num_attention_heads=4, num_key_value_heads=2, head_dim=8, tie_word_embeddings=True,
-)  # fmt: skip
+    vocab_size=64,
+    hidden_size=16,
+    intermediate_size=48,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=8,
+    tie_word_embeddings=True,
+)
 
 
 def test_hand_count_for_a_tiny_config():

@@ -80,8 +80,9 @@ def test_the_fused_head_gives_autograds_loss_and_gradients(dtype, train_head, bi
         hidden.grad, head.weight.grad = None, None
         if bias:
             head.bias.grad = None
-        nll, n = masked_nll(labels, hidden_states=hidden, head=head if fused else (lambda x: head(x)),
-                            chunk_size=5)  # fmt: skip
+        nll, n = masked_nll(
+            labels, hidden_states=hidden, head=head if fused else (lambda x: head(x)), chunk_size=5
+        )
         (0.37 * nll).backward()  # a scaled loss: backward must apply the incoming gradient
         grads = [hidden.grad] + ([head.weight.grad] if train_head else [])
         results.append(

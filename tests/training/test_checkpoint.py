@@ -50,7 +50,9 @@ def test_a_failed_save_raises_and_leaves_the_old_checkpoint(tmp_path):
 
 
 def _dead_pid() -> int:
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     return int(done.stdout)
 
 
@@ -71,7 +73,9 @@ def _save_forever(path: Path, ready) -> None:
     ready.set()
     while True:
         step += 1
-        io.save_checkpoint({"weights": torch.full((4_000_000,), float(step)), "global_step": step}, path)  # fmt: skip
+        io.save_checkpoint(
+            {"weights": torch.full((4_000_000,), float(step)), "global_step": step}, path
+        )
 
 
 def test_kill_9_during_saves_never_loses_the_checkpoint(tmp_path):
@@ -142,10 +146,16 @@ def test_train_refuses_an_unwritable_checkpoint_folder_before_training(tmp_path)
 
     (tmp_path / "file").write_text("")
     with pytest.raises(CheckpointError, match="checkpoint.dirpath"):
-        main([
-            "--config", str(ROOT / "configs/demo.yaml"), "--trainer.logger.init_args.save_dir",
-            str(tmp_path), "--checkpoint.dirpath", str(tmp_path / "file" / "ckpt"),
-        ])  # fmt: skip
+        main(
+            [
+                "--config",
+                str(ROOT / "configs/demo.yaml"),
+                "--trainer.logger.init_args.save_dir",
+                str(tmp_path),
+                "--checkpoint.dirpath",
+                str(tmp_path / "file" / "ckpt"),
+            ]
+        )
 
 
 def test_sharded_checkpoints_are_renamed_into_place_whole(tmp_path, monkeypatch):
@@ -158,7 +168,9 @@ def test_sharded_checkpoints_are_renamed_into_place_whole(tmp_path, monkeypatch)
     strategy, path = FSDP2Strategy(), tmp_path / "last.ckpt"
 
     def save(step):
-        strategy.save_checkpoint({"state_dict": {"w": torch.full((8,), float(step))}, "global_step": step}, path)  # fmt: skip
+        strategy.save_checkpoint(
+            {"state_dict": {"w": torch.full((8,), float(step))}, "global_step": step}, path
+        )
 
     def step_of(folder):
         return torch.load(folder / "meta.pt", weights_only=False)["global_step"]

@@ -43,9 +43,13 @@ def test_warmup_then_cosine_to_the_minimum_at_the_last_step():
     if mid == int(mid):
         assert got[int(mid)] == pytest.approx(lr * (ratio + (1 - ratio) / 2))
     expected = [
-        lr * (ratio + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - 1 - warmup))))
+        lr
+        * (
+            ratio
+            + (1 - ratio) * 0.5 * (1 + math.cos(math.pi * (s - warmup) / (total - 1 - warmup)))
+        )
         for s in range(warmup, total)
-    ]  # fmt: skip
+    ]
     assert got[warmup:] == pytest.approx(expected)
 
 

@@ -15,26 +15,52 @@ import torch
 from medsft.training.preemption import Preemption, exit_code, slurm_job_id
 from tests.helpers import ROOT, scalars
 
-DEMO = ["--data.val_fraction", "0", "--trainer.max_steps", "8", "--trainer.log_every_n_steps", "1",
-        "--trainer.val_check_interval", "null", "--trainer.enable_progress_bar", "false"]  # fmt: skip
+DEMO = [
+    "--data.val_fraction",
+    "0",
+    "--trainer.max_steps",
+    "8",
+    "--trainer.log_every_n_steps",
+    "1",
+    "--trainer.val_check_interval",
+    "null",
+    "--trainer.enable_progress_bar",
+    "false",
+]
 
 
 def start(tmp_path, env, *args, cwd=ROOT):
     """train.py on configs/demo.yaml in a subprocess that reports its step into a file."""
     step_file = tmp_path / "step"
     step_file.unlink(missing_ok=True)
-    callbacks = (f'[{{"class_path": "tests.resume_helpers.StepFile", '
-                 f'"init_args": {{"path": "{step_file}"}}}}]')  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT),
-           **env}  # fmt: skip
+    callbacks = (
+        f'[{{"class_path": "tests.resume_helpers.StepFile", '
+        f'"init_args": {{"path": "{step_file}"}}}}]'
+    )
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(ROOT),
+        **env,
+    }
     command = [
-        sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/demo.yaml"),
-        "--data.source", str(ROOT / "data/sample/huatuo_sample.jsonl"), *DEMO,
-        "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.callbacks", callbacks,
+        sys.executable,
+        str(ROOT / "train.py"),
+        "--config",
+        str(ROOT / "configs/demo.yaml"),
+        "--data.source",
+        str(ROOT / "data/sample/huatuo_sample.jsonl"),
+        *DEMO,
+        "--trainer.logger.init_args.save_dir",
+        str(tmp_path),
+        "--trainer.callbacks",
+        callbacks,
         *args,
-    ]  # fmt: skip
-    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    ]
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     return proc, step_file
 
 
@@ -64,9 +90,15 @@ def test_sigusr1_requeues_then_sigterm_saves_and_the_run_resumes_without_loss(tm
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (bin_dir / "scontrol").chmod(0o755)
-    slurm = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "sft",
-             "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
-             "PATH": f"{bin_dir}:{os.environ['PATH']}"}  # fmt: skip
+    slurm = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_NTASKS": "1",
+        "SLURM_JOB_NAME": "sft",
+        "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0",
+        "SLURM_NODEID": "0",
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+    }
     work = tmp_path / "cwd"
     work.mkdir()
     run = tmp_path / "demo" / "version_0"
@@ -98,8 +130,10 @@ def test_sigusr1_requeues_then_sigterm_saves_and_the_run_resumes_without_loss(tm
     assert len(scalars(run, "train/loss")) == 8  # one curve, every step once
     assert (run / "model").is_dir()
     assert {p.name for p in run.glob("config*.yaml")} == {
-        "config.yaml", "config.resume-1.yaml", "config.resume-2.yaml"
-    }  # fmt: skip
+        "config.yaml",
+        "config.resume-1.yaml",
+        "config.resume-2.yaml",
+    }
 
 
 def test_sigint_mid_accumulation_finishes_the_step_saves_it_and_exits_130(tmp_path):
@@ -108,12 +142,25 @@ def test_sigint_mid_accumulation_finishes_the_step_saves_it_and_exits_130(tmp_pa
     from medsft.training.preemption import Preempted
     from tests.helpers import train
 
-    sigint = (f'[{{"class_path": "tests.resume_helpers.SignalAt", '
-              f'"init_args": {{"step": 2, "signum": {int(signal.SIGINT)}}}}}]')  # fmt: skip
+    sigint = (
+        f'[{{"class_path": "tests.resume_helpers.SignalAt", '
+        f'"init_args": {{"step": 2, "signum": {int(signal.SIGINT)}}}}}]'
+    )
     with pytest.raises(Preempted) as stopped:
-        train(tmp_path, "--model.finetune", "lora", "--trainer.accumulate_grad_batches", "2",
-              "--data.batch_size", "2",
-              "--trainer.max_steps", "6", "--trainer.callbacks", sigint, name="int")  # fmt: skip
+        train(
+            tmp_path,
+            "--model.finetune",
+            "lora",
+            "--trainer.accumulate_grad_batches",
+            "2",
+            "--data.batch_size",
+            "2",
+            "--trainer.max_steps",
+            "6",
+            "--trainer.callbacks",
+            sigint,
+            name="int",
+        )
     assert stopped.value.code == 130 and stopped.value.signum == signal.SIGINT
     assert stopped.value.checkpoint == str(tmp_path / "int/version_0/checkpoints/last.ckpt")
     assert ckpt_step(stopped.value.checkpoint) == 3

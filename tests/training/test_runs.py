@@ -24,12 +24,20 @@ from medsft.training.runs import (
 )
 
 OLD = experiment_config(
-    {"seed_everything": 0, "trainer": {"max_steps": 40, "log_every_n_steps": 5, "devices": 1,
-     "logger": {"init_args": {"version": 0}}},
-     "model": {"optimizer": {"lr": 0.01, "betas": [0.9, 0.999]}, "lora": {"r": 16}},
-     "data": {"batch_size": 2, "source": "a.jsonl", "num_workers": 0}, "ckpt_path": None},
+    {
+        "seed_everything": 0,
+        "trainer": {
+            "max_steps": 40,
+            "log_every_n_steps": 5,
+            "devices": 1,
+            "logger": {"init_args": {"version": 0}},
+        },
+        "model": {"optimizer": {"lr": 0.01, "betas": [0.9, 0.999]}, "lora": {"r": 16}},
+        "data": {"batch_size": 2, "source": "a.jsonl", "num_workers": 0},
+        "ckpt_path": None,
+    },
     world_size=1,
-)  # fmt: skip
+)
 
 
 def changed(**dotted):
@@ -58,9 +66,15 @@ def test_a_changed_batch_size_stops_the_resume_with_one_line_and_the_fix():
 
 @pytest.mark.parametrize(
     "key,value",
-    [("data.source", "b.jsonl"), ("seed_everything", 1), ("model.lora.r", 8), ("world_size", 2),
-     ("trainer.accumulate_grad_batches", 2), ("model.optimizer.lr", 0.001)],
-)  # fmt: skip
+    [
+        ("data.source", "b.jsonl"),
+        ("seed_everything", 1),
+        ("model.lora.r", 8),
+        ("world_size", 2),
+        ("trainer.accumulate_grad_batches", 2),
+        ("model.optimizer.lr", 0.001),
+    ],
+)
 def test_every_experiment_key_is_refused_and_each_difference_listed(key, value):
     new = changed(**{key.replace(".", "__"): value}, data__batch_size=8)
     with pytest.raises(ResumeMismatch, match="changed experiment") as err:
@@ -80,8 +94,9 @@ def test_safe_keys_are_allowed_and_recorded():
 
 def test_optimizer_settings_the_restored_state_keeps_are_refused_even_when_allowed():
     with pytest.raises(ResumeMismatch, match="would not take effect: model.optimizer.betas"):
-        compare_configs(OLD, changed(model__optimizer__betas=[0.9, 0.95]),
-                        allow=["model.optimizer.betas"])  # fmt: skip
+        compare_configs(
+            OLD, changed(model__optimizer__betas=[0.9, 0.95]), allow=["model.optimizer.betas"]
+        )
 
 
 def test_each_resume_gets_its_own_config_file(tmp_path):
@@ -123,8 +138,12 @@ def test_last_is_the_newest_checkpoint_of_the_run_name(tmp_path, capsys):
     assert info.step == 5 and info.config == OLD
     assert read_checkpoint(older).config is None  # an older medsft's checkpoint
     assert find_checkpoint(None, dirpath=None, save_dir=None, name=None) is None
-    assert find_checkpoint("last", dirpath=str(tmp_path / "x"), save_dir=None, name=None,
-                           required=False) is None  # fmt: skip
+    assert (
+        find_checkpoint(
+            "last", dirpath=str(tmp_path / "x"), save_dir=None, name=None, required=False
+        )
+        is None
+    )
     with pytest.raises(ConfigError, match="no checkpoint matches"):
         find_checkpoint("last", dirpath=str(tmp_path / "x"), save_dir=None, name=None)
 

@@ -28,17 +28,25 @@ def test_rates_padding_and_worst_loss_since_the_last_read():
     clock.now = 154.0
     got = meter.read()
     assert got == pytest.approx(
-        {"loss_max": 2.5, "supervised_tokens_per_s": 10.0, "tokens_per_s": 30.0,
-         "padding_fraction": 0.25}
-    )  # fmt: skip
+        {
+            "loss_max": 2.5,
+            "supervised_tokens_per_s": 10.0,
+            "tokens_per_s": 30.0,
+            "padding_fraction": 0.25,
+        }
+    )
     assert "mfu" not in got  # no device name: a CPU run
 
     meter.add(torch.tensor([5.0, 10.0, 20.0, 10.0], dtype=torch.float64), torch.tensor(0.5))
     clock.now = 156.0
     assert meter.read() == pytest.approx(  # counted afresh from the last read
-        {"loss_max": 0.5, "supervised_tokens_per_s": 2.5, "tokens_per_s": 5.0,
-         "padding_fraction": 0.0}
-    )  # fmt: skip
+        {
+            "loss_max": 0.5,
+            "supervised_tokens_per_s": 2.5,
+            "tokens_per_s": 5.0,
+            "padding_fraction": 0.0,
+        }
+    )
 
 
 def test_a_nonfinite_loss_shows_in_loss_max():
@@ -55,9 +63,14 @@ def test_a_nonfinite_loss_shows_in_loss_max():
 
 def test_mfu_from_the_flop_counter_and_the_devices_peak():
     config = Qwen3Config(
-        vocab_size=64, hidden_size=16, intermediate_size=48, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=8,
-    )  # fmt: skip
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+    )
     counter = FlopCounter.from_config(config, "full")
     clock = Clock()
     meter = Throughput(counter, clock=clock)
