@@ -124,6 +124,8 @@ class Reply:
     """`usage.completion_tokens`; defaults to the number of characters in `content`."""
     finish_reason: str = "stop"
     """`finish_reason` of a 200 reply: `length` is a reply cut at the token limit."""
+    reasoning: str | None = None
+    """`reasoning_content` of the message: a think block a reasoning parser returned apart."""
 
     @classmethod
     def rate_limited(cls) -> Reply:
@@ -386,7 +388,11 @@ class JudgeServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.content},
+                    "message": {
+                        "role": "assistant",
+                        "content": reply.content,
+                        **({"reasoning_content": reply.reasoning} if reply.reasoning else {}),
+                    },
                     "finish_reason": reply.finish_reason,
                     "logprobs": None,
                 }

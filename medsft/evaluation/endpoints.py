@@ -76,9 +76,9 @@ _SETTING_ADVICE = {
 }
 
 
-def _wording(spec: SystemSpec, shown: str, server: str) -> Wording:
+def _wording(spec: SystemSpec, server: str) -> Wording:
     return Wording(
-        who=f"system {spec.name!r}: endpoint {shown}",
+        who=f"system {spec.name!r}: endpoint {{endpoint}}",
         model_setting="the system's path",
         key_setting="the system's api_key_env",
         advice=_SETTING_ADVICE,
@@ -149,7 +149,7 @@ def endpoint_system(
     try:
         asked = _Asked()
         if todo or twins:
-            run = _ask(spec, settings, shown, todo, twins, store, greedy, config.runtime.progress)
+            run = _ask(spec, settings, todo, twins, store, greedy, config.runtime.progress)
             asked = asyncio.run(run)
     finally:
         store.close()
@@ -212,7 +212,6 @@ def _probes(
 async def _ask(
     spec: SystemSpec,
     settings: GenerationSettings,
-    shown: str,
     todo: list[_Request],
     twins: list[_Request],
     store: JsonlStore,
@@ -221,9 +220,10 @@ async def _ask(
 ) -> _Asked:
     """Ask for every request in `todo` (and the greedy `twins`), saving each answer as it comes.
     Failures are returned; what every request would meet raises (EndpointError, ConfigError)."""
-    async with EndpointClient(spec, spec.path, _wording(spec, shown, "?"), EndpointError) as client:
+    wording = _wording(spec, spec.server)
+    async with EndpointClient(spec, spec.path, wording, EndpointError) as client:
         server, how = await _server_kind(spec, client)
-        client.wording = _wording(spec, shown, server)
+        client.wording = _wording(spec, server)
         params = endpoint_fields(spec, settings, server, how)
         asked = _Asked(server=server)
 
@@ -274,9 +274,10 @@ async def _server_kind(spec: SystemSpec, client: EndpointClient) -> tuple[Server
 
 
 def _row(reply: Reply, request: _Request, server: str) -> dict[str, Any]:
-    # vLLM/SGLang with a reasoning parser return the think block apart; otherwise it is inline.
+    # vLLM/SGLang with a reasoning parser and `transformers serve` return the think block apart
+    # (stripped here as split_think strips it, so served and in-process rows compare equal).
     if reply.reasoning:
-        think, answer = reply.reasoning, reply.content
+        think, answer = reply.reasoning.strip(), reply.content.strip()
     else:
         think, answer = split_think(reply.content)
     return {

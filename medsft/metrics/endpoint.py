@@ -140,7 +140,8 @@ class Wording:
     """How the stop messages name the caller and its settings (what the user changes)."""
 
     who: str
-    """The endpoint as the message names it, e.g. `judge endpoint http://...`."""
+    """Who is asking where, e.g. `judge endpoint {endpoint}` (`{endpoint}`: the URL the client
+    uses, without credentials)."""
     model_setting: str
     """Where the model name is set, e.g. `judge.model`."""
     key_setting: str
@@ -245,7 +246,7 @@ def request_fields(
             raise KeyError(f"no server takes the request setting {name!r}")
         where = _place(server, name)
         if name in user or where in user:
-            replaced.append(name)
+            replaced.append(name if name in user else f"{name} ({where})")
         elif server == "openai":
             if value != _OFF[name] and name != "do_sample":
                 raise UnsupportedSetting(name, value, server)
@@ -260,11 +261,10 @@ def request_fields(
         extra["generation_config"] = json.dumps(generate, sort_keys=True)
     if replaced:
         log.warning(
-            "extra_body is sent as written, in place of the settings %s (a %s server takes "
-            "them in %s)",
-            ", ".join(sorted(replaced)),
+            "extra_body is sent as written; its keys replace what these settings would send "
+            "to a %s server: %s",
             server,
-            ", ".join(sorted({_place(server, n) or n for n in replaced})),
+            ", ".join(sorted(replaced)),
         )
     extra.update(user)
     if extra:
@@ -345,6 +345,11 @@ class EndpointClient:
         self.endpoint = public_url(str(self.client.base_url)) or OPENAI_URL
         self.key = endpoint_key(str(self.client.base_url))
 
+    @property
+    def who(self) -> str:
+        """Who asks where, as stop messages begin."""
+        return self.wording.who.format(endpoint=self.endpoint)
+
     def __repr__(self) -> str:
         return f"EndpointClient(endpoint={self.endpoint!r}, model={self.model!r})"
 
@@ -394,7 +399,7 @@ class EndpointClient:
             return None
         except openai.APIConnectionError as exc:
             raise self.stop(
-                f"{self.wording.who} is unreachable ({self.redact(str(exc.__cause__ or exc))}); "
+                f"{self.who} is unreachable ({self.redact(str(exc.__cause__ or exc))}); "
                 "start the server or fix base_url"
             ) from None
         except (openai.APIResponseValidationError, ValueError):
@@ -483,7 +488,7 @@ class EndpointClient:
         first = self.failures[:SAME_FAILURE_AFTER]
         if not self.answered and len(first) == SAME_FAILURE_AFTER and len(set(first)) == 1:
             raise self.stop(
-                f"{self.wording.who}: the first {SAME_FAILURE_AFTER} requests all failed alike "
+                f"{self.who}: the first {SAME_FAILURE_AFTER} requests all failed alike "
                 f"after the client's {self.max_retries} retries each ({reason}); stopped there "
                 "rather than send the same request for every question: fix the server or the "
                 "settings and rerun"
@@ -493,7 +498,7 @@ class EndpointClient:
     def _refused_key(self, status: int) -> None:
         # The body may echo part of the key, which redacting the whole key would not catch.
         raise self.stop(
-            f"{self.wording.who} refused the API key (HTTP {status}); export it in "
+            f"{self.who} refused the API key (HTTP {status}); export it in "
             f"${self.api_key_env} ({self.wording.key_setting}) and check base_url"
         ) from None
 
@@ -505,7 +510,7 @@ class EndpointClient:
         if status in (401, 403):
             self._refused_key(status)
         message = self.redact(server_message(exc))
-        who, model = self.wording.who, self.model
+        who, model = self.who, self.model
         if status == 404:
             raise self.stop(
                 f"{who} answered HTTP 404 for model {model!r}: {message}; set "
@@ -536,7 +541,7 @@ class EndpointClient:
         self.unreachable += 1
         if self.unreachable >= UNREACHABLE_AFTER:
             raise self.stop(
-                f"{self.wording.who} is unreachable: {self.unreachable} requests in a row failed "
+                f"{self.who} is unreachable: {self.unreachable} requests in a row failed "
                 f"to connect after {self.max_retries} retries each ({reason}); start the server "
                 "or fix base_url"
             )

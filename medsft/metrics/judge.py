@@ -49,7 +49,7 @@ from medsft.metrics.endpoint import (
     request_fields,
     run_all,
 )
-from medsft.metrics.judge_client import JudgeClient, JudgeConfigError, JudgeOrder, judge_wording
+from medsft.metrics.judge_client import JUDGE_WORDING, JudgeClient, JudgeConfigError, JudgeOrder
 from medsft.metrics.judge_prompt import (
     DEFAULT_SYSTEM_PROMPT,
     DEFAULT_TEMPLATE,
@@ -293,8 +293,7 @@ async def ajudge_pairs(
         settings.language, settings.template, settings.rubric, settings.system_prompt
     )
     params = request_fields("openai", settings.request_settings())
-    endpoint = EndpointClient(settings, settings.model, judge_wording(""), stop=JudgeConfigError)
-    endpoint.wording = judge_wording(endpoint.endpoint)
+    endpoint = EndpointClient(settings, settings.model, JUDGE_WORDING, stop=JudgeConfigError)
     judge = JudgeClient(
         endpoint=endpoint,
         params=params,

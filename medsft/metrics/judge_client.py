@@ -53,15 +53,14 @@ SETTING_ADVICE = {
 }
 
 
-def judge_wording(endpoint: str) -> Wording:
-    """How stop messages name the judge's settings."""
-    return Wording(
-        who=f"judge endpoint {endpoint}",
-        model_setting="judge.model",
-        key_setting="judge.api_key_env",
-        advice=SETTING_ADVICE,
-        setting="change or drop the judge setting {param}",
-    )
+JUDGE_WORDING = Wording(
+    who="judge endpoint {endpoint}",
+    model_setting="judge.model",
+    key_setting="judge.api_key_env",
+    advice=SETTING_ADVICE,
+    setting="change or drop the judge setting {param}",
+)
+"""How stop messages name the judge's settings."""
 
 
 @dataclass

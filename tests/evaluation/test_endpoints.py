@@ -146,6 +146,14 @@ def test_answers_survive_429_and_500_cut_replies_are_flagged_and_a_rerun_sends_n
         assert again.answers == output.answers and again.generation["reused"] == len(examples)
 
 
+def test_think_blocks_inline_or_returned_apart_are_saved_alike(tmp_path, examples):
+    with JudgeServer(answering(), kind="transformers") as server:
+        server.inject(Reply(content="<think>\n想一想。\n</think>\n\n多喝水。"))
+        server.inject(Reply(content="\n\n多喝水。", reasoning="\n想一想。\n"))
+        output = run(served(server.base_url, concurrency=1), examples[:2], tmp_path)
+    assert output.answers == ["多喝水。", "多喝水。"] and output.thinks == ["想一想。", "想一想。"]
+
+
 def test_a_server_that_does_not_say_its_kind_gets_openai_fields_only(tmp_path, examples):
     with JudgeServer(answering(), kind=None) as server:
         run(served(server.base_url), examples[:1], tmp_path)

@@ -11,7 +11,7 @@ import pytest
 from medsft.cache import JsonlStore
 from medsft.metrics.endpoint import EndpointClient, EndpointStop
 from medsft.metrics.judge import JudgeSettings
-from medsft.metrics.judge_client import JudgeClient, JudgeConfigError, judge_wording
+from medsft.metrics.judge_client import JUDGE_WORDING, JudgeClient, JudgeConfigError
 
 SECRET = "sk-test-DO-NOT-LEAK-8f3a2c91d4"
 
@@ -21,7 +21,7 @@ def test_the_key_is_in_no_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = JudgeSettings(model="m", base_url="http://127.0.0.1:9/v1", api_key_env="JUDGE_KEY")
 
     async def make() -> JudgeClient:
-        endpoint = EndpointClient(settings, "m", judge_wording("here"), JudgeConfigError)
+        endpoint = EndpointClient(settings, "m", JUDGE_WORDING, JudgeConfigError)
         judge = JudgeClient(endpoint, {}, JsonlStore(None), label_retries=0, follow_up="")
         await endpoint.client.close()
         return judge
