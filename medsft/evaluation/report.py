@@ -108,7 +108,7 @@ def _generation_cell(gen: dict[str, Any]) -> str:
         how = f"{gen['reused']} reused from a previous run"
     finish = gen["finish_reasons"]
     # Endpoint systems' notes (a partial status, sampling with no visible effect): one line each.
-    notes = "".join(f"; **{note}**" for note in gen.get("notes", []))
+    notes = "".join(f"; **{_cell(note)}**" for note in gen.get("notes", []))
     return how + (
         f"; {finish['stop']} stopped at end of turn, {finish['length']} hit max_new_tokens"
         f" (mean {gen['mean_new_tokens']} tokens){notes}"
