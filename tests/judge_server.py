@@ -124,6 +124,8 @@ class Reply:
     """`usage.completion_tokens`; defaults to the number of characters in `content`."""
     finish_reason: str = "stop"
     """`finish_reason` of a 200 reply: `length` is a reply cut at the token limit."""
+    reasoning: str | None = None
+    """`reasoning_content` of the message: a think block a reasoning parser returned apart."""
 
     @classmethod
     def rate_limited(cls) -> Reply:
@@ -144,6 +146,16 @@ class Reply:
     def garbage_json(cls) -> Reply:
         """HTTP 200 whose body claims to be JSON but is not."""
         return cls(body=b'{"id": "chatcmpl-broken", "choices": [', content_type="application/json")
+
+    @classmethod
+    def empty(cls) -> Reply:
+        """HTTP 200, a well-formed chat completion whose message has no content."""
+        return cls(content="")
+
+    @classmethod
+    def fastapi_error(cls, status: int, detail: str) -> Reply:
+        """An HTTP error as FastAPI servers (`transformers serve`) send it: `{"detail": ...}`."""
+        return cls(status=status, body=json.dumps({"detail": detail}).encode())
 
     @classmethod
     def cut(cls, content: str) -> Reply:
@@ -244,19 +256,35 @@ def _error_body(message: str, code: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": code, "code": code}}).encode()
 
 
+# `/v1/models` entries as each kind of server lists a model (what clients tell them apart by).
+_LISTED = {
+    "openai": {"owned_by": "system"},
+    "vllm": {"owned_by": "vllm", "root": "model", "max_model_len": 4096},
+    "sglang": {"owned_by": "sglang", "root": "model", "max_model_len": 4096},
+    "transformers": {"owned_by": "local", "status": {"value": "loaded"}},
+}
+
+
 class JudgeServer:
     """OpenAI-compatible `/v1/chat/completions` server on 127.0.0.1, in a background thread.
 
     Args:
         policy: decides the reply to each request not consumed by an injected failure.
-        model: `model` reported in completions when the request names none.
+        model: `model` reported in completions when the request names none, and listed.
+        kind: the server `GET /v1/models` lists the model as (`openai`, `vllm`, `sglang`,
+            `transformers`); None answers that GET with 404.
     """
 
-    def __init__(self, policy: Policy = prefer_longer, *, model: str = "test-judge") -> None:
+    def __init__(
+        self, policy: Policy = prefer_longer, *, model: str = "test-judge", kind: str | None = None
+    ) -> None:
         self.policy = policy
         self.model = model
+        self.kind = kind
         self.requests: list[ChatRequest] = []
-        """Log of every request received, in arrival order."""
+        """Log of every POST received, in arrival order."""
+        self.listings = 0
+        """GET requests received (a client probing `/models`); not in `requests`."""
         self._injected: deque[Reply] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -322,6 +350,7 @@ class JudgeServer:
         with self._lock:
             self.requests.clear()
             self._injected.clear()
+            self.listings = 0
 
     # -- request handling ------------------------------------------------------------------
     def _decide(
@@ -359,7 +388,11 @@ class JudgeServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": reply.content},
+                    "message": {
+                        "role": "assistant",
+                        "content": reply.content,
+                        **({"reasoning_content": reply.reasoning} if reply.reasoning else {}),
+                    },
                     "finish_reason": reply.finish_reason,
                     "logprobs": None,
                 }
@@ -382,6 +415,21 @@ class _Server(ThreadingHTTPServer):
 
 def _make_handler(server: JudgeServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with server._lock:
+                server.listings += 1
+            if server.kind is None or not self.path.rstrip("/").endswith("/models"):
+                body, status = _error_body(f"no route {self.path}", "not_found"), 404
+            else:
+                listed = {"id": server.model, "object": "model", "created": 0}
+                listed.update(_LISTED[server.kind])
+                body, status = json.dumps({"object": "list", "data": [listed]}).encode(), 200
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             request, reply = server._decide(self.path, raw, self.headers.get("Authorization"))

@@ -16,8 +16,10 @@ from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from medsft.data.schema import DataSource, Preset
+from medsft.errors import ConfigError
 from medsft.evaluation.generate import GenerationSettings
-from medsft.metrics.judge import Language
+from medsft.metrics import judge
+from medsft.metrics.endpoint import ServerKind, UnsupportedSetting, request_fields
 from medsft.model.build import (
     RANDOM_PREFIX,
     DType,
@@ -27,6 +29,10 @@ from medsft.model.build import (
 )
 
 Kind = Literal["auto", "model", "run", "answers", "endpoint"]
+Server = Literal["auto", "openai", "vllm", "sglang", "transformers"]
+JsonValue = str | bool | int | float | None | dict | list
+"""A JSON value as written in the config. Typed `Any`, jsonargparse would read a string holding
+JSON (`'{"repetition_penalty": 1.1}'`) into a mapping; a union with `str` first keeps it a str."""
 McqMethod = Literal["loglik", "generate"]
 ANSWER_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
@@ -152,10 +158,17 @@ class SystemSpec:
     reasoning: bool = False
     """Endpoint: a reasoning model (GPT-5, o-series): sends max_completion_tokens and no
     temperature or top_p (such models take only their defaults)."""
-    extra_body: dict[str, Any] | None = None
-    """Endpoint: extra request fields; null = none for OpenAI, and for a server of one's own
-    top_k, repetition_penalty and `chat_template_kwargs: {enable_thinking: ...}` from the
-    generation settings; {} sends none."""
+    server: Server = "auto"
+    """Endpoint: the kind of server, which decides where the generation settings the OpenAI API
+    lacks go (top_k, repetition_penalty, the thinking switch): `vllm` and `sglang` take them as
+    extra fields, `transformers` (`transformers serve`) in its `generation_config` JSON string
+    (with do_sample), all three the thinking switch in `chat_template_kwargs`; `openai` takes
+    none, and the run stops naming such a setting. `auto`: `openai` without base_url, else told
+    once from the server's `/models` listing (`openai` when it does not say)."""
+    extra_body: dict[str, JsonValue] | None = None
+    """Endpoint: extra request fields, sent as written (strings stay strings, e.g. `transformers
+    serve`'s `generation_config: '{"min_p": 0.05}'`); a key here replaces what the generation
+    settings would send under it."""
     concurrency: int = 8
     """Endpoint: requests in flight at once."""
     timeout: float = 300.0
@@ -198,43 +211,20 @@ class ScoringSettings:
     """Questions shown side by side in report.md."""
 
 
-@dataclass
-class JudgeSettings:
-    """LLM-as-a-judge of each system against the baseline (medsft.metrics.judge)."""
+@dataclass(kw_only=True)
+class JudgeSettings(judge.JudgeSettings):
+    """LLM-as-a-judge of each system against the baseline: the judge's own settings
+    (medsft.metrics.judge.JudgeSettings, passed to it whole), and when and how evaluate.py runs
+    it."""
 
     enabled: bool | None = None
     """null: judge when an endpoint is configured (base_url set, or the key's environment
     variable set); true: require it; false: never."""
     model: str = "gpt-4o-mini"
     """Judge model name, as the endpoint knows it."""
-    base_url: str | None = None
-    """OpenAI-compatible endpoint (vLLM, Ollama, a proxy); null = OpenAI."""
-    api_key_env: str = "OPENAI_API_KEY"
-    """Environment variable holding the API key (never put the key in a config)."""
-    concurrency: int = 8
-    """Requests in flight at once."""
-    language: Language = "en"
-    """Packaged prompt: `en`, or `zh` (Chinese template, rubric and system message; verdicts
-    助手1更好 / 助手1更差 / 两者相当). Verdicts are recognised in both languages either way."""
-    template: str | None = None
-    """Prompt template file replacing the packaged one ({question}, {answer_1}, {answer_2},
-    and {rubric} when a rubric is used)."""
     system_prompt: str | None = None
     """File holding the system message; null = the language's packaged one (an empty file
     sends none)."""
-    rubric: bool | str = True
-    """true: the packaged medical rubric of `language`; false: none; or a rubric file."""
-    temperature: float | None = 0.0
-    """Judge temperature; null leaves it to the endpoint (GPT-5-family models need null)."""
-    max_tokens: int | None = None
-    """Judge reply length cap (most endpoints)."""
-    max_completion_tokens: int | None = None
-    """The cap as reasoning models (GPT-5, o-series) take it; use instead of max_tokens."""
-    timeout: float = 60.0
-    """Seconds per request."""
-    max_retries: int = 5
-    """Retries per request on rate limits, 5xx, timeouts and dropped connections (the openai
-    client's own, honouring Retry-After)."""
     cache: bool = True
     """Reuse judge replies from `<output_dir>/judge_cache.jsonl`."""
     max_failed_share: float = 0.05
@@ -340,6 +330,46 @@ def resolve_run_dir(path: str) -> Path:
     return Path(max(found)[2])
 
 
+def endpoint_settings(spec: SystemSpec, generation: GenerationSettings) -> dict[str, Any]:
+    """What every request of an endpoint system asks for, by setting name (the per-question
+    seed of sampling aside), before `request_fields` places it for the server."""
+    if spec.reasoning:
+        # Reasoning models (GPT-5, o-series) take only their default sampling and this cap.
+        return {"max_completion_tokens": generation.max_new_tokens}
+    asked: dict[str, Any] = {"max_tokens": generation.max_new_tokens, "temperature": 0.0}
+    if generation.do_sample:
+        asked.update(
+            temperature=generation.temperature,
+            top_p=generation.top_p,
+            top_k=generation.top_k,
+            do_sample=True,
+        )
+    if generation.repetition_penalty != 1.0:
+        asked["repetition_penalty"] = generation.repetition_penalty
+    asked["enable_thinking"] = generation.enable_thinking
+    return asked
+
+
+_OFF_VALUE = {"top_k": "0", "repetition_penalty": "1.0", "enable_thinking": "false"}
+
+
+def endpoint_fields(
+    spec: SystemSpec, generation: GenerationSettings, server: ServerKind, how: str
+) -> dict[str, Any]:
+    """The request fields of an endpoint system for a server of kind `server` (`how`: how the
+    kind was decided, for the message); ConfigError when a setting cannot be sent there."""
+    try:
+        return request_fields(server, endpoint_settings(spec, generation), spec.extra_body)
+    except UnsupportedSetting as err:
+        raise ConfigError(
+            f"system {spec.name!r}: generation.{err.name} = {err.value!r} cannot be sent: it is "
+            f"no OpenAI chat-completions field, and the server kind is {server} ({how}); set "
+            "the system's server to vllm, sglang or transformers if the server is one, send it "
+            "in the system's extra_body as the server takes it, or set "
+            f"generation.{err.name}: {_OFF_VALUE.get(err.name, 'its default')}"
+        ) from None
+
+
 def validate_config(config: EvalConfig) -> list[Kind]:
     """Check the config before anything slow runs; returns each system's kind."""
     if not config.systems:
@@ -358,7 +388,7 @@ def validate_config(config: EvalConfig) -> list[Kind]:
         _validate_mcq(config.mcq_set)
     kinds = [infer_kind(s) for s in config.systems]
     for spec, kind in zip(config.systems, kinds, strict=True):
-        _check_system(spec, kind)
+        _check_system(spec, kind, config.generation)
         if kind == "endpoint" and config.mcq_set and "loglik" in config.mcq_set.methods:
             raise ValueError(
                 f"system {spec.name!r} is an endpoint: mcq_set.methods loglik needs the model's "
@@ -401,10 +431,10 @@ def _validate_mcq(mcq: McqSpec) -> None:
         raise ValueError(f"mcq_set.limit must be >= 1 or null, got {mcq.limit}")
 
 
-def _check_system(spec: SystemSpec, kind: Kind) -> None:
+def _check_system(spec: SystemSpec, kind: Kind, generation: GenerationSettings) -> None:
     """Fail now, not after generating the other systems."""
     if kind == "endpoint":
-        _check_endpoint(spec)
+        _check_endpoint(spec, generation)
     elif kind == "run":
         resolve_run_dir(spec.path)
     elif kind == "answers" and not os.path.exists(spec.path):
@@ -431,7 +461,7 @@ def _check_base_url(base_url: str, what: str, key_env: str) -> None:
         )
 
 
-def _check_endpoint(spec: SystemSpec) -> None:
+def _check_endpoint(spec: SystemSpec, generation: GenerationSettings) -> None:
     where = f"system {spec.name!r}"
     if spec.base_url:
         _check_base_url(spec.base_url, f"{where}: base_url", spec.api_key_env)
@@ -445,6 +475,16 @@ def _check_endpoint(spec: SystemSpec) -> None:
             f"{where}: concurrency must be >= 1, timeout > 0 and max_retries >= 0; got "
             f"{spec.concurrency}, {spec.timeout} and {spec.max_retries}"
         )
+    if spec.base_url is None and spec.server not in ("auto", "openai"):
+        raise ValueError(
+            f"{where}: server: {spec.server} needs the server's base_url (without base_url the "
+            "system asks OpenAI)"
+        )
+    # A kind known without asking the server: a setting it cannot take stops the run now.
+    if spec.server != "auto":
+        endpoint_fields(spec, generation, spec.server, "the system's server setting")
+    elif spec.base_url is None:
+        endpoint_fields(spec, generation, "openai", "OpenAI's API")
 
 
 class JudgeStatus(NamedTuple):
@@ -478,6 +518,7 @@ def judge_status(config: EvalConfig) -> JudgeStatus:
 
 
 def _check_judge_settings(judge: JudgeSettings) -> None:
+    judge.validate()
     if not 0 <= judge.max_failed_share <= 1:
         raise ValueError(
             f"judge.max_failed_share must be a share in [0, 1] (e.g. 0.05), got "
@@ -485,11 +526,6 @@ def _check_judge_settings(judge: JudgeSettings) -> None:
         )
     if judge.base_url:
         _check_base_url(judge.base_url, "judge.base_url", judge.api_key_env)
-    if judge.max_tokens is not None and judge.max_completion_tokens is not None:
-        raise ValueError(
-            "set judge.max_tokens or judge.max_completion_tokens, not both (GPT-5-family models "
-            "take only max_completion_tokens)"
-        )
     files = {"template": judge.template, "system_prompt": judge.system_prompt}
     files["rubric"] = judge.rubric if isinstance(judge.rubric, str) else None
     for name, path in files.items():

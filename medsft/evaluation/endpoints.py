@@ -1,74 +1,93 @@
-"""Endpoint systems: answers from an OpenAI-compatible chat endpoint (OpenAI, vLLM, SGLang, ...).
+"""Endpoint systems: answers from an OpenAI-compatible chat endpoint (OpenAI, vLLM, SGLang,
+`transformers serve`, ...), through the client layer the judge uses (medsft.metrics.endpoint).
 
 The questions are the model systems' (each test example's messages, system prompt included) and
-so are the `generation` settings, mapped onto the chat completions API: greedy decoding sends
-temperature 0; sampling sends temperature, top_p and each question's own seed (`prompt_seed`);
-max_new_tokens is sent as `max_tokens`, or as `max_completion_tokens` with no temperature or
-top_p for a reasoning model (`reasoning: true`: GPT-5, o-series take nothing else). A server of
-one's own (`base_url` set: vLLM, SGLang) also gets what that API lacks, in `extra_body`: top_k,
-repetition_penalty and Qwen3's thinking switch (`chat_template_kwargs`).
+so are the `generation` settings (`config.endpoint_settings`): greedy decoding sends temperature
+0; sampling sends temperature, top_p, top_k and each question's own seed (`prompt_seed`);
+max_new_tokens is sent as `max_tokens`, or as `max_completion_tokens` with nothing else for a
+reasoning model (`reasoning: true`: GPT-5, o-series take nothing else). Settings the OpenAI API
+lacks (top_k, repetition_penalty, Qwen3's thinking switch) go where the system's `server` kind
+takes them (told from the server's `/models` listing once when `auto`); an OpenAI server takes
+none, and a setting that would be lost stops the run before the first request.
 
 Answers are saved in `generations/<system>.jsonl` (medsft.cache) as they arrive, keyed by the
-endpoint (`endpoint_key`: one spelling per server), the model, the messages and the request
-settings: a rerun sends nothing, an interrupted one sends only what is missing. Retries are the
-openai client's own (429, 5xx, timeouts, dropped connections; Retry-After honoured). A reply cut at
+endpoint (`endpoint_key`: one spelling per server), the model, the messages and the settings
+asked for: a rerun sends nothing, an interrupted one sends only what is missing. A reply cut at
 the token limit (`finish_reason: length`) is kept as it is, marked in its row and counted in the
-report as a model system's cut answers are; never passed off as finished. Requests that still fail
-stop the run after the others were saved, saying how many; a refused key, an unknown model or a
-rejected setting stops it at once. The key is read from the environment variable `api_key_env`
-and handed to the client only: it is in no file, log line or error message.
+report as a model system's cut answers are. A question whose requests still fail after the
+retries (5xx, timeouts, malformed or empty 200 replies) is not cached: it is scored as an empty
+answer, the system's status is `partial` with the count in report.json and report.md, and a
+rerun asks for those only. What every request would meet stops the run at once with the
+server's reason (medsft.metrics.endpoint). A sampled run also asks its first few questions
+greedily: when every sampled answer equals its greedy one, the report says that sampling had no
+visible effect (a server that ignores temperature decodes greedily and says so only in its own
+log). The key is read from the environment variable `api_key_env` and handed to the client only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from medsft.cache import JsonlStore, digest
-from medsft.errors import UserError
-from medsft.evaluation.config import EvalConfig, SystemSpec
+from medsft.evaluation.config import EvalConfig, SystemSpec, endpoint_fields, endpoint_settings
 from medsft.evaluation.generate import GenerationSettings, prompt_seed, split_think
 from medsft.evaluation.models import is_global_zero
 from medsft.evaluation.systems import SystemOutput
 from medsft.evaluation.testset import Example
-from medsft.metrics.endpoint import endpoint_key, public_url
+from medsft.metrics.endpoint import (
+    OPENAI_URL,
+    EndpointClient,
+    EndpointStop,
+    Reply,
+    RequestFailed,
+    ServerKind,
+    Wording,
+    endpoint_key,
+    public_url,
+    run_all,
+)
 
 log = logging.getLogger(__name__)
 
-OPENAI_URL = "https://api.openai.com/v1"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""Version 2 keys the settings asked for, not the fields sent (those depend on the server)."""
+SAMPLING_PROBES = 4
+"""Questions of a sampled run also asked greedily, to tell whether the server sampled at all."""
 
 
-class EndpointError(UserError, RuntimeError):
+class EndpointError(EndpointStop):
     """An endpoint system could not be answered; the message says what to do."""
 
 
-def request_params(spec: SystemSpec, settings: GenerationSettings) -> dict[str, Any]:
-    """What every request of this system sends besides the model and messages (and the seed)."""
-    params: dict[str, Any] = {}
-    if spec.reasoning:
-        params["max_completion_tokens"] = settings.max_new_tokens
-    else:
-        params["max_tokens"] = settings.max_new_tokens
-        params["temperature"] = settings.temperature if settings.do_sample else 0.0
-        if settings.do_sample:
-            params["top_p"] = settings.top_p
-    extra = spec.extra_body
-    if extra is None and spec.base_url is not None:
-        extra = {"chat_template_kwargs": {"enable_thinking": settings.enable_thinking}}
-        if settings.do_sample and settings.top_k > 0:
-            extra["top_k"] = settings.top_k
-        if settings.repetition_penalty != 1.0:
-            extra["repetition_penalty"] = settings.repetition_penalty
-    if extra:
-        params["extra_body"] = extra
-    return params
+_SETTING_ADVICE = {
+    "temperature": "a reasoning model (GPT-5, o-series) takes only its default: set the "
+    "system's reasoning: true",
+    "top_p": "a reasoning model (GPT-5, o-series) takes only its default: set the system's "
+    "reasoning: true",
+    "max_tokens": "a reasoning model (GPT-5, o-series) takes max_completion_tokens: set the "
+    "system's reasoning: true",
+    "max_completion_tokens": "this endpoint takes max_tokens: set the system's reasoning: false",
+}
+
+
+def _wording(spec: SystemSpec, server: str) -> Wording:
+    return Wording(
+        who=f"system {spec.name!r}: endpoint {{endpoint}}",
+        model_setting="the system's path",
+        key_setting="the system's api_key_env",
+        advice=_SETTING_ADVICE,
+        setting=(
+            f"it was sent as a server of kind {server} takes it: set the system's server to the "
+            "kind the server is (openai, vllm, sglang, transformers), or change the generation "
+            "setting or extra_body that sends {param}"
+        ),
+    )
 
 
 @dataclass
@@ -76,7 +95,17 @@ class _Request:
     key: str
     index: int
     messages: list[dict[str, str]]
-    params: dict[str, Any]
+
+
+@dataclass
+class _Asked:
+    """What asking the endpoint found besides the answers (saved in the store)."""
+
+    server: str | None = None
+    """The server kind the requests were sent for; None when nothing was asked."""
+    failures: dict[str, str] = field(default_factory=dict)
+    """Request key -> why it failed after the retries."""
+    sampling: dict[str, Any] | None = None
 
 
 def endpoint_system(
@@ -99,17 +128,14 @@ def endpoint_system(
     if not is_global_zero():
         return None  # one process asks the endpoint; other ranks have nothing to do
     settings = config.generation
-    params = request_params(spec, settings)
-    url = spec.base_url or OPENAI_URL
     shown = public_url(spec.base_url) or "OpenAI"
-    requests = []
-    for ex in examples:
-        messages = [dict(m) for m in ex.prompt]
-        key = digest([CACHE_VERSION, endpoint_key(url), spec.path, messages, params])
-        sent = {**params, "seed": prompt_seed(settings.seed, key)} if settings.do_sample else params
-        requests.append(_Request(key, ex.index, messages, sent))
-    store = JsonlStore(out_dir / "generations" / f"{spec.name}.jsonl", "endpoint answers")
+    requests = _requests(spec, settings, examples)
+    folder = out_dir / "generations"
+    store = JsonlStore(folder / f"{spec.name}.jsonl", "endpoint answers")
     todo = list({r.key: r for r in requests if not (config.reuse and r.key in store)}.values())
+    probes = _probes(spec, settings, examples, requests)
+    greedy = JsonlStore(folder / f"{spec.name}.greedy.jsonl", "greedy probes") if probes else None
+    twins = [t for t in probes if greedy is not None and not (config.reuse and t.key in greedy)]
     log.info(
         "%s: %s: asking %s (%s) for %d of %d answers",
         spec.name,
@@ -121,31 +147,178 @@ def endpoint_system(
     )
     started = time.perf_counter()
     try:
-        failures = asyncio.run(_ask_all(spec, todo, store, config.runtime.progress)) if todo else []
+        asked = _Asked()
+        if todo or twins:
+            run = _ask(spec, settings, todo, twins, store, greedy, config.runtime.progress)
+            asked = asyncio.run(run)
     finally:
         store.close()
-    seconds = time.perf_counter() - started
-    if failures:
-        raise EndpointError(
-            f"system {spec.name!r}: {len(failures)} of {len(todo)} requests to {shown} failed "
-            f"after the client's {spec.max_retries} retries each (first: {failures[0]}); the "
-            f"{len(todo) - len(failures)} answers received are saved in {store.path}: rerun to "
-            "ask for the rest only"
+        if greedy is not None:
+            greedy.close()
+    rows = [
+        {**store.entries[r.key], "index": i} if r.key in store else None
+        for i, r in enumerate(requests)
+    ]
+    store.rewrite([row for row in rows if row is not None])
+    if greedy is not None:
+        greedy.rewrite([greedy.entries[t.key] for t in probes if t.key in greedy])
+        asked.sampling = _sampling_check(requests, probes, store, greedy)
+    new = {r.key for r in todo}
+    counts = {
+        "generated": len(new - asked.failures.keys()),
+        "reused": sum(
+            row is not None and r.key not in new for r, row in zip(requests, rows, strict=True)
+        ),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return _output(spec, shown, rows, asked, counts, store.path)
+
+
+def _requests(
+    spec: SystemSpec, settings: GenerationSettings, examples: list[Example]
+) -> list[_Request]:
+    """One request per question, keyed by what it asks (the fields sent depend on the server
+    kind, found only when there is something to ask)."""
+    url = spec.base_url or OPENAI_URL
+    asked = {
+        "settings": endpoint_settings(spec, settings),
+        "server": spec.server,
+        "extra_body": spec.extra_body,
+        "seed": settings.seed if settings.do_sample else None,
+    }
+    out = []
+    for ex in examples:
+        messages = [dict(m) for m in ex.prompt]
+        key = digest([CACHE_VERSION, endpoint_key(url), spec.path, messages, asked])
+        out.append(_Request(key, ex.index, messages))
+    return out
+
+
+def _probes(
+    spec: SystemSpec,
+    settings: GenerationSettings,
+    examples: list[Example],
+    requests: list[_Request],
+) -> list[_Request]:
+    """Greedy twins of the first questions of a sampled run (none for greedy runs, or for
+    reasoning models, which take no temperature)."""
+    if not settings.do_sample or spec.reasoning:
+        return []
+    greedy = replace(settings, do_sample=False)
+    twins = _requests(spec, greedy, examples[:SAMPLING_PROBES])
+    return twins[: len(requests)]
+
+
+async def _ask(
+    spec: SystemSpec,
+    settings: GenerationSettings,
+    todo: list[_Request],
+    twins: list[_Request],
+    store: JsonlStore,
+    greedy: JsonlStore | None,
+    progress: bool,
+) -> _Asked:
+    """Ask for every request in `todo` (and the greedy `twins`), saving each answer as it comes.
+    Failures are returned; what every request would meet raises (EndpointError, ConfigError)."""
+    wording = _wording(spec, spec.server)
+    async with EndpointClient(spec, spec.path, wording, EndpointError) as client:
+        server, how = await _server_kind(spec, client)
+        client.wording = _wording(spec, server)
+        params = endpoint_fields(spec, settings, server, how)
+        asked = _Asked(server=server)
+
+        async def ask(request: _Request, fields: dict[str, Any], into: JsonlStore) -> bool:
+            sent = fields
+            if into is store and settings.do_sample:
+                sent = {**fields, "seed": prompt_seed(settings.seed, request.key)}
+            try:
+                reply = await client.complete(request.messages, sent)
+            except RequestFailed as exc:
+                asked.failures[request.key] = str(exc)
+                return True
+            into.put(_row(reply, request, server))
+            return False
+
+        tasks = [asyncio.ensure_future(ask(r, params, store)) for r in todo]
+        await run_all(
+            tasks, desc=f"{spec.name} via endpoint", unit="q", progress=progress, failed=bool
         )
-    rows = [{**store.entries[r.key], "index": i} for i, r in enumerate(requests)]
-    store.rewrite(rows)
-    return _output(spec, shown, rows, len(todo), seconds, store.path)
+        if twins and greedy is not None:
+            greedy_params = endpoint_fields(spec, replace(settings, do_sample=False), server, how)
+            for twin in twins:
+                try:
+                    await ask(twin, greedy_params, greedy)
+                except EndpointStop as exc:  # the sampled answers are in: only the check fails
+                    asked.failures[twin.key] = str(exc)
+    for key in {t.key for t in twins} & asked.failures.keys():
+        log.warning("%s: greedy probe not answered: %s", spec.name, asked.failures.pop(key))
+    return asked
+
+
+async def _server_kind(spec: SystemSpec, client: EndpointClient) -> tuple[ServerKind, str]:
+    """The server kind and how it was decided (the system's setting, OpenAI's API, or probed)."""
+    if spec.server != "auto":
+        return spec.server, "the system's server setting"
+    if spec.base_url is None:
+        return "openai", "OpenAI's API"
+    probed = await client.probe()
+    if probed is None:
+        log.info(
+            "%s: the server's /models listing does not say which server it is: sending OpenAI "
+            "fields only (set the system's server: vllm, sglang or transformers to send more)",
+            spec.name,
+        )
+        return "openai", "its /models listing named no other kind"
+    log.info("%s: the server is %s (from its /models listing)", spec.name, probed)
+    return probed, "told by its /models listing"
+
+
+def _row(reply: Reply, request: _Request, server: str) -> dict[str, Any]:
+    # vLLM/SGLang with a reasoning parser and `transformers serve` return the think block apart
+    # (stripped here as split_think strips it, so served and in-process rows compare equal).
+    if reply.reasoning:
+        think, answer = reply.reasoning.strip(), reply.content.strip()
+    else:
+        think, answer = split_think(reply.content)
+    return {
+        "key": request.key,
+        "question": request.messages[-1]["content"],
+        "text": reply.content,
+        "think": think,
+        "answer": answer,
+        "finish_reason": reply.finish_reason,
+        "prompt_tokens": reply.prompt_tokens,
+        "new_tokens": reply.completion_tokens,
+        "served_by": reply.model,
+        "server": server,
+    }
+
+
+def _sampling_check(
+    requests: list[_Request], probes: list[_Request], store: JsonlStore, greedy: JsonlStore
+) -> dict[str, Any]:
+    """How many probed questions got the same answer sampled and greedy."""
+    pairs = [
+        (store.entries[r.key], greedy.entries[t.key])
+        for r, t in zip(requests, probes, strict=False)
+        if r.key in store and t.key in greedy
+    ]
+    same = sum(s["text"] == g["text"] and s["think"] == g["think"] for s, g in pairs)
+    return {"questions": len(pairs), "equal_to_greedy": same}
 
 
 def _output(
     spec: SystemSpec,
     shown: str,
-    rows: list[dict[str, Any]],
-    asked: int,
-    seconds: float,
+    rows: list[dict[str, Any] | None],
+    asked: _Asked,
+    counts: dict[str, Any],
     path: Path | None,
 ) -> SystemOutput:
-    finish = Counter(row["finish_reason"] for row in rows)
+    """The system's answers (empty for the questions that failed) and report.json's facts."""
+    answered = [row for row in rows if row is not None]
+    failed = len(rows) - len(answered)
+    finish = Counter(row["finish_reason"] for row in answered)
     cut = finish["length"]
     if cut:
         log.warning(
@@ -155,135 +328,54 @@ def _output(
             cut,
             len(rows),
         )
-    new_tokens = [int(row["new_tokens"]) for row in rows]
-    generation = {
+    new_tokens = [int(row["new_tokens"]) if row else 0 for row in rows]
+    servers = sorted({str(row.get("server")) for row in answered if row.get("server")})
+    generation: dict[str, Any] = {
         "endpoint": shown,
         "model": spec.path,
-        "generated": asked,
-        "reused": len(rows) - asked,
-        "seconds": round(seconds, 3),
+        "server": asked.server or ", ".join(servers) or None,
+        "status": "partial" if failed else "ok",
+        **counts,
+        "failed": failed,
         "new_tokens": sum(new_tokens),
-        "tokens_per_second": round(sum(new_tokens) / seconds, 2) if asked and seconds else 0.0,
+        "tokens_per_second": (
+            round(sum(new_tokens) / counts["seconds"], 2)
+            if counts["generated"] and counts["seconds"]
+            else 0.0
+        ),
         "world_size": 1,
         "finish_reasons": {"stop": finish["stop"], "length": cut, **finish},
-        "mean_new_tokens": round(sum(new_tokens) / len(rows), 1),
+        "mean_new_tokens": round(sum(new_tokens) / len(answered), 1) if answered else 0.0,
         "file": str(path),
     }
+    notes = []
+    if failed:
+        reasons = Counter(asked.failures.values())
+        generation["failures"] = dict(reasons.most_common(3))
+        first = next(iter(asked.failures.values()), "not asked")
+        notes.append(
+            f"partial: {failed} of {len(rows)} questions got no answer (first: {first}); "
+            "scored as empty answers, rerun to ask for those only"
+        )
+        log.warning("%s: %s", spec.name, notes[-1])
+    if asked.sampling is not None:
+        generation["sampling_check"] = asked.sampling
+        probed, same = asked.sampling["questions"], asked.sampling["equal_to_greedy"]
+        if probed and same == probed:
+            notes.append(
+                f"sampling had no visible effect: {same} of {probed} sampled answers equal the "
+                "greedy ones (a server that ignores temperature decodes greedily; for "
+                "`transformers serve` set the system's server: transformers)"
+            )
+            log.warning("%s: %s", spec.name, notes[-1])
+    if notes:
+        generation["notes"] = notes
     return SystemOutput(
         name=spec.name,
         kind="endpoint",
         source=f"{spec.path} @ {shown}",
-        answers=[row["answer"] for row in rows],
-        thinks=[row["think"] for row in rows],
+        answers=[row["answer"] if row else "" for row in rows],
+        thinks=[row["think"] if row else None for row in rows],
         generation=generation,
         new_tokens=new_tokens,
     )
-
-
-async def _ask_all(
-    spec: SystemSpec, todo: list[_Request], store: JsonlStore, progress: bool
-) -> list[str]:
-    """Ask for every request (at most `concurrency` at once), saving each answer as it comes.
-    Returns the reasons of the requests that failed; raises EndpointError on what every request
-    would meet."""
-    import openai
-    from tqdm.auto import tqdm
-
-    secret = os.environ.get(spec.api_key_env)
-    client = openai.AsyncOpenAI(
-        api_key=secret or "EMPTY",
-        base_url=spec.base_url,
-        timeout=spec.timeout,
-        max_retries=spec.max_retries,
-    )
-    semaphore = asyncio.Semaphore(spec.concurrency)
-
-    async def ask(request: _Request) -> str | None:
-        async with semaphore:
-            try:
-                completion = await client.chat.completions.create(
-                    model=spec.path, messages=request.messages, **request.params
-                )
-            except openai.APIStatusError as exc:
-                return _status_error(spec, exc, request.params, secret)
-            except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                return _redact(f"{type(exc).__name__}: {exc}", secret)
-        row = _row(completion, request)
-        if row is None:
-            return "malformed reply (no choices)"
-        store.put(row)
-        return None
-
-    tasks = [asyncio.ensure_future(ask(r)) for r in todo]
-    failures = []
-    bar = tqdm(total=len(tasks), desc=f"{spec.name} via endpoint", unit="q", disable=not progress)
-    try:
-        for future in asyncio.as_completed(tasks):
-            reason = await future
-            bar.update()
-            if reason is not None:
-                failures.append(reason)
-    finally:
-        bar.close()
-        for task in tasks:
-            task.cancel()
-        await client.close()
-    return failures
-
-
-def _row(completion: Any, request: _Request) -> dict[str, Any] | None:
-    try:
-        choice = completion.choices[0]
-    except (AttributeError, IndexError, TypeError):
-        return None
-    text = choice.message.content or ""
-    # vLLM/SGLang with a reasoning parser return the think block apart; otherwise it is inline.
-    reasoning = getattr(choice.message, "reasoning_content", None)
-    think, answer = (reasoning, text) if reasoning else split_think(text)
-    usage = getattr(completion, "usage", None)
-    return {
-        "key": request.key,
-        "question": request.messages[-1]["content"],
-        "text": text,
-        "think": think,
-        "answer": answer,
-        "finish_reason": choice.finish_reason or "unknown",
-        "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
-        "new_tokens": getattr(usage, "completion_tokens", 0) or 0,
-        "served_by": getattr(completion, "model", None),
-    }
-
-
-_SETTING_ADVICE = {
-    "temperature": "a reasoning model (GPT-5, o-series) takes only its default: set the "
-    "system's reasoning: true",
-    "top_p": "a reasoning model (GPT-5, o-series) takes only its default: set the system's "
-    "reasoning: true",
-    "max_tokens": "a reasoning model (GPT-5, o-series) takes max_completion_tokens: set the "
-    "system's reasoning: true",
-    "max_completion_tokens": "this endpoint takes max_tokens: set the system's reasoning: false",
-}
-
-
-def _status_error(spec: SystemSpec, exc: Any, params: dict[str, Any], secret: str | None) -> str:
-    """The reason a request failed, or EndpointError when every request would fail alike."""
-    status, message = exc.status_code, _redact(str(exc.message), secret)
-    where = f"system {spec.name!r}: endpoint {public_url(spec.base_url) or 'OpenAI'}"
-    if status in (401, 403):
-        # The body may echo part of the key: not passed on.
-        raise EndpointError(
-            f"{where} refused the API key (HTTP {status}); export it in ${spec.api_key_env} "
-            "(the system's api_key_env) and check base_url"
-        ) from None
-    if status == 404:
-        raise EndpointError(f"{where} has no model {spec.path!r} (HTTP 404: {message})") from None
-    body = exc.body if isinstance(exc.body, dict) else {}
-    param = body.get("param")
-    if status == 400 and isinstance(param, str) and (param in params or param in _SETTING_ADVICE):
-        advice = _SETTING_ADVICE.get(param, f"drop {param} from the system's extra_body")
-        raise EndpointError(f"{where} rejected {param!r} (HTTP 400: {message}); {advice}") from None
-    return f"HTTP {status}: {message}"
-
-
-def _redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret else text

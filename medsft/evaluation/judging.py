@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,27 +19,13 @@ EMPTY_ANSWER = "(no answer)"
 """What the judge is shown for an empty answer (it refuses empty texts)."""
 
 
-def judge_options(judge: JudgeSettings, out_dir: Path) -> dict[str, Any]:
-    """`judge_pairs` keyword arguments from the config (prompt files read by the judge)."""
-    system_prompt = None
-    if judge.system_prompt is not None:
-        system_prompt = Path(judge.system_prompt).read_text(encoding="utf-8").strip()
-    return dict(
-        model=judge.model,
-        base_url=judge.base_url,
-        api_key_env=judge.api_key_env,
-        concurrency=judge.concurrency,
-        language=judge.language,
-        template=judge.template,
-        system_prompt=system_prompt,
-        rubric=judge.rubric,
-        temperature=judge.temperature,
-        max_tokens=judge.max_tokens,
-        max_completion_tokens=judge.max_completion_tokens,
-        timeout=judge.timeout,
-        max_retries=judge.max_retries,
-        cache_path=out_dir / "judge_cache.jsonl" if judge.cache else None,
-    )
+def judge_settings(judge: JudgeSettings) -> JudgeSettings:
+    """The config's judge as `judge_pairs` takes it: the system prompt read from its file (the
+    config names a file, the judge takes the text)."""
+    if judge.system_prompt is None:
+        return judge
+    text = Path(judge.system_prompt).read_text(encoding="utf-8").strip()
+    return replace(judge, system_prompt=text)
 
 
 def run_judge(
@@ -63,7 +50,8 @@ def run_judge(
         "language": judge.language,
         "results": results,
     }
-    options = judge_options(judge, out_dir)
+    settings = judge_settings(judge)
+    cache = out_dir / "judge_cache.jsonl" if judge.cache else None
     questions = [ex.question for ex in examples]
     for output in outputs:
         if output.name == baseline.name:
@@ -73,7 +61,8 @@ def run_judge(
                 questions,
                 _shown(output.answers),
                 _shown(baseline.answers),
-                **options,
+                settings,
+                cache_path=cache,
                 n_resamples=max(config.scoring.n_resamples, 1),
                 seed=config.scoring.seed,
                 progress=config.runtime.progress,

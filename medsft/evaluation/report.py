@@ -107,9 +107,11 @@ def _generation_cell(gen: dict[str, Any]) -> str:
     else:
         how = f"{gen['reused']} reused from a previous run"
     finish = gen["finish_reasons"]
+    # Endpoint systems' notes (a partial status, sampling with no visible effect): one line each.
+    notes = "".join(f"; **{_cell(note)}**" for note in gen.get("notes", []))
     return how + (
         f"; {finish['stop']} stopped at end of turn, {finish['length']} hit max_new_tokens"
-        f" (mean {gen['mean_new_tokens']} tokens)"
+        f" (mean {gen['mean_new_tokens']} tokens){notes}"
     )
 
 

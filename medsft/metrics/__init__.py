@@ -31,6 +31,7 @@ _LAZY = {
     "judge_pairs": "medsft.metrics.judge",
     "ajudge_pairs": "medsft.metrics.judge",
     "JudgeResult": "medsft.metrics.judge",
+    "JudgeSettings": "medsft.metrics.judge",
 }
 
 
@@ -45,6 +46,7 @@ def __getattr__(name: str):
 __all__ = [
     "COMPARABLE",
     "JudgeResult",
+    "JudgeSettings",
     "LengthControlled",
     "length_controlled_win_rate",
     "parse_verdict",

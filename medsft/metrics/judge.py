@@ -9,13 +9,18 @@ This module is the entry (`judge_pairs`, `ajudge_pairs`); the parts live beside 
 
 - medsft.metrics.verdict: reading a reply's explicit final verdict (`parse_verdict`);
 - medsft.metrics.judge_prompt: packaged prompts per language (`PROMPTS`) and their rendering;
-- medsft.metrics.judge_client: the endpoint client, its retries and when judging stops
-  (`JudgeConfigError`);
+- medsft.metrics.judge_client: the judge's requests (cache, label follow-up) and
+  `JudgeConfigError`, on medsft.metrics.endpoint, the client layer shared with endpoint systems
+  (retries, errors, the key, when asking stops);
 - medsft.metrics.judge_result: `JudgeResult`, `PairRecord`, `JudgeUsage`;
 - medsft.metrics.length_control: the length-controlled win rate.
 
 Verdicts: the English prompt asks for one of `LABELS`, the Chinese one (`language="zh"`) for one
 of `LABELS_ZH` (助手1更好 / 助手1更差 / 两者相当); `parse_verdict` recognises both sets in any reply.
+
+The judge's settings are one object, `JudgeSettings` (evaluate.py's `judge` section extends it);
+`judge_pairs(questions, a, b, settings)` takes it whole, and keyword arguments set fields on top
+of it (`judge_pairs(questions, a, b, model="gpt-4o-mini", base_url=...)` makes one).
 
 The API key is read from the environment by name and only handed to the `openai` client; it is
 never stored in the cache, the result, any error text or any repr. Cached replies (medsft.cache)
@@ -27,25 +32,24 @@ request parameters and the rendered prompt.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
 from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from tqdm.auto import tqdm
-
 from medsft.cache import JsonlStore, digest
-from medsft.metrics.endpoint import endpoint_key, public_url
-from medsft.metrics.judge_client import (
-    REJECTED_AFTER,
+from medsft.metrics.endpoint import (
+    SAME_FAILURE_AFTER,
     UNREACHABLE_AFTER,
-    JudgeClient,
-    JudgeConfigError,
-    JudgeOrder,
-    make_client,
-    request_params,
+    EndpointClient,
+    public_url,
+    request_fields,
+    run_all,
 )
+from medsft.metrics.judge_client import JUDGE_WORDING, JudgeClient, JudgeConfigError, JudgeOrder
 from medsft.metrics.judge_prompt import (
     DEFAULT_SYSTEM_PROMPT,
     DEFAULT_TEMPLATE,
@@ -82,12 +86,13 @@ __all__ = [
     "LABEL_FOLLOW_UP_ZH",
     "MEDICAL_RUBRIC",
     "PROMPTS",
-    "REJECTED_AFTER",
+    "SAME_FAILURE_AFTER",
     "TEMPLATE_DIR",
     "UNREACHABLE_AFTER",
     "JudgeConfigError",
     "JudgePrompt",
     "JudgeResult",
+    "JudgeSettings",
     "JudgeUsage",
     "Label",
     "Language",
@@ -97,6 +102,72 @@ __all__ = [
     "judge_pairs",
     "parse_verdict",
 ]
+
+
+@dataclass(kw_only=True)
+class JudgeSettings:
+    """The judge: which model where, its prompt, its request settings (medsft.metrics.judge)."""
+
+    model: str
+    """Judge model name, as the endpoint knows it."""
+    base_url: str | None = None
+    """OpenAI-compatible endpoint (vLLM, Ollama, a proxy); null = OpenAI."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (never put the key in a config). When it is
+    unset and base_url is given, a placeholder key is sent (local servers usually need none)."""
+    concurrency: int = 8
+    """Requests in flight at once."""
+    language: Language = "en"
+    """Packaged prompt: `en`, or `zh` (Chinese template, rubric, system message and label
+    follow-up; verdicts 助手1更好 / 助手1更差 / 两者相当). Verdicts are recognised in both
+    languages either way."""
+    template: str | None = None
+    """Prompt template file replacing the packaged one ({question}, {answer_1}, {answer_2},
+    and {rubric} when a rubric is used)."""
+    system_prompt: str | None = None
+    """System message; null = the language's packaged one; "" sends none."""
+    rubric: bool | str = True
+    """true: the packaged medical rubric of `language`; false: none; or a rubric file."""
+    temperature: float | None = 0.0
+    """Judge temperature; null leaves it to the endpoint (reasoning models such as GPT-5 accept
+    only their default)."""
+    max_tokens: int | None = None
+    """Judge reply length cap (most endpoints); null leaves it to the endpoint."""
+    max_completion_tokens: int | None = None
+    """The cap as reasoning models (GPT-5, o-series) take it; use instead of max_tokens."""
+    timeout: float = 60.0
+    """Seconds per request before it is abandoned and retried."""
+    max_retries: int = 5
+    """Retries per request on rate limits, 5xx, timeouts and dropped connections (the openai
+    client's own, with its backoff, honouring Retry-After); also the retries of a malformed 200
+    reply."""
+    label_retries: int = 1
+    """Follow-up requests asking for the label alone when a reply has no verdict, before the
+    order is an error."""
+
+    def validate(self) -> None:
+        """Raise ValueError, saying what to change, on settings that cannot work."""
+        if not self.model or not self.model.strip():
+            raise ValueError("judge model must name the judge model")
+        if self.concurrency < 1:
+            raise ValueError(f"judge concurrency must be >= 1, got {self.concurrency}")
+        if self.max_retries < 0 or self.label_retries < 0:
+            raise ValueError("judge max_retries and label_retries must be >= 0")
+        if self.timeout <= 0:
+            raise ValueError(f"judge timeout must be > 0, got {self.timeout}")
+        if self.max_tokens is not None and self.max_completion_tokens is not None:
+            raise ValueError(
+                "give the judge max_tokens or max_completion_tokens, not both (reasoning models "
+                "such as GPT-5 take only max_completion_tokens)"
+            )
+
+    def request_settings(self) -> dict[str, Any]:
+        """The request settings every judge request sends (None: left to the endpoint)."""
+        return {
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "max_completion_tokens": self.max_completion_tokens,
+        }
 
 
 def _check_texts(name: str, values: Sequence[str]) -> list[str]:
@@ -131,30 +202,6 @@ def _blocking(fn: Callable[P, Coroutine[Any, Any, R]], name: str) -> Callable[P,
     return run
 
 
-def _check_settings(
-    model: str,
-    concurrency: int,
-    max_retries: int,
-    label_retries: int,
-    timeout: float,
-    max_tokens: int | None,
-    max_completion_tokens: int | None,
-) -> None:
-    if not model or not model.strip():
-        raise ValueError("model must name the judge model")
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    if max_retries < 0 or label_retries < 0:
-        raise ValueError("max_retries and label_retries must be >= 0")
-    if timeout <= 0:
-        raise ValueError(f"timeout must be > 0, got {timeout}")
-    if max_tokens is not None and max_completion_tokens is not None:
-        raise ValueError(
-            "give max_tokens or max_completion_tokens, not both (reasoning models such as GPT-5 "
-            "take only max_completion_tokens)"
-        )
-
-
 def _check_pairs(
     questions: Sequence[str], answers_a: Sequence[str], answers_b: Sequence[str]
 ) -> tuple[list[str], list[str], list[str]]:
@@ -180,7 +227,7 @@ def _schedule(
 ) -> tuple[list[tuple[str, str]], dict[str, asyncio.Task[JudgeOrder]]]:
     """Each pair's two cache keys (ab, ba), and one task per distinct prompt: identical prompts
     (a repeated question, or A == B) are sent once."""
-    endpoint = endpoint_key(str(judge.client.base_url))
+    endpoint, model = judge.endpoint.key, judge.endpoint.model
     keys: list[tuple[str, str]] = []
     tasks: dict[str, asyncio.Task[JudgeOrder]] = {}
     for question, a, b in zip(questions, answers_a, answers_b, strict=True):
@@ -188,7 +235,7 @@ def _schedule(
         for first, second in ((a, b), (b, a)):
             messages = prompt.messages(question, first, second)
             # The rendered messages fix template, rubric, question, both answers and their order.
-            key = digest([endpoint, judge.model, judge.params, messages])
+            key = digest([endpoint, model, judge.params, messages])
             if key not in tasks:
                 tasks[key] = asyncio.ensure_future(judge.judge(key, messages))
             pair_keys.append(key)
@@ -196,47 +243,18 @@ def _schedule(
     return keys, tasks
 
 
-async def _gather(tasks: dict[str, asyncio.Task[JudgeOrder]], model: str, progress: bool) -> None:
-    """Wait for every judgement, with a progress bar; a JudgeConfigError cancels the rest."""
-    bar = tqdm(total=len(tasks), desc=f"judging with {model}", unit="call", disable=not progress)
-    errors = 0
-    try:
-        for future in asyncio.as_completed(list(tasks.values())):
-            errors += (await future).error is not None
-            bar.update()
-            if errors:
-                bar.set_postfix(errors=errors, refresh=False)
-    finally:
-        for task in tasks.values():
-            task.cancel()
-        await asyncio.gather(*tasks.values(), return_exceptions=True)
-        bar.close()
-
-
 async def ajudge_pairs(
     questions: Sequence[str],
     answers_a: Sequence[str],
     answers_b: Sequence[str],
+    settings: JudgeSettings | None = None,
     *,
-    model: str,
-    base_url: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
-    concurrency: int = 8,
     cache_path: str | os.PathLike[str] | None = None,
-    language: Language = "en",
-    template: str | os.PathLike[str] | None = None,
-    rubric: bool | str | os.PathLike[str] = True,
-    system_prompt: str | None = None,
-    temperature: float | None = 0.0,
-    max_tokens: int | None = None,
-    max_completion_tokens: int | None = None,
-    timeout: float = 60.0,
-    max_retries: int = 5,
-    label_retries: int = 1,
     n_resamples: int = 1000,
     level: float = 0.95,
     seed: int = 0,
     progress: bool = True,
+    **fields: Any,
 ) -> JudgeResult:
     """Compare system A's answers with system B's using an LLM judge, in both answer orders.
 
@@ -247,75 +265,55 @@ async def ajudge_pairs(
         questions: one question per pair.
         answers_a: answers of system A (usually the fine-tuned model); rates are A's.
         answers_b: answers of system B, aligned with `questions`.
-        model: judge model name, as the endpoint knows it.
-        base_url: OpenAI-compatible endpoint (a vLLM or Ollama server, ...); None for OpenAI.
-        api_key_env: environment variable holding the key. When it is unset and `base_url` is
-            given, a placeholder key is sent (local servers usually need none).
-        concurrency: most requests in flight at once.
+        settings: the judge (`JudgeSettings`: model, endpoint, prompt, request settings).
         cache_path: JSONL file of replies, appended as they arrive; a rerun asking the same
             endpoint (however its URL is spelled), model, settings and prompt reuses them instead
             of paying again. None: no cache.
-        language: `en` or `zh`: the packaged template, rubric, system message and label
-            follow-up to use (see `PROMPTS`); verdicts are recognised in both languages.
-        template: file replacing the prompt template; it must contain `{question}`,
-            `{answer_1}` and `{answer_2}`, and `{rubric}` when a rubric is used.
-        rubric: True for the packaged medical rubric, False for none, or a rubric file.
-        system_prompt: system message; None: the language's packaged one; "": none.
-        temperature: sampling temperature; None leaves it to the endpoint (reasoning models
-            such as GPT-5 reject any but their default).
-        max_tokens: reply length cap; None leaves it to the endpoint.
-        max_completion_tokens: the cap as reasoning models (GPT-5, o-series) take it, instead
-            of max_tokens.
-        timeout: seconds per request before it is abandoned and retried.
-        max_retries: retries per request, by the openai client, on 408/409/429/5xx, timeouts
-            and dropped connections (with its exponential backoff, honouring Retry-After); also
-            the retries of a malformed 200 reply.
-        label_retries: follow-up requests (`LABEL_FOLLOW_UP`, after the unlabeled reply) when a
-            reply has no verdict label, before the order is an error.
         n_resamples: bootstrap resamples for the interval.
         level: coverage of the interval.
         seed: bootstrap seed.
         progress: show a tqdm progress bar.
+        **fields: `JudgeSettings` fields, set on top of `settings` (or making them, e.g.
+            `judge_pairs(q, a, b, model="gpt-4o-mini")`).
 
     Raises:
         JudgeConfigError: judging cannot go on: no or a rejected key, an unknown model, a
-            request setting the endpoint rejects (HTTP 400), or an endpoint that cannot be
-            reached (`UNREACHABLE_AFTER` requests in a row).
+            request the endpoint rejects before any verdict or naming a setting, the first
+            requests failing alike, or an endpoint that cannot be reached (`UNREACHABLE_AFTER`
+            requests in a row).
     """
     questions, answers_a, answers_b = _check_pairs(questions, answers_a, answers_b)
-    _check_settings(
-        model, concurrency, max_retries, label_retries, timeout, max_tokens, max_completion_tokens
-    )
-    secret = os.environ.get(api_key_env) or None
-    if secret is None and base_url is None:
+    settings = _settings(settings, fields)
+    if not os.environ.get(settings.api_key_env) and settings.base_url is None:
         raise JudgeConfigError(
-            f"environment variable {api_key_env} is not set: export the judge's API key there, "
-            "or pass base_url for a local server that needs no key"
+            f"environment variable {settings.api_key_env} is not set: export the judge's API key "
+            "there, or pass base_url for a local server that needs no key"
         )
-    prompt = load_prompt(language, template, rubric, system_prompt)
-    params = request_params(temperature, max_tokens, max_completion_tokens)
+    prompt = load_prompt(
+        settings.language, settings.template, settings.rubric, settings.system_prompt
+    )
+    params = request_fields("openai", settings.request_settings())
+    endpoint = EndpointClient(settings, settings.model, JUDGE_WORDING, stop=JudgeConfigError)
     judge = JudgeClient(
-        client=None,  # type: ignore[arg-type]  # set below: the client calls back into the judge
-        model=model,
+        endpoint=endpoint,
         params=params,
         cache=JsonlStore(cache_path, "judge cache"),
-        semaphore=asyncio.Semaphore(concurrency),
-        max_retries=max_retries,
-        label_retries=label_retries,
+        label_retries=settings.label_retries,
         follow_up=prompt.follow_up,
-        endpoint=None,
-        secret=secret,
     )
-    judge.client = make_client(secret, base_url, timeout, max_retries, judge.count_request)
-    # The endpoint the client really uses (base_url, else OPENAI_BASE_URL, else OpenAI's), so a
-    # model name served elsewhere never reuses these verdicts.
-    judge.endpoint = public_url(str(judge.client.base_url))
     keys, tasks = _schedule(judge, prompt, questions, answers_a, answers_b)
     try:
-        await _gather(tasks, model, progress)
+        await run_all(
+            list(tasks.values()),
+            desc=f"judging with {settings.model}",
+            unit="call",
+            progress=progress,
+            failed=lambda order: order.error is not None,
+        )
     finally:
         judge.cache.close()
-        await judge.client.close()
+        judge.usage.requests = endpoint.requests
+        await endpoint.client.close()
 
     records = [
         pair_record(
@@ -326,23 +324,37 @@ async def ajudge_pairs(
     return _result(
         records,
         judge.usage,
-        model,
-        base_url,
+        settings,
         prompt,
-        rubric is not False,
         n_resamples=n_resamples,
         level=level,
         seed=seed,
     )
 
 
+def _settings(settings: JudgeSettings | None, fields: dict[str, Any]) -> JudgeSettings:
+    """`settings` with `fields` set on top, checked."""
+    names = {f.name for f in dataclasses.fields(JudgeSettings)}
+    unknown = sorted(set(fields) - names)
+    if unknown:
+        raise TypeError(
+            f"unknown judge setting(s) {', '.join(unknown)}; JudgeSettings has {', '.join(sorted(names))}"
+        )
+    if settings is None:
+        if "model" not in fields:
+            raise ValueError("model must name the judge model (model=...)")
+        settings = JudgeSettings(**fields)
+    elif fields:
+        settings = dataclasses.replace(settings, **fields)
+    settings.validate()
+    return settings
+
+
 def _result(
     records: list[PairRecord],
     usage: JudgeUsage,
-    model: str,
-    base_url: str | None,
+    settings: JudgeSettings,
     prompt: JudgePromptText,
-    rubric: bool,
     **bootstrap: Any,
 ) -> JudgeResult:
     judged = [r for r in records if r.outcome != "error"]
@@ -364,13 +376,13 @@ def _result(
             len(records),
         )
     return JudgeResult(
-        model=model,
-        base_url=public_url(base_url),
+        model=settings.model,
+        base_url=public_url(settings.base_url),
         records=records,
         usage=usage,
         interval=interval,
         template_sha256=prompt.sha256,
-        rubric=rubric,
+        rubric=settings.rubric is not False,
         length_controlled=controlled,
     )
 

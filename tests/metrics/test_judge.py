@@ -7,6 +7,7 @@ import json
 import math
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -161,10 +162,12 @@ def test_prompt_has_rubric_template_file_and_literal_placeholders(
 
 # -- robustness ---------------------------------------------------------------------------------
 def test_transient_http_errors_are_retried(server: JudgeServer) -> None:
-    server.inject(Reply.rate_limited(), times=2)
-    server.inject(Reply.server_error(500))
-    server.inject(Reply.server_error(503))
-    result = run(server)
+    quick = {"retry-after-ms": "20"}  # the client honours it: no second-long backoff
+    server.inject(replace(Reply.rate_limited(), headers=quick), times=2)
+    server.inject(replace(Reply.server_error(500), headers=quick))
+    server.inject(replace(Reply.server_error(503), headers=quick))
+    # The first request goes alone (see medsft.metrics.endpoint), so it meets all four.
+    result = run(server, max_retries=4)
     assert result.n_errors == 0 and result.win_rate == 1.0
     assert server.request_count == 8 + 4 == result.usage.requests
 
@@ -332,12 +335,12 @@ def test_api_key_is_sent_but_never_stored(
 ) -> None:
     monkeypatch.setenv("JUDGE_KEY", SECRET)
     cache = tmp_path / "judge.jsonl"
-    server.inject(
-        Reply(status=400, body=f'{{"error": {{"message": "bad key {SECRET}"}}}}'.encode())
-    )
+    echo = Reply(status=400, body=f'{{"error": {{"message": "bad key {SECRET}"}}}}'.encode())
+    # After a verdict, a rejected request is that pair's error (the settings were fine).
+    server.policy = lambda request: echo if request.index == 1 else prefer_longer(request)
     result = run(server, cache_path=cache, api_key_env="JUDGE_KEY", concurrency=1)
     assert server.requests[0].authorization == f"Bearer {SECRET}"
-    assert result.n_errors == 1 and "***" in (result.records[0].error or "")
+    assert result.n_errors == 1 and "bad key ***" in (result.records[0].error or "")
     for text in (
         cache.read_text(encoding="utf-8"),
         json.dumps(result.to_dict(), ensure_ascii=False),
@@ -346,6 +349,11 @@ def test_api_key_is_sent_but_never_stored(
         repr(result.records),
     ):
         assert SECRET not in text
+    # Before any verdict it stops judging, the key redacted from the server's message too.
+    server.policy = lambda request: echo
+    with pytest.raises(JudgeConfigError, match=r"HTTP 400: bad key \*\*\*") as info:
+        run(server, api_key_env="JUDGE_KEY", concurrency=1)
+    assert SECRET not in str(info.value)
 
 
 def test_missing_key_with_base_url_sends_a_placeholder(server: JudgeServer) -> None:
@@ -468,7 +476,7 @@ def test_reasoning_model_400_stops_judging_and_names_the_setting() -> None:
     with JudgeServer(reasoning_model) as server:
         with pytest.raises(JudgeConfigError, match=r"'temperature'.*judge\.temperature: null"):
             run(server)
-        assert server.request_count <= 8  # at most the requests already in flight, never 2 x 4
+        assert server.request_count == 1  # the first request goes alone
     with JudgeServer(reasoning_model) as server:
         with pytest.raises(JudgeConfigError, match=r"'max_tokens'.*max_completion_tokens"):
             run(server, temperature=None, max_tokens=256, concurrency=1)
@@ -482,14 +490,14 @@ def test_reasoning_model_400_stops_judging_and_names_the_setting() -> None:
             run(server, max_tokens=1, max_completion_tokens=1)
 
 
-def test_invalid_requests_without_a_named_setting_stop_after_the_first_few() -> None:
+def test_a_request_rejected_before_any_verdict_stops_after_that_request() -> None:
     def invalid(request):
         return Reply(status=400, body=b'{"error": {"message": "Invalid request: bad format"}}')
 
     with JudgeServer(invalid) as server:
-        with pytest.raises(JudgeConfigError, match="rejected the first 3 requests.*bad format"):
+        with pytest.raises(JudgeConfigError, match=r"rejected the request \(HTTP 400: Invalid"):
             run(server, concurrency=1)
-        assert server.request_count == 3
+        assert server.request_count == 1  # not retried, and not sent for the other pairs
 
 
 # -- unreachable endpoint ---------------------------------------------------------------------------
