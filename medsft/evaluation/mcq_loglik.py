@@ -103,15 +103,28 @@ def encode(
     return prefix_ids, encoded
 
 
+PADDING = 0.25
+"""A batch takes no question shorter than this share below its longest: its padding would cost
+as much compute as real tokens (a small subject's few long questions then run apart)."""
+
+
 def batches(encoded: Sequence[Encoded], batch_size: int) -> list[list[Encoded]]:
-    """Prompts grouped by prefix, then by length (longest first, so memory fails at once)."""
+    """Prompts grouped by prefix, then by length (longest first, so memory fails at once), at
+    most `batch_size` together and none padded by more than `PADDING` of the batch's width."""
     by_prefix: dict[int, list[Encoded]] = defaultdict(list)
     for e in encoded:
         by_prefix[e.prefix].append(e)
-    out = []
+    out: list[list[Encoded]] = []
     for group in by_prefix.values():
-        group = sorted(group, key=lambda e: (-len(e.ids), e.index))
-        out += [group[i : i + batch_size] for i in range(0, len(group), batch_size)]
+        current: list[Encoded] = []
+        for e in sorted(group, key=lambda e: (-len(e.ids), e.index)):
+            if current and (
+                len(current) == batch_size or len(e.ids) < (1 - PADDING) * len(current[0].ids)
+            ):
+                out.append(current)
+                current = []
+            current.append(e)
+        out.append(current)
     return out
 
 

@@ -10,7 +10,7 @@ import torch
 
 from medsft.evaluation.config import McqSpec
 from medsft.evaluation.mcq import load_mcq_set
-from medsft.evaluation.mcq_loglik import batches, encode, letter_logprobs
+from medsft.evaluation.mcq_loglik import Encoded, batches, encode, letter_logprobs
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = McqSpec(
@@ -96,9 +96,7 @@ def test_equal_to_one_forward_per_prompt_projecting_once_per_question(tiny):
             hook.remove()
 
 
-def test_batches_group_by_prefix_then_length_and_a_prefix_merging_with_its_question_runs_whole(
-    tiny,
-):
+def test_a_prefix_merging_with_its_question_runs_whole(tiny):
     _, tokenizer = tiny
     # `内科` is one token: a prefix cut between its characters is no prefix of the prompt's ids.
     prompts = ["以下是关于内科的题目：一", "以下是关于内科的题目：二二二", "以下是关于内科的题：三"]
@@ -108,12 +106,21 @@ def test_batches_group_by_prefix_then_length_and_a_prefix_merging_with_its_quest
     assert encoded[2].ids == tokenizer(prompts[2])["input_ids"]  # the whole prompt
     for e in encoded[:2]:
         assert prefix_ids[0] + e.ids == tokenizer(prompts[e.index])["input_ids"]
-    assert [[e.index for e in b] for b in batches(encoded, 8)] == [[1, 0], [2]]
 
     model = tiny[0]
     got = letter_logprobs(model, tokenizer, prompts, prefixes, "AB", batch_size=2)
     plain = one_forward_per_prompt(model, tokenizer, prompts, "AB")
     assert max_difference(got, plain) < 1e-4
+
+
+def test_batches_by_prefix_and_length_with_little_padding():
+    lengths = {0: 10, 1: 7, 2: 9, 3: 4, 4: 8, 5: 5}
+    prefix = {5: -1}  # one prompt runs whole; the others share prefix 0
+    encoded = [Encoded(i, prefix.get(i, 0), [7] * n, [1, 2]) for i, n in lengths.items()]
+    got = [[e.index for e in b] for b in batches(encoded, 3)]
+    # Longest first, at most 3, and 4 tokens are not padded to 7 (more than a quarter).
+    assert got == [[0, 2, 4], [1], [3], [5]]
+    assert [[e.index for e in b] for b in batches(encoded, 1)] == [[0], [2], [4], [1], [3], [5]]
 
 
 def test_a_letter_merging_with_the_prompt_is_refused(tiny):
