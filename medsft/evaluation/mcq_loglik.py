@@ -236,6 +236,8 @@ def letter_logprobs(
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not prompts:  # e.g. a rank whose share is empty
+        return []
     scorer = LetterScorer(model)
     if not scorer.sharing:
         prefixes = [""] * len(prompts)

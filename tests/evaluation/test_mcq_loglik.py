@@ -111,6 +111,7 @@ def test_a_prefix_merging_with_its_question_runs_whole(tiny):
     got = letter_logprobs(model, tokenizer, prompts, prefixes, "AB", batch_size=2)
     plain = one_forward_per_prompt(model, tokenizer, prompts, "AB")
     assert max_difference(got, plain) < 1e-4
+    assert letter_logprobs(model, tokenizer, [], [], "AB") == []  # a rank's empty share
 
 
 def test_batches_by_prefix_and_length_with_little_padding():
