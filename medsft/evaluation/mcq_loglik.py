@@ -180,7 +180,7 @@ class LetterScorer:
         for i, r in enumerate(rows):
             input_ids[i, : len(r.ids)] = torch.tensor(r.ids)
         start = 0 if prefix is None else prefix[0][0].shape[-2]
-        extra: dict[str, Any] = {}
+        extra: dict[str, Any] = {"use_cache": False}  # nothing runs after these tokens
         if prefix is not None:
             cache = DynamicCache()
             for layer, (keys, values) in enumerate(prefix):
