@@ -12,7 +12,10 @@ recorded as timed out; one that would not fit the time left is skipped and recor
   activations per token;
 - attention: benchmarks/attention_kernels.py, each kernel available there on packed rows;
 - vs_trl: benchmarks/vs_trl.py --packing at the Qwen3-0.6B shape;
-- generate: benchmarks/generate_bench.py, medsft.evaluation.generate at the Qwen3-4B shape, batch 8 and 32.
+- generate: benchmarks/generate_bench.py, medsft.evaluation.generate at the Qwen3-4B shape, batch 8 and 32;
+- mcq_vs_cmmlu: benchmarks/mcq_vs_cmmlu.py, MCQ loglik scoring against CMMLU's own loop at the
+  Qwen3-0.6B shape in bf16 (CMMLU's medical subjects from ../shared/data when there, else the
+  sample questions): questions/s of both, the ratio and the agreement.
 Each part's JSON lands in `--out` (default benchmarks/results/gpu_check/, or gpu_check_cpu_smoke/
 with --cpu-smoke) and the summary, written after every part, in <out>/summary.json.
 """
@@ -175,6 +178,22 @@ def parts(out: Path, smoke: bool) -> list[tuple[str, int, list[str]]]:
                     f"{out}/generate.json",
                 ],
             ),
+            (
+                "mcq_vs_cmmlu",
+                b,
+                [
+                    PY,
+                    f"{B}/mcq_vs_cmmlu.py",
+                    "--preset",
+                    "tiny",
+                    "--per-subject",
+                    "3",
+                    "--rounds",
+                    "1",
+                    "--out",
+                    f"{out}/mcq_vs_cmmlu.json",
+                ],
+            ),
         ]
     train = ["--seq-len", "1024", "--steps", "20", "--warmup", "3", "--mixed-lengths"]
     return [
@@ -298,6 +317,26 @@ def parts(out: Path, smoke: bool) -> list[tuple[str, int, list[str]]]:
                 "1",
                 "--out",
                 f"{out}/generate.json",
+            ],
+        ),
+        (
+            "mcq_vs_cmmlu",
+            45,
+            [
+                PY,
+                f"{B}/mcq_vs_cmmlu.py",
+                "--preset",
+                "Qwen3-0.6B",
+                "--device",
+                "cuda",
+                "--dtype",
+                "bfloat16",
+                "--per-subject",
+                "60",
+                "--rounds",
+                "2",
+                "--out",
+                f"{out}/mcq_vs_cmmlu.json",
             ],
         ),
     ]

@@ -5,8 +5,8 @@ log-probabilities computed by hand with plain transformers.
     python benchmarks/mcq_bench.py --source data/sample/mcq_sample.csv --dev data/sample/mcq_dev.csv --shots 1
 
 A tiny random Qwen3 (`random:tiny`, saved and reloaded like any model) scores every question as
-evaluate.py's `mcq_set` does (medsft.evaluation.mcq: one forward pass per question); accuracy is
-then near chance, which is the point of a random model. The first `--check` questions are scored
+evaluate.py's `mcq_set` does (medsft.evaluation.mcq_loglik: each subject's prefix once, questions
+batched after it); accuracy is then near chance, which is the point of a random model. The first `--check` questions are scored
 again independently: the prompt appended with each letter, a full forward pass of
 `AutoModelForCausalLM`, the log-softmax at the letter's position.
 """
@@ -32,22 +32,31 @@ def main() -> None:
     parser.add_argument("--shots", type=int, default=5)
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--check", type=int, default=40, help="questions checked by hand")
+    parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from medsft.evaluation.config import McqSpec
-    from medsft.evaluation.mcq import letter_logprobs, load_mcq, mcq_prompt, shots_for
+    from medsft.evaluation.mcq import (
+        load_mcq,
+        mcq_prefix,
+        question_block,
+        shots_for,
+        subject_names,
+    )
+    from medsft.evaluation.mcq_loglik import letter_logprobs
     from medsft.model.build import load_tokenizer, random_qwen3
 
     torch.set_num_threads(1)
     spec = McqSpec(source=args.source, dev_source=args.dev, shots=args.shots, limit=args.limit)
     items = load_mcq(spec)
     dev = load_mcq(spec, dev=True) if args.shots else []
-    prompts = [
-        mcq_prompt(it, s) for it, s in zip(items, shots_for(items, dev, args.shots), strict=True)
-    ]
+    shots = shots_for(items, dev, args.shots)
+    names = subject_names(spec, items)[0]  # CMMLU's Chinese names, as evaluate.py prompts
+    prefixes = [mcq_prefix(it, s, names) for it, s in zip(items, shots, strict=True)]
+    prompts = [p + question_block(it) for p, it in zip(prefixes, items, strict=True)]
     with tempfile.TemporaryDirectory() as tmp:
         random_qwen3("tiny", seed=0).save_pretrained(tmp)
         load_tokenizer("qwen3").save_pretrained(tmp)
@@ -55,13 +64,15 @@ def main() -> None:
         model = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32).eval()
 
     started = time.perf_counter()
-    scored = []
-    for it, prompt in zip(items, prompts, strict=True):
-        letters = "".join(it.options)
-        scored.append(
-            dict(zip(letters, letter_logprobs(model, tokenizer, prompt, letters), strict=True))
-        )
+    letters = "ABCDE"
+    values = letter_logprobs(
+        model, tokenizer, prompts, prefixes, letters, batch_size=args.batch_size
+    )
     seconds = time.perf_counter() - started
+    scored = [
+        {c: v for c, v in zip(letters, row, strict=True) if c in it.options}
+        for row, it in zip(values, items, strict=True)
+    ]
     correct = sum(max(s, key=s.get) == it.answer for s, it in zip(scored, items, strict=True))
     tokens = [len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
 

@@ -34,6 +34,7 @@ def test_cpu_smoke_runs_every_part_and_records_its_figures(tmp_path):
         "attention",
         "vs_trl",
         "generate",
+        "mcq_vs_cmmlu",
     ]
     for name in ("train_qlora", "train_lora", "train_full"):
         figures = parts[name]["figures"]
@@ -45,4 +46,9 @@ def test_cpu_smoke_runs_every_part_and_records_its_figures(tmp_path):
     vs_trl = parts["vs_trl"]["figures"]
     assert vs_trl["medsft"]["tokens_per_s"] > 0 and vs_trl["trl"]["tokens_per_s"] > 0
     assert parts["generate"]["figures"]["batch_2"]["new_tokens"] > 0
+    mcq = parts["mcq_vs_cmmlu"]["figures"]
+    assert (
+        mcq["questions"] > 0
+        and mcq["predictions_agree"] == mcq["prompts_identical"] == mcq["questions"]
+    )
     assert summary["machine"]["cores"] >= 1 and "torch" in summary["versions"]

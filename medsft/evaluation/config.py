@@ -82,8 +82,8 @@ class McqSpec:
     limit: int | None = None
     """Use only the first `limit` questions."""
     methods: list[McqMethod] = field(default_factory=lambda: ["loglik"])
-    """`loglik`: the log-probability of each option letter after the prompt, one forward pass
-    per question (CMMLU's and lm-evaluation-harness's way, for base and tuned models alike);
+    """`loglik`: the log-probability of each option letter after the prompt (CMMLU's and
+    lm-evaluation-harness's way, for base and tuned models alike);
     `generate`: the answer generated with the chat template (`generation` settings) and its
     letter(s) extracted (the way chat models are scored on CMB); unparseable answers are counted
     apart (and scored wrong)."""
@@ -98,6 +98,9 @@ class McqSpec:
     subject_names: dict[str, str] | None = None
     """Subject -> its name in the prompt, e.g. CMMLU's file names to their Chinese names
     (`{anatomy: 解剖学, clinical_knowledge: 临床知识}`, as CMMLU's own script prompts)."""
+    batch_size: int = 16
+    """Questions per forward pass (loglik, per device): each subject's few-shot prefix runs once
+    and its questions, batched by length, run after it (medsft.evaluation.mcq_loglik)."""
 
 
 @dataclass
@@ -429,6 +432,8 @@ def _validate_mcq(mcq: McqSpec) -> None:
         raise ValueError(f"mcq_set.letters must be distinct capital letters, got {mcq.letters!r}")
     if mcq.limit is not None and mcq.limit < 1:
         raise ValueError(f"mcq_set.limit must be >= 1 or null, got {mcq.limit}")
+    if mcq.batch_size < 1:
+        raise ValueError(f"mcq_set.batch_size must be >= 1, got {mcq.batch_size}")
 
 
 def _check_system(spec: SystemSpec, kind: Kind, generation: GenerationSettings) -> None:

@@ -3,9 +3,11 @@
 Two methods (`mcq_set.methods`):
 
 - `loglik`: the prompt (CMMLU's official format, zero- or k-shot from a dev split) ends with
-  `答案是：`; one forward pass gives the next-token log-probability of each option letter, and the
-  likeliest letter is the prediction. No chat template: the way CMMLU's and
-  lm-evaluation-harness's scripts score base and fine-tuned models alike.
+  `答案是：`; the next-token log-probability of each option letter is computed, and the likeliest
+  letter is the prediction. No chat template: the way CMMLU's and lm-evaluation-harness's scripts
+  score base and fine-tuned models alike. Each subject's instruction and solved examples run once
+  and its questions in batches after them (medsft.evaluation.mcq_loglik: the same numbers as one
+  forward pass per prompt), shared out over the ranks with several devices.
 - `generate`: the zero-shot prompt as a user message through the chat template, the answer
   generated with the `generation` settings (cached like the test set's answers) and its letters
   extracted (`extract_letters`); answers with no letter are counted as unparseable (and wrong).
@@ -30,8 +32,9 @@ from medsft.data.sources import check_local_source
 from medsft.errors import InputError
 from medsft.evaluation.cmmlu_subjects import CMMLU_SUBJECTS
 from medsft.evaluation.config import EvalConfig, McqSpec, SystemSpec
-from medsft.evaluation.models import SharedModel, is_global_zero
+from medsft.evaluation.models import SharedModel
 from medsft.evaluation.testset import Example
+from medsft.ranks import process_group_rank as world
 
 log = logging.getLogger(__name__)
 
@@ -136,14 +139,22 @@ def question_block(item: McqItem) -> str:
     return f"题目：{item.question}{options}\n{ANSWER_CUE}"
 
 
-def mcq_prompt(item: McqItem, shots: list[McqItem], names: dict[str, str] | None = None) -> str:
-    """CMMLU's prompt: the instruction, solved examples (`…答案是：B`), then the question.
+def mcq_prefix(item: McqItem, shots: list[McqItem], names: dict[str, str] | None = None) -> str:
+    """The part of `item`'s prompt before its question: the instruction and the solved examples
+    (`…答案是：B\n\n`), the same for every question of a subject and kind.
 
     `names` maps a subject to its name in the instruction (else the subject as is)."""
     kind = "多项" if len(item.answer) > 1 else "单项"
     subject = (names or {}).get(item.subject, item.subject)
     solved = "".join(f"{question_block(s)}{s.answer}\n\n" for s in shots)
-    return HEADER.format(subject=subject, kind=kind) + solved + question_block(item)
+    return HEADER.format(subject=subject, kind=kind) + solved
+
+
+def mcq_prompt(item: McqItem, shots: list[McqItem], names: dict[str, str] | None = None) -> str:
+    """CMMLU's prompt: the instruction, solved examples (`…答案是：B`), then the question.
+
+    `names` maps a subject to its name in the instruction (else the subject as is)."""
+    return mcq_prefix(item, shots, names) + question_block(item)
 
 
 def shots_for(items: list[McqItem], dev: list[McqItem], k: int) -> list[list[McqItem]]:
@@ -158,35 +169,6 @@ def shots_for(items: list[McqItem], dev: list[McqItem], k: int) -> list[list[Mcq
             "dev files like the test files (CMMLU: dev/<subject>.csv) or set mcq_set.shots: 0"
         )
     return [by_subject[it.subject][:k] if k else [] for it in items]
-
-
-def letter_token_ids(tokenizer: Any, prompt: str, letters: str) -> list[int]:
-    """Each letter's token id as it follows `prompt`; raises if a letter would not be one token
-    of its own there (then its log-probability is not one next-token probability)."""
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    out = []
-    for letter in letters:
-        full = tokenizer(prompt + letter, add_special_tokens=False)["input_ids"]
-        if full[: len(ids)] != ids or len(full) != len(ids) + 1:
-            raise InputError(
-                f"the tokenizer merges option letter {letter!r} with the prompt's end "
-                f"{prompt[-8:]!r}; the loglik method needs the letter to be a token of its own"
-            )
-        out.append(full[-1])
-    return out
-
-
-def letter_logprobs(model: Any, tokenizer: Any, prompt: str, letters: str) -> list[float]:
-    """log P(letter | prompt) of each letter: one forward pass, the last position's log-softmax."""
-    import torch
-
-    letter_ids = letter_token_ids(tokenizer, prompt, letters)
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    device = next(model.parameters()).device
-    with torch.inference_mode():
-        logits = model(input_ids=torch.tensor([ids], device=device)).logits[0, -1]
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    return [float(logprobs[i]) for i in letter_ids]
 
 
 _CUES = [
@@ -236,6 +218,8 @@ class McqSet:
     items: list[McqItem]
     prompts: list[str]
     """The loglik prompts (k-shot when `shots`)."""
+    prefixes: list[str]
+    """Each prompt's beginning shared with its subject's other questions (`mcq_prefix`)."""
     names: dict[str, str]
     """Subject -> its name in the prompt (see `subject_names`)."""
     naming: str
@@ -249,8 +233,9 @@ def load_mcq_set(spec: McqSpec) -> McqSet:
     shots = shots_for(items, dev, spec.shots)
     names, naming = subject_names(spec, items)
     log.info("mcq_set: %d questions from %s; subject names: %s", len(items), spec.source, naming)
-    prompts = [mcq_prompt(it, s, names) for it, s in zip(items, shots, strict=True)]
-    return McqSet(items, prompts, names, naming)
+    prefixes = [mcq_prefix(it, s, names) for it, s in zip(items, shots, strict=True)]
+    prompts = [p + question_block(it) for p, it in zip(prefixes, items, strict=True)]
+    return McqSet(items, prompts, prefixes, names, naming)
 
 
 def mcq_runs(
@@ -270,41 +255,80 @@ def mcq_runs(
         log.info("mcq_set: skipping %s (answers files answer the test set only)", system.name)
         return []
     runs = []
-    if "loglik" in spec.methods and is_global_zero():  # single-process: rank 0's alone
+    if "loglik" in spec.methods:
         assert model is not None  # validate_config refuses loglik for endpoint systems
-        runs.append(_loglik_run(model, mcq, spec.letters, config, out_dir))
+        runs.append(_loglik_run(model, mcq, spec, config, out_dir))
     if "generate" in spec.methods:
         runs.append(_generate_run(system, model, mcq, config, out_dir))
     return runs
 
 
 def _loglik_run(
-    model: SharedModel, mcq: McqSet, letters: str, config: EvalConfig, out_dir: Path
+    model: SharedModel, mcq: McqSet, spec: McqSpec, config: EvalConfig, out_dir: Path
 ) -> McqRun:
-    from tqdm.auto import tqdm
-
+    """Every rank scores its share of the questions not cached yet (medsft.evaluation.mcq_loglik);
+    rank 0 saves them all. Every rank calls this for every system (with one process: rank 0)."""
+    from medsft.evaluation.mcq_loglik import letter_logprobs
     from medsft.evaluation.models import CACHE_VERSION, _scoring_device
     from medsft.evaluation.systems import model_fingerprint
 
-    src, name = model.src, model.src.spec.name
+    src, name, letters = model.src, model.src.spec.name, spec.letters
     model_key = {"v": CACHE_VERSION, "weights": model_fingerprint(src.weights), "dtype": src.dtype}
     keys = [digest([model_key, "mcq-loglik", p, letters]) for p in mcq.prompts]
     store = JsonlStore(out_dir / "generations" / f"{name}.mcq.jsonl", "mcq log-probabilities")
-    todo = [i for i, k in enumerate(keys) if not (config.reuse and k in store)]
+    rank, size = world()
+    todo = _rank_zero_says([i for i, k in enumerate(keys) if not (config.reuse and k in store)])
     log.info("%s: mcq_set (loglik): scoring %d of %d questions", name, len(todo), len(keys))
+    scored: dict[int, list[float]] = {}
+
+    def save(indices: list[int], values: list[list[float]]) -> None:
+        for i, v in zip(indices, values, strict=True):
+            scored[i] = v
+            if rank == 0:  # as they come: an interrupted run keeps what it scored
+                store.put({"key": keys[i], "index": i, "logprobs": v})
+
     if todo:
-        loaded = model.get().to(_scoring_device(config.runtime.accelerator))
-        for i in tqdm(todo, desc=f"{name} mcq", unit="q", disable=not config.runtime.progress):
-            logprobs = letter_logprobs(loaded, src.tokenizer, mcq.prompts[i], letters)
-            store.put({"key": keys[i], "index": i, "logprobs": logprobs})
+        mine = todo[rank::size]
+        loaded = model.get().to(_scoring_device(config.runtime.accelerator)).eval()
+        letter_logprobs(
+            loaded,
+            src.tokenizer,
+            [mcq.prompts[i] for i in mine],
+            [mcq.prefixes[i] for i in mine],
+            letters,
+            batch_size=spec.batch_size,
+            on_batch=lambda at, values: save([mine[j] for j in at], values),
+            progress=config.runtime.progress and rank == 0,
+        )
+    if todo and size > 1:
+        import torch.distributed as dist
+
+        parts: list[Any] = [None] * size
+        dist.all_gather_object(parts, scored)
+        for part_rank, part in enumerate(parts):
+            if part_rank != rank:
+                save(list(part), list(part.values()))
     store.close()
     raw, predictions = [], []
-    for item, key in zip(mcq.items, keys, strict=True):
-        logprobs = dict(zip(letters, store.get(key)["logprobs"], strict=True))
+    for i, (item, key) in enumerate(zip(mcq.items, keys, strict=True)):
+        values = scored[i] if i in scored else store.get(key)["logprobs"]
+        logprobs = dict(zip(letters, values, strict=True))
         offered = {c: v for c, v in logprobs.items() if c in item.options}
         raw.append(offered)
         predictions.append(max(offered, key=offered.__getitem__))
     return McqRun(name, "loglik", predictions, raw)
+
+
+def _rank_zero_says(todo: list[int]) -> list[int]:
+    """Rank 0's list on every rank: the others may read the cache before or after rank 0 has
+    begun appending to it (or see a stale copy on a shared file system)."""
+    if world()[1] == 1:
+        return todo
+    import torch.distributed as dist
+
+    box = [todo]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _generate_run(

@@ -81,7 +81,7 @@ NLL_CHUNK = 1024
 """Supervised positions projected to the vocabulary at once: [1024, 151936] fp32 is 0.6 GB."""
 
 
-def _backbone_and_head(model: Any) -> tuple[Any, Any]:
+def split_head(model: Any) -> tuple[Any, Any]:
     """The decoder and output projection, or (model, None) for a model that does not split so."""
     from medsft.model.build import backbone_and_head
 
@@ -144,7 +144,7 @@ def perplexity(
         raise ValueError(f"no example has a supervised token within max_length={max_length}")
     examples.sort(key=lambda item: len(item[1]["input_ids"]))
     device = next(model.parameters()).device
-    backbone, head = _backbone_and_head(model)
+    backbone, head = split_head(model)
     was_training = model.training
     model.eval()
     # Per-example sums stay on the device until the end: one transfer, not one sync per example.

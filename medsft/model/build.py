@@ -222,20 +222,40 @@ def ensure_hub_reachable(
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
-    """Tokenizer of a hub id or local dir; `qwen3` or a `random:` preset gives the bundled one."""
+    """Tokenizer of a hub id or local dir; `qwen3` or a `random:` preset gives the bundled one.
+
+    Qwen2-family tokenizers (Qwen3's) are read from tokenizer.json by `tokenizers` rather than
+    parsed in Python (medsft.model.qwen_tokenizer): the same tokenizer, loaded in half the time.
+    """
     from transformers import AutoTokenizer
+
+    from medsft.model.qwen_tokenizer import Qwen2Tokenizer, rust_loadable
 
     check_source(name_or_path)
     if name_or_path == BUNDLED_TOKENIZER or name_or_path.startswith(RANDOM_PREFIX):
         name_or_path = str(bundled_tokenizer_dir())
     elif is_hub_id(name_or_path):
         ensure_hub_reachable(name_or_path, probe="tokenizer_config.json")
-    tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    if rust_loadable(_tokenizer_files(name_or_path)):
+        tok = Qwen2Tokenizer.from_pretrained(name_or_path)
+    else:
+        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         # Never pad with eos: padding is masked by position, but a pad == eos setup tempts
         # masking by id, which would also hide the end-of-turn token the model must learn.
         tok.pad_token = "<|endoftext|>" if "<|endoftext|>" in tok.get_vocab() else tok.eos_token
     return tok
+
+
+def _tokenizer_files(name_or_path: str) -> Path:
+    """The local folder holding a tokenizer's files: the directory itself, or a hub repo's
+    cached snapshot (empty until its tokenizer.json is downloaded: AutoTokenizer does that)."""
+    if not is_hub_id(name_or_path):
+        return Path(name_or_path)
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name_or_path, "tokenizer.json")
+    return Path(cached).parent if isinstance(cached, str) else Path(os.devnull)
 
 
 def resolve_dtype(dtype: DType) -> torch.dtype:

@@ -255,3 +255,108 @@ def test_subject_names_are_cmmlus_for_cmmlu_files_else_as_given(tmp_path):
     mixed = load_mcq_set(McqSpec(source=str(tmp_path)))  # not all CMMLU's: names as they are
     assert mixed.naming == "as in the data"
     assert {p.split("的")[0] for p in mixed.prompts} == {"以下是关于genetics", "以下是关于内科"}
+
+
+def _mcq_config(model_dir: Path, out: Path, batch_size: int = 16) -> EvalConfig:
+    return EvalConfig(
+        systems=[SystemSpec("tiny", str(model_dir), kind="model")],
+        mcq_set=McqSpec(source=str(SAMPLE), shots=1, dev_source=str(DEV), batch_size=batch_size),
+        output_dir=str(out),
+        runtime=RuntimeSettings(accelerator="cpu", progress=False),
+    )
+
+
+def _loglik(config: EvalConfig) -> tuple[dict, list[int]]:
+    """mcq_runs' loglik run as this process computes it, and the questions it scored itself."""
+    import medsft.evaluation.mcq_loglik as engine
+    from medsft.evaluation.mcq import mcq_runs
+    from medsft.evaluation.models import ModelSource, SharedModel
+
+    scored: list[int] = []
+    compute = engine.letter_logprobs
+
+    def counting(model, tokenizer, prompts, *args, **kwargs):
+        scored.append(len(prompts))
+        return compute(model, tokenizer, prompts, *args, **kwargs)
+
+    engine.letter_logprobs = counting
+    try:
+        spec = config.systems[0]
+        model = SharedModel(ModelSource.resolve(spec, "model"))
+        mcq = load_mcq_set(config.mcq_set)
+        (run,) = mcq_runs(spec, "model", model, mcq, config, Path(config.output_dir))
+    finally:
+        engine.letter_logprobs = compute
+    return {"predictions": run.predictions, "raw": run.raw}, scored
+
+
+def _mcq_rank(rank: int, world: int, init_file: str, model_dir: str, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        # batch_size 4: each rank's 6 questions in two batches, the last batch a ragged one
+        run, scored = _loglik(_mcq_config(Path(model_dir), Path(out), batch_size=4))
+        (Path(out) / f"rank{rank}.json").write_text(json.dumps({**run, "scored": scored}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_share_the_loglik_questions_and_predict_as_one_process(tiny_model_dir, tmp_path):
+    import torch.multiprocessing as mp
+
+    shared = tmp_path / "two"
+    mp.spawn(
+        _mcq_rank,
+        args=(2, str(tmp_path / "init"), str(tiny_model_dir), str(shared)),
+        nprocs=2,
+        join=True,
+    )
+    single, scored = _loglik(_mcq_config(tiny_model_dir, tmp_path / "one"))
+    assert scored == [12]
+    for rank in (0, 1):
+        got = json.loads((shared / f"rank{rank}.json").read_text())
+        assert got["scored"] == [6]  # half the questions each
+        assert got["predictions"] == single["predictions"]
+        for a, b in zip(got["raw"], single["raw"], strict=True):
+            assert a.keys() == b.keys() and all(abs(a[c] - b[c]) < 1e-5 for c in a)
+    # Rank 0 saved every question's scores: a second run, single-process, reuses them all.
+    saved = [json.loads(line) for line in (shared / "generations/tiny.mcq.jsonl").open()]
+    assert sorted(row["index"] for row in saved) == list(range(12))
+    again, scored = _loglik(_mcq_config(tiny_model_dir, shared))
+    assert scored == [] and again["predictions"] == single["predictions"]
+
+
+def test_generate_method_answers_in_length_batches(tiny_model_dir, tmp_path):
+    from medsft.evaluation.mcq import mcq_runs
+    from medsft.evaluation.models import ModelSource, SharedModel
+
+    config = EvalConfig(
+        systems=[SystemSpec("tiny", str(tiny_model_dir), kind="model")],
+        mcq_set=McqSpec(source=str(SAMPLE), methods=["generate"]),
+        output_dir=str(tmp_path),
+        generation=GenerationSettings(max_new_tokens=2, batch_size=5),
+        runtime=RuntimeSettings(accelerator="cpu", progress=False),
+    )
+    spec = config.systems[0]
+    model = SharedModel(ModelSource.resolve(spec, "model"))
+    loaded = model.get()
+    widths: list[tuple[int, int]] = []
+    generate = loaded.generate
+
+    def recording(*args, **kwargs):
+        widths.append(tuple(kwargs["input_ids"].shape))
+        return generate(*args, **kwargs)
+
+    loaded.generate = recording
+    mcq = load_mcq_set(config.mcq_set)
+    (run,) = mcq_runs(spec, "model", model, mcq, config, tmp_path)
+    assert run.method == "generate" and len(run.predictions) == 12
+    assert [rows for rows, _ in widths] == [5, 5, 2]  # 12 prompts, batch_size 5
+    # Longest prompts first, each batch as wide as its longest: prompts of like lengths together.
+    from medsft.evaluation.generate import encode_prompt
+
+    chats = [[{"role": "user", "content": mcq_prompt(it, [], mcq.names)}] for it in mcq.items]
+    lengths = sorted((len(encode_prompt(model.src.tokenizer, c)) for c in chats), reverse=True)
+    assert [w for _, w in widths] == [lengths[0], lengths[5], lengths[10]]

@@ -83,3 +83,19 @@ def test_metric_sums_across_updates_and_refuses_nothing():
         perplexity_from_nll(0.0, 0)
     with pytest.raises(RuntimeError, match="no supervised token"):
         TokenPerplexity().compute()
+
+
+def test_batches_examples_of_like_length(model, qwen3_tokenizer):
+    # Long, short, long, short: batched in input order, every batch would pad a short one.
+    qa = [(q * 4, a * 4) if i % 2 == 0 else (q, a) for i, (q, a) in enumerate(QA + QA[:1])]
+    conversations = [qa_messages(q, a) for q, a in qa]
+    widths: list[int] = []
+    hook = model.model.register_forward_hook(
+        lambda _m, _a, kwargs, _o: widths.append(kwargs["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        perplexity(model, qwen3_tokenizer, conversations, batch_size=2, progress=False)
+    finally:
+        hook.remove()
+    lengths = sorted(len(render(c, qwen3_tokenizer)["input_ids"]) for c in conversations)
+    assert widths == [max(lengths[i : i + 2]) for i in range(0, len(lengths), 2)]
