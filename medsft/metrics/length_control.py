@@ -288,11 +288,12 @@ def length_controlled_win_rate(
         n_equal=int((~longer & ~shorter).sum()),
     )
     lengths = (
-        f"A's answer is longer in {sides['n_longer']}, shorter in {sides['n_shorter']} and as "
-        f"long in {sides['n_equal']} of {len(y)} pairs"
+        f"A's answer is longer in {sides['n_longer']} and shorter in {sides['n_shorter']} of "
+        f"{len(y)} pairs" + (f" ({sides['n_equal']} of equal length)" if sides["n_equal"] else "")
     )
 
-    def unidentified(reason: str) -> LengthControlled:
+    def unidentified(why: str) -> LengthControlled:
+        reason = f"{lengths}; {why}"
         return LengthControlled(
             None,
             None,
@@ -301,7 +302,7 @@ def length_controlled_win_rate(
             reason,
             **sides,
             similar_length=similar,
-            note=f"{lengths}: no length-controlled rate, {reason}. {_similar_note(similar)}",
+            note=f"No length-controlled rate: {reason}. {_similar_note(similar)}",
         )
 
     need = MIN_SIDE_PAIRS

@@ -77,8 +77,8 @@ def test_a_judge_that_always_picks_the_longer_answer_gets_no_rate() -> None:
     assert result.estimate is None and result.interval is None
     assert (result.n_longer, result.n_shorter, result.n_equal) == (87, 13, 0)
     assert "the longer answer won every pair of unequal length" in result.reason
-    assert result.note.startswith("A's answer is longer in 87, shorter in 13 and as long in 0")
-    assert "no length-controlled rate" in result.note
+    assert result.reason.startswith("A's answer is longer in 87 and shorter in 13 of 100 pairs; ")
+    assert result.note.startswith(f"No length-controlled rate: {result.reason}. ")
     # Model-free, the pairs of similar length show no preference for A.
     assert result.similar_length.win_rate == 0.5 and result.similar_length.n > 0
     assert f"On the {result.similar_length.n} pairs within 10%" in result.note
@@ -145,7 +145,10 @@ def test_too_few_pairs_on_one_side_gives_no_rate() -> None:
     len_b[:9] = 400  # 9 pairs the other way: fewer than 10
     result = length_controlled_win_rate(outcome, len_a, len_b)
     assert result.estimate is None and result.interval is None
-    assert result.reason.startswith("predicting equal lengths needs 10 pairs on each side")
+    assert result.reason.startswith(
+        "A's answer is longer in 31 and shorter in 9 of 40 pairs; predicting equal lengths "
+        "needs 10 pairs on each side"
+    )
     len_b[9] = 400
     assert length_controlled_win_rate(outcome, len_a, len_b, n_resamples=50).estimate is not None
 
