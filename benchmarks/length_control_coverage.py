@@ -1,6 +1,6 @@
 """How often the length-controlled win rate's interval holds the truth, for simulated judges.
 
-    python benchmarks/length_control_coverage.py                     # 200 runs per setting
+    python benchmarks/length_control_coverage.py                     # 100 runs per setting, 500 resamples
     python benchmarks/length_control_coverage.py --runs 20 --resamples 200 --out /tmp/lc.json
 
 Simulated pairs: system B's answer lengths are log-normal (median 250 characters, sigma 0.5),
@@ -125,8 +125,8 @@ def measure(judge, truth: float, n: int, share: float, runs: int, resamples: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=200, help="simulated sets of pairs per setting")
-    parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--runs", type=int, default=100, help="simulated sets of pairs per setting")
+    parser.add_argument("--resamples", type=int, default=500, help="bootstrap resamples")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="pairs per set")
     parser.add_argument("--shares", type=float, nargs="+", default=list(SHARES))
     parser.add_argument("--judges", nargs="+", default=list(JUDGES), help="names of JUDGES")
