@@ -17,10 +17,18 @@ herbs, symptoms, body parts and tests with their related terms, ~89k words. Both
 install with `pip install 'medsft[augment]'`. A word is swapped only when all of these hold, for
 it and for its replacement (`SynonymTable`):
 
-- it is no medical term and contains none (CMeKG), and overlaps no medical term in the sentence;
+- it is no medical term, contains none, and begins or ends none (CMeKG: 实质 ends 脑实质, 定性
+  ends 尿糖定性 and begins 定性检查, 上火 ends 小儿上火: the head or modifier of a medical term is
+  medical vocabulary even where no whole term is written);
+- in the sentence, it overlaps no medical term and no piece of one (any 3 characters that occur
+  inside a CMeKG term: 肝实质 of 肝实质损害, however jieba cuts it), and touches no Latin letter
+  or digit (PCR, B超, HPV: test names and values CMeKG does not list);
 - no Cilin sense of it lies in a medical, time, place, number, kinship or function-word class
   (`BLOCKED_CLASSES`), and it has exactly one Cilin sense (polysemy made 好看 -> 难堪);
-- it has no negation or numeral character, and is two or more Han characters;
+- an abstract noun (Cilin class D) swaps only among the first `ABSTRACT_HEAD` words of its group,
+  which carry the group's core sense; later ones drift (方法 办法 ... 措施 艺术 方式);
+- it has no negation or numeral character, is two or more Han characters, and is not
+  reduplicated (问问, 救救: the form carries tone a synonym loses, 问问 -> 问话);
 - jieba tags it in context with a content part of speech (`SWAP_POS`), which the replacement
   has too in jieba's dictionary; the replacement is a common word (`MIN_FREQUENCY_RATIO`);
 - the two stand within `MAX_DISTANCE` places in one Cilin `=` group (true synonyms; `#` related
@@ -145,6 +153,12 @@ MIN_FREQUENCY_RATIO = 0.2
 or literary words (横亘, 驰援) for everyday ones."""
 MAX_TERM_CHARS = 20
 """Longer medical terms are not looked for in a sentence (they are prose, not words)."""
+FRAGMENT_CHARS = 3
+"""Any run of this many characters inside a medical term is protected in a sentence (2 would
+protect every common word some term contains)."""
+ABSTRACT_HEAD = 3
+"""Abstract nouns (Cilin class D) swap only among the first this many words of their group."""
+_ASCII_ALNUM = re.compile(r"[A-Za-z0-9０-９Ａ-Ｚａ-ｚ]")
 
 
 @dataclass
@@ -216,25 +230,45 @@ def _holds_term(word: str, lexicon: frozenset[str]) -> bool:
 
 
 def _plain_word(word: str, lexicon: frozenset[str]) -> bool:
-    """Two or more Han characters, no negation or numeral, no medical term inside."""
+    """Two or more Han characters, not reduplicated, no negation or numeral, no medical term
+    inside."""
     return (
         _HAN_WORD.fullmatch(word) is not None
+        and word[0] != word[1]
         and not NEGATION_CHARS.intersection(word)
         and not NUMERAL_CHARS.intersection(word)
         and not _holds_term(word, lexicon)
     )
 
 
+@lru_cache(maxsize=16)
+def term_pieces(lexicon: frozenset[str], length: int) -> frozenset[str]:
+    """Every run of `length` characters inside a term of `lexicon`."""
+    return frozenset(t[i : i + length] for t in lexicon for i in range(len(t) - length + 1))
+
+
 def protected_spans(text: str, lexicon: frozenset[str]) -> list[bool]:
-    """Per character of `text`: whether it lies inside a medical term (found anywhere, whatever
-    the segmentation: jieba may cut 头晕眼花 or a drug name differently)."""
+    """Per character of `text`: whether it lies inside a medical term or a piece of one
+    (`FRAGMENT_CHARS` characters found inside a term: 肝实质 of 肝实质损害), found anywhere,
+    whatever the segmentation (jieba may cut 头晕眼花 or a drug name differently)."""
     covered = [False] * len(text)
+    pieces = term_pieces(lexicon, FRAGMENT_CHARS)
     for i in range(len(text)):
+        if text[i : i + FRAGMENT_CHARS] in pieces:
+            covered[i : i + FRAGMENT_CHARS] = [True] * FRAGMENT_CHARS
         for j in range(min(len(text), i + MAX_TERM_CHARS), i + 1, -1):
             if text[i:j] in lexicon:
                 covered[i:j] = [True] * (j - i)
                 break
-    return covered
+    return covered[: len(text)]
+
+
+def touches_latin(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] has a Latin letter or digit right before or after it."""
+    return bool(
+        (start > 0 and _ASCII_ALNUM.match(text[start - 1]))
+        or (end < len(text) and _ASCII_ALNUM.match(text[end]))
+    )
 
 
 @dataclass(frozen=True)
@@ -258,7 +292,7 @@ class SynonymTable:
         self.lexicon = lexicon
         self._freq: dict[str, int] = jieba.dt.FREQ
         self._tag: dict[str, str] = jieba.posseg.dt.word_tag_tab
-        groups: list[list[str]] = []
+        groups: list[tuple[str, list[str]]] = []
         senses: Counter[str] = Counter()
         blocked: set[str] = set()
         for line in cilin_lines:
@@ -267,13 +301,29 @@ class SynonymTable:
             if code.startswith(tuple(BLOCKED_CLASSES)):
                 blocked.update(words)
             elif code.endswith("="):
-                groups.append(words)
+                groups.append((code, words))
+        # Words that begin or end a longer medical term (实质 of 脑实质, 定性 of 尿糖定性 and
+        # 定性检查, 上火 of 小儿上火): medical heads and modifiers, up to the longest Cilin word.
+        longest = max((len(w) for _, words in groups for w in words), default=0)
+        inside = {
+            piece
+            for t in lexicon
+            for k in range(2, min(len(t) - 1, longest) + 1)
+            for piece in (t[:k], t[-k:])
+        }
 
         def usable(word: str) -> bool:
-            return senses[word] == 1 and word not in blocked and _plain_word(word, lexicon)
+            return (
+                senses[word] == 1
+                and word not in blocked
+                and word not in inside
+                and _plain_word(word, lexicon)
+            )
 
         table: dict[str, list[str]] = {}
-        for words in groups:
+        for code, words in groups:
+            if code.startswith("D"):
+                words = words[:ABSTRACT_HEAD]
             for i, word in enumerate(words):
                 if not usable(word):
                     continue
@@ -312,9 +362,14 @@ def synonym_swaps(text: str, word_fraction: float, *key: object) -> tuple[str, l
     start = 0
     for token in jieba.posseg.cut(text, HMM=False):
         word, pos = token.word, token.flag
-        if not any(covered[start : start + len(word)]) and (options := table.options(word, pos)):
+        end = start + len(word)
+        if (
+            not any(covered[start:end])
+            and not touches_latin(text, start, end)
+            and (options := table.options(word, pos))
+        ):
             candidates.append((start, word, options))
-        start += len(word)
+        start = end
     if not candidates:
         return text, []
     rng = random.Random(int(unit_hash("words", *key) * 2**53))
