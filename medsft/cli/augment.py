@@ -158,12 +158,15 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         conversations(cfg.data), cfg.paraphrase, cfg.augment, cfg.out, progress=cfg.progress
     )
     log.info(
-        "%s: %d rows, %d paraphrased copies (%d requests or cache hits); train on it with "
-        "--data.preset messages and the same data.val_fraction",
+        "%s: %d rows, %d paraphrased copies (%d paraphrases and %d same-meaning checks asked or "
+        "read from the cache; %d copies left out, judged to change the meaning); train on it "
+        "with --data.preset messages and the same data.val_fraction",
         cfg.out,
         counts["rows"],
         counts["paraphrased"],
         counts["requests"],
+        counts["checks"],
+        counts["rejected"],
     )
     return counts
 

@@ -429,6 +429,25 @@ PARAPHRASE_PROMPT = (
 )
 """The paraphrase request; {question} is one user message."""
 
+SAME_MEANING_PROMPT = (
+    "下面是患者提出的一个问题和它的改写。判断改写是否与原问题问的是同一件事：所有医学事实、数字、"
+    "否定、时间和提问的重点都保留，没有增加或删去信息。先用一两句话说明理由，最后一行只写“相同”或"
+    "“不同”。\n\n原问题：{original}\n\n改写：{paraphrase}"
+)
+"""The same-meaning check of a paraphrase; the reply's last line says 相同 or 不同 (SAME or
+DIFFERENT are read too)."""
+_SAME = re.compile(r"(相同|不同|same|different)", re.IGNORECASE)
+
+
+def same_meaning(reply: str) -> bool | None:
+    """The verdict of a same-meaning check reply: its last line's last 相同 / 不同 (SAME /
+    DIFFERENT); None when the last line holds neither (an unclear reply, never a yes)."""
+    lines = [line for line in reply.strip().splitlines() if line.strip()]
+    found = _SAME.findall(lines[-1]) if lines else []
+    if not found:
+        return None
+    return found[-1].lower() in ("相同", "same")
+
 
 @dataclass
 class ParaphraseSettings:
@@ -450,6 +469,14 @@ class ParaphraseSettings:
     """Retries on rate limits, 5xx and timeouts (the openai client's own, as the judge)."""
     concurrency: int = 8
     """Requests in flight at once."""
+    check: bool = True
+    """Ask the endpoint, in a second request, whether each paraphrase asks the same thing with
+    the same medical facts (`check_prompt`); copies it judges different, or answers unclearly
+    about, are not written (counted as rejected)."""
+    check_model: str | None = None
+    """Model for the same-meaning check; null = `model`."""
+    check_prompt: str = SAME_MEANING_PROMPT
+    """The check's request, with {original} and {paraphrase}."""
 
 
 def paraphrase_file(
@@ -464,8 +491,10 @@ def paraphrase_file(
     trainable ones (`augment_settings`: fraction, mode, seed) a copy with each user message
     paraphrased by the endpoint. `conversations` are (split key, messages, trainable) in source
     order; validation examples (trainable False) are written unchanged under their own id, so
-    train with the same val_fraction. Replies are cached in `<out>.cache.jsonl` (medsft.cache),
-    so a rerun asks only for what is new. Returns counts."""
+    train with the same val_fraction. With `settings.check`, each paraphrase is checked for the
+    same meaning by a second request, and a copy with a paraphrase judged different (or an
+    unclear verdict) is left out; written copies carry `same_meaning`. Replies are cached in
+    `<out>.cache.jsonl` (medsft.cache), so a rerun asks only for what is new. Returns counts."""
     import json
     import os
     from concurrent.futures import ThreadPoolExecutor
@@ -477,6 +506,10 @@ def paraphrase_file(
 
     if "{question}" not in settings.prompt:
         raise ValueError("paraphrase.prompt must hold {question}")
+    if settings.check and not {"{original}", "{paraphrase}"} <= set(
+        re.findall(r"\{\w+\}", settings.check_prompt)
+    ):
+        raise ValueError("paraphrase.check_prompt must hold {original} and {paraphrase}")
     client = openai.OpenAI(
         api_key=os.environ.get(settings.api_key_env) or "EMPTY",
         base_url=settings.base_url,
@@ -486,20 +519,29 @@ def paraphrase_file(
     cache = JsonlStore(f"{out}.cache.jsonl", "paraphrases")
     extra = {} if settings.temperature is None else {"temperature": settings.temperature}
 
-    def ask(text: str) -> str:
-        key = digest([settings.model, settings.base_url, settings.prompt, extra, text])
+    def request(model: str, prompt: str, key: str, what: str) -> str:
         if (hit := cache.get(key)) is not None:
             return hit["text"]
         reply = client.chat.completions.create(
-            model=settings.model,
-            **extra,
-            messages=[{"role": "user", "content": settings.prompt.format(question=text)}],
+            model=model, **extra, messages=[{"role": "user", "content": prompt}]
         )
         content = (reply.choices[0].message.content or "").strip()
         if not content:
-            raise RuntimeError(f"{settings.base_url or 'OpenAI'} returned an empty paraphrase")
+            raise RuntimeError(f"{settings.base_url or 'OpenAI'} returned an empty {what}")
         cache.put({"key": key, "text": content})
         return content
+
+    def ask(text: str) -> str:
+        key = digest([settings.model, settings.base_url, settings.prompt, extra, text])
+        return request(settings.model, settings.prompt.format(question=text), key, "paraphrase")
+
+    def check(pair: tuple[str, str]) -> bool | None:
+        model = settings.check_model or settings.model
+        key = digest(
+            ["same meaning", model, settings.base_url, settings.check_prompt, extra, *pair]
+        )
+        prompt = settings.check_prompt.format(original=pair[0], paraphrase=pair[1])
+        return same_meaning(request(model, prompt, key, "same-meaning check"))
 
     rows = [
         (
@@ -520,10 +562,28 @@ def paraphrase_file(
                 strict=True,
             )
         )
+        verdicts: dict[str, bool | None] = dict.fromkeys(todo, True)
+        if settings.check:
+            pairs = [(t, done[t]) for t in todo]
+            checked = tqdm(
+                pool.map(check, pairs), total=len(pairs), desc="checking", disable=not progress
+            )
+            verdicts = dict(zip(todo, checked, strict=True))
     cache.close()
-    counts = {"rows": len(rows), "paraphrased": 0, "requests": len(todo)}
+    counts = {
+        "rows": len(rows),
+        "paraphrased": 0,
+        "requests": len(todo),
+        "checks": len(todo) if settings.check else 0,
+        "rejected": 0,
+    }
     with open(out, "w", encoding="utf-8") as f:
         for key, messages, chosen in rows:
+            users = [m["content"] for m in messages if m["role"] == "user"]
+            # A paraphrase judged different (or unclearly) drops the copy: the original stays.
+            if chosen and not all(verdicts[u] for u in users):
+                counts["rejected"] += 1
+                chosen = False
             copy = [
                 {**m, "content": done[m["content"]]} if m["role"] == "user" and chosen else m
                 for m in messages
@@ -533,7 +593,9 @@ def paraphrase_file(
                 keep.append((key, copy, True))  # the original's id: the same (training) split
                 counts["paraphrased"] += 1
             for k, ms, augmented in keep:
-                record = {"id": k, "messages": ms, "augmented": augmented}
+                record: dict[str, Any] = {"id": k, "messages": ms, "augmented": augmented}
+                if augmented and settings.check:
+                    record["same_meaning"] = True
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return counts
 
