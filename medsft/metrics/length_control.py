@@ -17,8 +17,8 @@ answer orders and made robust to one system being longer in most pairs:
   length-controlled rate is sigmoid(theta);
 - the fit is Firth's penalised likelihood (the Jeffreys prior), not a ridge on the length terms:
   a ridge shrinks them toward 0 and, when one system is longer in most pairs, moves the length
-  effect into theta (a judge that only preferred the longer answer in 87 of 100 pairs read 0.71
-  [0.61, 0.82] that way). Firth's penalty keeps every fit finite and removes most of the small-
+  effect into theta (issue 26: a judge that only preferred the longer answer, longer in 87 of 100
+  pairs, read 0.71 [0.61, 0.82] that way). Firth's penalty keeps every fit finite and removes most of the small-
   sample bias instead of adding one;
 - the interval is a seeded percentile bootstrap over pairs (the fit repeated on each resample,
   all resamples at once; the length scales stay those of the full set).
@@ -28,8 +28,11 @@ Not every set of pairs can say what happens at equal lengths, and then no rate i
 
 - too few pairs on one side: A's answer must be the longer one in at least `MIN_SIDE_PAIRS`
   pairs, and the shorter one in as many (pairs of equal length count on both sides);
-- verdicts that follow length exactly: the longer answer won every pair (or the shorter did).
-  Such a judge may have any preference at equal lengths; the pairs cannot show it.
+- verdicts that follow length on one side of equal length at least: the longer answer won every
+  pair where A's answer is longer, or every pair where it is shorter, and most of the others
+  (or the shorter answer did). Such a judge may have any preference at equal lengths; the pairs
+  cannot show it, and a fit would read it from the penalty (its logit on the unanimous side has
+  no bound).
 
 Beside the fit, `similar_length` is a check that assumes no model: the win rate on the pairs whose
 answers differ by at most `SIMILAR_LENGTH` of the longer one, with pairs where A is longer and
