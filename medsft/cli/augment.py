@@ -19,6 +19,7 @@ import logging
 import sys
 from collections import Counter
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any, TextIO
 
 from medsft.chat import Message
@@ -29,7 +30,9 @@ from medsft.data.augment import (
     mark_swaps,
     medical_lexicon,
     paraphrase_file,
+    protected_spans,
     question_swaps,
+    term_pieces,
 )
 
 log = logging.getLogger(__name__)
@@ -64,8 +67,10 @@ def audit(
     """Print the first `n` training questions that `settings` gives a synonym-swapped copy, each
     swap shown in place as 【old→new】, then the counts; `rows` audits only that many rows, after
     the first `skip` (a sample apart from one already read).
-    Every swap is checked again against the medical lexicon (`medical terms swapped`, which the
-    rules keep at 0). Returns the counts."""
+    Every swap is checked again against the medical lexicon, more broadly than the rules look:
+    `medical words swapped` counts swaps whose old or new word holds a CMeKG term or lies anywhere
+    inside a short one (实质 inside 肝实质损害), `swaps next to a medical term` those touching a term or
+    a piece of one in the sentence. Returns the counts."""
     out = out or sys.stdout
     lexicon = medical_lexicon()
     cilin()  # load now: the first question is not slower than the rest
@@ -85,9 +90,16 @@ def audit(
         counts["copies"] += 1
         for message, swaps in zip(messages, made[1], strict=True):
             counts["swaps"] += len(swaps)
-            counts["medical terms swapped"] += sum(
-                any(t in lexicon for t in _substrings(s.old) + _substrings(s.new)) for s in swaps
+            counts["medical words swapped"] += sum(
+                _medical(s.old, lexicon) or _medical(s.new, lexicon) for s in swaps
             )
+            if swaps:
+                covered = protected_spans(message["content"], lexicon)
+                counts["swaps next to a medical term"] += sum(
+                    (s.start > 0 and covered[s.start - 1])
+                    or (s.start + len(s.old) < len(covered) and covered[s.start + len(s.old)])
+                    for s in swaps
+                )
             if swaps and counts["copies"] <= n:
                 print(f"#{counts['copies']} {key[:40]!r}: {len(swaps)} swap(s)", file=out)
                 print(f"  - {message['content']}", file=out)
@@ -96,8 +108,20 @@ def audit(
     return counts
 
 
-def _substrings(word: str) -> list[str]:
-    return [word[i:j] for i in range(len(word)) for j in range(i + 2, len(word) + 1)]
+AUDIT_TERM_CHARS = 5
+"""The audit counts a word inside a CMeKG term of up to this many characters as medical (肝实质损害
+is 5); longer entries are often phrases (阈值应当较低 holds 应当)."""
+
+
+@lru_cache(maxsize=1)
+def _short_terms(lexicon: frozenset[str]) -> frozenset[str]:
+    return frozenset(t for t in lexicon if len(t) <= AUDIT_TERM_CHARS)
+
+
+def _medical(word: str, lexicon: frozenset[str]) -> bool:
+    """Whether `word` holds a CMeKG term, or lies anywhere inside a short one."""
+    holds = any(word[i:j] in lexicon for i in range(len(word)) for j in range(i + 2, len(word) + 1))
+    return holds or word in term_pieces(_short_terms(lexicon), len(word))
 
 
 def main(argv: list[str] | None = None) -> dict[str, int]:
@@ -134,12 +158,15 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         conversations(cfg.data), cfg.paraphrase, cfg.augment, cfg.out, progress=cfg.progress
     )
     log.info(
-        "%s: %d rows, %d paraphrased copies (%d requests or cache hits); train on it with "
-        "--data.preset messages and the same data.val_fraction",
+        "%s: %d rows, %d paraphrased copies (%d paraphrases and %d same-meaning checks asked or "
+        "read from the cache; %d copies left out, judged to change the meaning); train on it "
+        "with --data.preset messages and the same data.val_fraction",
         cfg.out,
         counts["rows"],
         counts["paraphrased"],
         counts["requests"],
+        counts["checks"],
+        counts["rejected"],
     )
     return counts
 

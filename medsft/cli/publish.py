@@ -7,9 +7,12 @@
 What goes up is one folder of the run: `adapter/` (LoRA/QLoRA, PEFT format), `model/` (full
 fine-tuning) or `merged/` (`train.py --export true`), or any folder given with `--folder` (for
 example `python -m medsft.cli.export`'s `--out`). Its `README.md` becomes the model card: the base
-model, the training settings read from the run's `config.yaml`, and the evaluation report
-(`report.md` of `evaluate.py`'s output_dir) verbatim, so the numbers published are the ones
-computed. PEFT's template card in `adapter/` is replaced.
+model, how it was trained (LoRA, QLoRA or full fine-tuning, read from the run's `config.yaml`,
+with the settings of that mode only), and the evaluation report (`report.md` of `evaluate.py`'s
+output_dir) verbatim under the card's `## Evaluation`, so the numbers published are the ones
+computed. The files the report links (`metrics.png`, `mcq.png`, `training_<run>.png`) are copied
+into the folder's `evaluation/` and uploaded with it. PEFT's template card in `adapter/` is
+replaced.
 
 The token is huggingface_hub's own: `HF_TOKEN` in the environment or `hf auth login`; it is never
 read, printed or written by medsft.
@@ -34,7 +37,6 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 TRAINING_KEYS = (
     ("base model", "model.name_or_path"),
-    ("fine-tuning", "model.finetune"),
     ("quantization", "model.quantize"),
     ("LoRA rank", "model.lora.r"),
     ("LoRA alpha", "model.lora.alpha"),
@@ -50,7 +52,11 @@ TRAINING_KEYS = (
     ("precision", "trainer.precision"),
     ("seed", "seed_everything"),
 )
-"""Rows of the card's training table: (label, dotted key in the run's config.yaml)."""
+"""Rows of the card's training table: (label, dotted key in the run's config.yaml). The mode's
+row comes first (`mode`); LoRA's rows only for a LoRA run, quantization only when set."""
+REPORT_FILES = "evaluation"
+"""The folder, inside the published one, that holds the files the report links."""
+LINK = re.compile(r"(!?\[[^\]]*\]\()([^)\s]+)(\))")
 
 
 def dotted(config: dict[str, Any], key: str) -> Any:
@@ -79,6 +85,12 @@ def find_folder(run_dir: Path, what: str) -> Path:
 
 def read_report(report: Path | None) -> str | None:
     """report.md's text, from the file or from the evaluation output_dir holding it."""
+    path = report_path(report)
+    return None if path is None else path.read_text(encoding="utf-8")
+
+
+def report_path(report: Path | None) -> Path | None:
+    """report.md, given it or evaluate.py's output_dir holding it; None for no report."""
     if report is None:
         return None
     path = report / "report.md" if report.is_dir() else report
@@ -86,12 +98,66 @@ def read_report(report: Path | None) -> str | None:
         raise UserError(
             f"no evaluation report at {path}: give evaluate.py's output_dir or report.md"
         )
-    return path.read_text(encoding="utf-8")
+    return path
+
+
+def copy_linked_files(markdown: str, source: Path, folder: Path) -> str:
+    """Copy every local file `markdown` links (its plots) from `source` into
+    `folder/evaluation/`, and return the markdown linking the copies, so that the uploaded card
+    shows them. A linked file that is missing is an error naming it."""
+    import shutil
+
+    def copy(m: re.Match[str]) -> str:
+        target = m.group(2)
+        if re.match(r"[a-z][a-z0-9+.-]*:", target, re.IGNORECASE) or target.startswith("#"):
+            return m.group(0)  # a URL or an anchor
+        path = (source / target).resolve()
+        if not path.is_file() or source.resolve() not in path.parents:
+            raise UserError(
+                f"the report links {target}, which is not a file in {source}: publish "
+                "evaluate.py's whole output_dir (--report DIR)"
+            )
+        copied = folder / REPORT_FILES / path.relative_to(source.resolve())
+        copied.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, copied)
+        return f"{m.group(1)}{REPORT_FILES}/{copied.relative_to(folder / REPORT_FILES).as_posix()}{m.group(3)}"
+
+    return LINK.sub(copy, markdown)
 
 
 def demote(markdown: str) -> str:
-    """Headings one level down, so the report nests under the card's `## Evaluation`."""
+    """The report's sections one level down, under the card's `## Evaluation`: its own title
+    (`# Evaluation report`) is dropped, the card's heading says it."""
+    markdown = re.sub(r"\A\s*# [^\n]*\n+", "", markdown)
     return re.sub(r"^(#{1,5}) ", r"#\1 ", markdown, flags=re.MULTILINE)
+
+
+def training_mode(config: dict[str, Any] | None, adapter: bool) -> str:
+    """How the model was trained, in words, from the run's config (the folder's kind without
+    one)."""
+    finetune = dotted(config or {}, "model.finetune")
+    quantize = dotted(config or {}, "model.quantize")
+    if finetune == "full":
+        return "full fine-tuning (every weight trained)"
+    if finetune == "lora" and quantize:
+        return f"QLoRA (LoRA adapters trained on a frozen {quantize} 4-bit base)"
+    if finetune == "lora" or adapter:
+        return "LoRA (adapters trained on a frozen base)"
+    return "unknown (no config.yaml)"
+
+
+def training_rows(config: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The card's training table: the settings that apply to the run's mode."""
+    lora = dotted(config, "model.finetune") == "lora"
+    rows = []
+    for label, key in TRAINING_KEYS:
+        value = dotted(config, key)
+        if value is None or (key.startswith("model.lora.") and not lora):
+            continue
+        if key == "model.quantize" and str(value).lower() in ("none", "null", "false", ""):
+            continue
+        rows.append((label, value))
+    return rows
 
 
 def is_hub_id(value: Any) -> bool:
@@ -101,7 +167,14 @@ def is_hub_id(value: Any) -> bool:
 def model_card(
     repo_id: str, folder: Path, config: dict[str, Any] | None, report: str | None
 ) -> str:
-    """The model card (README.md) for `folder`: front matter, training settings, evaluation."""
+    """The model card (README.md) for `folder`: front matter, how it was trained, evaluation.
+
+    Args:
+        repo_id: the hub repository, `owner/name`.
+        folder: the folder published (an adapter's or a model's).
+        config: the run's config.yaml, or None.
+        report: report.md's text with its links pointing into `folder`, or None.
+    """
     adapter = (folder / "adapter_config.json").is_file()
     base = dotted(config or {}, "model.name_or_path")
     source = dotted(config or {}, "data.source")
@@ -114,21 +187,27 @@ def model_card(
         front += ["datasets:", f"  - {source}"]
     front.append("---")
 
-    kind = "LoRA adapter" if adapter else "model"
+    mode = training_mode(config, adapter)
+    finetune = dotted(config or {}, "model.finetune")
+    if adapter:
+        kind = "A LoRA adapter"
+    elif finetune == "lora":
+        kind = "A model with its LoRA adapter merged into the base weights"
+    elif finetune == "full":
+        kind = "A fully fine-tuned model"
+    else:
+        kind = "A model"
     lines = [*front, "", f"# {repo_id.split('/')[1]}", ""]
     lines.append(
-        f"A {kind} trained with medsft (supervised fine-tuning)"
+        f"{kind}, trained with medsft (supervised fine-tuning)"
         + (f" from `{base}`." if base else ".")
     )
     lines += ["", "## Training", ""]
     if config is None:
         lines.append("The run's config.yaml was not found; settings unknown.")
     else:
-        lines += ["| setting | value |", "|---|---|"]
-        for label, key in TRAINING_KEYS:
-            value = dotted(config, key)
-            if value is not None:
-                lines.append(f"| {label} | `{value}` |")
+        lines += ["| setting | value |", "|---|---|", f"| mode | {mode} |"]
+        lines += [f"| {label} | `{value}` |" for label, value in training_rows(config)]
     lines += ["", "## Evaluation", ""]
     lines.append(demote(report).strip() if report else "No evaluation report was published.")
     lines += ["", "## Use", "", "```python"]
@@ -186,7 +265,10 @@ def publish(
         yaml.safe_load(config_path.read_text(encoding="utf-8")) if config_path.is_file() else None
     )
     card = folder / "README.md"
-    card.write_text(model_card(repo_id, folder, config, read_report(report)), encoding="utf-8")
+    markdown = None
+    if (path := report_path(report)) is not None:
+        markdown = copy_linked_files(path.read_text(encoding="utf-8"), path.parent, folder)
+    card.write_text(model_card(repo_id, folder, config, markdown), encoding="utf-8")
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     size = sum(p.stat().st_size for p in files)
     print(f"model card: {card}")

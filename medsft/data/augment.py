@@ -17,10 +17,18 @@ herbs, symptoms, body parts and tests with their related terms, ~89k words. Both
 install with `pip install 'medsft[augment]'`. A word is swapped only when all of these hold, for
 it and for its replacement (`SynonymTable`):
 
-- it is no medical term and contains none (CMeKG), and overlaps no medical term in the sentence;
+- it is no medical term, contains none, and begins or ends none (CMeKG: 实质 ends 脑实质, 定性
+  ends 尿糖定性 and begins 定性检查, 上火 ends 小儿上火: the head or modifier of a medical term is
+  medical vocabulary even where no whole term is written);
+- in the sentence, it overlaps no medical term and no piece of one (any 3 characters that occur
+  inside a CMeKG term: 肝实质 of 肝实质损害, however jieba cuts it), and touches no Latin letter
+  or digit (PCR, B超, HPV: test names and values CMeKG does not list);
 - no Cilin sense of it lies in a medical, time, place, number, kinship or function-word class
   (`BLOCKED_CLASSES`), and it has exactly one Cilin sense (polysemy made 好看 -> 难堪);
-- it has no negation or numeral character, and is two or more Han characters;
+- an abstract noun (Cilin class D) swaps only among the first `ABSTRACT_HEAD` words of its group,
+  which carry the group's core sense; later ones drift (方法 办法 ... 措施 艺术 方式);
+- it has no negation or numeral character, is two or more Han characters, and is not
+  reduplicated (问问, 救救: the form carries tone a synonym loses, 问问 -> 问话);
 - jieba tags it in context with a content part of speech (`SWAP_POS`), which the replacement
   has too in jieba's dictionary; the replacement is a common word (`MIN_FREQUENCY_RATIO`);
 - the two stand within `MAX_DISTANCE` places in one Cilin `=` group (true synonyms; `#` related
@@ -145,6 +153,12 @@ MIN_FREQUENCY_RATIO = 0.2
 or literary words (横亘, 驰援) for everyday ones."""
 MAX_TERM_CHARS = 20
 """Longer medical terms are not looked for in a sentence (they are prose, not words)."""
+FRAGMENT_CHARS = 3
+"""Any run of this many characters inside a medical term is protected in a sentence (2 would
+protect every common word some term contains)."""
+ABSTRACT_HEAD = 3
+"""Abstract nouns (Cilin class D) swap only among the first this many words of their group."""
+_ASCII_ALNUM = re.compile(r"[A-Za-z0-9０-９Ａ-Ｚａ-ｚ]")
 
 
 @dataclass
@@ -216,25 +230,45 @@ def _holds_term(word: str, lexicon: frozenset[str]) -> bool:
 
 
 def _plain_word(word: str, lexicon: frozenset[str]) -> bool:
-    """Two or more Han characters, no negation or numeral, no medical term inside."""
+    """Two or more Han characters, not reduplicated, no negation or numeral, no medical term
+    inside."""
     return (
         _HAN_WORD.fullmatch(word) is not None
+        and word[0] != word[1]
         and not NEGATION_CHARS.intersection(word)
         and not NUMERAL_CHARS.intersection(word)
         and not _holds_term(word, lexicon)
     )
 
 
+@lru_cache(maxsize=16)
+def term_pieces(lexicon: frozenset[str], length: int) -> frozenset[str]:
+    """Every run of `length` characters inside a term of `lexicon`."""
+    return frozenset(t[i : i + length] for t in lexicon for i in range(len(t) - length + 1))
+
+
 def protected_spans(text: str, lexicon: frozenset[str]) -> list[bool]:
-    """Per character of `text`: whether it lies inside a medical term (found anywhere, whatever
-    the segmentation: jieba may cut 头晕眼花 or a drug name differently)."""
+    """Per character of `text`: whether it lies inside a medical term or a piece of one
+    (`FRAGMENT_CHARS` characters found inside a term: 肝实质 of 肝实质损害), found anywhere,
+    whatever the segmentation (jieba may cut 头晕眼花 or a drug name differently)."""
     covered = [False] * len(text)
+    pieces = term_pieces(lexicon, FRAGMENT_CHARS)
     for i in range(len(text)):
+        if text[i : i + FRAGMENT_CHARS] in pieces:
+            covered[i : i + FRAGMENT_CHARS] = [True] * FRAGMENT_CHARS
         for j in range(min(len(text), i + MAX_TERM_CHARS), i + 1, -1):
             if text[i:j] in lexicon:
                 covered[i:j] = [True] * (j - i)
                 break
-    return covered
+    return covered[: len(text)]
+
+
+def touches_latin(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] has a Latin letter or digit right before or after it."""
+    return bool(
+        (start > 0 and _ASCII_ALNUM.match(text[start - 1]))
+        or (end < len(text) and _ASCII_ALNUM.match(text[end]))
+    )
 
 
 @dataclass(frozen=True)
@@ -258,7 +292,7 @@ class SynonymTable:
         self.lexicon = lexicon
         self._freq: dict[str, int] = jieba.dt.FREQ
         self._tag: dict[str, str] = jieba.posseg.dt.word_tag_tab
-        groups: list[list[str]] = []
+        groups: list[tuple[str, list[str]]] = []
         senses: Counter[str] = Counter()
         blocked: set[str] = set()
         for line in cilin_lines:
@@ -267,13 +301,29 @@ class SynonymTable:
             if code.startswith(tuple(BLOCKED_CLASSES)):
                 blocked.update(words)
             elif code.endswith("="):
-                groups.append(words)
+                groups.append((code, words))
+        # Words that begin or end a longer medical term (实质 of 脑实质, 定性 of 尿糖定性 and
+        # 定性检查, 上火 of 小儿上火): medical heads and modifiers, up to the longest Cilin word.
+        longest = max((len(w) for _, words in groups for w in words), default=0)
+        inside = {
+            piece
+            for t in lexicon
+            for k in range(2, min(len(t) - 1, longest) + 1)
+            for piece in (t[:k], t[-k:])
+        }
 
         def usable(word: str) -> bool:
-            return senses[word] == 1 and word not in blocked and _plain_word(word, lexicon)
+            return (
+                senses[word] == 1
+                and word not in blocked
+                and word not in inside
+                and _plain_word(word, lexicon)
+            )
 
         table: dict[str, list[str]] = {}
-        for words in groups:
+        for code, words in groups:
+            if code.startswith("D"):
+                words = words[:ABSTRACT_HEAD]
             for i, word in enumerate(words):
                 if not usable(word):
                     continue
@@ -312,9 +362,14 @@ def synonym_swaps(text: str, word_fraction: float, *key: object) -> tuple[str, l
     start = 0
     for token in jieba.posseg.cut(text, HMM=False):
         word, pos = token.word, token.flag
-        if not any(covered[start : start + len(word)]) and (options := table.options(word, pos)):
+        end = start + len(word)
+        if (
+            not any(covered[start:end])
+            and not touches_latin(text, start, end)
+            and (options := table.options(word, pos))
+        ):
             candidates.append((start, word, options))
-        start += len(word)
+        start = end
     if not candidates:
         return text, []
     rng = random.Random(int(unit_hash("words", *key) * 2**53))
@@ -374,6 +429,25 @@ PARAPHRASE_PROMPT = (
 )
 """The paraphrase request; {question} is one user message."""
 
+SAME_MEANING_PROMPT = (
+    "下面是患者提出的一个问题和它的改写。判断改写是否与原问题问的是同一件事：所有医学事实、数字、"
+    "否定、时间和提问的重点都保留，没有增加或删去信息。先用一两句话说明理由，最后一行只写“相同”或"
+    "“不同”。\n\n原问题：{original}\n\n改写：{paraphrase}"
+)
+"""The same-meaning check of a paraphrase; the reply's last line says 相同 or 不同 (SAME or
+DIFFERENT are read too)."""
+_SAME = re.compile(r"(相同|不同|same|different)", re.IGNORECASE)
+
+
+def same_meaning(reply: str) -> bool | None:
+    """The verdict of a same-meaning check reply: its last line's last 相同 / 不同 (SAME /
+    DIFFERENT); None when the last line holds neither (an unclear reply, never a yes)."""
+    lines = [line for line in reply.strip().splitlines() if line.strip()]
+    found = _SAME.findall(lines[-1]) if lines else []
+    if not found:
+        return None
+    return found[-1].lower() in ("相同", "same")
+
 
 @dataclass
 class ParaphraseSettings:
@@ -395,6 +469,14 @@ class ParaphraseSettings:
     """Retries on rate limits, 5xx and timeouts (the openai client's own, as the judge)."""
     concurrency: int = 8
     """Requests in flight at once."""
+    check: bool = True
+    """Ask the endpoint, in a second request, whether each paraphrase asks the same thing with
+    the same medical facts (`check_prompt`); copies it judges different, or answers unclearly
+    about, are not written (counted as rejected)."""
+    check_model: str | None = None
+    """Model for the same-meaning check; null = `model`."""
+    check_prompt: str = SAME_MEANING_PROMPT
+    """The check's request, with {original} and {paraphrase}."""
 
 
 def paraphrase_file(
@@ -409,8 +491,10 @@ def paraphrase_file(
     trainable ones (`augment_settings`: fraction, mode, seed) a copy with each user message
     paraphrased by the endpoint. `conversations` are (split key, messages, trainable) in source
     order; validation examples (trainable False) are written unchanged under their own id, so
-    train with the same val_fraction. Replies are cached in `<out>.cache.jsonl` (medsft.cache),
-    so a rerun asks only for what is new. Returns counts."""
+    train with the same val_fraction. With `settings.check`, each paraphrase is checked for the
+    same meaning by a second request, and a copy with a paraphrase judged different (or an
+    unclear verdict) is left out; written copies carry `same_meaning`. Replies are cached in
+    `<out>.cache.jsonl` (medsft.cache), so a rerun asks only for what is new. Returns counts."""
     import json
     import os
     from concurrent.futures import ThreadPoolExecutor
@@ -422,6 +506,10 @@ def paraphrase_file(
 
     if "{question}" not in settings.prompt:
         raise ValueError("paraphrase.prompt must hold {question}")
+    if settings.check and not {"{original}", "{paraphrase}"} <= set(
+        re.findall(r"\{\w+\}", settings.check_prompt)
+    ):
+        raise ValueError("paraphrase.check_prompt must hold {original} and {paraphrase}")
     client = openai.OpenAI(
         api_key=os.environ.get(settings.api_key_env) or "EMPTY",
         base_url=settings.base_url,
@@ -431,20 +519,29 @@ def paraphrase_file(
     cache = JsonlStore(f"{out}.cache.jsonl", "paraphrases")
     extra = {} if settings.temperature is None else {"temperature": settings.temperature}
 
-    def ask(text: str) -> str:
-        key = digest([settings.model, settings.base_url, settings.prompt, extra, text])
+    def request(model: str, prompt: str, key: str, what: str) -> str:
         if (hit := cache.get(key)) is not None:
             return hit["text"]
         reply = client.chat.completions.create(
-            model=settings.model,
-            **extra,
-            messages=[{"role": "user", "content": settings.prompt.format(question=text)}],
+            model=model, **extra, messages=[{"role": "user", "content": prompt}]
         )
         content = (reply.choices[0].message.content or "").strip()
         if not content:
-            raise RuntimeError(f"{settings.base_url or 'OpenAI'} returned an empty paraphrase")
+            raise RuntimeError(f"{settings.base_url or 'OpenAI'} returned an empty {what}")
         cache.put({"key": key, "text": content})
         return content
+
+    def ask(text: str) -> str:
+        key = digest([settings.model, settings.base_url, settings.prompt, extra, text])
+        return request(settings.model, settings.prompt.format(question=text), key, "paraphrase")
+
+    def check(pair: tuple[str, str]) -> bool | None:
+        model = settings.check_model or settings.model
+        key = digest(
+            ["same meaning", model, settings.base_url, settings.check_prompt, extra, *pair]
+        )
+        prompt = settings.check_prompt.format(original=pair[0], paraphrase=pair[1])
+        return same_meaning(request(model, prompt, key, "same-meaning check"))
 
     rows = [
         (
@@ -465,10 +562,28 @@ def paraphrase_file(
                 strict=True,
             )
         )
+        verdicts: dict[str, bool | None] = dict.fromkeys(todo, True)
+        if settings.check:
+            pairs = [(t, done[t]) for t in todo]
+            checked = tqdm(
+                pool.map(check, pairs), total=len(pairs), desc="checking", disable=not progress
+            )
+            verdicts = dict(zip(todo, checked, strict=True))
     cache.close()
-    counts = {"rows": len(rows), "paraphrased": 0, "requests": len(todo)}
+    counts = {
+        "rows": len(rows),
+        "paraphrased": 0,
+        "requests": len(todo),
+        "checks": len(todo) if settings.check else 0,
+        "rejected": 0,
+    }
     with open(out, "w", encoding="utf-8") as f:
         for key, messages, chosen in rows:
+            users = [m["content"] for m in messages if m["role"] == "user"]
+            # A paraphrase judged different (or unclearly) drops the copy: the original stays.
+            if chosen and not all(verdicts[u] for u in users):
+                counts["rejected"] += 1
+                chosen = False
             copy = [
                 {**m, "content": done[m["content"]]} if m["role"] == "user" and chosen else m
                 for m in messages
@@ -478,7 +593,9 @@ def paraphrase_file(
                 keep.append((key, copy, True))  # the original's id: the same (training) split
                 counts["paraphrased"] += 1
             for k, ms, augmented in keep:
-                record = {"id": k, "messages": ms, "augmented": augmented}
+                record: dict[str, Any] = {"id": k, "messages": ms, "augmented": augmented}
+                if augmented and settings.check:
+                    record["same_meaning"] = True
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return counts
 

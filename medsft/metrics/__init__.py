@@ -5,7 +5,24 @@ openai, so that researchers can score outputs without the training stack. Keep h
 the functions that need them.
 """
 
-from medsft.metrics.length_control import LengthControlled, length_controlled_win_rate
+from medsft.metrics.agreement import (
+    Agreement,
+    HumanLabel,
+    PositionBias,
+    VerbosityBias,
+    agreement,
+    align_labels,
+    judge_biases,
+    position_bias,
+    read_labels,
+    verbosity_bias,
+)
+from medsft.metrics.length_control import (
+    LengthControlled,
+    SimilarLength,
+    length_controlled_win_rate,
+    similar_length_win_rate,
+)
 from medsft.metrics.stats import Interval, PairedTest, bootstrap_interval, paired_bootstrap
 from medsft.metrics.text import (
     COMPARABLE,
@@ -44,6 +61,18 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "Agreement",
+    "HumanLabel",
+    "PositionBias",
+    "SimilarLength",
+    "VerbosityBias",
+    "agreement",
+    "align_labels",
+    "judge_biases",
+    "position_bias",
+    "read_labels",
+    "similar_length_win_rate",
+    "verbosity_bias",
     "COMPARABLE",
     "JudgeResult",
     "JudgeSettings",

@@ -39,6 +39,22 @@ def _indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
 
 
+def resample_counts(n: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(n_resamples, n): how often each of `n` examples is drawn in each bootstrap resample, the
+    resamples `bootstrap_interval` draws with the same seed (for statistics computed on all
+    resamples at once, as weights).
+
+    Args:
+        n: number of examples.
+        n_resamples: bootstrap resamples.
+        seed: RNG seed.
+    """
+    idx = _indices(n, n_resamples, seed)
+    counts = np.zeros((n_resamples, n))
+    np.add.at(counts, (np.arange(n_resamples)[:, None], idx), 1)
+    return counts
+
+
 def bootstrap_interval(
     n: int,
     statistic: Statistic,

