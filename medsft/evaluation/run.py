@@ -94,7 +94,7 @@ def _evaluate(config: EvalConfig, *, resolved_config: str | None) -> dict[str, A
             examples, config.leakage, progress=config.runtime.progress
         )
     report["training"] = training_curves(outputs, out_dir)
-    report["ablation"] = ablation(outputs, report)
+    report["ablation"] = ablation(outputs, report, out_dir)
     report["examples"] = examples_shown(outputs, examples, config.scoring.examples)
     plot_metrics(report, out_dir / "metrics.png")
     report["plots"] = [

@@ -246,6 +246,7 @@
   function update() { page = 0; filter(); render(); }
   let timer = null;
   controls.search.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(update, 120); });
+  controls.search.addEventListener("change", () => { clearTimeout(timer); update(); });
   for (const k of ["slice", "pair", "verdict", "dir", "mindiff", "size", ...CHECKS]) {
     controls[k].addEventListener("change", update);
   }
