@@ -89,13 +89,17 @@ def measure(browser: Chromium, page: Path, loads: int) -> dict:
     figures["search_all_cases_ms"] = round(ms, 1)
     figures["search_matched"] = matched
     browser.evaluate(in_page("f-search", ""))
-    figures["next_page_ms"] = round(
-        browser.evaluate(
-            "(() => { const b = [...document.querySelectorAll('#pager-top button')]"
-            ".find(b => b.textContent.startsWith('next')); const s = performance.now(); "
-            "b.click(); return performance.now() - s; })()"
-        ),
-        1,
+    figures["next_page_ms"] = (
+        None
+        if state["pages"] < 2
+        else round(
+            browser.evaluate(
+                "(() => { const b = [...document.querySelectorAll('#pager-top button')]"
+                ".find(b => b.textContent.startsWith('next')); const s = performance.now(); "
+                "b.click(); return performance.now() - s; })()"
+            ),
+            1,
+        )
     )
     return figures
 

@@ -97,7 +97,7 @@ def case_data(
     cases = []
     for i, q in enumerate(questions):
         texts = [answers[s][i] for s in systems]
-        cut = [int((finish_reasons.get(s) or [None] * n)[i] == "length") for s in systems]
+        cut = [int(s in finish_reasons and finish_reasons[s][i] == "length") for s in systems]
         verdicts = {s: _verdict(judge_records[s][i]) for s in judged}
         leak = _leak(leak_items.get(i))
         flags = []

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 class SampleAnswers(Callback):
     """Greedy answers to fixed validation prompts, logged to TensorBoard at each validation."""
 
-    def __init__(self, n: int = 4, max_new_tokens: int = 64, seed: int = 0, pool: int = 256):
+    def __init__(self, n: int = 4, max_new_tokens: int = 64, seed: int = 0, pool: int = 64):
         """
         Args:
             n: validation prompts answered at each validation; 0 turns sampling off.

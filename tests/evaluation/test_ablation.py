@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,7 +164,7 @@ def sweep_commands(tmp_path: Path, env: dict, *args: str) -> tuple[list[list[str
     for name in ("srun", "python"):
         tool = bin_dir / name
         tool.write_text(
-            "#!/usr/bin/env python3\nimport json, sys\n"
+            f"#!{sys.executable}\nimport json, sys\n"
             f"open({str(record)!r}, 'a').write(json.dumps([{name!r}, *sys.argv[1:]]) + '\\n')\n"
         )
         tool.chmod(0o755)

@@ -74,7 +74,7 @@ def test_each_validation_logs_the_same_prompts_answers(tmp_path, finetune):
     run = Path(cli.trainer.log_dir)
     logged = texts(run)
     assert sorted(logged) == ["samples/0/text_summary", "samples/1/text_summary"]
-    prompts = choose_prompts(cli.datamodule, 2, seed=0, pool=256)
+    prompts = choose_prompts(cli.datamodule, 2, seed=0, pool=64)
     for k, prompt in enumerate(prompts):
         entries = logged[f"samples/{k}/text_summary"]
         assert [step for step, _ in entries] == [2, 4]  # one entry per validation
@@ -89,7 +89,7 @@ def test_each_validation_logs_the_same_prompts_answers(tmp_path, finetune):
             assert re.search(answer, text), text
     assert len(scalars(run, "samples/seconds")) == 2
     saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-    assert saved["samples"] == {"n": 2, "max_new_tokens": 6, "seed": 0, "pool": 256}
+    assert saved["samples"] == {"n": 2, "max_new_tokens": 6, "seed": 0, "pool": 64}
 
 
 def test_prompts_come_from_the_validation_split_chosen_by_seed(tmp_path):
