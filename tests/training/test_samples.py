@@ -68,9 +68,18 @@ def train(tmp_path: Path, *args: str):
     )
 
 
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    """A full fine-tuning run of the demo config that validates (and samples) twice."""
+    return train(tmp_path_factory.mktemp("full"), "--model.optimizer.lr", "0.001")
+
+
 @pytest.mark.parametrize("finetune", ["full", pytest.param("lora", marks=pytest.mark.slow)])
-def test_each_validation_logs_the_same_prompts_answers(tmp_path, finetune):
-    cli = train(tmp_path, "--model.finetune", finetune, "--model.optimizer.lr", "0.001")
+def test_each_validation_logs_the_same_prompts_answers(tmp_path, finetune, request):
+    if finetune == "full":
+        cli = request.getfixturevalue("full_run")
+    else:
+        cli = train(tmp_path, "--model.finetune", finetune, "--model.optimizer.lr", "0.001")
     run = Path(cli.trainer.log_dir)
     logged = texts(run)
     assert sorted(logged) == ["samples/0/text_summary", "samples/1/text_summary"]
@@ -111,11 +120,14 @@ def test_prompts_come_from_the_validation_split_chosen_by_seed(tmp_path):
     )[:4]  # a pool of four: the first four, nothing read beyond
 
 
-def test_samples_n_0_turns_it_off_and_is_saved(tmp_path):
-    cli = train(tmp_path, "--samples.n", "0", "--trainer.max_steps", "2")
-    run = Path(cli.trainer.log_dir)
+def test_samples_n_0_turns_it_off_and_sampling_changes_no_training(tmp_path, full_run):
+    cli = train(tmp_path, "--model.optimizer.lr", "0.001", "--samples.n", "0")
+    run, sampled = Path(cli.trainer.log_dir), Path(full_run.trainer.log_dir)
     assert texts(run) == {}
     assert yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))["samples"]["n"] == 0
+    # Greedy answers draw no random number and leave the model as they found it.
+    for tag in ("train/loss", "train/grad_norm", "val/loss"):
+        assert scalars(run, tag) == scalars(sampled, tag), tag
 
 
 def test_impossible_settings_say_how_to_fix(tmp_path, capsys):
