@@ -401,8 +401,16 @@ def test_demo_training_then_evaluation_with_judge_and_reuse(tmp_path, monkeypatc
         ):
             assert text in md, text
         for path in out.rglob("*"):
-            if path.is_file() and path.suffix in (".json", ".jsonl", ".md", ".yaml"):
+            if path.is_file() and path.suffix in (".json", ".jsonl", ".md", ".yaml", ".html"):
                 assert SECRET not in path.read_text(encoding="utf-8"), path
+        # report.html's case browser carries the judge's two verdicts and reasons of every pair.
+        page = (out / "report.html").read_text(encoding="utf-8")
+        cases = json.loads(page.split('id="case-data">')[1].split("</script>")[0])
+        assert set(cases["judged"]) == {"base", "finetuned"} and len(cases["cases"]) == n
+        for case in cases["cases"]:
+            verdict = case["j"]["finetuned"]
+            assert (verdict["o"], verdict["ab"], verdict["ba"]) == ("loss", "worse", "better")
+            assert verdict["rab"] and verdict["rba"]
 
         # Second run: answers, perplexities and verdicts all come from the output dir.
         server.reset()

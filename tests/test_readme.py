@@ -62,6 +62,17 @@ COVERED: dict[str, str] = {
     "python evaluate.py --config configs/eval.yaml --systems+": (
         "test_configs_parse_with_dotted_overrides"
     ),
+    # Sweeps.
+    "printf -- '--model.optimizer.lr %s\\n'": (
+        "test_readme_lr_sweep_then_one_evaluation_plots_the_sensitivity"
+    ),
+    "bash docs/slurm/sweep.sbatch": "test_readme_lr_sweep_then_one_evaluation_plots_the_sensitivity",
+    "sbatch --array=0-2 docs/slurm/sweep.sbatch": (
+        "test_readme_lr_sweep_then_one_evaluation_plots_the_sensitivity"
+    ),
+    "python evaluate.py --config configs/eval_demo.yaml --output_dir outputs/lr": (
+        "test_readme_lr_sweep_then_one_evaluation_plots_the_sensitivity"
+    ),
     # Development.
     'OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m pytest -m "not slow"': (
         "no test: a subset of the test command .ci/run runs"

@@ -27,6 +27,7 @@ from medsft.cli.errors import add_debug_argument  # noqa: E402
 from medsft.data import SFTDataModule  # noqa: E402
 from medsft.training import runs  # noqa: E402
 from medsft.training.module import SFTModule  # noqa: E402
+from medsft.training.samples import SampleAnswers  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 # Models up to this width train on one CPU thread unless OMP_NUM_THREADS says otherwise.
@@ -47,6 +48,8 @@ class SFTCLI(LightningCLI):
         # Always there, configurable as --checkpoint.*: save_last makes `--ckpt_path last` work.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        # Sample answers in TensorBoard at each validation (--samples.n 0: off).
+        parser.add_lightning_class_args(SampleAnswers, "samples")
         # One source of truth: the data is tokenized with the model's tokenizer.
         parser.link_arguments(
             ("model.name_or_path", "model.tokenizer"), "data.tokenizer", compute_fn=_tokenizer_of

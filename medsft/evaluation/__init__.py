@@ -21,14 +21,16 @@ One job per module, in the order `evaluate()` (run.py) uses them:
   accuracy per subject
 - leakage: the test set's overlap with training data (`leakage`; `python -m medsft.cli.leakage`)
 - judging: the judge against the baseline
-- training: TensorBoard curves of runs; ablation: runs' hyperparameters beside their scores
-- plots: metrics.png, mcq.png, training_<run>.png; report: report.md
+- training: TensorBoard curves of runs; ablation: runs' hyperparameters beside their scores,
+  and every metric against each numeric hyperparameter that varies
+- plots: metrics.png, mcq.png, training_<run>.png, sensitivity_<key>.png; report: report.md;
+  html: report.html (the report and a case browser, self-contained)
 
 Everything slow is cached in the output directory (medsft.cache), so scoring and judging rerun
 for free: `generations/<system>.jsonl` (answers of model systems), `generations/<system>.ppl.jsonl`
 (perplexities) and `judge_cache.jsonl` (judge replies), and for `mcq_set` `generations/<system>.mcq.jsonl` (letter
 log-probabilities) and `mcq/generations/` (generated answers). Outputs: `report.json`,
-`report.md`, `metrics.png`, `mcq.png`, `training_<system>.png`, `judge_<system>.json` and
+`report.md`, `report.html`, `metrics.png`, `mcq.png`, `training_<system>.png`, `judge_<system>.json` and
 `config.yaml`.
 """
 

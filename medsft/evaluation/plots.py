@@ -1,4 +1,5 @@
-"""metrics.png (scores, perplexity, judge, length per system) and training_<run>.png."""
+"""metrics.png (scores, perplexity, judge, length per system), training_<run>.png and
+sensitivity_<key>.png (every metric against one hyperparameter across runs)."""
 
 from __future__ import annotations
 
@@ -231,6 +232,75 @@ def plot_mcq(mcq: dict[str, Any], path: Path) -> bool:
     ax.set_ylim(0, 100)
     ax.set_title(f"Multiple choice: {mcq['source']}", fontsize=10)
     ax.legend(fontsize="small")
+    save_cjk(fig, path)
+    return True
+
+
+def plot_sensitivity(entry: dict[str, Any], path: Path) -> bool:
+    """One figure: every metric against one hyperparameter (medsft.evaluation.ablation's
+    `sensitivity` entry), a panel per metric, each run a point with its 95% interval; runs that
+    differ in other keys too are separate lines. A log axis when the values span 10x or more
+    (learning rates). False (no file) when there is no metric to plot."""
+    import math
+
+    import numpy as np
+
+    metrics, points, key = entry["metrics"], entry["points"], entry["key"]
+    if not metrics:
+        return False
+    plt = _pyplot()
+    columns = min(4, len(metrics))
+    rows = math.ceil(len(metrics) / columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(3.6 * columns, 2.9 * rows + 0.6), squeeze=False
+    )
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in p["group"].items())
+        groups.setdefault(label, []).append(p)
+    values = sorted({float(p["value"]) for p in points})
+    log_x = values[0] > 0 and values[-1] / values[0] >= 10
+    for ax, metric in zip(axes.flat, metrics, strict=False):
+        for label, group in groups.items():
+            shown = [p for p in group if metric in p["scores"]]
+            if not shown:
+                continue
+            x = np.array([float(p["value"]) for p in shown])
+            y = np.array([p["scores"][metric]["score"] for p in shown], dtype=float)
+            err = None
+            if all("low" in p["scores"][metric] for p in shown):
+                low = np.array([p["scores"][metric]["low"] for p in shown])
+                high = np.array([p["scores"][metric]["high"] for p in shown])
+                err = np.maximum([y - low, high - y], 0.0)
+            ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, markersize=4, label=label or None)
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xticks(values, [f"{v:g}" for v in values], rotation=30)
+        ax.minorticks_off()
+        lower = metric.startswith("PPL")
+        ax.set_title(metric + (" (lower = better)" if lower else ""), fontsize=9)
+        ax.tick_params(labelsize=8)
+    for ax in list(axes.flat)[len(metrics) :]:
+        ax.set_visible(False)
+    first = axes.flat[0]
+    for p in points:  # which run each point is, once
+        score = p["scores"].get(metrics[0])
+        if score is not None:
+            first.annotate(
+                p["system"],
+                (float(p["value"]), score["score"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
+    if len(groups) > 1:
+        first.legend(fontsize="x-small")
+    fig.suptitle(
+        f"Sensitivity to {key} (95% bootstrap intervals)"
+        + (f"; lines: {', '.join(entry['others'])}" if entry["others"] else ""),
+        fontsize=10,
+    )
+    fig.supxlabel(key, fontsize=9)
     save_cjk(fig, path)
     return True
 

@@ -14,6 +14,7 @@ from medsft.evaluation.ablation import ablation
 from medsft.evaluation.answers import answers_system
 from medsft.evaluation.config import EvalConfig, SystemSpec, judge_status, validate_config
 from medsft.evaluation.endpoints import endpoint_system
+from medsft.evaluation.html import case_question, write_html
 from medsft.evaluation.judging import run_judge
 from medsft.evaluation.leakage import check_leakage
 from medsft.evaluation.lock import output_lock
@@ -93,7 +94,7 @@ def _evaluate(config: EvalConfig, *, resolved_config: str | None) -> dict[str, A
             examples, config.leakage, progress=config.runtime.progress
         )
     report["training"] = training_curves(outputs, out_dir)
-    report["ablation"] = ablation(outputs, report)
+    report["ablation"] = ablation(outputs, report, out_dir)
     report["examples"] = examples_shown(outputs, examples, config.scoring.examples)
     plot_metrics(report, out_dir / "metrics.png")
     report["plots"] = [
@@ -102,6 +103,7 @@ def _evaluate(config: EvalConfig, *, resolved_config: str | None) -> dict[str, A
     ]
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_report(report, out_dir)
+    write_html(report, [case_question(ex) for ex in examples], out_dir)
     return report
 
 

@@ -61,6 +61,7 @@ SAFE = (
     "trainer.enable_model_summary",
     "trainer.profiler",
     "checkpoint.",
+    "samples.",
     "export",
     "data.num_workers",
     "data.val_source",
