@@ -22,7 +22,9 @@ One job per module, in the order `evaluate()` (run.py) uses them:
 - leakage: the test set's overlap with training data (`leakage`; `python -m medsft.cli.leakage`)
 - judging: the judge against the baseline
 - training: TensorBoard curves of runs; ablation: runs' hyperparameters beside their scores
-- plots: metrics.png, mcq.png, training_<run>.png; report: report.md
+- plots: metrics.png, mcq.png, training_<run>.png
+- report: report.md from the registered sections: each a module of sections/ (a new section is
+  one module there, computed and rendered in its `order`)
 
 Everything slow is cached in the output directory (medsft.cache), so scoring and judging rerun
 for free: `generations/<system>.jsonl` (answers of model systems), `generations/<system>.ppl.jsonl`
