@@ -177,9 +177,9 @@ class ScoringSettings:
     rouge_types: list[str] = field(default_factory=lambda: ["rouge1", "rouge2", "rougeL"])
     """ROUGE variants."""
     vocab_f1_mode: Literal["multiset", "set"] = "set"
-    """Vocabulary F1 overlap: `set` (distinct tokens shared, as the course studies computed it)
-    or `multiset` (SQuAD-style token counts, which equals ROUGE-1 F1 with the same tokens, so
-    the report would show one number twice)."""
+    """Vocabulary F1 overlap: `set` (vocab-F1: distinct tokens shared, as the course studies
+    computed it) or `multiset` (named token-F1: SQuAD-style token counts, which equals ROUGE-1 F1
+    with the same tokens, so the report would show one number twice)."""
     distinct_orders: list[int] = field(default_factory=lambda: [1, 2])
     """Distinct-n for each n; [] turns distinct-n off."""
     n_resamples: int = 1000
@@ -187,7 +187,8 @@ class ScoringSettings:
     seed: int = 0
     """Bootstrap seed."""
     paired: bool = True
-    """Paired bootstrap test of every pair of systems on BLEU, ROUGE and vocab-F1."""
+    """Paired bootstrap test of every pair of systems on every metric against the references
+    (medsft.metrics.METRICS: BLEU, ROUGE, vocab-F1; not distinct-n)."""
     perplexity: bool = True
     """Perplexity of each model system on the references (and on val_set)."""
     ppl_batch_size: int = 4

@@ -9,14 +9,17 @@ from medsft.metrics.length_control import LengthControlled, length_controlled_wi
 from medsft.metrics.stats import Interval, PairedTest, bootstrap_interval, paired_bootstrap
 from medsft.metrics.text import (
     COMPARABLE,
+    METRICS,
     TOKENIZERS,
     MetricResult,
+    TextMetric,
     bleu,
     compare,
     distinct,
     metric_name,
     resolve_tokenizer,
     rouge,
+    score_metric,
     tokenize,
     vocab_f1,
 )
@@ -44,6 +47,9 @@ def __getattr__(name: str):
 
 __all__ = [
     "COMPARABLE",
+    "METRICS",
+    "TextMetric",
+    "score_metric",
     "JudgeResult",
     "LengthControlled",
     "length_controlled_win_rate",

@@ -6,27 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from medsft.evaluation.report import Section, cell, fmt
-
-VOCAB_F1_MODE_NOTE = {
-    "set": "vocab-F1 (set): F1 of the token types a prediction shares with its reference, each "
-    "counted once (`scoring.vocab_f1_mode: multiset` counts repeats, which equals ROUGE-1 F1).",
-    "multiset": "vocab-F1 (multiset): token counts, SQuAD-style; with the same tokens this equals "
-    "ROUGE-1 F1 (`scoring.vocab_f1_mode: set` counts each token type once instead).",
-}
-"""What report.md says about the vocab-F1 column, per overlap mode."""
+from medsft.evaluation.scoring import has_references
 
 
-def _vocab_f1_mode(report: dict[str, Any]) -> str | None:
-    """The vocab-F1 overlap mode of this report, read from its signature (None: not scored)."""
-    metrics = next(iter(report["metrics"].values()), {})
-    entry = metrics.get("vocab-F1")
-    if not entry:
-        return None
-    return "set" if "|overlap:set|" in entry["signature"] else "multiset"
+def _notes(metrics: dict[str, dict[str, Any]]) -> str:
+    """What the metrics table (medsft.metrics.METRICS) says about the metrics of this report."""
+    from medsft.metrics import METRICS
 
-
-def _label(name: str, vocab_mode: str | None) -> str:
-    return f"{name} ({vocab_mode})" if name == "vocab-F1" and vocab_mode else name
+    keys = dict.fromkeys(entry["metric"] for entry in metrics.values())
+    return "".join(f"{METRICS[key].note} " for key in keys if METRICS[key].note)
 
 
 def render_scores(report: dict[str, Any]) -> list[str]:
@@ -34,24 +22,15 @@ def render_scores(report: dict[str, Any]) -> list[str]:
     systems = [s["name"] for s in report["systems"]]
     names = list(report["metrics"][systems[0]])
     has_ppl = any(report["perplexity"].get(s) for s in systems)
-    vocab = _vocab_f1_mode(report)
     lines = [
         "",
         "## Scores against the references (95% bootstrap intervals)",
         "",
         f"Metric tokenizer: `{report['metric_tokenizer']}`. "
-        + (f"{VOCAB_F1_MODE_NOTE[vocab]} " if vocab else "")
-        + "Perplexity: token-weighted, of the *reference* answers under each model (lower is better)."
-        + (
-            " Distinct-n measures diversity, not agreement, and has no interval."
-            if any(n.startswith("distinct") for n in names)
-            else ""
-        ),
+        + _notes(report["metrics"][systems[0]])
+        + "Perplexity: token-weighted, of the *reference* answers under each model (lower is better).",
         "",
-        "| system | "
-        + " | ".join(_label(n, vocab) for n in names)
-        + (" | PPL (test) | PPL (val)" if has_ppl else "")
-        + " |",
+        "| system | " + " | ".join(names) + (" | PPL (test) | PPL (val)" if has_ppl else "") + " |",
         "|---" * (len(names) + 1 + 2 * has_ppl) + "|",
     ]
     for s in systems:
@@ -74,10 +53,8 @@ def render_paired(report: dict[str, Any]) -> list[str]:
         "| A | B | metric | Δ | p |",
         "|---|---|---|---|---|",
     ]
-    vocab = _vocab_f1_mode(report)
     return lines + [
-        f"| {t['a']} | {t['b']} | {_label(t['metric'], vocab)} | {t['delta']:+.2f} | "
-        f"{t['p_value']:.3f} |"
+        f"| {t['a']} | {t['b']} | {t['metric']} | {t['delta']:+.2f} | {t['p_value']:.3f} |"
         for t in report["paired"]
     ]
 
@@ -89,7 +66,8 @@ def render_slices(report: dict[str, Any]) -> list[str]:
         return []
     groups = slices["groups"]
     systems = [s["name"] for s in report["systems"]]
-    names = [n for n in report["metrics"][systems[0]] if not n.startswith("distinct")]
+    metrics = report["metrics"][systems[0]]
+    names = [n for n, entry in metrics.items() if has_references(entry)]
     lines = [
         "",
         f"### Scores by `{slices['column']}` (95% bootstrap intervals)",
@@ -101,11 +79,7 @@ def render_slices(report: dict[str, Any]) -> list[str]:
             "",
             f"**{system}**",
             "",
-            "| "
-            + slices["column"]
-            + " | n | "
-            + " | ".join(_label(n, _vocab_f1_mode(report)) for n in names)
-            + " |",
+            "| " + slices["column"] + " | n | " + " | ".join(names) + " |",
             "|---|---|" + "---|" * len(names),
         ]
         for group, g in groups.items():
