@@ -157,11 +157,6 @@ class SFTStream(IterableDataset):
                     raise invalid from err
                 stats.skip(invalid)
                 continue
-            meta = (
-                {k: v for k, v in row.data.items() if k not in dm.column_map.values()}
-                if isinstance(row.data, dict)
-                else {}
-            )
             for seq in sequences:
                 stats.examples += 1
                 stats.truncated += bool(seq.pop("truncated", False))
@@ -170,7 +165,7 @@ class SFTStream(IterableDataset):
                 now = stats.counts()
                 step = {k: v - last.get(k, 0) for k, v in now.items()}
                 last = now
-                yield {**seq, "index": row.index, "meta": meta, "counts": step}
+                yield {**seq, "index": row.index, "counts": step}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         shard, num_shards, worker = self._shard()

@@ -34,12 +34,13 @@ ANSWER_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 @dataclass
 class DataSpec(DataSource):
     """A question set, read with the same column mapping as training (medsft.data.DataSource:
-    source, preset, columns, split, subset, system_prompt, skip_invalid)."""
+    source, preset, columns, split, subset, system_prompt, skip_invalid, encoding)."""
 
     source: str = "data/sample/test_zh_med.json"
     """Local file, directory or glob (JSON, JSONL, Parquet, CSV), or a hub dataset id."""
     preset: Preset = "course"
-    """Column preset: course ([question, reference] lists), huatuo, reasoning, alpaca, ..."""
+    """Column preset, a name of medsft.data.schema.PRESETS (README's Data table); `course`:
+    [question, reference] lists."""
     split: str = "test"
     """Hub split to read."""
     system_prompt: str | None = None
