@@ -189,3 +189,24 @@ def test_perplexity_runs_without_lightning():
         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
     )
     assert out.stdout.splitlines()[-1] == "False"
+
+
+def test_reading_rows_and_scoring_load_neither_torch_nor_lightning_when_called(tmp_path):
+    """Light when called, not only when imported: a local file read through every layer of
+    medsft.data's readers, and BLEU and ROUGE scored."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"question": "头痛怎么办", "answer": "多休息。"}\n', encoding="utf-8")
+    code = (
+        "import json, sys\n"
+        "from medsft.data import DataSource, iter_conversations, read_rows\n"
+        "from medsft.metrics import bleu, rouge\n"
+        f"assert len(list(read_rows({str(rows)!r}))) == 1\n"
+        f"(c,) = iter_conversations(DataSource({str(rows)!r}))\n"
+        "answers, refs = [c.messages[-1]['content']], ['多喝水，多休息。']\n"
+        "print(bleu(answers, refs).score, rouge(answers, refs)['rougeL'].score)\n"
+        "print(json.dumps({m: m in sys.modules for m in ('torch', 'lightning')}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == {"torch": False, "lightning": False}

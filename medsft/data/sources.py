@@ -5,7 +5,8 @@
 cannot be parsed becomes an `InvalidExample` naming file, line and field, returned in place of the
 row's data (not raised) so that `skip_invalid` can decide whether it stops the run.
 
-The bottom layer of medsft.data: imports neither torch nor Lightning.
+The bottom layer of medsft.data: neither importing it nor reading local files loads torch or
+Lightning (what names a hub dataset is medsft.hub's string check).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.errors import UserError
+from medsft.hub import ensure_hub_reachable, is_hub_id
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 BOM = b"\xef\xbb\xbf"
@@ -64,8 +66,6 @@ def is_local(source: str) -> bool:
     Also a path that does not exist but cannot be a hub id (`./x`, `/x`, `a/b/c`) or whose first
     folder exists here (`data/mine`): it is reported missing, never looked up on the hub.
     """
-    from medsft.model.build import is_hub_id
-
     first = source.split("/", 1)[0]
     return (
         source.endswith(LOCAL_SUFFIXES)
@@ -270,8 +270,6 @@ def read_rows(
         return
     import datasets
     from datasets.distributed import split_dataset_by_node
-
-    from medsft.model.build import ensure_hub_reachable
 
     ensure_hub_reachable(source, repo_type="dataset", probe="README.md")
     stream = datasets.load_dataset(source, subset, split=split, streaming=True)

@@ -17,14 +17,9 @@ from urllib.parse import urlsplit
 
 from medsft.data.schema import DataSource, Preset
 from medsft.evaluation.generate import GenerationSettings
+from medsft.hub import RANDOM_PREFIX, ensure_hub_reachable, is_hub_id
 from medsft.metrics.judge import Language
-from medsft.model.build import (
-    RANDOM_PREFIX,
-    DType,
-    ensure_hub_reachable,
-    is_hub_id,
-    resolve_trained,
-)
+from medsft.model.build import DType, resolve_trained
 
 Kind = Literal["auto", "model", "run", "answers", "endpoint"]
 McqMethod = Literal["loglik", "generate"]

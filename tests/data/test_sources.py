@@ -94,12 +94,12 @@ def test_non_utf8_bytes_name_file_and_line_and_are_skipped_on_request(tmp_path, 
 
 @pytest.mark.parametrize("source", ["data/no_such_folder", "./nope", "/tmp/medsft/none/here"])
 def test_a_missing_local_path_is_reported_never_sent_to_the_hub(source, monkeypatch):
-    import medsft.model.build
+    import medsft.data.sources
 
     def no_hub(*args, **kwargs):
         raise AssertionError("looked up on the hub")
 
-    monkeypatch.setattr(medsft.model.build, "ensure_hub_reachable", no_hub)
+    monkeypatch.setattr(medsft.data.sources, "ensure_hub_reachable", no_hub)
     assert is_local(source)
     with pytest.raises(FileNotFoundError, match=f"data source '{source}' does not exist"):
         dm(source)
