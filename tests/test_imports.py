@@ -210,3 +210,41 @@ def test_reading_rows_and_scoring_load_neither_torch_nor_lightning_when_called(t
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout.splitlines()[-1]) == {"torch": False, "lightning": False}
+
+
+LAZY_PACKAGES = ["medsft.data", "medsft.evaluation", "medsft.metrics"]
+
+
+def test_one_lazy_re_export_helper_serves_every_package():
+    import importlib
+
+    getattr_defs = [
+        name
+        for name, path in modules().items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
+    ]
+    assert getattr_defs == ["medsft"]  # medsft.lazy_exports, and no copy of it
+    for name in LAZY_PACKAGES:
+        package = importlib.import_module(name)
+        exports = _lazy_exports(modules()[name])
+        assert exports, name
+        for export, layer in exports.items():
+            module = importlib.import_module(f"{name}.{layer}")
+            assert getattr(package, export) is getattr(module, export), export
+            assert export in dir(package)
+        with pytest.raises(AttributeError, match=f"module '{name}' has no attribute 'nope'"):
+            package.nope  # noqa: B018
+
+
+def test_importing_a_package_imports_none_of_its_lazy_layers():
+    code = (
+        "import json, sys\n"
+        f"import {', '.join(LAZY_PACKAGES)}\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('medsft.data.', "
+        "'medsft.evaluation.', 'medsft.metrics.likelihood', 'medsft.metrics.judge')))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == []

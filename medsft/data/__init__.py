@@ -16,10 +16,7 @@ The names below are re-exported lazily, so `from medsft.data import read_rows` s
 `medsft.data.SFTDataModule` (configs' `class_path`) keeps working.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from medsft import lazy_exports
 
 _EXPORTS = {
     "sources": (
@@ -52,19 +49,5 @@ _EXPORTS = {
     "batching": ("collate", "data_counts"),
     "module": ("SFTDataModule",),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    # PEP 562: a name is imported from its layer when first used, so reading rows never pulls
-    # in torch or Lightning.
-    if name not in _WHERE:
-        raise AttributeError(f"module 'medsft.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"medsft.data.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -34,53 +34,26 @@ log-probabilities) and `mcq/generations/` (generated answers). Outputs: `report.
 `config.yaml`.
 """
 
-import importlib
-from typing import Any
+from medsft import lazy_exports
 
 # Loaded when first used, so that `medsft.evaluation.scoring` and `.report` (scoring a file of
 # answers, rendering a report) import neither torch nor Lightning.
-_LAZY = {
-    **dict.fromkeys(
-        [
-            "DataSpec",
-            "EvalConfig",
-            "JudgeSettings",
-            "RuntimeSettings",
-            "ScoringSettings",
-            "SystemSpec",
-            "infer_kind",
-            "judge_status",
-            "resolve_run_dir",
-            "validate_config",
-        ],
-        "medsft.evaluation.config",
+_EXPORTS = {
+    "config": (
+        "DataSpec",
+        "EvalConfig",
+        "JudgeSettings",
+        "RuntimeSettings",
+        "ScoringSettings",
+        "SystemSpec",
+        "infer_kind",
+        "judge_status",
+        "resolve_run_dir",
+        "validate_config",
     ),
-    "is_global_zero": "medsft.evaluation.models",
-    "evaluate": "medsft.evaluation.run",
-    "Example": "medsft.evaluation.testset",
-    "load_examples": "medsft.evaluation.testset",
+    "models": ("is_global_zero",),
+    "run": ("evaluate",),
+    "testset": ("Example", "load_examples"),
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medsft.evaluation' has no attribute {name!r}")
-
-
-__all__ = [
-    "DataSpec",
-    "EvalConfig",
-    "Example",
-    "JudgeSettings",
-    "RuntimeSettings",
-    "ScoringSettings",
-    "SystemSpec",
-    "evaluate",
-    "infer_kind",
-    "is_global_zero",
-    "judge_status",
-    "load_examples",
-    "resolve_run_dir",
-    "validate_config",
-]
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

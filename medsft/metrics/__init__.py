@@ -5,6 +5,7 @@ openai, so that researchers can score outputs without the training stack. Keep h
 the functions that need them.
 """
 
+from medsft import lazy_exports
 from medsft.metrics.length_control import LengthControlled, length_controlled_win_rate
 from medsft.metrics.stats import Interval, PairedTest, bootstrap_interval, paired_bootstrap
 from medsft.metrics.text import (
@@ -26,24 +27,11 @@ from medsft.metrics.text import (
 from medsft.metrics.verdict import parse_verdict
 
 # torch (perplexity) and openai (the judge, at call time) load only when first used.
-_LAZY = {
-    "perplexity": "medsft.metrics.likelihood",
-    "perplexity_from_nll": "medsft.metrics.likelihood",
-    "PerplexityResult": "medsft.metrics.likelihood",
-    "TokenPerplexity": "medsft.metrics.likelihood",
-    "judge_pairs": "medsft.metrics.judge",
-    "ajudge_pairs": "medsft.metrics.judge",
-    "JudgeResult": "medsft.metrics.judge",
+_EXPORTS = {
+    "likelihood": ("perplexity", "perplexity_from_nll", "PerplexityResult", "TokenPerplexity"),
+    "judge": ("judge_pairs", "ajudge_pairs", "JudgeResult"),
 }
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medsft.metrics' has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "COMPARABLE",
