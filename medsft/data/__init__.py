@@ -13,7 +13,11 @@ One layer per module, each importing only the ones above it:
 
 `sources` and `schema` import neither torch nor Lightning, `stream` and `batching` torch only.
 The names below are re-exported lazily, so `from medsft.data import read_rows` stays light and
-`medsft.data.SFTDataModule` (configs' `class_path`) keeps working.
+`medsft.data.SFTDataModule` (configs' `class_path`) keeps working. `augment` holds the synonym
+augmentation (`data.augment`).
+
+May import: the shared top-level modules and medsft.model (the loss's supervised positions and
+the FLOPs of a packed batch); never training, evaluation or the command line.
 """
 
 from medsft import lazy_exports

@@ -26,6 +26,9 @@ One job per module, in the order `evaluate()` (run.py) uses them:
 - report: report.md from the registered sections: each a module of sections/ (a new section is
   one module there, computed and rendered in its `order`)
 
+May import: the shared top-level modules, medsft.model, medsft.data, medsft.metrics and
+medsft.training (a run folder's resolved config); never the command line (medsft.cli).
+
 Everything slow is cached in the output directory (medsft.cache), so scoring and judging rerun
 for free: `generations/<system>.jsonl` (answers of model systems), `generations/<system>.ppl.jsonl`
 (perplexities) and `judge_cache.jsonl` (judge replies), and for `mcq_set` `generations/<system>.mcq.jsonl` (letter

@@ -3,6 +3,14 @@
 Importing this package stays light (numpy, sacrebleu): it must not import torch, Lightning or
 openai, so that researchers can score outputs without the training stack. Keep heavy imports inside
 the functions that need them.
+
+Modules: `text` (the metrics table `METRICS`, BLEU, ROUGE, vocab-F1, distinct-n, `compare`),
+`tokenizers` and `overlap` (their tokens and counts), `stats` (bootstrap), `likelihood`
+(perplexity), `judge*`, `verdict`, `length_control` and `endpoint` (the LLM judge).
+
+May import: the shared top-level modules, and inside perplexity's functions medsft.model and
+medsft.data (the loss and the batch collation training uses); never training, evaluation or
+the command line.
 """
 
 from medsft import lazy_exports
