@@ -118,7 +118,8 @@ class SFTDataModule(LightningDataModule):
         Args:
             source: hub dataset id (streamed) or local file, directory or glob (JSONL, JSON,
                 Parquet, CSV).
-            tokenizer: hub id, local dir, or `qwen3` (bundled); train.py links it to the model's.
+            tokenizer: hub id, local dir, or `qwen3` (bundled); the training command links it to
+                the model's (medsft.cli.train).
             preset: column preset; `columns` entries override it.
             columns: role -> column name, for roles question, answer, think, system, messages,
                 input (Alpaca's, appended to the question) and id (the split key).
@@ -152,7 +153,8 @@ class SFTDataModule(LightningDataModule):
                 (medsft.data.augment); null = none. Never applied to the validation split.
         """
         super().__init__()
-        # The tokenizer is the model's (linked in train.py), already in the module's hparams.
+        # The tokenizer is the model's (medsft.cli.train's SFTCLI links the two): SFTModule's
+        # hparams record it already.
         self.save_hyperparameters(ignore=["tokenizer"])
         self.column_map = column_map(preset, columns)
         if not 0 <= val_fraction < 1:
