@@ -10,6 +10,7 @@ import pytest
 
 def test_the_old_command_runs_the_cli_tool(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["publish", "--help"])
+    monkeypatch.delitem(sys.modules, "medsft.cli.publish", raising=False)  # run fresh as __main__
     with pytest.raises(SystemExit) as done:
         runpy.run_module("medsft.publish", run_name="__main__")
     assert done.value.code == 0
