@@ -65,19 +65,25 @@ def render(report: dict[str, Any]) -> list[str]:
     if mcq.get("plot"):
         lines += ["", f"![multiple-choice accuracy]({mcq['plot']})"]
     fence = "````"
-    lines += [
-        "",
-        "Prompt of the first question (`loglik`; the model's next token is scored):",
-        "",
-        f"{fence}text",
-        mcq["prompt_example"],
-        fence,
-    ]
-    if "generate" in mcq["methods"]:
+    ran = {r["method"] for r in results.values()}
+    if "loglik" in ran:
         lines += [
             "",
-            "`generate` sends the zero-shot prompt as the user message of the chat "
-            "template, and reads letters from cues like 答案是 B / 答案：A、D / answer is C.",
+            "Prompt of the first question (`loglik`; the model's next token is scored):",
+            "",
+            f"{fence}text",
+            mcq["prompt_example"],
+            fence,
+        ]
+    if "generate" in ran:
+        lines += [
+            "",
+            "Prompt of the first question (`generate`; sent zero-shot as the user message of the "
+            "chat template, and letters read from cues like 答案是 B / 答案：A、D / answer is C):",
+            "",
+            f"{fence}text",
+            mcq["chat_prompt_example"],
+            fence,
         ]
     return lines
 
