@@ -1,5 +1,10 @@
 """medsft: supervised fine-tuning of Qwen3 on medical (and any) instruction data."""
 
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
 from medsft.cli.console import quiet_bitsandbytes_kernel_note
 
 __version__ = "0.1.0"
@@ -7,3 +12,29 @@ __version__ = "0.1.0"
 # Before anything imports bitsandbytes (peft and transformers do, early), which logs the note
 # while it is imported: see medsft.cli.console.
 quiet_bitsandbytes_kernel_note()
+
+
+def lazy_exports(
+    package: str, exports: dict[str, tuple[str, ...]]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A package's `__getattr__` and `__dir__` (PEP 562) that import each re-exported name from
+    its module when first used, so importing the package loads none of them (torch and
+    Lightning stay out of `import medsft.data`, `medsft.metrics`, `medsft.evaluation`).
+
+    Args:
+        package: the package's `__name__`.
+        exports: its module (relative to the package) -> the names it re-exports from there.
+    """
+    where = {name: f"{package}.{module}" for module, names in exports.items() for name in names}
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(where[name]), name)
+        setattr(sys.modules[package], name, value)  # later lookups skip __getattr__
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*vars(sys.modules[package]), *where})
+
+    return __getattr__, __dir__

@@ -62,11 +62,13 @@ def prompts(tokenizer: Any, questions: list[str] = QUESTIONS, **kwargs: Any) -> 
     return [encode_prompt(tokenizer, [{"role": "user", "content": q}], **kwargs) for q in questions]
 
 
-def sample_report(distinct_orders: list[int]) -> dict:
-    """An evaluation report of two answer files ('short', and the baseline 'long' ~10x longer)
-    over six sample questions, the judge skipped."""
+def sample_run(distinct_orders: list[int], out_dir: Path = ROOT) -> Any:
+    """The evaluation of two answer files ('short', and the baseline 'long' ~10x longer) over six
+    sample questions, scored, the judge skipped (a medsft.evaluation.report.Evaluation)."""
     from medsft.evaluation import DataSpec, EvalConfig, ScoringSettings, load_examples
-    from medsft.evaluation.run import examples_shown, score
+    from medsft.evaluation.report import Evaluation
+    from medsft.evaluation.run import score
+    from medsft.evaluation.sections.overview import examples_shown
     from medsft.evaluation.systems import SystemOutput
 
     examples = load_examples(DataSpec(source=str(ROOT / "data/sample/test_zh_med.json"), limit=6))
@@ -75,11 +77,20 @@ def sample_report(distinct_orders: list[int]) -> dict:
         SystemOutput("short", "answers", "a.json", [r[:20] for r in refs], [None] * 6),
         SystemOutput("long", "answers", "b.json", [r + r[:30] for r in refs], [None] * 6),
     ]
-    scoring = ScoringSettings(n_resamples=50, distinct_orders=distinct_orders, paired=False)
-    report = score(outputs, examples, None, EvalConfig(scoring=scoring, baseline="long"))
+    scoring = ScoringSettings(
+        n_resamples=50, distinct_orders=distinct_orders, paired=False, examples=2
+    )
+    config = EvalConfig(scoring=scoring, baseline="long", output_dir=str(out_dir))
+    report = score(outputs, examples, None, config)
     report["judge"] = {"status": "skipped", "baseline": "long", "reason": "no endpoint"}
-    report.update(training={}, examples=examples_shown(outputs, examples, 2))
-    return report
+    run = Evaluation(config, examples, outputs, None, [], out_dir, report)
+    report.update(training={}, examples=examples_shown(run))
+    return run
+
+
+def sample_report(distinct_orders: list[int]) -> dict:
+    """`sample_run`'s report.json content."""
+    return sample_run(distinct_orders).report
 
 
 SYNC_OPS = {"_local_scalar_dense", "nonzero", "masked_select", "is_nonzero", "equal"}

@@ -7,6 +7,7 @@ re-exports its layers lazily, see medsft/data/__init__.py).
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,165 @@ def test_perplexity_runs_without_lightning():
         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
     )
     assert out.stdout.splitlines()[-1] == "False"
+
+
+def test_reading_rows_and_scoring_load_neither_torch_nor_lightning_when_called(tmp_path):
+    """Light when called, not only when imported: a local file read through every layer of
+    medsft.data's readers, and BLEU and ROUGE scored."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"question": "头痛怎么办", "answer": "多休息。"}\n', encoding="utf-8")
+    code = (
+        "import json, sys\n"
+        "from medsft.data import DataSource, iter_conversations, read_rows\n"
+        "from medsft.metrics import bleu, rouge\n"
+        f"assert len(list(read_rows({str(rows)!r}))) == 1\n"
+        f"(c,) = iter_conversations(DataSource({str(rows)!r}))\n"
+        "answers, refs = [c.messages[-1]['content']], ['多喝水，多休息。']\n"
+        "print(bleu(answers, refs).score, rouge(answers, refs)['rougeL'].score)\n"
+        "print(json.dumps({m: m in sys.modules for m in ('torch', 'lightning')}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == {"torch": False, "lightning": False}
+
+
+LAZY_PACKAGES = ["medsft.data", "medsft.evaluation", "medsft.metrics"]
+
+
+def test_one_lazy_re_export_helper_serves_every_package():
+    import importlib
+
+    getattr_defs = [
+        name
+        for name, path in modules().items()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__"
+    ]
+    assert getattr_defs == ["medsft"]  # medsft.lazy_exports, and no copy of it
+    for name in LAZY_PACKAGES:
+        package = importlib.import_module(name)
+        exports = _lazy_exports(modules()[name])
+        assert exports, name
+        for export, layer in exports.items():
+            module = importlib.import_module(f"{name}.{layer}")
+            assert getattr(package, export) is getattr(module, export), export
+            assert export in dir(package)
+        with pytest.raises(AttributeError, match=f"module '{name}' has no attribute 'nope'"):
+            package.nope  # noqa: B018
+
+
+def test_importing_a_package_imports_none_of_its_lazy_layers():
+    code = (
+        "import json, sys\n"
+        f"import {', '.join(LAZY_PACKAGES)}\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(('medsft.data.', "
+        "'medsft.evaluation.', 'medsft.metrics.likelihood', 'medsft.metrics.judge')))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.splitlines()[-1]) == []
+
+
+# --------------------------------------------------------------------------------------------
+# The layout: what each package may import, as its docstring says
+# --------------------------------------------------------------------------------------------
+
+PACKAGES = ("model", "training", "data", "evaluation", "metrics", "cli")
+ALIASES = ("medsft.export", "medsft.publish", "medsft.leakage")
+"""Top-level modules kept for old commands: they run a medsft.cli tool with runpy."""
+KNOWN_TO_CLI = {("medsft", "medsft.cli.console")}
+"""Imports of medsft.cli from outside it that remain until medsft/__init__.py loses its
+import-time side effect (issue 25, point 5): listed, so that nothing is added to them."""
+
+
+def owner(module: str) -> str:
+    """The package a module belongs to (`data`, `cli`, ...), `top` for a top-level module."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in PACKAGES) else "top"
+
+
+def allowed_imports(root: Path = ROOT) -> dict[str, set[str] | None]:
+    """The packages each package's docstring says it may import (None: any), from its
+    `May import: ...` sentence."""
+    rules: dict[str, set[str] | None] = {}
+    for package in PACKAGES:
+        path = root / PACKAGE / package / "__init__.py"
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
+        found = re.search(r"May import: (.*?)\.(?:\s|$)", doc, re.DOTALL)
+        assert found, f"{path}: the docstring must say what the package may import"
+        allowed = found.group(1).split(";")[0]  # what follows says what it never imports
+        named = set(re.findall(r"medsft\.(\w+)", allowed)) & set(PACKAGES)
+        rules[package] = None if found.group(1).startswith("anything") else named
+    return rules
+
+
+def layout_violations(
+    graph: dict[str, set[str]], rules: dict[str, set[str] | None]
+) -> set[tuple[str, str]]:
+    """(module, import) pairs against the layout: a package importing one its docstring does not
+    allow; medsft.cli or an alias imported from outside medsft.cli; a top-level module
+    importing a package."""
+    bad = set()
+    for module, targets in graph.items():
+        mine = owner(module)
+        for target in targets:
+            theirs = owner(target)
+            to_cli = target in ALIASES or (theirs == "cli" and mine != "cli")
+            from_top = mine == "top" and theirs != "top"
+            rule = rules.get(mine)
+            across = mine not in ("top", theirs) and theirs != "top" and rule is not None
+            if to_cli or from_top or (across and theirs not in rule):
+                bad.add((module, target))
+    return bad
+
+
+def test_packages_import_only_what_their_docstrings_allow():
+    rules = allowed_imports()
+    # The directions themselves: data and metrics never reach training, evaluation or the
+    # command line; a model builds without training, data, evaluation or the command line.
+    assert not rules["data"] & {"training", "evaluation", "cli"}
+    assert not rules["metrics"] & {"training", "evaluation", "cli"}
+    assert not rules["model"] & {"training", "data", "evaluation", "cli"}
+    assert all(rule is None or "cli" not in rule for rule in rules.values())
+    bad = layout_violations(import_graph(), rules)
+    assert bad <= KNOWN_TO_CLI, "imports against the layout:\n" + "\n".join(
+        f"{a} -> {b}" for a, b in sorted(bad - KNOWN_TO_CLI)
+    )
+
+
+def test_the_layout_check_reads_docstrings_and_imports_inside_functions(tmp_path):
+    pkg = tmp_path / PACKAGE
+    for package in PACKAGES:
+        (pkg / package).mkdir(parents=True)
+        rule = "anything." if package == "cli" else "the top level."
+        (pkg / package / "__init__.py").write_text(f'"""{package}.\n\nMay import: {rule}"""\n')
+    (pkg / "data" / "__init__.py").write_text('"""Data.\n\nMay import: medsft.model."""\n')
+    (pkg / "__init__.py").write_text("")
+    (pkg / "chat.py").write_text("")
+    (pkg / "model" / "build.py").write_text("from medsft import chat\n")
+    (pkg / "data" / "stream.py").write_text(
+        "from medsft.model import build\n\ndef f():\n    from medsft.training import loop\n"
+    )
+    (pkg / "training" / "loop.py").write_text("from medsft import chat\n")
+    (pkg / "evaluation" / "run.py").write_text("def main():\n    import medsft.cli.errors\n")
+    (pkg / "cli" / "errors.py").write_text("import medsft.evaluation.run\n")
+    rules = allowed_imports(tmp_path)
+    assert rules["data"] == {"model"} and rules["cli"] is None and rules["training"] == set()
+    assert layout_violations(import_graph(tmp_path, PACKAGE), rules) == {
+        ("medsft.data.stream", "medsft.training.loop"),
+        ("medsft.evaluation.run", "medsft.cli.errors"),
+    }
+
+
+def test_the_top_level_holds_few_modules_and_the_aliases_import_nothing():
+    top = [m for m in modules() if owner(m) == "top" and m != PACKAGE]
+    assert len(top) <= 8, f"{len(top)} top-level modules: {top}; put new ones in a package"
+    for alias in ALIASES:
+        tree = ast.parse(modules()[alias].read_text(encoding="utf-8"))
+        imported = {
+            a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names
+        }
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        assert imported == {"runpy"}, alias

@@ -449,6 +449,7 @@ def test_a_hub_stream_resumes_exactly(tmp_path, monkeypatch):
 
     monkeypatch.setattr(datasets, "load_dataset", streamed)
     monkeypatch.setattr(medsft.model.build, "ensure_hub_reachable", lambda *a, **k: None)
+    monkeypatch.setattr(medsft.data.sources, "ensure_hub_reachable", lambda *a, **k: None)
     is_local = medsft.data.sources.is_local
     for module in (medsft.data, medsft.data.sources):
         monkeypatch.setattr(module, "is_local", lambda s: s != hub_id and is_local(s))

@@ -13,13 +13,14 @@ One layer per module, each importing only the ones above it:
 
 `sources` and `schema` import neither torch nor Lightning, `stream` and `batching` torch only.
 The names below are re-exported lazily, so `from medsft.data import read_rows` stays light and
-`medsft.data.SFTDataModule` (configs' `class_path`) keeps working.
+`medsft.data.SFTDataModule` (configs' `class_path`) keeps working. `augment` holds the synonym
+augmentation (`data.augment`).
+
+May import: the shared top-level modules and medsft.model (the loss's supervised positions and
+the FLOPs of a packed batch); never training, evaluation or the command line.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import Any
+from medsft import lazy_exports
 
 _EXPORTS = {
     "sources": (
@@ -29,13 +30,16 @@ _EXPORTS = {
         "LOCAL_SUFFIXES",
         "Row",
         "is_local",
+        "check_encoding",
         "check_local_source",
         "local_files",
         "read_rows",
     ),
     "schema": (
         "COLUMN_PRESETS",
+        "PRESETS",
         "ROLES",
+        "ColumnPreset",
         "Conversation",
         "DataSource",
         "Preset",
@@ -49,19 +53,5 @@ _EXPORTS = {
     "batching": ("collate", "data_counts"),
     "module": ("SFTDataModule",),
 }
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    # PEP 562: a name is imported from its layer when first used, so reading rows never pulls
-    # in torch or Lightning.
-    if name not in _WHERE:
-        raise AttributeError(f"module 'medsft.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"medsft.data.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

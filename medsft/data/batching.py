@@ -134,7 +134,6 @@ def _concatenated(examples: list[dict]) -> dict:
         "position_ids": position_ids,
         "lengths": [len(ex["input_ids"]) for ex in examples],
         "index": [ex.get("index") for ex in examples],
-        "meta": {"packed": len(examples)},
         "counts": dict(sum((Counter(ex.get("counts", {})) for ex in examples), Counter())),
     }
 
@@ -174,7 +173,6 @@ def collate(
             causal_pairs(n for ex in examples for n in ex.get("lengths", [len(ex["input_ids"])]))
         ),
         "index": [ex.get("index") for ex in examples],
-        "meta": [ex.get("meta", {}) for ex in examples],
         # (worker, examples it delivered in this epoch up to this batch): the resume point.
         "stream_position": max(stream, key=lambda p: p[1]) if stream else None,
         "data_counts": data_counts(examples),

@@ -21,7 +21,7 @@ from medsft.chat import IGNORE_INDEX, MultiTurn, Truncation
 from medsft.data.augment import AugmentSettings
 from medsft.data.batching import Packing, collate
 from medsft.data.schema import DataSource, Preset, column_map
-from medsft.data.sources import EmptySource, check_local_source
+from medsft.data.sources import EmptySource, check_encoding, check_local_source
 from medsft.data.stream import SFTStream, StreamPosition
 from medsft.ranks import all_ranks, trainer_rank
 
@@ -110,6 +110,7 @@ class SFTDataModule(LightningDataModule):
         packing: Packing = False,
         pad_to_multiple_of: int = 8,
         skip_invalid: bool = False,
+        encoding: str = "utf-8",
         seed: int = 0,
         augment: AugmentSettings | None = None,
     ):
@@ -117,7 +118,8 @@ class SFTDataModule(LightningDataModule):
         Args:
             source: hub dataset id (streamed) or local file, directory or glob (JSONL, JSON,
                 Parquet, CSV).
-            tokenizer: hub id, local dir, or `qwen3` (bundled); train.py links it to the model's.
+            tokenizer: hub id, local dir, or `qwen3` (bundled); the training command links it to
+                the model's (medsft.cli.train).
             preset: column preset; `columns` entries override it.
             columns: role -> column name, for roles question, answer, think, system, messages,
                 input (Alpaca's, appended to the question) and id (the split key).
@@ -144,12 +146,15 @@ class SFTDataModule(LightningDataModule):
                 micro-batch, so nothing is padded but the last `pad_to_multiple_of`.
             pad_to_multiple_of: pad batch length to a multiple of this (tensor-core friendly).
             skip_invalid: skip and count bad rows instead of stopping with an error.
+            encoding: text encoding of local JSON, JSONL and CSV files (`gb18030` for Toyhom's
+                CSVs).
             seed: shuffling seed.
             augment: question-side synonym replacement of a share of the training examples
                 (medsft.data.augment); null = none. Never applied to the validation split.
         """
         super().__init__()
-        # The tokenizer is the model's (linked in train.py), already in the module's hparams.
+        # The tokenizer is the model's (medsft.cli.train's SFTCLI links the two): SFTModule's
+        # hparams record it already.
         self.save_hyperparameters(ignore=["tokenizer"])
         self.column_map = column_map(preset, columns)
         if not 0 <= val_fraction < 1:
@@ -170,6 +175,7 @@ class SFTDataModule(LightningDataModule):
                 check_local_source(name)  # a missing path fails here, before any model is built
         if truncation not in ("right", "drop"):
             raise ValueError(f"truncation must be 'right' or 'drop', got {truncation!r}")
+        check_encoding(encoding)
         self.source = source
         self.preset = preset
         self.columns = columns
@@ -192,6 +198,7 @@ class SFTDataModule(LightningDataModule):
         )
         self.pad_to_multiple_of = pad_to_multiple_of
         self.skip_invalid = skip_invalid
+        self.encoding = encoding
         self.seed = seed
         self.augment = augment
         if augment is not None:
@@ -222,6 +229,7 @@ class SFTDataModule(LightningDataModule):
             subset=self.subset,
             system_prompt=self.system_prompt,
             skip_invalid=self.skip_invalid,
+            encoding=self.encoding,
         )
 
     @property

@@ -11,25 +11,87 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from medsft.chat import MESSAGE_ROLES, Message, qa_messages
 from medsft.data.sources import InvalidExample, Row, read_rows
 
 ROLES = ("question", "answer", "think", "system", "messages", "input", "id")
-Preset = Literal["huatuo", "course", "alpaca", "messages", "sharegpt", "reasoning", "medquad"]
-"""Column presets by name: the one list, for training and evaluation configs alike."""
-COLUMN_PRESETS: dict[Preset, dict[str, str]] = {
-    "huatuo": {"question": "question", "answer": "answer", "id": "id"},
-    "course": {"question": "0", "answer": "1"},
-    "alpaca": {"question": "instruction", "input": "input", "answer": "output"},
-    "messages": {"messages": "messages", "id": "id"},
-    "sharegpt": {"messages": "conversations", "id": "id"},
-    "reasoning": {"question": "question", "think": "think", "answer": "answer"},
-    "medquad": {"question": "Question", "answer": "Answer", "id": "qid"},
+
+
+@dataclass(frozen=True)
+class ColumnPreset:
+    """How one kind of dataset's rows map to chat roles: an entry of `PRESETS`."""
+
+    columns: dict[str, str]
+    """Role -> column name (roles: `ROLES`)."""
+    summary: str
+    """The rows it reads, as README's Data table says it (a test holds the two equal)."""
+    transform: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    """A row's record rewritten before its columns are read (Toyhom's title and ask become one
+    question); a record that is not an object is left to the column checks."""
+
+
+_PUNCTUATION = re.compile(r"[\W_]+")
+
+
+def title_and_ask(record: dict[str, Any]) -> dict[str, Any]:
+    """Toyhom's question in `ask`: the title, a newline, the ask; only the ask when it already
+    says the title (titles are mostly the ask's first sentence, cut), only the title when the ask
+    is empty or a part of it. Punctuation and spaces are ignored when comparing."""
+    title, ask = record.get("title"), record.get("ask")
+    if not isinstance(title, str) or not isinstance(ask, str):
+        return record  # a missing or non-text field is named by the column checks
+    core_title, core_ask = _PUNCTUATION.sub("", title), _PUNCTUATION.sub("", ask)
+    if not core_title or core_title in core_ask:
+        return record
+    if core_ask in core_title:  # empty, or a piece of the title
+        return {**record, "ask": title.strip()}
+    return {**record, "ask": f"{title.strip()}\n{ask.strip()}"}
+
+
+PRESETS: dict[str, ColumnPreset] = {
+    "huatuo": ColumnPreset(
+        {"question": "question", "answer": "answer", "id": "id"}, "`question`, `answer`, `id`"
+    ),
+    "course": ColumnPreset(
+        {"question": "0", "answer": "1"}, "a JSON list of `[question, reference]`"
+    ),
+    "alpaca": ColumnPreset(
+        {"question": "instruction", "input": "input", "answer": "output"},
+        "`instruction`, `input`, `output`",
+    ),
+    "messages": ColumnPreset(
+        {"messages": "messages", "id": "id"}, "`messages: [{role, content}, ...]`"
+    ),
+    "sharegpt": ColumnPreset(
+        {"messages": "conversations", "id": "id"},
+        "`conversations: [{from, value}, ...]` (MedicalGPT's and most open SFT sets)",
+    ),
+    "reasoning": ColumnPreset(
+        {"question": "question", "think": "think", "answer": "answer"},
+        "`question`, `think`, `answer` (set `data.enable_thinking: true`)",
+    ),
+    "medquad": ColumnPreset(
+        {"question": "Question", "answer": "Answer", "id": "qid"}, "`Question`, `Answer`, `qid`"
+    ),
+    "toyhom": ColumnPreset(
+        {"question": "ask", "answer": "answer"},
+        "`department`, `title`, `ask`, `answer` (Toyhom's Chinese-medical-dialogue-data CSVs; "
+        "set `data.encoding: gb18030`): the question is the title and the ask, or the ask alone "
+        "when it already says the title",
+        transform=title_and_ask,
+    ),
 }
+"""Column presets by name, for training and evaluation configs alike: the one list. A new preset
+is one entry here (and its row in README's Data table)."""
+
+Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]  # the names of PRESETS, for configs
+COLUMN_PRESETS: dict[str, dict[str, str]] = {name: p.columns for name, p in PRESETS.items()}
+"""Role -> column name of each preset (`PRESETS`' columns)."""
 SHAREGPT_ROLES = {
     "human": "user",
     "user": "user",
@@ -65,7 +127,7 @@ class DataSource:
     source: str = "FreedomIntelligence/Huatuo26M-Lite"
     """Hub dataset id (streamed) or local file, directory or glob (JSONL, JSON, Parquet, CSV)."""
     preset: Preset = "huatuo"
-    """Column preset (huatuo, course, alpaca, messages, sharegpt, reasoning, medquad); `columns`
+    """Column preset, a name of medsft.data.schema.PRESETS (README's Data table); `columns`
     entries override it."""
     columns: dict[str, str] | None = None
     """Role -> column name, for roles question, answer, think, system, messages, input (Alpaca's,
@@ -78,6 +140,9 @@ class DataSource:
     """System message for rows without one."""
     skip_invalid: bool = False
     """Skip and count bad rows instead of stopping with an error naming file, line and field."""
+    encoding: str = "utf-8"
+    """Text encoding of local JSON, JSONL and CSV files (`gb18030` for Toyhom's CSVs); any
+    ASCII-compatible codec Python knows."""
 
     def column_map(self) -> dict[str, str]:
         """Role -> column name (see `column_map`); raises ValueError on an unknown preset or role."""
@@ -115,10 +180,18 @@ def iter_conversations(
         ValueError: an unknown preset or column role.
     """
     columns = source.column_map()
+    transform = PRESETS[source.preset].transform
     rows = read_rows(
-        source.source, split=source.split, subset=source.subset, shard=shard, num_shards=num_shards
+        source.source,
+        split=source.split,
+        subset=source.subset,
+        shard=shard,
+        num_shards=num_shards,
+        encoding=source.encoding,
     )
     for row in rows:
+        if transform is not None and isinstance(row.data, dict):
+            row = replace(row, data=transform(row.data))
         try:
             messages, key = to_messages(row, columns, source.system_prompt)
         except InvalidExample as err:

@@ -5,11 +5,13 @@
 cannot be parsed becomes an `InvalidExample` naming file, line and field, returned in place of the
 row's data (not raised) so that `skip_invalid` can decide whether it stops the run.
 
-The bottom layer of medsft.data: imports neither torch nor Lightning.
+The bottom layer of medsft.data: neither importing it nor reading local files loads torch or
+Lightning (what names a hub dataset is medsft.hub's string check).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import glob
 import json
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from medsft.errors import UserError
+from medsft.hub import ensure_hub_reachable, is_hub_id
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 BOM = b"\xef\xbb\xbf"
@@ -63,8 +66,6 @@ def is_local(source: str) -> bool:
     Also a path that does not exist but cannot be a hub id (`./x`, `/x`, `a/b/c`) or whose first
     folder exists here (`data/mine`): it is reported missing, never looked up on the hub.
     """
-    from medsft.model.build import is_hub_id
-
     first = source.split("/", 1)[0]
     return (
         source.endswith(LOCAL_SUFFIXES)
@@ -99,16 +100,39 @@ def local_files(source: str, what: str = "data source") -> list[str]:
     return sorted(files)
 
 
-def _not_utf8(path: str, lineno: int, err: UnicodeDecodeError) -> InvalidExample:
+def check_encoding(encoding: str) -> str:
+    """The codec's canonical name (``gb18030``), or ValueError saying what would work: an
+    encoding Python knows in which newlines and ASCII are single bytes (lines are split on
+    bytes, so UTF-16 cannot be read line by line)."""
+    try:
+        name = codecs.lookup(encoding).name
+    except (LookupError, TypeError):
+        raise ValueError(
+            f"unknown encoding {encoding!r}; use a Python codec name such as utf-8 or gb18030"
+        ) from None
+    if "x,\n".encode(name, errors="replace") != b"x,\n":
+        raise ValueError(
+            f"encoding {encoding!r} is not ASCII-compatible; re-save the file as UTF-8"
+        )
+    return name
+
+
+def _undecodable(path: str, lineno: int, err: UnicodeDecodeError, encoding: str) -> InvalidExample:
+    shown = "UTF-8" if encoding == "utf-8" else encoding
     return InvalidExample(
         f"{path}:{lineno}",
         "<encoding>",
-        f"not UTF-8 text (re-save the file as UTF-8); byte 0x{err.object[err.start]:02x} at "
-        f"byte {err.start + 1} of the line",
+        f"not {shown} text (re-save the file as UTF-8, or name its encoding: data.encoding, "
+        f"e.g. gb18030); byte 0x{err.object[err.start]:02x} at byte {err.start + 1} of the line",
     )
 
 
-def _json_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
+def _line_codec(encoding: str, lineno: int) -> str:
+    """The codec of a line: UTF-8's first line may start with a byte-order mark."""
+    return "utf-8-sig" if encoding == "utf-8" and lineno == 1 else encoding
+
+
+def _json_records(path: str, encoding: str) -> Iterator[tuple[str, Callable[[], Any]]]:
     # Read as bytes and decoded per line, so a non-UTF-8 byte names its line (and, with
     # skip_invalid, costs only that line).
     with open(path, "rb") as f:
@@ -117,25 +141,25 @@ def _json_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
             chunk = f.read(65536)
         f.seek(0)
         if first == b"[":  # a JSON array (the course format); JSONL otherwise
-            yield from _json_array(path, f.read())
+            yield from _json_array(path, f.read(), encoding)
             return
         for lineno, line in enumerate(f, start=1):
             if line.strip():
                 # Parsed only by the shard it belongs to: other ranks and workers skip it unread.
                 yield (
                     f"{path}:{lineno}",
-                    (lambda line=line, lineno=lineno: _parse_line(path, lineno, line)),
+                    (lambda line=line, lineno=lineno: _parse_line(path, lineno, line, encoding)),
                 )
 
 
-def _json_array(path: str, data: bytes) -> Iterator[tuple[str, Callable[[], Any]]]:
+def _json_array(path: str, data: bytes, encoding: str) -> Iterator[tuple[str, Callable[[], Any]]]:
     try:
-        items = json.loads(data.decode("utf-8-sig"))
+        items = json.loads(data.decode(_line_codec(encoding, 1)))
     except UnicodeDecodeError as err:
         lineno = data.count(b"\n", 0, err.start) + 1
         line_start = data.rfind(b"\n", 0, err.start) + 1
         err.object, err.start = data[line_start : err.end], err.start - line_start
-        raise _not_utf8(path, lineno, err) from None
+        raise _undecodable(path, lineno, err, encoding) from None
     except json.JSONDecodeError as err:
         raise InvalidExample(
             f"{path}:{err.lineno}", "<json>", f"malformed JSON: {err.msg}"
@@ -148,12 +172,12 @@ def _json_array(path: str, data: bytes) -> Iterator[tuple[str, Callable[[], Any]
         yield f"{path}: item {i}", (lambda item=item: item)
 
 
-def _parse_line(path: str, lineno: int, line: bytes) -> Any:
+def _parse_line(path: str, lineno: int, line: bytes, encoding: str) -> Any:
     # Problems are returned, not raised: skip_invalid decides whether they stop the run.
     try:
-        text = line.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        text = line.decode(_line_codec(encoding, lineno))
     except UnicodeDecodeError as err:
-        return _not_utf8(path, lineno, err)
+        return _undecodable(path, lineno, err, encoding)
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -166,17 +190,17 @@ def _parse_line(path: str, lineno: int, line: bytes) -> Any:
         )
 
 
-def _csv_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
+def _csv_records(path: str, encoding: str) -> Iterator[tuple[str, Callable[[], Any]]]:
     bad: dict[int, InvalidExample] = {}
 
     def lines() -> Iterator[str]:
         with open(path, "rb") as f:
             for lineno, line in enumerate(f, start=1):
                 try:
-                    yield line.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                    yield line.decode(_line_codec(encoding, lineno))
                 except UnicodeDecodeError as err:
-                    bad[lineno] = _not_utf8(path, lineno, err)
-                    yield line.decode("utf-8", errors="replace")
+                    bad[lineno] = _undecodable(path, lineno, err, encoding)
+                    yield line.decode(encoding, errors="replace")
 
     reader = csv.DictReader(lines())
     end = 1  # line 1 is the header; csv knows the line where each record ends
@@ -209,12 +233,12 @@ def _parquet_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
         ) from None
 
 
-def _file_records(path: str) -> Iterator[tuple[str, Callable[[], Any]]]:
+def _file_records(path: str, encoding: str) -> Iterator[tuple[str, Callable[[], Any]]]:
     """(where, load) for each record of a file; `load()` returns the parsed record."""
     if path.endswith((".jsonl", ".json")):
-        yield from _json_records(path)
+        yield from _json_records(path, encoding)
     elif path.endswith(".csv"):
-        yield from _csv_records(path)
+        yield from _csv_records(path, encoding)
     else:
         yield from _parquet_records(path)
 
@@ -226,25 +250,26 @@ def read_rows(
     subset: str | None = None,
     shard: int = 0,
     num_shards: int = 1,
+    encoding: str = "utf-8",
 ) -> Iterator[Row]:
     """The raw rows of one shard of a source, in a fixed order, tagged with where they came from.
 
     Shards are disjoint and cover the source: for local files row i belongs to shard
     i mod num_shards; a hub stream is split by `datasets.distributed.split_dataset_by_node` (by
-    file where the file count allows, else by row).
+    file where the file count allows, else by row). `encoding` is that of local JSON, JSONL and
+    CSV files (see `check_encoding`).
     """
+    encoding = check_encoding(encoding)
     if is_local(source):
         index = 0
         for path in local_files(source):
-            for where, load in _file_records(path):
+            for where, load in _file_records(path, encoding):
                 if index % num_shards == shard:
                     yield Row(index, where, load())
                 index += 1
         return
     import datasets
     from datasets.distributed import split_dataset_by_node
-
-    from medsft.model.build import ensure_hub_reachable
 
     ensure_hub_reachable(source, repo_type="dataset", probe="README.md")
     stream = datasets.load_dataset(source, subset, split=split, streaming=True)

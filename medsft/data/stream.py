@@ -2,8 +2,9 @@
 
 - Train/validation split by a hash of each example's id (or text): the same on every run, worker
   count and world size.
-- Sharding: row i goes to shard i mod (world_size * num_workers), so within an epoch every row is
-  read by exactly one (rank, worker), in training and validation alike.
+- Sharding: a local file's row i goes to shard i mod (world_size * num_workers), a hub stream is
+  split by `datasets` (by file where the file count allows, else by row); either way every row is
+  read by exactly one (rank, worker) per epoch, in training and validation alike.
 - The training stream is shuffled (and grouped or packed, medsft.data.batching) with a seed of
   (seed, epoch, shard) only; `StreamPosition` records how far each worker got, so a resumed
   epoch replays and drops what was already trained on.
@@ -157,11 +158,6 @@ class SFTStream(IterableDataset):
                     raise invalid from err
                 stats.skip(invalid)
                 continue
-            meta = (
-                {k: v for k, v in row.data.items() if k not in dm.column_map.values()}
-                if isinstance(row.data, dict)
-                else {}
-            )
             for seq in sequences:
                 stats.examples += 1
                 stats.truncated += bool(seq.pop("truncated", False))
@@ -170,7 +166,7 @@ class SFTStream(IterableDataset):
                 now = stats.counts()
                 step = {k: v - last.get(k, 0) for k, v in now.items()}
                 last = now
-                yield {**seq, "index": row.index, "meta": meta, "counts": step}
+                yield {**seq, "index": row.index, "counts": step}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         shard, num_shards, worker = self._shard()

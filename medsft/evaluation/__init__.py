@@ -23,8 +23,13 @@ One job per module, in the order `evaluate()` (run.py) uses them:
 - judging: the judge against the baseline
 - training: TensorBoard curves of runs; ablation: runs' hyperparameters beside their scores,
   and every metric against each numeric hyperparameter that varies
-- plots: metrics.png, mcq.png, training_<run>.png, sensitivity_<key>.png; report: report.md;
-  html: report.html (the report and a case browser, self-contained)
+- plots: metrics.png, mcq.png, training_<run>.png, sensitivity_<key>.png
+- report: report.md from the registered sections: each a module of sections/ (a new section is
+  one module there, computed and rendered in its `order`); html: report.html (the report and a
+  case browser, self-contained)
+
+May import: the shared top-level modules, medsft.model, medsft.data, medsft.metrics and
+medsft.training (a run folder's resolved config); never the command line (medsft.cli).
 
 Everything slow is cached in the output directory (medsft.cache), so scoring and judging rerun
 for free: `generations/<system>.jsonl` (answers of model systems), `generations/<system>.ppl.jsonl`
@@ -34,53 +39,26 @@ log-probabilities) and `mcq/generations/` (generated answers). Outputs: `report.
 `config.yaml`.
 """
 
-import importlib
-from typing import Any
+from medsft import lazy_exports
 
 # Loaded when first used, so that `medsft.evaluation.scoring` and `.report` (scoring a file of
 # answers, rendering a report) import neither torch nor Lightning.
-_LAZY = {
-    **dict.fromkeys(
-        [
-            "DataSpec",
-            "EvalConfig",
-            "JudgeSettings",
-            "RuntimeSettings",
-            "ScoringSettings",
-            "SystemSpec",
-            "infer_kind",
-            "judge_status",
-            "resolve_run_dir",
-            "validate_config",
-        ],
-        "medsft.evaluation.config",
+_EXPORTS = {
+    "config": (
+        "DataSpec",
+        "EvalConfig",
+        "JudgeSettings",
+        "RuntimeSettings",
+        "ScoringSettings",
+        "SystemSpec",
+        "infer_kind",
+        "judge_status",
+        "resolve_run_dir",
+        "validate_config",
     ),
-    "is_global_zero": "medsft.evaluation.models",
-    "evaluate": "medsft.evaluation.run",
-    "Example": "medsft.evaluation.testset",
-    "load_examples": "medsft.evaluation.testset",
+    "models": ("is_global_zero",),
+    "run": ("evaluate",),
+    "testset": ("Example", "load_examples"),
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medsft.evaluation' has no attribute {name!r}")
-
-
-__all__ = [
-    "DataSpec",
-    "EvalConfig",
-    "Example",
-    "JudgeSettings",
-    "RuntimeSettings",
-    "ScoringSettings",
-    "SystemSpec",
-    "evaluate",
-    "infer_kind",
-    "is_global_zero",
-    "judge_status",
-    "load_examples",
-    "resolve_run_dir",
-    "validate_config",
-]
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

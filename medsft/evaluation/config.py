@@ -18,15 +18,10 @@ from urllib.parse import urlsplit
 from medsft.data.schema import DataSource, Preset
 from medsft.errors import ConfigError
 from medsft.evaluation.generate import GenerationSettings
+from medsft.hub import RANDOM_PREFIX, ensure_hub_reachable, is_hub_id
 from medsft.metrics import judge
 from medsft.metrics.endpoint import ServerKind, UnsupportedSetting, request_fields
-from medsft.model.build import (
-    RANDOM_PREFIX,
-    DType,
-    ensure_hub_reachable,
-    is_hub_id,
-    resolve_trained,
-)
+from medsft.model.build import DType, resolve_trained
 
 Kind = Literal["auto", "model", "run", "answers", "endpoint"]
 Server = Literal["auto", "openai", "vllm", "sglang", "transformers"]
@@ -40,12 +35,13 @@ ANSWER_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 @dataclass
 class DataSpec(DataSource):
     """A question set, read with the same column mapping as training (medsft.data.DataSource:
-    source, preset, columns, split, subset, system_prompt, skip_invalid)."""
+    source, preset, columns, split, subset, system_prompt, skip_invalid, encoding)."""
 
     source: str = "data/sample/test_zh_med.json"
     """Local file, directory or glob (JSON, JSONL, Parquet, CSV), or a hub dataset id."""
     preset: Preset = "course"
-    """Column preset: course ([question, reference] lists), huatuo, reasoning, alpaca, ..."""
+    """Column preset, a name of medsft.data.schema.PRESETS (README's Data table); `course`:
+    [question, reference] lists."""
     split: str = "test"
     """Hub split to read."""
     system_prompt: str | None = None
@@ -193,9 +189,9 @@ class ScoringSettings:
     rouge_types: list[str] = field(default_factory=lambda: ["rouge1", "rouge2", "rougeL"])
     """ROUGE variants."""
     vocab_f1_mode: Literal["multiset", "set"] = "set"
-    """Vocabulary F1 overlap: `set` (distinct tokens shared, as the course studies computed it)
-    or `multiset` (SQuAD-style token counts, which equals ROUGE-1 F1 with the same tokens, so
-    the report would show one number twice)."""
+    """Vocabulary F1 overlap: `set` (vocab-F1: distinct tokens shared, as the course studies
+    computed it) or `multiset` (named token-F1: SQuAD-style token counts, which equals ROUGE-1 F1
+    with the same tokens, so the report would show one number twice)."""
     distinct_orders: list[int] = field(default_factory=lambda: [1, 2])
     """Distinct-n for each n; [] turns distinct-n off."""
     n_resamples: int = 1000
@@ -203,7 +199,8 @@ class ScoringSettings:
     seed: int = 0
     """Bootstrap seed."""
     paired: bool = True
-    """Paired bootstrap test of every pair of systems on BLEU, ROUGE and vocab-F1."""
+    """Paired bootstrap test of every pair of systems on every metric against the references
+    (medsft.metrics.METRICS: BLEU, ROUGE, vocab-F1; not distinct-n)."""
     perplexity: bool = True
     """Perplexity of each model system on the references (and on val_set)."""
     ppl_batch_size: int = 4

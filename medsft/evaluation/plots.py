@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from medsft.evaluation.scoring import has_references
 from medsft.evaluation.training import Scalars
 
 log = logging.getLogger(__name__)
@@ -65,14 +66,21 @@ def _grouped(
         ax.legend(fontsize="small")
 
 
+def _metric_groups(report: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The text metrics of the report: (those against the references, those of diversity), as
+    medsft.metrics.METRICS says."""
+    metrics = report["metrics"][report["systems"][0]["name"]]
+    overlap = [n for n, entry in metrics.items() if has_references(entry)]
+    return overlap, [n for n in metrics if n not in overlap]
+
+
 def _panels(report: dict[str, Any]) -> list[tuple[str, float]]:
     """(panel, width) of each panel metrics.png shows."""
     systems = [s["name"] for s in report["systems"]]
-    names = list(report["metrics"][systems[0]])
-    overlap = [n for n in names if not n.startswith("distinct")]
+    overlap, diversity = _metric_groups(report)
     panels = [("overlap", max(len(overlap), 3))]
-    if len(overlap) < len(names):
-        panels.append(("distinct", max(len(names) - len(overlap), 1.5)))
+    if diversity:
+        panels.append(("diversity", max(len(diversity), 1.5)))
     n_ppl = sum("test" in report["perplexity"].get(s, {}) for s in systems)
     if n_ppl:
         panels.append(("ppl", max(n_ppl, 1.5)))
@@ -102,16 +110,13 @@ def metrics_figure(report: dict[str, Any]) -> Any:
         squeeze=False,
         gridspec_kw={"width_ratios": widths},
     )
-    systems = [s["name"] for s in report["systems"]]
-    names = list(report["metrics"][systems[0]])
+    overlap, diversity = _metric_groups(report)
     for ax, (panel, _) in zip(axes[0], panels, strict=True):
         if panel == "overlap":
-            overlap = [n for n in names if not n.startswith("distinct")]
             _grouped(ax, report, overlap, "Overlap with the references")
             ax.set_ylabel("score (0-100), 95% bootstrap CI")
-        elif panel == "distinct":
-            distinct = [n for n in names if n.startswith("distinct")]
-            _grouped(ax, report, distinct, "Diversity (no CI)", legend=False)
+        elif panel == "diversity":
+            _grouped(ax, report, diversity, "Diversity (no CI)", legend=False)
         elif panel == "ppl":
             _ppl_panel(ax, report)
         elif panel == "judge":

@@ -10,18 +10,14 @@ from typing import Any
 
 from medsft.cache import digest
 from medsft.errors import InputError
-from medsft.evaluation.ablation import ablation
 from medsft.evaluation.answers import answers_system
-from medsft.evaluation.config import EvalConfig, SystemSpec, judge_status, validate_config
+from medsft.evaluation.config import EvalConfig, SystemSpec, validate_config
 from medsft.evaluation.endpoints import endpoint_system
 from medsft.evaluation.html import case_question, write_html
-from medsft.evaluation.judging import run_judge
-from medsft.evaluation.leakage import check_leakage
 from medsft.evaluation.lock import output_lock
-from medsft.evaluation.mcq import McqRun, McqSet, load_mcq_set, mcq_report, mcq_runs
+from medsft.evaluation.mcq import McqRun, McqSet, load_mcq_set, mcq_runs
 from medsft.evaluation.models import ModelSource, SharedModel, is_global_zero, model_system
-from medsft.evaluation.plots import plot_mcq, plot_metrics, plot_training
-from medsft.evaluation.report import render_markdown
+from medsft.evaluation.report import Evaluation, compute_sections, render_markdown
 from medsft.evaluation.scoring import (
     flag_lengths,
     length_summary,
@@ -33,7 +29,6 @@ from medsft.evaluation.scoring import (
 )
 from medsft.evaluation.systems import SystemOutput
 from medsft.evaluation.testset import Example, duplicate_summary, load_examples
-from medsft.evaluation.training import training_scalars, training_summary
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +48,6 @@ def evaluate(config: EvalConfig, *, resolved_config: str | None = None) -> dict[
 
 def _evaluate(config: EvalConfig, *, resolved_config: str | None) -> dict[str, Any] | None:
     kinds = validate_config(config)
-    judge = judge_status(config)
     out_dir = Path(config.output_dir)
     examples = load_examples(config.test_set)
     val = load_examples(config.val_set, what="val_set") if config.val_set else None
@@ -80,27 +74,7 @@ def _evaluate(config: EvalConfig, *, resolved_config: str | None) -> dict[str, A
         return None  # other ranks only help generate; scoring and the report are rank 0's
 
     report = score(outputs, examples, val, config)
-    if mcq is not None:
-        report["mcq"] = mcq_report(mcq, runs, config)
-        if plot_mcq(report["mcq"], out_dir / "mcq.png"):
-            report["mcq"]["plot"] = "mcq.png"
-    if judge.run:
-        report["judge"] = run_judge(outputs, examples, config, out_dir)
-    else:
-        log.info("judge skipped: %s", judge.reason)
-        report["judge"] = {"status": "skipped", "reason": judge.reason, "baseline": config.baseline}
-    if config.leakage is not None:
-        report["leakage"] = check_leakage(
-            examples, config.leakage, progress=config.runtime.progress
-        )
-    report["training"] = training_curves(outputs, out_dir)
-    report["ablation"] = ablation(outputs, report, out_dir)
-    report["examples"] = examples_shown(outputs, examples, config.scoring.examples)
-    plot_metrics(report, out_dir / "metrics.png")
-    report["plots"] = [
-        "metrics.png",
-        *(t["plot"] for t in report["training"].values() if "plot" in t),
-    ]
+    compute_sections(Evaluation(config, examples, outputs, mcq, runs, out_dir, report))
     report["seconds"] = round(time.perf_counter() - started, 2)
     write_report(report, out_dir)
     write_html(report, [case_question(ex) for ex in examples], out_dir)
@@ -198,40 +172,6 @@ def lengths(
         out[o.name] = length_summary(o.answers, tokenizer, cut_off)
     flag_lengths(out, baseline)
     return out
-
-
-def training_curves(outputs: list[SystemOutput], out_dir: Path) -> dict[str, Any]:
-    """Each run system's TensorBoard scalars, summarised and plotted to training_<name>.png."""
-    training = {}
-    for o in outputs:
-        if o.run_dir is None:
-            continue
-        scalars = training_scalars(o.run_dir)
-        entry = training_summary(o.run_dir, scalars)
-        if plot_training(o.name, scalars, out_dir / f"training_{o.name}.png"):
-            entry["plot"] = f"training_{o.name}.png"
-        training[o.name] = entry
-    return training
-
-
-def examples_shown(outputs: list[SystemOutput], examples: list[Example], k: int) -> list[dict]:
-    """`k` questions spread over the test set, with the reference and every system's answer."""
-    n = len(examples)
-    if k <= 0:
-        indices: list[int] = []
-    elif k >= n:
-        indices = list(range(n))
-    else:
-        indices = sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
-    return [
-        {
-            "index": i,
-            "question": examples[i].question,
-            "reference": examples[i].reference,
-            "answers": {o.name: o.answers[i] for o in outputs},
-        }
-        for i in indices
-    ]
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:

@@ -6,8 +6,6 @@ import statistics
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from medsft.metrics import metric_name
-
 if TYPE_CHECKING:  # annotations only: scoring a file of answers needs neither torch nor Lightning
     from medsft.evaluation.config import ScoringSettings
     from medsft.evaluation.systems import SystemOutput
@@ -27,27 +25,58 @@ def metric_tokenizer(scoring: ScoringSettings, references: Sequence[str]) -> str
     return resolve_tokenizer(scoring.tokenizer, references)
 
 
+def metric_variants(scoring: ScoringSettings) -> list[tuple[str, dict[str, Any]]]:
+    """(metric key, options) of every score the settings ask for, in medsft.metrics.METRICS's
+    order: one per value of each metric's setting (BLEU-1, BLEU-2, ...)."""
+    from medsft.metrics import METRICS
+
+    variants = []
+    for key, metric in METRICS.items():
+        if metric.setting is None or metric.option is None:
+            variants.append((key, {}))
+            continue
+        values = getattr(scoring, metric.setting)
+        for value in values if isinstance(values, (list, tuple)) else [values]:
+            variants.append((key, {metric.option: value}))
+    return variants
+
+
+def metric_names(scoring: ScoringSettings) -> list[str]:
+    """The names `score_texts` gives its scores under these settings, in order."""
+    from medsft.metrics import METRICS
+
+    return [METRICS[key].name(**options) for key, options in metric_variants(scoring)]
+
+
+def has_references(entry: dict[str, Any]) -> bool:
+    """Whether a score of `score_texts` measures agreement with the references (with an interval
+    and a paired test), not a property of the answers alone (distinct-n)."""
+    from medsft.metrics import METRICS
+
+    return METRICS[entry["metric"]].references
+
+
 def score_texts(
     predictions: Sequence[str], references: Sequence[str], scoring: ScoringSettings, tokenizer: str
 ) -> dict[str, dict[str, Any]]:
-    """Every text metric of medsft.metrics, keyed by its name (BLEU-4, ROUGE-L, ...)."""
-    from medsft.metrics import bleu, distinct, rouge, vocab_f1
+    """Every text metric of medsft.metrics.METRICS the settings ask for, keyed by its name
+    (BLEU-4, ROUGE-L, ...); each entry names its table key under `metric`."""
+    from medsft.metrics import score_metric
 
-    ci = dict(
-        confidence=scoring.n_resamples > 0,
-        n_resamples=max(scoring.n_resamples, 1),
-        seed=scoring.seed,
-        tokenizer=tokenizer,
-    )
-    results = [bleu(predictions, references, max_ngram_order=n, **ci) for n in scoring.bleu_orders]
-    if scoring.rouge_types:
-        results += rouge(predictions, references, rouge_types=scoring.rouge_types, **ci).values()
-    results.append(vocab_f1(predictions, references, mode=scoring.vocab_f1_mode, **ci))
-    if scoring.distinct_orders:
-        results += distinct(
-            predictions, orders=scoring.distinct_orders, tokenizer=tokenizer
-        ).values()
-    return {r.name: _metric_entry(r) for r in results}
+    scores = {}
+    for key, options in metric_variants(scoring):
+        result = score_metric(
+            key,
+            predictions,
+            references,
+            tokenizer=tokenizer,
+            confidence=scoring.n_resamples > 0,
+            n_resamples=max(scoring.n_resamples, 1),
+            seed=scoring.seed,
+            **options,
+        )
+        scores[result.name] = {"metric": key, **_metric_entry(result)}
+    return scores
 
 
 def _metric_entry(result: Any) -> dict[str, Any]:
@@ -65,20 +94,20 @@ def _metric_entry(result: Any) -> dict[str, Any]:
 def paired_tests(
     outputs: list[SystemOutput], references: list[str], scoring: ScoringSettings, tokenizer: str
 ) -> list[dict[str, Any]]:
-    """Paired bootstrap test of every pair of systems on BLEU-n, ROUGE and vocab-F1."""
-    from medsft.metrics import COMPARABLE, compare
+    """Paired bootstrap test of every pair of systems on every score with references."""
+    from medsft.metrics import METRICS, compare
 
     metrics = [
-        ("bleu", {"max_ngram_order": n}, metric_name("bleu", n)) for n in scoring.bleu_orders
+        (key, options, METRICS[key].name(**options))
+        for key, options in metric_variants(scoring)
+        if METRICS[key].references
     ]
-    metrics += [(t, {}, metric_name(t)) for t in scoring.rouge_types if t in COMPARABLE]
-    metrics.append(("vocab_f1", {"mode": scoring.vocab_f1_mode}, metric_name("vocab_f1")))
     tests = []
     for i, a in enumerate(outputs):
         for b in outputs[i + 1 :]:
-            for metric, options, label in metrics:
+            for key, options, label in metrics:
                 test = compare(
-                    metric,
+                    key,
                     a.answers,
                     b.answers,
                     references,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsft.model.build import RANDOM_PREFIX
+from medsft.hub import RANDOM_PREFIX
 
 _HASH_LIMIT = 256 * 2**20  # files up to this size are hashed by content, larger ones by stat
 

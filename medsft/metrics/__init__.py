@@ -3,8 +3,17 @@
 Importing this package stays light (numpy, sacrebleu): it must not import torch, Lightning or
 openai, so that researchers can score outputs without the training stack. Keep heavy imports inside
 the functions that need them.
+
+Modules: `text` (the metrics table `METRICS`, BLEU, ROUGE, vocab-F1, distinct-n, `compare`),
+`tokenizers` and `overlap` (their tokens and counts), `stats` (bootstrap), `likelihood`
+(perplexity), `judge*`, `verdict`, `length_control` and `endpoint` (the LLM judge).
+
+May import: the shared top-level modules, and inside perplexity's functions medsft.model and
+medsft.data (the loss and the batch collation training uses); never training, evaluation or
+the command line.
 """
 
+from medsft import lazy_exports
 from medsft.metrics.agreement import (
     Agreement,
     HumanLabel,
@@ -26,39 +35,28 @@ from medsft.metrics.length_control import (
 from medsft.metrics.stats import Interval, PairedTest, bootstrap_interval, paired_bootstrap
 from medsft.metrics.text import (
     COMPARABLE,
+    METRICS,
     TOKENIZERS,
     MetricResult,
+    TextMetric,
     bleu,
     compare,
     distinct,
     metric_name,
     resolve_tokenizer,
     rouge,
+    score_metric,
     tokenize,
     vocab_f1,
 )
 from medsft.metrics.verdict import parse_verdict
 
 # torch (perplexity) and openai (the judge, at call time) load only when first used.
-_LAZY = {
-    "perplexity": "medsft.metrics.likelihood",
-    "perplexity_from_nll": "medsft.metrics.likelihood",
-    "PerplexityResult": "medsft.metrics.likelihood",
-    "TokenPerplexity": "medsft.metrics.likelihood",
-    "judge_pairs": "medsft.metrics.judge",
-    "ajudge_pairs": "medsft.metrics.judge",
-    "JudgeResult": "medsft.metrics.judge",
-    "JudgeSettings": "medsft.metrics.judge",
+_EXPORTS = {
+    "likelihood": ("perplexity", "perplexity_from_nll", "PerplexityResult", "TokenPerplexity"),
+    "judge": ("judge_pairs", "ajudge_pairs", "JudgeResult", "JudgeSettings"),
 }
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'medsft.metrics' has no attribute {name!r}")
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "Agreement",
@@ -74,6 +72,9 @@ __all__ = [
     "similar_length_win_rate",
     "verbosity_bias",
     "COMPARABLE",
+    "METRICS",
+    "TextMetric",
+    "score_metric",
     "JudgeResult",
     "JudgeSettings",
     "LengthControlled",

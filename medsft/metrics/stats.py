@@ -74,8 +74,9 @@ def bootstrap_interval(
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    resamples = _indices(n, n_resamples, seed)  # checks n and n_resamples first
     estimate = float(statistic(np.arange(n)))
-    scores = np.array([statistic(idx) for idx in _indices(n, n_resamples, seed)])
+    scores = np.array([statistic(idx) for idx in resamples])
     alpha = (1 - level) / 2
     low, high = np.quantile(scores, [alpha, 1 - alpha])
     return Interval(estimate, float(low), float(high), level, n_resamples, seed)

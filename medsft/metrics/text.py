@@ -10,6 +10,11 @@ medsft.metrics.tokenizers. `bleu` equals `sacrebleu.corpus_bleu` with the same t
 `rouge` equals rouge-score's `RougeScorer(..., tokenizer=...)` given the same tokens; the overlap
 counts (and ROUGE-L's fast exact LCS) are in medsft.metrics.overlap.
 
+`METRICS` is the one table of metrics: each entry names its results, scores tokenized pairs and
+says whether it has references (an interval, a paired test) and how evaluation picks its
+variants. `score_metric` and `compare` take any of its keys; the functions below are its
+entries with their options spelled out.
+
 Edge cases, for every reference-based metric: lists of different lengths raise ValueError naming
 both lengths; a non-string item raises TypeError naming its index; a reference without tokens raises
 ValueError naming its index (the score would be undefined); an empty prediction is a valid output
@@ -18,9 +23,11 @@ and scores 0 for that sample.
 
 from __future__ import annotations
 
+import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from sacrebleu import __version__ as _SACREBLEU_VERSION
@@ -41,11 +48,9 @@ from medsft.metrics.tokenizers import (
     Tokenized,
     as_pairs,
     as_texts,
-    package_version,
     resolve_tokenizer,
     tokenize_corpus,
     tokenize_pairs,
-    tokenizer_signature,
 )
 from medsft.metrics.tokenizers import tokenize as tokenize  # public here since 0.1
 
@@ -106,8 +111,8 @@ def _check_n_resamples(n_resamples: int) -> None:
 
 @dataclass
 class _Scored:
-    name: str
     signature: str
+    """How it was computed, after the result's name (`_finish` puts the name first)."""
     per_sample: np.ndarray
     statistic: Statistic
     precision: np.ndarray | None = None
@@ -126,8 +131,13 @@ def _check_bleu_args(max_ngram_order: int, smooth_method: str) -> None:
 
 
 def _bleu_scored(
-    tok: Tokenized, max_ngram_order: int, smooth_method: str, smooth_value: float | None
+    tok: Tokenized,
+    max_ngram_order: int = 4,
+    smooth_method: str = "exp",
+    smooth_value: float | None = None,
 ) -> _Scored:
+    """Corpus BLEU-n from pooled n-gram counts, per sample sentence BLEU (see `bleu`)."""
+    _check_bleu_args(max_ngram_order, smooth_method)
     order = max_ngram_order
     hyp_len, ref_len = lengths(tok.preds), lengths(tok.refs)
     correct = [overlaps(tok, n) for n in range(1, order + 1)]
@@ -159,7 +169,7 @@ def _bleu_scored(
     if default is not None:
         smooth += f"[{(default if smooth_value is None else smooth_value):.2f}]"
     signature = (
-        f"{metric_name('bleu', order)}|nrefs:1|{tok.signature()}|order:1-{order}(cumulative,uniform)"
+        f"nrefs:1|{tok.signature()}|order:1-{order}(cumulative,uniform)"
         f"|smooth:{smooth}|eff:no|corpus:pooled-ngram-counts|per-sample:sentence-bleu(eff:yes)"
         f"|sacrebleu:{_SACREBLEU_VERSION}|medsft:{_MEDSFT_VERSION}"
     )
@@ -167,7 +177,7 @@ def _bleu_scored(
     details.update(
         bp=float(corpus.bp), sys_len=float(corpus.sys_len), ref_len=float(corpus.ref_len)
     )
-    return _Scored(metric_name("bleu", order), signature, per_sample, statistic, details=details)
+    return _Scored(signature, per_sample, statistic, details=details)
 
 
 def _check_rouge_types(rouge_types: Sequence[str]) -> tuple[str, ...]:
@@ -186,6 +196,8 @@ def _check_rouge_types(rouge_types: Sequence[str]) -> tuple[str, ...]:
 
 
 def _rouge_scored(tok: Tokenized, rouge_type: str) -> _Scored:
+    """ROUGE-N or ROUGE-L F1 per sample, its mean the corpus score (see `rouge`)."""
+    _check_rouge_types((rouge_type,))
     pred_len, ref_len = lengths(tok.preds), lengths(tok.refs)
     if rouge_type == "rougeL":
         matches = np.fromiter(
@@ -199,12 +211,12 @@ def _rouge_scored(tok: Tokenized, rouge_type: str) -> _Scored:
         pred_counts, ref_counts = np.maximum(pred_len - n + 1, 0), np.maximum(ref_len - n + 1, 0)
         unit = f"{n}-gram"
     precision, recall, f1 = prf(matches, pred_counts, ref_counts)
-    name = metric_name(rouge_type)
+    # What the computation equals, not what happens to be installed beside it.
     signature = (
-        f"{name}|{tok.signature()}|unit:{unit}|score:F1|corpus:mean-of-samples"
-        f"|medsft:{_MEDSFT_VERSION}|equals:rouge-score-{package_version('rouge-score')}"
+        f"{tok.signature()}|unit:{unit}|score:F1|corpus:mean-of-samples"
+        f"|medsft:{_MEDSFT_VERSION}|equals:rouge-score(same-tokens)"
     )
-    return _Scored(name, signature, f1, mean_statistic(f1), precision, recall)
+    return _Scored(signature, f1, mean_statistic(f1), precision, recall)
 
 
 VOCAB_F1_MODES = ("multiset", "set")
@@ -216,8 +228,9 @@ def _check_vocab_f1_mode(mode: str) -> None:
         raise ValueError(f"unknown mode {mode!r}; choose 'multiset' (SQuAD-style) or 'set'")
 
 
-def _vocab_f1_scored(tok: Tokenized, mode: str) -> _Scored:
-    """Vocab-F1 of tokenized pairs; `mode` is checked by the callers (`_check_vocab_f1_mode`)."""
+def _vocab_f1_scored(tok: Tokenized, mode: str = "set") -> _Scored:
+    """F1 of the token types (`set`) or tokens (`multiset`) shared with the reference."""
+    _check_vocab_f1_mode(mode)
     if mode == "multiset":
         matches = overlaps(tok, 1)
         pred_counts, ref_counts = lengths(tok.preds), lengths(tok.refs)
@@ -228,13 +241,16 @@ def _vocab_f1_scored(tok: Tokenized, mode: str) -> _Scored:
         ref_counts = np.fromiter((len(r) for _, r in sets), np.int64, tok.n)
     precision, recall, f1 = prf(matches, pred_counts, ref_counts)
     signature = (
-        f"{metric_name('vocab_f1')}|{tok.signature()}|overlap:{mode}|score:F1|corpus:mean-of-samples"
-        f"|medsft:{_MEDSFT_VERSION}"
+        f"{tok.signature()}|overlap:{mode}|score:F1|corpus:mean-of-samples|medsft:{_MEDSFT_VERSION}"
     )
-    return _Scored(metric_name("vocab_f1"), signature, f1, mean_statistic(f1), precision, recall)
+    return _Scored(signature, f1, mean_statistic(f1), precision, recall)
 
 
-def _distinct_scored(token_lists: tuple[list[str], ...], signature_tok: str, n: int) -> _Scored:
+def _distinct_scored(tok: Tokenized, n: int) -> _Scored:
+    """Distinct-n of the predictions alone (see `distinct`)."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"distinct-n takes an order n >= 1, got {n!r}")
+    token_lists = tok.preds
     corpus: set = set()
     totals = np.zeros(len(token_lists), dtype=np.int64)
     uniques = np.zeros(len(token_lists), dtype=np.int64)
@@ -248,25 +264,25 @@ def _distinct_scored(token_lists: tuple[list[str], ...], signature_tok: str, n: 
     with np.errstate(invalid="ignore", divide="ignore"):
         per_sample = np.where(totals > 0, 100 * uniques / np.maximum(totals, 1), 0.0)
     signature = (
-        f"{metric_name('distinct', n)}|{signature_tok}|corpus:unique/total-{n}-grams-over-all-predictions"
+        f"{tok.signature()}|corpus:unique/total-{n}-grams-over-all-predictions"
         f"|per-sample:unique/total-within-prediction|ci:none|medsft:{_MEDSFT_VERSION}"
     )
     details = {"unique": float(len(corpus)), "total": float(total)}
     # Only ever evaluated on the whole corpus (distinct has no bootstrap interval).
-    return _Scored(
-        metric_name("distinct", n), signature, per_sample, lambda idx: score, details=details
-    )
+    return _Scored(signature, per_sample, lambda idx: score, details=details)
 
 
-def _finish(scored: _Scored, n: int, confidence: bool, n_resamples: int, seed: int) -> MetricResult:
-    signature = scored.signature
+def _finish(
+    scored: _Scored, name: str, n: int, confidence: bool, n_resamples: int, seed: int
+) -> MetricResult:
+    signature = f"{name}|{scored.signature}"
     interval = None
     if confidence:
         interval = bootstrap_interval(n, scored.statistic, n_resamples=n_resamples, seed=seed)
         signature += f"|ci:95%-percentile-bootstrap|bs:{n_resamples}|rs:{seed}"
     score = interval.estimate if interval else float(scored.statistic(np.arange(n)))
     return MetricResult(
-        name=scored.name,
+        name=name,
         score=score,
         per_sample=scored.per_sample,
         signature=signature,
@@ -277,6 +293,158 @@ def _finish(scored: _Scored, n: int, confidence: bool, n_resamples: int, seed: i
         interval=interval,
         details=scored.details,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# The metrics table: what scoring, paired tests, reports and plots know about each metric
+# --------------------------------------------------------------------------------------------
+
+VOCAB_F1_NAMES = {"set": "vocab-F1", "multiset": "token-F1"}
+"""The name of `vocab_f1`'s result per overlap mode: one name, one definition."""
+
+
+@dataclass(frozen=True)
+class TextMetric:
+    """One entry of `METRICS`: a text metric as scoring, paired tests, reports and plots use it."""
+
+    name: Callable[..., str]
+    """The result's name from the metric's options: ``max_ngram_order=4`` -> ``"BLEU-4"``."""
+    scored: Callable[..., _Scored]
+    """(tokenized pairs, **options) -> per-sample scores, corpus statistic and signature; its
+    keyword parameters are the options `score_metric` and `compare` take for the metric."""
+    setting: str | None = None
+    """The evaluation setting (a field of medsft.evaluation's `scoring:` section) holding the
+    values of `option`, one result per value; None: one result with the default options."""
+    option: str | None = None
+    """The option that `setting`'s values (and `alias` names) set."""
+    alias: str | None = None
+    """A regular expression of further names that pick one value of `option` (``rougeL``)."""
+    references: bool = True
+    """False: a property of the predictions alone (diversity): no interval, no paired test, and
+    its own panel in plots."""
+    note: str = ""
+    """What a report says about the metric beside its scores."""
+
+
+METRICS: dict[str, TextMetric] = {
+    "bleu": TextMetric(
+        name=lambda max_ngram_order=4, **_: f"BLEU-{max_ngram_order}",
+        scored=_bleu_scored,
+        setting="bleu_orders",
+        option="max_ngram_order",
+    ),
+    "rouge": TextMetric(
+        name=lambda rouge_type, **_: f"ROUGE-{rouge_type[5:]}",
+        scored=_rouge_scored,
+        setting="rouge_types",
+        option="rouge_type",
+        alias=r"rouge[1-9L]",
+    ),
+    "vocab_f1": TextMetric(
+        name=lambda mode="set", **_: VOCAB_F1_NAMES[mode],
+        scored=_vocab_f1_scored,
+        setting="vocab_f1_mode",
+        option="mode",
+        note="vocab-F1: F1 of the token types a prediction shares with its reference, each "
+        "counted once (`scoring.vocab_f1_mode: multiset` gives token-F1 instead: SQuAD-style "
+        "token counts, which equals ROUGE-1 F1 with the same tokens).",
+    ),
+    "distinct": TextMetric(
+        name=lambda n, **_: f"distinct-{n}",
+        scored=_distinct_scored,
+        setting="distinct_orders",
+        option="n",
+        references=False,
+        note="Distinct-n measures diversity, not agreement, and has no interval.",
+    ),
+}
+"""Every text metric by key, in report order. A new metric is one `_scored` function and one
+entry here; `score_metric`, `compare`, evaluate.py's scores, paired tests, report and plots
+all follow this table."""
+
+COMPARABLE = tuple(key for key, metric in METRICS.items() if metric.references)
+"""Metric keys `compare` takes (and ROUGE types such as ``"rougeL"``)."""
+
+
+def _resolve(metric: str, options: dict[str, Any]) -> tuple[TextMetric, dict[str, Any]]:
+    """The table entry of a metric key or alias, and its options checked against it."""
+    entry = METRICS.get(metric)
+    if entry is None:
+        entry = next(
+            (m for m in METRICS.values() if m.alias and re.fullmatch(m.alias, metric)), None
+        )
+        if entry is None:
+            raise ValueError(
+                f"unknown metric {metric!r}; choose one of {', '.join(METRICS)} (or a ROUGE type "
+                "such as 'rougeL')"
+            )
+        assert entry.option is not None
+        options = {**options, entry.option: metric}
+    params = list(inspect.signature(entry.scored).parameters.values())[1:]
+    unknown = sorted(set(options) - {p.name for p in params})
+    if unknown:
+        raise ValueError(
+            f"metric {metric!r} takes no option {', '.join(unknown)}; its options: "
+            f"{', '.join(p.name for p in params)}"
+        )
+    missing = [p.name for p in params if p.default is p.empty and p.name not in options]
+    if missing:
+        raise ValueError(f"metric {metric!r} needs {', '.join(missing)}")
+    return entry, options
+
+
+def _predictions_only(predictions: Sequence[str], tokenizer: str, lowercase: bool) -> Tokenized:
+    """Predictions tokenized for a metric without references (`auto` looks at them alone)."""
+    preds = as_texts("predictions", predictions)
+    if not preds:
+        raise ValueError("no predictions: pass at least one")
+    kind = resolve_tokenizer(tokenizer, preds)
+    return Tokenized(preds, (), tokenize_corpus(kind, lowercase, preds), (), kind, lowercase)
+
+
+def score_metric(
+    metric: str,
+    predictions: Sequence[str],
+    references: Sequence[str] | None = None,
+    *,
+    tokenizer: str = "auto",
+    lowercase: bool = False,
+    confidence: bool = False,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    **options: Any,
+) -> MetricResult:
+    """Any metric of `METRICS` by key, with its options: the path every metric function takes.
+
+    ``score_metric("bleu", preds, refs, max_ngram_order=2)`` equals ``bleu(preds, refs,
+    max_ngram_order=2)``.
+
+    Args:
+        metric: a key of `METRICS` (``"bleu"``, ``"rouge"``, ``"vocab_f1"``, ``"distinct"``) or
+            a ROUGE type (``"rougeL"``).
+        predictions: system outputs, one string per example.
+        references: one reference per example (same order); unused (may be None) by metrics
+            without references (distinct-n).
+        tokenizer: one of `TOKENIZERS`.
+        lowercase: lowercase before tokenizing.
+        confidence: attach a percentile bootstrap 95% interval (metrics with references only).
+        n_resamples: bootstrap resamples.
+        seed: bootstrap RNG seed.
+        **options: the metric's own options (BLEU's ``max_ngram_order``, ROUGE's ``rouge_type``,
+            vocab-F1's ``mode``, distinct's ``n``); see the metric's function.
+    """
+    entry, options = _resolve(metric, options)
+    _check_n_resamples(n_resamples)
+    if not entry.references:
+        tok = _predictions_only(predictions, tokenizer, lowercase)
+    elif references is None:
+        raise ValueError(f"metric {metric!r} needs references: pass one per prediction")
+    else:
+        preds, refs = as_pairs(predictions, references)
+        tok = tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
+    scored = entry.scored(tok, **options)
+    name = entry.name(**options)
+    return _finish(scored, name, tok.n, confidence and entry.references, n_resamples, seed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,11 +492,19 @@ def bleu(
         ``sacrebleu.sentence_bleu``); the corpus score is not their mean.
     """
     _check_bleu_args(max_ngram_order, smooth_method)
-    _check_n_resamples(n_resamples)
-    preds, refs = as_pairs(predictions, references)
-    tok = tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
-    scored = _bleu_scored(tok, max_ngram_order, smooth_method, smooth_value)
-    return _finish(scored, tok.n, confidence, n_resamples, seed)
+    return score_metric(
+        "bleu",
+        predictions,
+        references,
+        tokenizer=tokenizer,
+        lowercase=lowercase,
+        confidence=confidence,
+        n_resamples=n_resamples,
+        seed=seed,
+        max_ngram_order=max_ngram_order,
+        smooth_method=smooth_method,
+        smooth_value=smooth_value,
+    )
 
 
 def rouge(
@@ -367,30 +543,41 @@ def rouge(
     """
     types = _check_rouge_types(rouge_types)
     _check_n_resamples(n_resamples)
-    preds, refs = as_pairs(predictions, references)
-    tok = tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
-    return {t: _finish(_rouge_scored(tok, t), tok.n, confidence, n_resamples, seed) for t in types}
+    options = dict(tokenizer=tokenizer, lowercase=lowercase, confidence=confidence)
+    return {
+        t: score_metric(
+            "rouge",
+            predictions,
+            references,
+            n_resamples=n_resamples,
+            seed=seed,
+            rouge_type=t,
+            **options,
+        )
+        for t in types
+    }
 
 
 def vocab_f1(
     predictions: Sequence[str],
     references: Sequence[str],
     *,
-    mode: str = "multiset",
+    mode: str = "set",
     tokenizer: str = "auto",
     lowercase: bool = False,
     confidence: bool = False,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> MetricResult:
-    """Precision, recall and F1 of the tokens a prediction shares with its reference.
+    """Precision, recall and F1 of the vocabulary a prediction shares with its reference.
 
-    ``mode="multiset"`` (default, SQuAD-style): shared = sum over tokens of
-    min(count in prediction, count in reference); precision = shared / #prediction tokens,
-    recall = shared / #reference tokens. With the same tokenizer this equals ROUGE-1 F1.
-    ``mode="set"``: shared = |set(pred) & set(ref)|; precision = shared / |set(pred)|, recall =
-    shared / |set(ref)|. This is the definition of the comparison script in a published Qwen3
-    medical SFT tutorial; repeated tokens count once, so it scores repetitive outputs higher.
+    ``mode="set"`` (default; result name ``vocab-F1``): shared = |set(pred) & set(ref)|;
+    precision = shared / |set(pred)|, recall = shared / |set(ref)|. This is the definition of the
+    comparison script in a published Qwen3 medical SFT tutorial; repeated tokens count once, so it
+    scores repetitive outputs higher. ``mode="multiset"`` (result name ``token-F1``, SQuAD-style):
+    shared = sum over tokens of min(count in prediction, count in reference); precision = shared
+    / #prediction tokens, recall = shared / #reference tokens. With the same tokenizer token-F1
+    equals ROUGE-1 F1, so it is named apart: one name, one definition.
 
     Unlike SQuAD's script no answer normalisation (punctuation/article stripping) is done: choose
     `tokenizer` and `lowercase` instead. An empty prediction scores 0. The corpus scores are means
@@ -399,7 +586,7 @@ def vocab_f1(
     Args:
         predictions: system outputs, one string per example.
         references: one reference per example (same order).
-        mode: ``"multiset"`` or ``"set"`` (see above).
+        mode: ``"set"`` or ``"multiset"`` (see above).
         tokenizer: one of `TOKENIZERS`.
         lowercase: lowercase before tokenizing.
         confidence: attach a percentile bootstrap 95% interval of the mean F1.
@@ -407,10 +594,17 @@ def vocab_f1(
         seed: bootstrap RNG seed.
     """
     _check_vocab_f1_mode(mode)
-    _check_n_resamples(n_resamples)
-    preds, refs = as_pairs(predictions, references)
-    tok = tokenize_pairs(preds, refs, resolve_tokenizer(tokenizer, preds, refs), lowercase)
-    return _finish(_vocab_f1_scored(tok, mode), tok.n, confidence, n_resamples, seed)
+    return score_metric(
+        "vocab_f1",
+        predictions,
+        references,
+        tokenizer=tokenizer,
+        lowercase=lowercase,
+        confidence=confidence,
+        n_resamples=n_resamples,
+        seed=seed,
+        mode=mode,
+    )
 
 
 def distinct(
@@ -444,43 +638,29 @@ def distinct(
     orders = tuple(orders)
     if not orders or any(not isinstance(n, int) or n < 1 for n in orders):
         raise ValueError(f"orders must be positive ints, e.g. (1, 2); got {orders!r}")
-    preds = as_texts("predictions", predictions)
-    if not preds:
-        raise ValueError("no predictions: pass at least one")
-    kind = resolve_tokenizer(tokenizer, preds)
-    tokens = tokenize_corpus(kind, lowercase, preds)
-    tok_sig = f"tok:{tokenizer_signature(kind)}|case:{'lc' if lowercase else 'mixed'}"
-    return {
-        metric_name("distinct", n): _finish(
-            _distinct_scored(tokens, tok_sig, n), len(preds), False, 0, 0
-        )
+    results = [
+        score_metric("distinct", predictions, tokenizer=tokenizer, lowercase=lowercase, n=n)
         for n in orders
-    }
+    ]
+    return {r.name: r for r in results}
 
 
 def metric_name(metric: str, order: int | None = None) -> str:
     """The name a metric's results carry (and reports show), from its function's terms.
 
     Args:
-        metric: ``"bleu"``, a ROUGE type (``"rouge1"``, ``"rougeL"``), ``"vocab_f1"`` or
-            ``"distinct"``.
-        order: the n of BLEU-n and distinct-n.
+        metric: a key of `METRICS` or a ROUGE type (``"rouge1"``, ``"rougeL"``).
+        order: the value of the metric's option: the n of BLEU-n and distinct-n.
 
     ``metric_name("bleu", 4) == "BLEU-4"``, ``metric_name("rougeL") == "ROUGE-L"``.
     """
-    if metric in ("bleu", "distinct"):
-        if order is None:
-            raise ValueError(f"metric_name({metric!r}) needs the order n")
-        return f"{'BLEU' if metric == 'bleu' else 'distinct'}-{order}"
-    if metric.startswith("rouge"):
-        return f"ROUGE-{metric[5:]}"
-    if metric == "vocab_f1":
-        return "vocab-F1"
-    raise ValueError(f"unknown metric {metric!r}")
-
-
-COMPARABLE = ("bleu", "rouge1", "rouge2", "rougeL", "vocab_f1")
-"""Metric names accepted by `compare`."""
+    entry, options = _resolve(metric, {})
+    if order is not None and entry.option is not None:
+        options[entry.option] = order
+    try:
+        return entry.name(**options)
+    except TypeError:
+        raise ValueError(f"metric_name({metric!r}) needs the order n") from None
 
 
 def compare(
@@ -491,12 +671,9 @@ def compare(
     *,
     tokenizer: str = "auto",
     lowercase: bool = False,
-    max_ngram_order: int = 4,
-    smooth_method: str = "exp",
-    smooth_value: float | None = None,
-    mode: str = "multiset",
     n_resamples: int = 1000,
     seed: int = 0,
+    **options: Any,
 ) -> PairedTest:
     """Paired bootstrap test of system A against system B on the same references.
 
@@ -506,38 +683,33 @@ def compare(
     ``tokenizer="auto"`` the tokenizer is chosen from all three lists, so both systems share it.
 
     Args:
-        metric: one of `COMPARABLE`.
+        metric: one of `COMPARABLE`, or a ROUGE type (``"rougeL"``).
         predictions_a: outputs of system A.
         predictions_b: outputs of system B, same examples and order.
         references: the shared references.
         tokenizer: one of `TOKENIZERS`.
         lowercase: lowercase before tokenizing.
-        max_ngram_order: BLEU only, as in `bleu`.
-        smooth_method: BLEU only, as in `bleu`.
-        smooth_value: BLEU only, as in `bleu`.
-        mode: vocab_f1 only, ``"multiset"`` or ``"set"`` as in `vocab_f1`.
         n_resamples: bootstrap resamples (sacrebleu uses 1000).
         seed: bootstrap RNG seed.
+        **options: the metric's own options, as its function takes them: BLEU's
+            ``max_ngram_order``, ``smooth_method``, ``smooth_value``; vocab-F1's ``mode``.
 
     Returns:
         `PairedTest` with ``delta`` = score(A) - score(B) and ``p_value``.
     """
-    if metric not in COMPARABLE:
-        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(COMPARABLE)}")
-    _check_bleu_args(max_ngram_order, smooth_method)
-    _check_vocab_f1_mode(mode)
+    entry, options = _resolve(metric, options)
+    if not entry.references:
+        raise ValueError(
+            f"metric {metric!r} scores predictions alone and has no paired test; compare one of "
+            f"{', '.join(COMPARABLE)}"
+        )
     _check_n_resamples(n_resamples)
     preds_a, refs = as_pairs(predictions_a, references, "predictions_a")
     preds_b, _ = as_pairs(predictions_b, references, "predictions_b")
     kind = resolve_tokenizer(tokenizer, preds_a, preds_b, refs)
 
     def statistic(preds: tuple[str, ...]) -> Statistic:
-        tok = tokenize_pairs(preds, refs, kind, lowercase)
-        if metric == "bleu":
-            return _bleu_scored(tok, max_ngram_order, smooth_method, smooth_value).statistic
-        if metric == "vocab_f1":
-            return _vocab_f1_scored(tok, mode).statistic
-        return _rouge_scored(tok, metric).statistic
+        return entry.scored(tokenize_pairs(preds, refs, kind, lowercase), **options).statistic
 
     return paired_bootstrap(
         len(refs), statistic(preds_a), statistic(preds_b), n_resamples=n_resamples, seed=seed

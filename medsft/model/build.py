@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlparse
 
 import torch
 
-from medsft.errors import ConfigError, UserError
+from medsft.errors import ConfigError
+from medsft.hub import BUNDLED_TOKENIZER, RANDOM_PREFIX, ensure_hub_reachable, is_hub_id
+from medsft.hub import HubUnreachable as HubUnreachable  # raised here by ensure_hub_reachable
 from medsft.model.flops import QWEN3_LINEAR
 from medsft.model.trained import resolve_trained, tokenizer_source
 
@@ -97,8 +97,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         tie_word_embeddings=False,
     ),
 }
-RANDOM_PREFIX = "random:"
-BUNDLED_TOKENIZER = "qwen3"
 
 
 @dataclass
@@ -160,17 +158,6 @@ def bundled_tokenizer_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
 
 
-def is_hub_id(name_or_path: str) -> bool:
-    """`name` or `org/name`, and neither a `random:` preset, the bundled tokenizer nor a path."""
-    return not (
-        name_or_path.startswith(RANDOM_PREFIX)
-        or name_or_path == BUNDLED_TOKENIZER
-        or os.path.exists(name_or_path)
-        or name_or_path.startswith((".", "/", "~"))
-        or name_or_path.count("/") > 1  # hub ids have one slash: this is a path
-    )
-
-
 def check_source(name_or_path: str) -> None:
     """A model or tokenizer source must be a preset, a hub id or an existing directory."""
     if (
@@ -184,41 +171,6 @@ def check_source(name_or_path: str) -> None:
             + ", ".join(RANDOM_PREFIX + p for p in PRESETS)
             + ")"
         )
-
-
-class HubUnreachable(UserError, OSError):
-    """A hub model or dataset is neither cached nor reachable."""
-
-
-def ensure_hub_reachable(
-    repo_id: str, *, repo_type: str = "model", probe: str = "config.json"
-) -> None:
-    """Fail within seconds, saying why, when a hub repo is neither cached nor reachable.
-
-    Without this, an offline machine spends ~25 s in retries before an opaque connection error.
-    """
-    from huggingface_hub import constants, try_to_load_from_cache
-
-    cached = try_to_load_from_cache(repo_id, probe, repo_type=repo_type)
-    if isinstance(cached, str):
-        return
-    how = (
-        f"Download it where there is internet (`hf download {repo_id}"
-        f"{' --repo-type dataset' if repo_type == 'dataset' else ''}`) and point the config at "
-        "the local directory, or use the offline demo: python train.py --config configs/demo.yaml"
-    )
-    if constants.HF_HUB_OFFLINE:
-        raise HubUnreachable(
-            f"{repo_type} {repo_id!r} is not in the local cache and HF_HUB_OFFLINE=1. {how}"
-        )
-    host = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((host.hostname, host.port or 443), timeout=3).close()
-    except OSError as err:
-        raise HubUnreachable(
-            f"{repo_type} {repo_id!r} is not in the local cache and the hub ({host.hostname}) "
-            f"cannot be reached: {err}. {how}"
-        ) from None
 
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False) -> Any:

@@ -77,6 +77,10 @@ IGNORED_BY_RESTORE = (
 """Held in the restored optimizer state: a new value would not take effect, so it is refused
 even when allowed (`model.optimizer.lr` is applied to the restored state instead)."""
 
+ADDED_SINCE = {"data.encoding": "utf-8"}
+"""Keys added after checkpoints began storing their config, each with the value that does what
+runs before it did: a checkpoint without the key compares as if it had that value."""
+
 
 @dataclass
 class CheckpointInfo:
@@ -234,6 +238,7 @@ def compare_configs(
             option that allows them.
     """
     allow = list(allow)
+    old = {**{k: v for k, v in ADDED_SINCE.items() if k in new}, **old}
     keys = sorted(set(old) | set(new))
     diffs = [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
     stuck = [d for d in diffs if _matches(d[0], IGNORED_BY_RESTORE)]

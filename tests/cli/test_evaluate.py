@@ -1,4 +1,5 @@
-"""evaluate.py under the error policy: a config mistake is one `error:` line, exit 1."""
+"""evaluate.py's command line: configs parse with overrides; a config mistake is one `error:`
+line, exit 1."""
 
 import os
 import subprocess
@@ -6,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import medsft.cli.evaluate as evaluate_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -68,3 +71,24 @@ def test_a_bad_test_set_row_is_one_error_line_naming_the_file_and_row(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: test_set: {bad}:1: field 'reference': missing"), last
+
+
+def test_configs_parse_with_dotted_overrides():
+    parser = evaluate_script.build_parser()
+    for name in ("eval.yaml", "eval_demo.yaml"):
+        cfg = parser.parse_args(
+            [
+                "--config",
+                str(ROOT / "configs" / name),
+                "--generation.max_new_tokens",
+                "7",
+                "--judge.base_url",
+                "http://127.0.0.1:1/v1",
+                "--test_set.limit",
+                "2",
+            ]
+        )
+        assert cfg.generation.max_new_tokens == 7 and cfg.test_set.limit == 2
+        assert cfg.judge.base_url == "http://127.0.0.1:1/v1"
+        names = [s.name for s in cfg.systems]
+        assert cfg.baseline in names and "finetuned" in names

@@ -8,7 +8,7 @@ from medsft.cli.parsing import help_text
 
 TOOLS = {
     "python -m medsft.cli.export": "medsft.cli.export",
-    "python -m medsft.cli.leakage": "medsft.evaluation.leakage",
+    "python -m medsft.cli.leakage": "medsft.cli.leakage",
     "python evaluate.py": "medsft.cli.evaluate",
     "python -m medsft.cli.chat": "medsft.cli.chat",
     "python -m medsft.cli.augment": "medsft.cli.augment",

@@ -1,11 +1,12 @@
 """Shared by the tests of medsft.data: a datamodule on local data and small readers of streams."""
 
 import json
+from pathlib import Path
 
 from medsft.chat import IGNORE_INDEX
 from medsft.data import SFTDataModule
 
-SAMPLE = "data/sample"
+SAMPLE = str(Path(__file__).resolve().parents[2] / "data" / "sample")
 
 
 def dm(source, **kwargs):

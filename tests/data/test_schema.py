@@ -1,24 +1,34 @@
-"""medsft.data.schema: presets and column mapping, the hashed split, row errors, and
-iter_conversations / DataSource shared with evaluation."""
+"""medsft.data.schema: the preset registry and column mapping, the hashed split, row errors and
+the presets a row's shape fits, and iter_conversations / DataSource shared with evaluation."""
 
+import csv
 import dataclasses
 import inspect
 import json
+from pathlib import Path
+from typing import get_args
 
 import pytest
 
 from medsft.chat import IGNORE_INDEX
 from medsft.data import (
+    COLUMN_PRESETS,
+    PRESETS,
     DataSource,
     InvalidExample,
+    Preset,
     SFTDataModule,
     SFTStream,
     in_validation,
     iter_conversations,
     unit_hash,
 )
+from medsft.data.schema import title_and_ask
+from medsft.evaluation import load_examples
 from medsft.evaluation.config import DataSpec
 from tests.data.helpers import SAMPLE, dm, indices, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
@@ -47,7 +57,7 @@ def test_multi_turn_rows_become_one_sequence_per_assistant_turn():
     assert len(list(SFTStream(last, "train", 0, 1).examples())) == len(rows)
 
 
-def test_column_mapping_and_metadata(tmp_path):
+def test_column_mapping(tmp_path):
     path = write_jsonl(
         tmp_path / "d.jsonl",
         [{"ask": f"问{i}", "reply": f"答{i}", "dept": "内科"} for i in range(5)],
@@ -56,7 +66,9 @@ def test_column_mapping_and_metadata(tmp_path):
     data.column_map.pop("id")
     examples = list(SFTStream(data, "train", 0, 1).examples())
     assert len(examples) == 5
-    assert examples[2]["meta"] == {"dept": "内科"}
+    # Other columns are not carried into training (nothing there reads them); evaluation reads
+    # one from the row when asked to (test_set.slice_column).
+    assert "meta" not in examples[2]
     assert "答2<|im_end|>" in data.tokenizer.decode(
         [t for t in examples[2]["labels"] if t != IGNORE_INDEX]
     )
@@ -156,3 +168,160 @@ def test_unit_hash_is_uniform_and_keyed_by_every_part():
     assert 0.45 < sum(values) / len(values) < 0.55
     assert unit_hash("a", 1) != unit_hash("a", 2) != unit_hash("a1")
     assert in_validation("k", 0.3) == (unit_hash("k") < 0.3)
+
+
+def test_presets_are_one_registry_behind_the_config_type_and_readme():
+    assert get_args(Preset) == tuple(PRESETS)
+    assert {name: preset.columns for name, preset in PRESETS.items()} == COLUMN_PRESETS
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme[readme.index("| preset | columns |") :].split("\n\n")[0].splitlines()[2:]
+    rows = [[cell.strip() for cell in line.strip("|").split("|", 1)] for line in table]
+    default = DataSource.preset
+    assert rows == [
+        [f"`{name}`" + (" (default)" if name == default else ""), preset.summary]
+        for name, preset in PRESETS.items()
+    ]
+
+
+@pytest.mark.parametrize(
+    "title, ask, question",
+    [
+        (
+            "高血压能吃党参吗",
+            "高血压能吃党参吗？平时血压150/95。",
+            "高血压能吃党参吗？平时血压150/95。",
+        ),
+        ("孩子发烧怎么办？", "孩子发烧 怎么办", "孩子发烧 怎么办"),
+        ("胃痛两天，吃什么药", "饭后加重。", "胃痛两天，吃什么药\n饭后加重。"),
+        ("头晕乏力是什么原因", "", "头晕乏力是什么原因"),
+        ("", "只有问题", "只有问题"),
+    ],
+)
+def test_toyhom_question_is_title_and_ask_unless_the_ask_says_the_title(title, ask, question):
+    record = {"department": "内科", "title": title, "ask": ask, "answer": "答"}
+    assert title_and_ask(record)["ask"] == question
+    assert title_and_ask(record)["department"] == "内科"
+
+
+def test_toyhom_gb18030_csv_reads_for_training_and_evaluation(tmp_path):
+    rows = [
+        ("内科", "高血压能吃党参吗", "高血压能吃党参吗？", "可以少量，监测血压。"),
+        ("儿科", "孩子咳嗽", "晚上咳得厉害，三岁。", "多喝水，必要时就医。"),
+        ("内科", "胃痛怎么办", "饭后胃痛两天。", "清淡饮食，可服抑酸药。"),
+    ]
+    path = tmp_path / "内科5000-33000.csv"
+    with open(path, "w", encoding="gb18030", newline="") as f:
+        csv.writer(f).writerows([("department", "title", "ask", "answer"), *rows])
+    assert "胃痛".encode("gb18030") in path.read_bytes()  # not UTF-8 on disk
+    with pytest.raises(InvalidExample, match="not UTF-8 text .*data.encoding, e.g. gb18030"):
+        list(iter_conversations(DataSource(str(path), preset="toyhom")))
+    source = DataSource(str(path), preset="toyhom", encoding="gb18030")
+    questions = [c.messages[0]["content"] for c in iter_conversations(source)]
+    assert questions == [
+        "高血压能吃党参吗？",
+        "孩子咳嗽\n晚上咳得厉害，三岁。",
+        "胃痛怎么办\n饭后胃痛两天。",
+    ]
+    data = dm(str(path), preset="toyhom", encoding="gb18030")
+    assert len(list(SFTStream(data, "train", 0, 1).examples())) == 3
+    spec = DataSpec(str(path), preset="toyhom", encoding="gb18030", slice_column="department")
+    examples = load_examples(spec)
+    assert [e.group for e in examples] == ["内科", "儿科", "内科"]
+    assert examples[1].reference == "多喝水，必要时就医。"
+    with pytest.raises(ValueError, match="unknown encoding 'gbk2'"):
+        dm(str(path), preset="toyhom", encoding="gbk2")
+
+
+# ShareGPT conversations, and hints for rows whose shape no preset was chosen for
+
+SHAREGPT = f"{SAMPLE}/sharegpt_sample.jsonl"
+
+
+def sharegpt_stream(source, **kwargs):
+    """The training stream of `source` in source order, without a validation split."""
+    dm = SFTDataModule(
+        source=source, tokenizer="qwen3", val_fraction=0.0, shuffle_buffer=1, **kwargs
+    )
+    return SFTStream(dm, "train", 0, 1)
+
+
+def test_sharegpt_multi_turn_sample_supervises_each_gpt_turn(qwen3_tokenizer):
+    rows = [json.loads(line) for line in Path(SHAREGPT).read_text(encoding="utf-8").splitlines()]
+    examples = list(sharegpt_stream(SHAREGPT, preset="sharegpt").examples())
+    gpt = [
+        t["value"] for r in rows for t in r["conversations"] if t["from"] in ("gpt", "assistant")
+    ]
+    assert len(examples) == len(gpt) == 7  # Qwen3 renders one sequence per assistant turn
+    for value, ex in zip(gpt, examples, strict=True):
+        supervised = qwen3_tokenizer.decode([t for t in ex["labels"] if t != -100])
+        assert supervised.startswith(value)
+        row = rows[ex["index"]]["conversations"]
+        text = qwen3_tokenizer.decode(ex["input_ids"])
+        history = row[: [t["value"] for t in row].index(value)]
+        assert all(t["value"] in text and t["value"] not in supervised for t in history)
+    assert "<|im_start|>system\n你是一名社区医院" in qwen3_tokenizer.decode(
+        examples[0]["input_ids"]
+    )
+
+
+def test_sharegpt_rows_split_by_their_id():
+    dm = SFTDataModule(source=SHAREGPT, tokenizer="qwen3", preset="sharegpt", val_fraction=0.5)
+    train = [ex["index"] for ex in SFTStream(dm, "train", 0, 1).examples()]
+    val = [ex["index"] for ex in SFTStream(dm, "val", 0, 1).examples()]
+    assert set(train) | set(val) == {0, 1, 2, 3} and not set(train) & set(val)
+
+
+@pytest.mark.parametrize(
+    "row, preset, field, hint",
+    [
+        (
+            {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+            "huatuo",
+            "question",
+            "fit preset sharegpt",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+            "huatuo",
+            "question",
+            "fit preset messages",
+        ),
+        (
+            {"instruction": "q", "input": "", "output": "a"},
+            "sharegpt",
+            "conversations",
+            "fit preset alpaca",
+        ),
+        (
+            {"conversations": [{"speaker": "human", "text": "q"}]},
+            "sharegpt",
+            "conversations[0]",
+            "(preset messages) or ShareGPT's {'from', 'value'} (preset sharegpt)",
+        ),
+        (
+            {"conversations": [{"from": "doctor", "value": "q"}]},
+            "sharegpt",
+            "conversations[0].from",
+            "unknown role 'doctor'; use human, user, gpt",
+        ),
+        (
+            {"conversations": [{"from": "human", "value": ""}]},
+            "sharegpt",
+            "conversations[0].value",
+            "missing, empty",
+        ),
+        (
+            {"messages": [{"role": "human", "content": "q"}]},
+            "messages",
+            "messages[0].role",
+            "preset sharegpt",
+        ),
+    ],
+)
+def test_unknown_shapes_name_the_presets_that_accept_them(tmp_path, row, preset, field, hint):
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(InvalidExample) as err:
+        list(sharegpt_stream(str(path), preset=preset).examples())
+    assert err.value.where.endswith("rows.jsonl:1") and err.value.field == field
+    assert hint in str(err.value)

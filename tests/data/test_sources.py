@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from medsft.chat import IGNORE_INDEX
-from medsft.data import EmptySource, InvalidExample, SFTStream, is_local, read_rows
+from medsft.data import EmptySource, InvalidExample, SFTStream, check_encoding, is_local, read_rows
 from tests.data.helpers import dm
 
 
@@ -88,17 +88,18 @@ def test_non_utf8_bytes_name_file_and_line_and_are_skipped_on_request(tmp_path, 
         return  # one JSON document: a bad byte makes the whole file unreadable
     stream = SFTStream(dm(str(path), skip_invalid=True), "train", 0, 1)
     assert len(list(stream.examples())) == (3 if name.endswith(".jsonl") else 2)
-    assert stream.stats.invalid == {"<encoding>: not UTF-8 text (re-save the file as UTF-8)": 1}
+    kind = "<encoding>: not UTF-8 text (re-save the file as UTF-8, or name its encoding: "
+    assert list(stream.stats.invalid) == [kind + "data.encoding, e.g. gb18030)"]
 
 
 @pytest.mark.parametrize("source", ["data/no_such_folder", "./nope", "/tmp/medsft/none/here"])
 def test_a_missing_local_path_is_reported_never_sent_to_the_hub(source, monkeypatch):
-    import medsft.model.build
+    import medsft.data.sources
 
     def no_hub(*args, **kwargs):
         raise AssertionError("looked up on the hub")
 
-    monkeypatch.setattr(medsft.model.build, "ensure_hub_reachable", no_hub)
+    monkeypatch.setattr(medsft.data.sources, "ensure_hub_reachable", no_hub)
     assert is_local(source)
     with pytest.raises(FileNotFoundError, match=f"data source '{source}' does not exist"):
         dm(source)
@@ -214,3 +215,11 @@ def test_fuzz_random_json_rows(rows, fmt, skip, ascii, preset):
     data = text.encode("utf-8", errors="surrogatepass")
     with _fuzz_file(f".{fmt}", data) as path:
         _read_or_fail_clearly(path, skip, preset)
+
+
+def test_encodings_read_line_by_line_or_are_refused_with_the_fix():
+    assert check_encoding("GB18030") == "gb18030" and check_encoding("UTF8") == "utf-8"
+    with pytest.raises(ValueError, match="not ASCII-compatible; re-save the file as UTF-8"):
+        check_encoding("utf-16")
+    with pytest.raises(ValueError, match="unknown encoding 'latin-9x'; use a Python codec"):
+        check_encoding("latin-9x")

@@ -11,6 +11,7 @@ from medsft.evaluation import DataSpec, SystemSpec, infer_kind, load_examples
 from medsft.evaluation.answers import answers_system
 
 ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_BASELINE = ROOT / "data" / "sample" / "baseline_answers.jsonl"
 SAMPLE_TEST = ROOT / "data" / "sample" / "test_zh_med.json"
 
 
@@ -55,3 +56,19 @@ def test_bad_list_rows_and_missing_answers_say_what_is_wrong(tmp_path, examples)
         answers_system(SystemSpec("partial", _write(tmp_path / "p.json", partial)), examples)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         answers_system(SystemSpec("gone", str(tmp_path / "gone.json")), examples)
+
+
+def test_answers_file_aligns_by_question(tmp_path):
+    examples = load_examples(DataSpec(source=str(SAMPLE_TEST)))
+    rows = [json.loads(line) for line in SAMPLE_BASELINE.read_text(encoding="utf-8").splitlines()]
+    shuffled = tmp_path / "answers.jsonl"
+    shuffled.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in reversed(rows)), encoding="utf-8"
+    )
+    output = answers_system(SystemSpec("gpt", str(shuffled)), examples)
+    assert output.answers == [r["answer"] for r in rows]
+
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="no answer to test question 1"):
+        answers_system(SystemSpec("gpt", str(partial)), examples)

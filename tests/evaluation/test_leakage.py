@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from medsft.cli.leakage import main
 from medsft.evaluation import (
     DataSpec,
     EvalConfig,
@@ -21,7 +20,7 @@ from medsft.evaluation import (
     load_examples,
 )
 from medsft.evaluation.config import LeakageSettings
-from medsft.evaluation.leakage import build_parser, check_leakage, normalise, render_leakage
+from medsft.evaluation.leakage import check_leakage, normalise, render_leakage
 
 ROOT = Path(__file__).resolve().parents[2]
 TEST = ROOT / "data" / "sample" / "test_zh_med.json"
@@ -66,51 +65,6 @@ def test_overlaps_match_a_brute_force_and_flags_follow_the_threshold(tmp_path):
     assert leak["flagged"] == 2 and leak["exact_duplicates"] == 1
     strict = LeakageSettings(train_set=settings.train_set, threshold=0.9)
     assert check_leakage(examples, strict, progress=False)["flagged"] == 1
-
-
-def test_words_for_english_and_the_command_line(tmp_path):
-    test = write_jsonl(
-        tmp_path / "test.jsonl",
-        [
-            {
-                "Question": "What are the early symptoms of type 2 diabetes in adults?",
-                "Answer": "x y",
-            },
-            {"Question": "How is asthma treated?", "Answer": "Inhalers."},
-        ],
-    )
-    train = write_jsonl(
-        tmp_path / "train.jsonl",
-        [
-            {
-                "Question": "Tell me: what ARE the early symptoms of type 2 diabetes, doctor?",
-                "Answer": "Thirst.",
-            },
-        ],
-    )
-    out = tmp_path / "leak.json"
-    leak = main(
-        [
-            "--test_set.source",
-            str(test),
-            "--test_set.preset",
-            "medquad",
-            "--leakage.train_set.source",
-            str(train),
-            "--leakage.train_set.preset",
-            "medquad",
-            "--leakage.seed_length",
-            "4",
-            "--output",
-            str(out),
-        ]
-    )
-    assert leak["unit"] == "word"
-    first = leak["items"][0]
-    assert first["question_overlap"] == 9 and first["question_share"] == pytest.approx(9 / 11, 1e-3)
-    assert first["flagged"] and not leak["items"][1]["flagged"]
-    assert json.loads(out.read_text())["flagged"] == 1
-    assert "**1 flagged**" in out.with_suffix(".md").read_text()
 
 
 def test_evaluate_reports_leakage(tmp_path):
@@ -215,24 +169,6 @@ def test_english_needs_eight_shared_words_by_default(tmp_path):
     assert second["rules"] == ["question run"]
     # a common opening only: "what are the symptoms of" (5 words)
     assert third["question_overlap"] == 5 and not third["flagged"]
-
-
-def test_the_module_docstrings_commands_parse():
-    import shlex
-
-    import medsft.cli.leakage as script
-    import medsft.evaluation.leakage as module
-
-    for doc in (module.__doc__, script.__doc__):
-        joined = doc.replace("\\\n", " ")
-        commands = [
-            line.strip() for line in joined.splitlines() if "python -m medsft.cli.leakage" in line
-        ]
-        assert commands
-        for command in commands:
-            args = shlex.split(command)[3:]
-            if args != ["--help"]:
-                build_parser().parse_args(args)  # raises (SystemExit) on an unknown flag
 
 
 def test_normalise_drops_punctuation_width_case_and_greetings():

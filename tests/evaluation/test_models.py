@@ -1,16 +1,30 @@
-"""medsft.evaluation.models: where a model system's caches live and what its plan reuses."""
+"""medsft.evaluation.models: where a model system's caches live and what a rerun reuses."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from medsft.evaluation import DataSpec, EvalConfig, SystemSpec, load_examples
+import medsft.evaluation.config
+import medsft.evaluation.generate
+import medsft.model.build
+from medsft.evaluation import (
+    DataSpec,
+    EvalConfig,
+    JudgeSettings,
+    RuntimeSettings,
+    ScoringSettings,
+    SystemSpec,
+    evaluate,
+    load_examples,
+)
 from medsft.evaluation.generate import GenerationSettings
 from medsft.evaluation.models import ModelSource, ModelSystem
 
 ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_TEST = ROOT / "data" / "sample" / "test_zh_med.json"
 
 
 @pytest.fixture
@@ -49,3 +63,77 @@ def test_the_plan_reuses_exactly_what_the_caches_hold_for_these_settings(make):
     assert other.todo == [0, 1, 2] and other.ppl_keys == plan.ppl_keys  # PPL needs no decoding
     # A hub model not downloaded yet has no commit: nothing saved is known to be its.
     assert make().plan({"model": "org/x", "commit": None}).todo == [0, 1, 2]
+
+
+def _model_config(out: Path, path: str, limit: int, **generation) -> EvalConfig:
+    """One model system on the sample test set; fast settings, no judge."""
+    return EvalConfig(
+        systems=[SystemSpec("sys", path, kind="model", tokenizer="qwen3")],
+        test_set=DataSpec(source=str(SAMPLE_TEST), limit=limit),
+        output_dir=str(out),
+        generation=GenerationSettings(max_new_tokens=6, **generation),
+        scoring=ScoringSettings(n_resamples=0, paired=False, examples=0),
+        judge=JudgeSettings(enabled=False),
+        runtime=RuntimeSettings(accelerator="cpu", progress=False),
+    )
+
+
+def _system(report: dict) -> dict:
+    return report["systems"][0]
+
+
+def test_hub_model_downloaded_by_the_first_run_is_reused_by_the_second(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    downloaded: list[str] = []
+
+    def in_cache(repo_id, filename, **kwargs):
+        # The hub cache as huggingface_hub sees it: empty until the model is downloaded.
+        if not downloaded:
+            return None
+        return f"/hub/models--{repo_id.replace('/', '--')}/snapshots/{commit}/{filename}"
+
+    def download_and_load(name, **kwargs):
+        downloaded.append(name)
+        return medsft.model.build.random_qwen3("tiny")
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", in_cache)
+    monkeypatch.setattr(medsft.model.build, "load_base_model", download_and_load)
+    monkeypatch.setattr(medsft.evaluation.config, "ensure_hub_reachable", lambda *a, **k: None)
+    config = _model_config(tmp_path, "acme/med-model", limit=3)
+    first = _system(evaluate(config))
+    assert downloaded == ["acme/med-model"] and first["generation"]["generated"] == 3
+    saved = [json.loads(line) for line in (tmp_path / "generations" / "sys.jsonl").open()]
+    assert len(saved) == 3
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded again although its answers were saved")
+
+    monkeypatch.setattr(medsft.model.build, "load_base_model", no_load)
+    monkeypatch.setattr(medsft.evaluation.generate, "generate", no_load)
+    second = evaluate(config)
+    assert _system(second)["generation"]["generated"] == 0
+    assert not _system(second)["model_loaded"]  # answers and perplexity both reused
+    assert _system(second)["answers"] == first["answers"]
+
+
+def test_sampled_answers_depend_only_on_their_own_cache_key(tmp_path, monkeypatch):
+    from tests.helpers import tiny_model  # answers that differ from draw to draw
+
+    model = tiny_model()
+    monkeypatch.setattr(medsft.model.build, "load_base_model", lambda *a, **k: model)
+    sampled = dict(do_sample=True, temperature=1.0)
+
+    def answers(out: Path, limit: int) -> list[str]:
+        config = _model_config(out, "random:tiny", limit, **sampled)
+        config.scoring.perplexity = False
+        return _system(evaluate(config))["answers"]
+
+    # Two questions cached first, then all four (two reused, two generated) ...
+    assert len(answers(tmp_path / "grown", 2)) == 2
+    grown = answers(tmp_path / "grown", 4)
+    # ... give the answers of one run of all four, and of each question alone.
+    assert grown == answers(tmp_path / "fresh", 4)
+    assert answers(tmp_path / "one", 1) == grown[:1]
+    assert len(set(grown)) == 4  # not vacuous: the answers really differ

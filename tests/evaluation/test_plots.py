@@ -12,6 +12,7 @@ from matplotlib.container import ErrorbarContainer
 
 from medsft.evaluation import plots
 from medsft.evaluation.plots import metrics_figure, plot_metrics, plot_training
+from medsft.evaluation.scoring import has_references
 from tests.helpers import sample_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,15 +25,17 @@ def _errorbars(ax) -> int:
 @pytest.mark.parametrize("distinct_orders", [[1, 2], []])
 def test_every_metric_with_an_interval_gets_its_error_bar(distinct_orders, tmp_path):
     report = sample_report(distinct_orders)
-    names = list(report["metrics"]["short"])
-    with_ci = [n for n in names if "low" in report["metrics"]["short"][n]]
-    assert len(with_ci) == 7 and len(names) == 7 + len(distinct_orders)
+    metrics = report["metrics"]["short"]
+    with_ci = [n for n in metrics if "low" in metrics[n]]
+    # The metrics table decides which scores have an interval: those against the references.
+    assert with_ci == [n for n, entry in metrics.items() if has_references(entry)]
+    assert len(metrics) - len(with_ci) == len(distinct_orders)
     fig = metrics_figure(report)
     overlap = fig.axes[0]
-    # One error-bar set per system, each over all 7 interval metrics, with distinct-n present too.
+    # One error-bar set per system, each over every interval metric, with distinct-n present too.
     assert _errorbars(overlap) == 2
     assert all(
-        len(c.lines[2][0].get_segments()) == 7
+        len(c.lines[2][0].get_segments()) == len(with_ci)
         for c in overlap.containers
         if isinstance(c, ErrorbarContainer)
     )

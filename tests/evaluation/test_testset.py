@@ -1,4 +1,5 @@
-"""medsft.evaluation.testset: duplicate test questions are found and handled by the setting."""
+"""medsft.evaluation.testset: test sets read through their presets, duplicate questions found and
+handled by the setting, and slice values."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from medsft.chat import qa_messages
 from medsft.cli import evaluate as evaluate_script
+from medsft.evaluation import EvalConfig, evaluate
 from medsft.evaluation.answers import answers_system
 from medsft.evaluation.config import DataSpec, SystemSpec
 from medsft.evaluation.testset import duplicate_summary, load_examples
 
 ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_TEST = ROOT / "data" / "sample" / "test_zh_med.json"
 
 ROWS = [
     ["感冒发烧怎么办？", "多休息，多喝水。"],
@@ -114,3 +118,55 @@ def test_the_report_says_how_many_were_dropped(test_file, tmp_path):
     assert report["test_set"]["n"] == 3 and report["test_set"]["duplicates"]["dropped"] == 2
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "3 questions; 2 repeated question(s) dropped (`test_set.duplicates: drop`)" in md
+
+
+def test_course_test_set_maps_question_and_reference():
+    examples = load_examples(DataSpec(source=str(SAMPLE_TEST), preset="course"))
+    raw = json.loads(SAMPLE_TEST.read_text(encoding="utf-8"))
+    assert len(examples) == len(raw) == 12
+    assert [(e.question, e.reference) for e in examples] == [(q, r.strip()) for q, r in raw]
+    assert examples[0].prompt == [{"role": "user", "content": raw[0][0]}]
+    assert load_examples(DataSpec(source=str(SAMPLE_TEST), limit=3))[-1].index == 2
+
+
+def test_row_without_reference_names_file_and_row(tmp_path):
+    bad = tmp_path / "test.json"
+    bad.write_text(json.dumps([["问题一", "答案一"], ["问题二"]], ensure_ascii=False))
+    with pytest.raises(ValueError, match=r"test\.json: item 1.*'1'.*missing"):
+        load_examples(DataSpec(source=str(bad)))
+    jsonl = tmp_path / "test.jsonl"
+    jsonl.write_text('{"question": "q1", "answer": "a1"}\n{"question": "q2", "answer": ""}\n')
+    with pytest.raises(ValueError, match=r"test\.jsonl:2.*'answer'.*empty"):
+        load_examples(DataSpec(source=str(jsonl), preset="huatuo"))
+
+
+def test_reasoning_references_keep_their_think_apart():
+    examples = load_examples(
+        DataSpec(source=str(ROOT / "data/sample/reasoning.jsonl"), preset="reasoning")
+    )
+    assert all(e.reference_think and "<think>" not in e.reference for e in examples)
+    assert examples[0].conversation[-1]["content"].startswith("<think>\n")
+    # The answer turn is formatted as training formats it (medsft.chat.qa_messages).
+    ex = examples[0]
+    expected = qa_messages(ex.question, ex.reference, think=ex.reference_think)[-1]
+    assert ex.conversation == [*ex.prompt, expected]
+
+
+def test_real_course_set_reads(shared_data):
+    source = shared_data / "course_a3_testsets" / "zh_med.json"
+    examples = load_examples(DataSpec(source=str(source), preset="course"))
+    assert len(examples) == 20 and all(e.question and e.reference for e in examples)
+
+
+def test_rows_without_the_slice_column_name_file_and_line(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(
+        '{"question": "q", "answer": "a", "dept": "x"}\n{"question": "q2", "answer": "a2"}\n',
+        encoding="utf-8",
+    )
+    config = EvalConfig(
+        systems=[SystemSpec("m", "random:tiny")],
+        test_set=DataSpec(source=str(path), preset="huatuo", slice_column="dept"),
+    )
+    with pytest.raises(ValueError, match=r"slice_column: .*t.jsonl:2: no value in column 'dept'"):
+        evaluate(config)

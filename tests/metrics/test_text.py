@@ -18,13 +18,17 @@ from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
 from sacrebleu.tokenizers.tokenizer_zh import TokenizerZh
 
 from medsft.metrics import (
+    COMPARABLE,
+    METRICS,
     MetricResult,
     bleu,
     bootstrap_interval,
     compare,
     distinct,
+    metric_name,
     paired_bootstrap,
     rouge,
+    score_metric,
     tokenize,
     vocab_f1,
 )
@@ -287,7 +291,10 @@ def test_rouge_equals_rouge_score(zh_pairs, en_pairs, data, tokenizer, lowercase
 
 def test_vocab_f1_multiset_and_set_definitions(zh_pairs):
     preds, refs = zh_pairs
-    multi, as_set = vocab_f1(preds, refs), vocab_f1(preds, refs, mode="set")
+    multi, as_set = vocab_f1(preds, refs, mode="multiset"), vocab_f1(preds, refs)
+    # One name, one definition: the default counts token types, the SQuAD-style count is token-F1.
+    assert (as_set.name, multi.name) == ("vocab-F1", "token-F1")
+    assert "|overlap:set|" in as_set.signature and multi.signature.startswith("token-F1|")
     for i, (p, r) in enumerate(zip(preds, refs, strict=True)):
         tp, tr = tokenize(p), tokenize(r)
         shared = sum((Counter(tp) & Counter(tr)).values())  # SQuAD-style
@@ -300,8 +307,8 @@ def test_vocab_f1_multiset_and_set_definitions(zh_pairs):
     # Repetition is rewarded by the set definition only.
     babble = ["高血压高血压高血压高血压"]
     ref = ["高血压患者应低盐饮食"]
-    assert vocab_f1(babble, ref, mode="set").precision == 100.0
-    assert vocab_f1(babble, ref).precision < 50.0
+    assert vocab_f1(babble, ref).precision == 100.0
+    assert vocab_f1(babble, ref, mode="multiset").precision < 50.0
 
 
 def test_distinct_matches_definition(huatuo_answers):
@@ -431,4 +438,50 @@ def test_result_object_and_signature(zh_pairs):
         assert part in result.signature
     assert str(result).startswith(result.signature) and f"{result.score:.2f}" in str(result)
     sig = rouge(preds, refs, rouge_types=["rougeL"])["rougeL"].signature
-    assert "ROUGE-L" in sig and "rouge-score-" in sig and "case:mixed" in sig
+    assert "ROUGE-L" in sig and "equals:rouge-score(same-tokens)" in sig and "case:mixed" in sig
+
+
+def test_signatures_describe_the_computation_not_the_installed_packages(zh_pairs, monkeypatch):
+    from importlib import metadata
+
+    preds, refs = zh_pairs
+    signatures = [r.signature for r in rouge(preds, refs).values()]
+    real_version = metadata.version
+
+    def without_rouge_score(package):
+        if package.replace("_", "-") == "rouge-score":
+            raise metadata.PackageNotFoundError(package)
+        return real_version(package)
+
+    # rouge-score is only what the numbers were checked against; uninstalling it changes nothing.
+    monkeypatch.setattr(metadata, "version", without_rouge_score)
+    assert [r.signature for r in rouge(preds, refs).values()] == signatures
+
+
+# --------------------------------------------------------------------------------------------
+# The metrics table
+# --------------------------------------------------------------------------------------------
+
+
+def test_the_table_is_the_one_path_of_every_metric_and_paired_test(zh_pairs):
+    preds, refs = short(zh_pairs, 20)
+    assert (
+        score_metric("bleu", preds, refs, max_ngram_order=2).score
+        == bleu(preds, refs, max_ngram_order=2).score
+    )
+    assert score_metric("rougeL", preds, refs).signature == rouge(preds, refs)["rougeL"].signature
+    assert score_metric("distinct", preds, n=2).score == distinct(preds)["distinct-2"].score
+    assert tuple(k for k, m in METRICS.items() if m.references) == COMPARABLE
+    for key in COMPARABLE:
+        option = METRICS[key].option
+        needs = {option: "rouge2"} if key == "rouge" else {}
+        assert compare(key, preds, preds, refs, n_resamples=5, **needs).delta == 0, option
+    assert metric_name("rouge2") == "ROUGE-2" and metric_name("vocab_f1") == "vocab-F1"
+    with pytest.raises(ValueError, match="'distinct' scores predictions alone"):
+        compare("distinct", preds, preds, refs, n=1)
+    with pytest.raises(ValueError, match="'rougeL' takes no option mode; its options: rouge_type"):
+        compare("rougeL", preds, preds, refs, mode="set")
+    with pytest.raises(ValueError, match="'rouge' needs rouge_type"):
+        score_metric("rouge", preds, refs)
+    with pytest.raises(ValueError, match="'bleu' needs references"):
+        score_metric("bleu", preds)

@@ -178,3 +178,34 @@ def test_an_empty_run_folder_is_removed_a_resumed_one_kept(tmp_path):
     assert run.exists()
     remove_empty_run(str(run), step=0, resumed=False)
     assert not run.exists()
+
+
+def test_a_checkpoint_saved_before_the_layout_move_resumes_after_it(tmp_path, monkeypatch):
+    """tests/fixtures/pre_layout_run: `train.py --config configs/demo.yaml --model.finetune lora
+    --trainer.max_steps 2 --data.val_fraction 0 ...` as the code before the package layout wrote
+    it (2 steps, LoRA). Resumed by the current code, it continues from step 2."""
+    import shutil
+
+    from lightning.pytorch import Callback
+
+    from medsft.cli.train import main
+
+    root = Path(__file__).resolve().parents[2]
+    run = tmp_path / "logs" / "premove" / "version_0"
+    shutil.copytree(root / "tests" / "fixtures" / "pre_layout_run", run)
+    # The run's config names its data relative to the folder it ran in, as users run it.
+    (tmp_path / "data" / "sample").mkdir(parents=True)
+    shutil.copy(root / "data" / "sample" / "huatuo_sample.jsonl", tmp_path / "data" / "sample")
+    monkeypatch.chdir(tmp_path)
+
+    class FirstStep(Callback):
+        def on_train_start(self, trainer, pl_module):
+            self.step = trainer.global_step
+
+    first = FirstStep()
+    args = ["--config", str(run / "config.yaml"), "--trainer.max_steps", "3"]
+    cli = main([*args, "--ckpt_path", "last"], callbacks=[first])
+    assert first.step == 2 and cli.trainer.global_step == 3
+    assert read_checkpoint(run / "checkpoints" / "last.ckpt").step == 3
+    assert "trainer.max_steps" in (run / "config.resume-1.yaml").read_text(encoding="utf-8")
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
