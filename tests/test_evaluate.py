@@ -3,6 +3,7 @@ caches (the parts each have their module's test file under tests/evaluation/).""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
