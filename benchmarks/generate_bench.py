@@ -1,4 +1,4 @@
-"""Generation tokens/s of evaluate.py's model path (medsft.evaluation.generate) at a Qwen3 shape.
+"""Generation tokens/s of evaluate.py's model path (medsft.model.generate) at a Qwen3 shape.
 
     python benchmarks/generate_bench.py --preset Qwen3-4B --batch-sizes 8,32     # a GPU
     OMP_NUM_THREADS=1 python benchmarks/generate_bench.py --preset tiny --batch-sizes 2 \
@@ -6,7 +6,7 @@
 
 A `random:<preset>` model (exact shapes, random weights, dtype `auto`: bf16 on a recent GPU)
 answers the sample questions (data/sample/huatuo_sample.jsonl, rendered with the chat template)
-through medsft.evaluation.generate.generate, greedy, `--new-tokens` new tokens each (random weights rarely
+through medsft.model.generate.generate, greedy, `--new-tokens` new tokens each (random weights rarely
 stop early; the count is what was generated). Per batch size: one warm-up call, then one timed call
 over `batch size x --batches` prompts. Writes benchmarks/results/generate_<preset>.json (or --out).
 """
@@ -29,8 +29,8 @@ SAMPLE_ROWS = ROOT / "data/sample/huatuo_sample.jsonl"
 
 
 def main() -> None:
-    from medsft.evaluation.generate import GenerationSettings, encode_prompt, generate
     from medsft.model.build import load_base_model, load_tokenizer
+    from medsft.model.generate import GenerationSettings, encode_prompt, generate
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="Qwen3-4B")

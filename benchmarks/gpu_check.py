@@ -12,7 +12,7 @@ recorded as timed out; one that would not fit the time left is skipped and recor
   activations per token;
 - attention: benchmarks/attention_kernels.py, each kernel available there on packed rows;
 - vs_trl: benchmarks/vs_trl.py --packing at the Qwen3-0.6B shape;
-- generate: benchmarks/generate_bench.py, medsft.evaluation.generate at the Qwen3-4B shape, batch 8 and 32;
+- generate: benchmarks/generate_bench.py, medsft.model.generate at the Qwen3-4B shape, batch 8 and 32;
 - mcq_vs_cmmlu: benchmarks/mcq_vs_cmmlu.py, MCQ loglik scoring against CMMLU's own loop at the
   Qwen3-0.6B shape in bf16 (CMMLU's medical subjects from ../shared/data when there, else the
   sample questions): questions/s of both, the ratio and the agreement.

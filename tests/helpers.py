@@ -57,7 +57,7 @@ def tiny_model(*, tie: bool = True, seed: int = 0) -> Any:
 
 def prompts(tokenizer: Any, questions: list[str] = QUESTIONS, **kwargs: Any) -> list[list[int]]:
     """Chat-template prompt ids of single-turn `questions`."""
-    from medsft.evaluation.generate import encode_prompt
+    from medsft.model.generate import encode_prompt
 
     return [encode_prompt(tokenizer, [{"role": "user", "content": q}], **kwargs) for q in questions]
 

@@ -50,7 +50,9 @@ def synthetic_evaluation(
     from medsft.evaluation import EvalConfig, ScoringSettings
     from medsft.evaluation.html import case_question, write_html
     from medsft.evaluation.plots import plot_metrics
-    from medsft.evaluation.run import examples_shown, score, write_report
+    from medsft.evaluation.report import Evaluation
+    from medsft.evaluation.run import score, write_report
+    from medsft.evaluation.sections.overview import examples_shown
     from medsft.evaluation.systems import SystemOutput
     from medsft.evaluation.testset import Example
 
@@ -120,7 +122,8 @@ def synthetic_evaluation(
         report["judge"] = _judge(outputs, examples, baseline, out_dir, rng)
     report["leakage"] = _leakage(examples)
     report.update(training={}, ablation=None, plots=["metrics.png"])
-    report["examples"] = examples_shown(outputs, examples, scoring.examples)
+    run = Evaluation(config, examples, outputs, None, [], out_dir, report)
+    report["examples"] = examples_shown(run)
     plot_metrics(report, out_dir / "metrics.png")
     write_report(report, out_dir)
     questions = [case_question(ex) for ex in examples]

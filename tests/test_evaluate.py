@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import medsft.evaluation.generate
+import medsft.model.generate
 from medsft.evaluation import ScoringSettings
 from medsft.evaluation.scoring import has_references, metric_names
 from tests.helpers import scalars  # noqa: E402
@@ -178,7 +178,7 @@ def test_demo_training_then_evaluation_with_judge_and_reuse(tmp_path, monkeypatc
         def no_generation(*args, **kwargs):
             raise AssertionError("generation ran again although its answers were saved")
 
-        monkeypatch.setattr(medsft.evaluation.generate, "generate", no_generation)
+        monkeypatch.setattr(medsft.model.generate, "generate", no_generation)
         again = evaluate_script.main(argv)
         assert server.request_count == 0
         for name in ("base", "finetuned"):

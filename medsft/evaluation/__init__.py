@@ -3,7 +3,7 @@
 A *system* is a base model (hub id, local directory or `random:` preset), a training run (its
 adapter or full model; `logs/demo/latest` or a glob picks the newest run), a merged export, a
 file of ready answers, or an OpenAI-compatible chat endpoint (a GPT baseline, a model served by
-vLLM or SGLang). Model systems answer the test questions through medsft.evaluation.generate (each model
+vLLM or SGLang). Model systems answer the test questions through medsft.model.generate (each model
 loaded once for its answers, perplexities and MCQ), endpoint systems through the endpoint; every system is scored against the references with medsft.metrics (bootstrap
 intervals, paired tests, answer length), model systems get the perplexity of the references, and
 an LLM judge compares each system with the baseline system in both answer orders.

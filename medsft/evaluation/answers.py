@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from medsft.data import InvalidExample, Row, read_rows
 from medsft.errors import InputError
 from medsft.evaluation.config import SystemSpec
-from medsft.evaluation.generate import split_think
 from medsft.evaluation.systems import SystemOutput
 from medsft.evaluation.testset import Example
+from medsft.model.generate import split_think
 
 
 @dataclass

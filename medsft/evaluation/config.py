@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 
 from medsft.data.schema import DataSource, Preset
 from medsft.errors import ConfigError
-from medsft.evaluation.generate import GenerationSettings
 from medsft.hub import RANDOM_PREFIX, ensure_hub_reachable, is_hub_id
 from medsft.metrics import judge
 from medsft.metrics.endpoint import ServerKind, UnsupportedSetting, request_fields
 from medsft.model.build import DType, resolve_trained
+from medsft.model.generate import GenerationSettings
 
 Kind = Literal["auto", "model", "run", "answers", "endpoint"]
 Server = Literal["auto", "openai", "vllm", "sglang", "transformers"]

@@ -36,7 +36,6 @@ from typing import Any
 
 from medsft.cache import JsonlStore, digest
 from medsft.evaluation.config import EvalConfig, SystemSpec, endpoint_fields, endpoint_settings
-from medsft.evaluation.generate import GenerationSettings, prompt_seed, split_think
 from medsft.evaluation.models import is_global_zero
 from medsft.evaluation.systems import SystemOutput
 from medsft.evaluation.testset import Example
@@ -52,6 +51,7 @@ from medsft.metrics.endpoint import (
     public_url,
     run_all,
 )
+from medsft.model.generate import GenerationSettings, prompt_seed, split_think
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from typing import Any
 
 from medsft.cache import JsonlStore, digest
 from medsft.evaluation.config import EvalConfig, SystemSpec, resolve_run_dir
-from medsft.evaluation.generate import encode_prompt, prompt_seed
 from medsft.evaluation.perplexity import perplexity_summary, shared_perplexity, world
 from medsft.evaluation.systems import SystemOutput, hub_commits, model_fingerprint
 from medsft.evaluation.testset import Example
 from medsft.model.build import resolve_dtype, resolve_trained
+from medsft.model.generate import encode_prompt, prompt_seed
 from medsft.ranks import is_global_zero
 
 log = logging.getLogger(__name__)
@@ -188,7 +188,7 @@ class ModelSystem:
 
     def generate(self, model: Any, plan: Plan) -> dict[str, Any]:
         """Generate what is missing (all ranks); rank 0 saves the answers. Returns the stats."""
-        from medsft.evaluation.generate import generate
+        from medsft.model.generate import generate
 
         config, name = self.config, self.src.spec.name
         if not plan.todo:

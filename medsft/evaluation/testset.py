@@ -13,7 +13,7 @@ from medsft.data.schema import iter_conversations
 from medsft.data.sources import InvalidExample, Row, check_local_source
 from medsft.errors import InputError
 from medsft.evaluation.config import DataSpec
-from medsft.evaluation.generate import split_think
+from medsft.model.generate import split_think
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ to the next step and wait for it at the next collective. A sharded model (FSDP2)
 forward pass with every rank taking part, so there sampling is skipped, with one logged line
 saying why.
 
-Generation is medsft.evaluation.generate's (`generate_batch`: left padding, answers cut by token
+Generation is medsft.model.generate's (`generate_batch`: left padding, answers cut by token
 position, exactly as evaluate.py answers), so a sample is what evaluate.py would produce from the
 same weights and prompt.
 """
@@ -102,7 +102,7 @@ class SampleAnswers(Callback):
             logger.log_metrics(scalars, step=step)
 
     def _answer(self, trainer: Trainer, pl_module: LightningModule) -> list[Any]:
-        from medsft.evaluation.generate import GenerationSettings, generate_batch
+        from medsft.model.generate import GenerationSettings, generate_batch
 
         model = pl_module.model
         tokenizer = trainer.datamodule.tokenizer
@@ -146,7 +146,7 @@ def choose_prompts(datamodule: Any, n: int, seed: int, pool: int) -> list[dict[s
         pool: examples read at most.
     """
     from medsft.data.schema import in_validation, iter_conversations
-    from medsft.evaluation.generate import encode_prompt
+    from medsft.model.generate import encode_prompt
 
     dm = datamodule
     if not dm.has_validation:

@@ -17,7 +17,7 @@ from medsft.evaluation import (
     SystemSpec,
     evaluate,
 )
-from medsft.evaluation.generate import GenerationSettings
+from medsft.model.generate import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 

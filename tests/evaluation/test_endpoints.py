@@ -23,7 +23,7 @@ from medsft.errors import ConfigError
 from medsft.evaluation import DataSpec, EvalConfig, SystemSpec, load_examples, validate_config
 from medsft.evaluation.config import McqSpec, endpoint_fields
 from medsft.evaluation.endpoints import EndpointError, endpoint_system
-from medsft.evaluation.generate import GenerationSettings
+from medsft.model.generate import GenerationSettings
 from tests.judge_server import ChatRequest, JudgeServer, Reply, answer_to, answering, rejecting
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,8 @@ import torch
 
 from medsft.evaluation import EvalConfig, JudgeSettings, RuntimeSettings, ScoringSettings, evaluate
 from medsft.evaluation.config import DataSpec, McqSpec, SystemSpec
-from medsft.evaluation.generate import GenerationSettings
 from medsft.evaluation.mcq import extract_letters, load_mcq, load_mcq_set, mcq_prompt
+from medsft.model.generate import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "data" / "sample" / "mcq_sample.csv"
@@ -355,7 +355,7 @@ def test_generate_method_answers_in_length_batches(tiny_model_dir, tmp_path):
     assert run.method == "generate" and len(run.predictions) == 12
     assert [rows for rows, _ in widths] == [5, 5, 2]  # 12 prompts, batch_size 5
     # Longest prompts first, each batch as wide as its longest: prompts of like lengths together.
-    from medsft.evaluation.generate import encode_prompt
+    from medsft.model.generate import encode_prompt
 
     chats = [[{"role": "user", "content": mcq_prompt(it, [], mcq.names)}] for it in mcq.items]
     lengths = sorted((len(encode_prompt(model.src.tokenizer, c)) for c in chats), reverse=True)

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import medsft.evaluation.config
-import medsft.evaluation.generate
 import medsft.model.build
+import medsft.model.generate
 from medsft.evaluation import (
     DataSpec,
     EvalConfig,
@@ -20,8 +20,8 @@ from medsft.evaluation import (
     evaluate,
     load_examples,
 )
-from medsft.evaluation.generate import GenerationSettings
 from medsft.evaluation.models import ModelSource, ModelSystem
+from medsft.model.generate import GenerationSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_TEST = ROOT / "data" / "sample" / "test_zh_med.json"
@@ -111,7 +111,7 @@ def test_hub_model_downloaded_by_the_first_run_is_reused_by_the_second(tmp_path,
         raise AssertionError("the model was loaded again although its answers were saved")
 
     monkeypatch.setattr(medsft.model.build, "load_base_model", no_load)
-    monkeypatch.setattr(medsft.evaluation.generate, "generate", no_load)
+    monkeypatch.setattr(medsft.model.generate, "generate", no_load)
     second = evaluate(config)
     assert _system(second)["generation"]["generated"] == 0
     assert not _system(second)["model_loaded"]  # answers and perplexity both reused

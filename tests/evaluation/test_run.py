@@ -13,8 +13,8 @@ import yaml
 
 from medsft.evaluation import DataSpec, EvalConfig, SystemSpec, evaluate
 from medsft.evaluation.config import McqSpec
-from medsft.evaluation.generate import GenerationSettings
 from medsft.evaluation.models import ModelSource
+from medsft.model.generate import GenerationSettings
 from tests.judge_server import JudgeServer, answer_to, answering
 
 ROOT = Path(__file__).resolve().parents[2]

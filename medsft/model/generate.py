@@ -1,6 +1,6 @@
 """Batched chat generation: left padding, length buckets, answers cut by token position.
 
-    from medsft.evaluation.generate import GenerationSettings, encode_prompt, generate
+    from medsft.model.generate import GenerationSettings, encode_prompt, generate
     prompts = [encode_prompt(tokenizer, [{"role": "user", "content": q}]) for q in questions]
     completions = generate(model, tokenizer, prompts, GenerationSettings(max_new_tokens=256))
     completions[0].answer, completions[0].think, completions[0].finish_reason

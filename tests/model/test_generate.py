@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from medsft.chat import END_OF_TURN
-from medsft.evaluation.generate import (
+from medsft.model.generate import (
     Completion,
     GenerationSettings,
     cut_completion,
@@ -254,7 +254,7 @@ DDP_SCRIPT = textwrap.dedent(
     from dataclasses import asdict
     sys.path.insert(0, {tests!r})
     from tests.helpers import prompts, tiny_model
-    from medsft.evaluation.generate import GenerationSettings, generate
+    from medsft.model.generate import GenerationSettings, generate
     from medsft.model.build import load_tokenizer
 
     tok = load_tokenizer("qwen3")
