@@ -136,6 +136,9 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     from medsft.data import SFTDataModule
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # A line per HTTP request would bury the progress bar and the closing counts.
+    for name in ("httpx", "httpx2", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     parser = tool_parser("python -m medsft.cli.augment", __doc__)
     parser.add_class_arguments(SFTDataModule, "data", skip={"augment"})
     parser.add_class_arguments(ParaphraseSettings, "paraphrase")

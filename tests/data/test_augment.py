@@ -460,3 +460,24 @@ def test_paraphrases_are_asked_concurrently(tmp_path, para_key):
     assert done.kept == 6 and len(arrived) == 6
     # The first request goes alone; the other five are all sent before any is answered.
     assert max(arrived[1:]) - min(arrived[1:]) < 1.0 and min(arrived[1:]) - arrived[0] >= 0.9
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"base_url": None}, r"OPENAI_API_KEY is not set: export the API key there"),
+        ({"base_url": None, "server": "vllm"}, r"server: vllm needs paraphrase.base_url"),
+        ({"base_url": "http://me:sk-x@127.0.0.1:8000/v1"}, r"must not carry credentials"),
+        ({"prompt": "改写这个问题"}, r"paraphrase.prompt must hold \{question\}"),
+        ({"check_prompt": "{original}"}, r"check_prompt must hold \{original\} and \{paraphrase"),
+        ({"concurrency": 0}, r"concurrency must be >= 1"),
+    ],
+)
+def test_paraphrase_settings_that_cannot_work_fail_before_any_request(fields, message, monkeypatch):
+    from medsft.data.augment import ParaphraseSettings
+    from medsft.errors import ConfigError
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    settings = ParaphraseSettings(**{"base_url": "http://127.0.0.1:9/v1", **fields})
+    with pytest.raises(ConfigError, match=message):
+        settings.validate()
