@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 IGNORE_INDEX = -100
 END_OF_TURN = "<|im_end|>"
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 Message = dict[str, str]
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
@@ -88,6 +89,24 @@ def qa_messages(
         {"role": "user", "content": question},
         {"role": "assistant", "content": content},
     ]
+
+
+def split_think(text: str) -> tuple[str | None, str]:
+    """(think, answer) of a reply: the `<think>...</think>` block apart from the answer.
+
+    A reply whose prompt already opened the block (some templates end the generation prompt
+    with `<think>`) has only the closing tag; a reply cut off while thinking has only the
+    opening one, and its answer is empty. An empty block (`<think>\\n\\n</think>`) gives think ''.
+    """
+    start = text.find(THINK_OPEN)
+    end = text.find(THINK_CLOSE)
+    if end >= 0 and (start < 0 or start > end):  # opened by the prompt
+        return text[:end].strip(), text[end + len(THINK_CLOSE) :].strip()
+    if start < 0:
+        return None, text.strip()
+    if end < 0:  # ran out of tokens while thinking
+        return text[start + len(THINK_OPEN) :].strip(), ""
+    return text[start + len(THINK_OPEN) : end].strip(), text[end + len(THINK_CLOSE) :].strip()
 
 
 def _template(tokenizer: Any, messages: Sequence[Message], **kwargs: Any) -> str:

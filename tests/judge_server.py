@@ -13,7 +13,8 @@ injected ahead of it. Typical use::
         assert server.request_count == 2 * len(qs) + 2
 
 A policy is `Callable[[ChatRequest], Reply | str]`; a plain string is a normal 200 reply with that
-message content. `ChatRequest.pair()` recovers the question and both answers from the judge
+message content. `paraphrasing` serves medsft.data.augment's paraphrase requests and their
+same-meaning checks. `ChatRequest.pair()` recovers the question and both answers from the judge
 prompt (the first user message; a label retry adds a `follow_up`), which delimits them as
 `[Question]`, `[The Start of Assistant 1's Answer]` ... `[The End of Assistant 1's Answer]`, and
 the same for Assistant 2 (or the packaged Chinese prompt's `[问题]`, `[助手1的回答开始]` ...).
@@ -215,6 +216,36 @@ def answering(judge: Policy = prefer_longer) -> Policy:
         if any(r.search(request.prompt) for r in _PAIR_RES):
             return judge(request)
         return answer_to(request.question)
+
+    return policy
+
+
+_CHECK = re.compile(r"\n\n原问题：(?P<original>.*?)\n\n改写：(?P<paraphrase>.*)\Z", re.DOTALL)
+_QUESTION = re.compile(r"\n\n问题：(?P<question>.*)\Z", re.DOTALL)
+
+
+def paraphrase_of(question: str) -> str:
+    """The paraphrase `paraphrasing` gives."""
+    return "换个说法：" + question
+
+
+def paraphrasing(
+    verdict: Callable[[str], str] = lambda original: "相同",
+    rewrite: Callable[[str], Reply | str] = paraphrase_of,
+) -> Policy:
+    """Policy of a server that paraphrases questions (`rewrite`, by default `paraphrase_of`) as
+    medsft.data.augment's prompt asks, and answers its same-meaning checks with reasons and then
+    `verdict(original question)` (相同, 不同, or anything else: an unclear reply), follow-ups
+    asking for the verdict alone too."""
+
+    def policy(request: ChatRequest) -> Reply | str:
+        check = _CHECK.search(request.prompt)
+        if check is not None:
+            return f"理由：比较了两个问题。\n{verdict(check['original'])}"
+        question = _QUESTION.search(request.prompt)
+        if question is None:
+            raise ValueError("neither a paraphrase request nor a same-meaning check")
+        return rewrite(question["question"])
 
     return policy
 

@@ -10,6 +10,7 @@ from medsft.chat import (
     qa_messages,
     render,
     render_conversation,
+    split_think,
 )
 
 CHATML = (
@@ -165,3 +166,18 @@ def test_bad_messages_are_rejected(qwen3_tokenizer):
         render(
             [{"role": "user", "content": 3}, {"role": "assistant", "content": "a"}], qwen3_tokenizer
         )
+
+
+@pytest.mark.parametrize(
+    ("text", "think", "answer"),
+    [
+        ("<think>\n考虑病因。\n</think>\n\n多休息。", "考虑病因。", "多休息。"),
+        ("<think>\n\n</think>\n\n多休息。", "", "多休息。"),
+        ("多休息。", None, "多休息。"),
+        ("考虑病因。\n</think>\n\n多休息。", "考虑病因。", "多休息。"),  # prompt opened it
+        ("<think>\n考虑病因，还没想完", "考虑病因，还没想完", ""),  # ran out of tokens
+        ("  多休息。\n", None, "多休息。"),
+    ],
+)
+def test_split_think(text, think, answer):
+    assert split_think(text) == (think, answer)

@@ -11,6 +11,9 @@
         --augment.fraction 1 --audit 20
 
 Takes train.py's --data.* options (or --config with a data: section) for what to read.
+Paraphrasing ends with one line of counts: copies asked, kept, dropped as different (or without a
+clear verdict) and failed. Copies whose requests failed after the retries are left out of the
+file, and the command exits 1 saying so: rerun it to ask for those only (the rest is cached).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from medsft.data.augment import (
     question_swaps,
     term_pieces,
 )
+from medsft.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -126,11 +130,15 @@ def _medical(word: str, lexicon: frozenset[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> dict[str, int]:
     """Write a training file with LLM-paraphrased question copies (--out), or print an audit of
-    the synonym swaps (--audit N). See the module docstring."""
+    the synonym swaps (--audit N). See the module docstring. Returns the counts (`Paraphrased`
+    or the audit's); copies whose requests failed make it raise after the file is written."""
     from medsft.cli.parsing import tool_parser
     from medsft.data import SFTDataModule
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # A line per HTTP request would bury the progress bar and the closing counts.
+    for name in ("httpx", "httpx2", "openai"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     parser = tool_parser("python -m medsft.cli.augment", __doc__)
     parser.add_class_arguments(SFTDataModule, "data", skip={"augment"})
     parser.add_class_arguments(ParaphraseSettings, "paraphrase")
@@ -154,21 +162,20 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
         return dict(
             audit(cfg.data, cfg.augment, cfg.audit, rows=cfg.audit_rows, skip=cfg.audit_skip)
         )
-    counts = paraphrase_file(
+    done = paraphrase_file(
         conversations(cfg.data), cfg.paraphrase, cfg.augment, cfg.out, progress=cfg.progress
     )
     log.info(
-        "%s: %d rows, %d paraphrased copies (%d paraphrases and %d same-meaning checks asked or "
-        "read from the cache; %d copies left out, judged to change the meaning); train on it "
-        "with --data.preset messages and the same data.val_fraction",
-        cfg.out,
-        counts["rows"],
-        counts["paraphrased"],
-        counts["requests"],
-        counts["checks"],
-        counts["rejected"],
+        "%s; train on it with --data.preset messages and the same data.val_fraction",
+        done.summary(),
     )
-    return counts
+    if done.failed:
+        raise UserError(
+            f"{done.failed} of {done.asked} paraphrased copies were not made: their requests "
+            f"failed after the retries (first: {done.failures[0]}); {cfg.out} holds the rest; "
+            "rerun the same command to ask for those only"
+        )
+    return done.counts()
 
 
 if __name__ == "__main__":

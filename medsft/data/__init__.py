@@ -10,6 +10,8 @@ One layer per module, each importing only the ones above it:
 - `stream`: `SFTStream` (split, shards, augmentation, rendering), `StreamStats`, `StreamPosition`.
 - `batching`: shuffle buffer, length grouping, packing, `collate`, `data_counts`.
 - `module`: `SFTDataModule`, the LightningDataModule (`data:` in the training configs).
+- `augment`: synonym swaps (`data.augment`, used by `stream`) and LLM paraphrases written to a
+  file, asked through medsft.metrics.endpoint (the light client layer the judge uses).
 
 `sources` and `schema` import neither torch nor Lightning, `stream` and `batching` torch only.
 The names below are re-exported lazily, so `from medsft.data import read_rows` stays light and

@@ -45,7 +45,6 @@ from medsft.metrics.endpoint import (
     EndpointStop,
     Reply,
     RequestFailed,
-    ServerKind,
     Wording,
     endpoint_key,
     public_url,
@@ -87,6 +86,7 @@ def _wording(spec: SystemSpec, server: str) -> Wording:
             "kind the server is (openai, vllm, sglang, transformers), or change the generation "
             "setting or extra_body that sends {param}"
         ),
+        server_setting="the system's server",
     )
 
 
@@ -222,7 +222,7 @@ async def _ask(
     Failures are returned; what every request would meet raises (EndpointError, ConfigError)."""
     wording = _wording(spec, spec.server)
     async with EndpointClient(spec, spec.path, wording, EndpointError) as client:
-        server, how = await _server_kind(spec, client)
+        server, how = await client.server_kind(spec.server)
         client.wording = _wording(spec, server)
         params = endpoint_fields(spec, settings, server, how)
         asked = _Asked(server=server)
@@ -253,24 +253,6 @@ async def _ask(
     for key in {t.key for t in twins} & asked.failures.keys():
         log.warning("%s: greedy probe not answered: %s", spec.name, asked.failures.pop(key))
     return asked
-
-
-async def _server_kind(spec: SystemSpec, client: EndpointClient) -> tuple[ServerKind, str]:
-    """The server kind and how it was decided (the system's setting, OpenAI's API, or probed)."""
-    if spec.server != "auto":
-        return spec.server, "the system's server setting"
-    if spec.base_url is None:
-        return "openai", "OpenAI's API"
-    probed = await client.probe()
-    if probed is None:
-        log.info(
-            "%s: the server's /models listing does not say which server it is: sending OpenAI "
-            "fields only (set the system's server: vllm, sglang or transformers to send more)",
-            spec.name,
-        )
-        return "openai", "its /models listing named no other kind"
-    log.info("%s: the server is %s (from its /models listing)", spec.name, probed)
-    return probed, "told by its /models listing"
 
 
 def _row(reply: Reply, request: _Request, server: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The one client layer for OpenAI-compatible chat endpoints, shared by the judge
-(medsft.metrics.judge) and endpoint systems (medsft.evaluation.endpoints).
+(medsft.metrics.judge), endpoint systems (medsft.evaluation.endpoints) and LLM paraphrases
+(medsft.data.augment).
 
 What it does once for both:
 
@@ -30,7 +31,8 @@ What it does once for both:
   server kind takes them: vLLM and SGLang as extra top-level fields, `transformers serve` in its
   `generation_config` JSON string, all three `chat_template_kwargs`. An OpenAI server takes none:
   `UnsupportedSetting` is raised before any request. `EndpointClient.probe` tells a server's kind
-  from its `/models` listing.
+  from its `/models` listing, `EndpointClient.server_kind` the kind to send for (a setting, or
+  `auto`).
 """
 
 from __future__ import annotations
@@ -150,6 +152,8 @@ class Wording:
     """Request field -> what to change when the server rejects it."""
     setting: str = "change or drop the setting that sends {param}"
     """What to change for a rejected field without advice (`{param}` is its name)."""
+    server_setting: str = "server"
+    """Where the server kind is set, e.g. `paraphrase.server`."""
 
 
 @dataclass
@@ -405,6 +409,26 @@ class EndpointClient:
         except (openai.APIResponseValidationError, ValueError):
             return None
         return server_kind([m.model_dump() for m in page.data])
+
+    async def server_kind(self, setting: ServerKind | Literal["auto"]) -> tuple[ServerKind, str]:
+        """The kind of server to send requests for, and how it was decided: `setting` unless
+        `auto`; `openai` for OpenAI's own API; else told by the server's `/models` listing (one
+        request), `openai` when the listing does not say."""
+        if setting != "auto":
+            return setting, f"{self.wording.server_setting} setting"
+        if self.endpoint == OPENAI_URL:
+            return "openai", "OpenAI's API"
+        probed = await self.probe()
+        if probed is None:
+            log.info(
+                "%s: the server's /models listing does not say which server it is: sending "
+                "OpenAI fields only (set %s: vllm, sglang or transformers to send more)",
+                self.who,
+                self.wording.server_setting,
+            )
+            return "openai", "its /models listing named no other kind"
+        log.info("%s: the server is %s (from its /models listing)", self.who, probed)
+        return probed, "told by its /models listing"
 
     async def complete(
         self, messages: list[dict[str, str]], params: Mapping[str, Any], *, empty_ok: bool = False

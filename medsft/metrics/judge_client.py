@@ -1,5 +1,7 @@
 """The judge's requests: its cache, its verdicts and the label follow-up, on the shared client
 layer (medsft.metrics.endpoint), which owns retries, errors, the key and when asking stops.
+The paraphrases' same-meaning check (medsft.data.augment) asks through it too, with its own
+verdict reader (`JudgeClient.parse`).
 
 Label retry: a reply without an explicit verdict (medsft.metrics.verdict) is not sent again as is
 (at temperature 0 the same request tends to get the same reply, paid twice). The conversation
@@ -10,6 +12,7 @@ joined by a blank line, so the reasons and the verdict are both there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +39,9 @@ class _PairError(Exception):
 class JudgeOrder:
     """The judgement of one answer order: its verdict, the reply kept, or why it failed."""
 
-    label: Label | None
+    label: Label | bool | None
+    """The verdict `JudgeClient.parse` read (a `Label`; the same-meaning check's: a bool), None
+    when the order failed."""
     raw: str | None
     cached: bool
     error: str | None = None
@@ -73,17 +78,20 @@ class JudgeClient:
     label_retries: int
     follow_up: str
     usage: JudgeUsage = field(default_factory=JudgeUsage)
+    parse: Callable[[str], Label | bool | None] = parse_verdict
+    """Reads a reply's verdict, None when it gives none: the judge's labels by default."""
 
     def cached(self, key: str) -> JudgeOrder | None:
         """The cached judgement under `key` when it holds a verdict (counted as cached usage)."""
         entry = self.cache.get(key)
-        if entry is None or parse_verdict(str(entry.get("raw", ""))) is None:
+        label = None if entry is None else self.parse(str(entry.get("raw", "")))
+        if entry is None or label is None:
             return None
         usage = entry.get("usage") or {}
         self.usage.cached_judgements += 1
         self.usage.cached_prompt_tokens += int(usage.get("prompt_tokens", 0))
         self.usage.cached_completion_tokens += int(usage.get("completion_tokens", 0))
-        return JudgeOrder(parse_verdict(entry["raw"]), entry["raw"], cached=True)
+        return JudgeOrder(label, entry["raw"], cached=True)
 
     async def judge(self, key: str, messages: list[dict[str, str]]) -> JudgeOrder:
         """The judgement of one rendered prompt: from the cache, else asked (a failure is the
@@ -117,7 +125,7 @@ class JudgeClient:
             completion_tokens += reply.completion_tokens
             self.usage.prompt_tokens += reply.prompt_tokens
             self.usage.completion_tokens += reply.completion_tokens
-            label = parse_verdict(reply.content)
+            label = self.parse(reply.content)
             if label is not None:
                 kept = _joined(replies)
                 usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}

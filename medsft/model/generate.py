@@ -43,9 +43,7 @@ import torch
 from lightning import LightningModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
-from medsft.chat import END_OF_TURN, Message
-
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+from medsft.chat import END_OF_TURN, Message, split_think
 
 
 @dataclass
@@ -177,24 +175,6 @@ def cut_completion(
         if token in stops:
             return generated[:pos], True
     return generated, False
-
-
-def split_think(text: str) -> tuple[str | None, str]:
-    """(think, answer) of a reply: the `<think>...</think>` block apart from the answer.
-
-    A reply whose prompt already opened the block (some templates end the generation prompt
-    with `<think>`) has only the closing tag; a reply cut off while thinking has only the
-    opening one, and its answer is empty. An empty block (`<think>\\n\\n</think>`) gives think ''.
-    """
-    start = text.find(THINK_OPEN)
-    end = text.find(THINK_CLOSE)
-    if end >= 0 and (start < 0 or start > end):  # opened by the prompt
-        return text[:end].strip(), text[end + len(THINK_CLOSE) :].strip()
-    if start < 0:
-        return None, text.strip()
-    if end < 0:  # ran out of tokens while thinking
-        return text[start + len(THINK_OPEN) :].strip(), ""
-    return text[start + len(THINK_OPEN) : end].strip(), text[end + len(THINK_CLOSE) :].strip()
 
 
 def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

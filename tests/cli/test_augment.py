@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -17,9 +18,11 @@ from medsft.cli.augment import main  # noqa: E402
 from medsft.cli.errors import run  # noqa: E402
 from medsft.data import in_validation  # noqa: E402
 from medsft.data.schema import unit_hash  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
 
-HUATUO = "data/sample/huatuo_sample.jsonl"
-ROWS = [json.loads(line) for line in Path(HUATUO).read_text(encoding="utf-8").splitlines()]
+HUATUO = ROOT / "data/sample/huatuo_sample.jsonl"
+ROWS = [json.loads(line) for line in HUATUO.read_text(encoding="utf-8").splitlines()]
+SECRET = "sk-test-DO-NOT-LEAK-6d0a93fe"
 MARK = re.compile(r"【(.+?)→(.+?)】")
 QUESTIONS = [
     "孩子发烧38.5度两天了，不想吃东西，应该怎么办？有没有好的方法退烧？",
@@ -71,26 +74,15 @@ def test_audit_prints_questions_with_each_swap_marked(capsys, tmp_path):
 
 def test_audit_or_out_is_required():
     with pytest.raises(SystemExit):
-        main(["--data.source", HUATUO])
+        main(["--data.source", str(HUATUO)])
     with pytest.raises(SystemExit):
-        main(["--data.source", HUATUO, "--audit", "2", "--out", "x.jsonl"])
+        main(["--data.source", str(HUATUO), "--audit", "2", "--out", "x.jsonl"])
 
 
-def test_llm_paraphrase_file_copies_training_questions_only_and_caches(tmp_path, monkeypatch):
-    from tests.judge_server import JudgeServer
-
-    def rewrite(request):
-        if request.prompt.startswith("下面是患者提出的一个问题和它的改写"):  # the check
-            original = request.prompt.split("原问题：", 1)[1].split("\n\n改写：")[0]
-            # The endpoint judges paraphrases of questions about fever to change the meaning.
-            return "理由：……\n" + ("不同" if "发烧" in original else "相同")
-        return "改写：" + request.prompt.rsplit("问题：", 1)[1]
-
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    out = tmp_path / "para.jsonl"
-    argv = [
+def _para_argv(out: Path, base_url: str) -> list[str]:
+    return [
         "--data.source",
-        HUATUO,
+        str(HUATUO),
         "--data.preset",
         "huatuo",
         "--data.val_fraction",
@@ -101,36 +93,122 @@ def test_llm_paraphrase_file_copies_training_questions_only_and_caches(tmp_path,
         str(out),
         "--progress",
         "false",
+        "--paraphrase.base_url",
+        base_url,
+        "--paraphrase.api_key_env",
+        "PARA_KEY",
+        "--paraphrase.max_retries",
+        "0",
     ]
-    with JudgeServer(rewrite) as server:
-        counts = main([*argv, "--paraphrase.base_url", server.base_url])
+
+
+def test_llm_paraphrase_file_copies_training_questions_only_and_caches(tmp_path, caplog):
+    from tests.judge_server import JudgeServer, paraphrase_of, paraphrasing
+
+    out = tmp_path / "para.jsonl"
+    # The endpoint judges paraphrases of questions about fever to change the meaning.
+    policy = paraphrasing(lambda original: "不同" if "发烧" in original else "相同")
+    with caplog.at_level(logging.INFO), JudgeServer(policy) as server:
+        argv = _para_argv(out, server.base_url)
+        counts = main(argv)
         first = server.request_count
-        assert main([*argv, "--paraphrase.base_url", server.base_url]) == counts
+        assert main(argv) == {**counts, "requests": 0, "cached": 2 * counts["questions"]}
         assert server.request_count == first  # every reply came from the cache
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     copies = [r for r in rows if r["augmented"]]
-    chosen = counts["paraphrased"] + counts["rejected"]
     # Each chosen question: one paraphrase and one same-meaning check.
-    assert first == counts["requests"] + counts["checks"] == 2 * chosen
-    assert counts["paraphrased"] == len(copies) and 0.15 * 64 < chosen < 0.45 * 64
+    assert first == 2 * counts["questions"] == 2 * counts["asked"]
+    assert counts["kept"] == len(copies) and 0.15 * 64 < counts["asked"] < 0.45 * 64
+    assert counts["asked"] == counts["kept"] + counts["different"] and counts["failed"] == 0
     assert len(rows) == 64 + len(copies)
     by_id = {str(r["id"]): r for r in ROWS}
     rejected = [r for r in ROWS if "发烧" in r["question"]]
-    assert counts["rejected"] == sum(
+    assert counts["different"] == sum(
         unit_hash("pick", 0, str(r["id"])) < 0.3 and not in_validation(str(r["id"]), 0.25)
         for r in rejected
     )
-    assert counts["rejected"] > 0
+    assert counts["different"] > 0
     for c in copies:
         original = by_id[c["id"]]
         assert "发烧" not in original["question"] and c["same_meaning"] is True
-        assert c["messages"][0]["content"] == "改写：" + original["question"]
+        assert c["messages"][0]["content"] == paraphrase_of(original["question"])
         assert c["messages"][1]["content"] == original["answer"]
     # Copies keep their original's id, so training with the same val_fraction holds them all in
     # the training split, and validation keeps the originals only.
     assert copies and not any(in_validation(c["id"], 0.25) for c in copies)
     assert sum(in_validation(r["id"], 0.25) for r in rows) == sum(
         in_validation(str(r["id"]), 0.25) for r in ROWS
+    )
+    summary = [r.getMessage() for r in caplog.records if r.name == "medsft.cli.augment"][0]
+    assert (
+        f"{counts['asked']} paraphrased copies asked, {counts['kept']} kept, "
+        f"{counts['different']} dropped as different (0 of them without a clear verdict), "
+        "0 failed" in summary
+    )
+
+
+def test_a_refused_key_stops_at_the_first_request_with_one_line_without_the_key(
+    tmp_path, monkeypatch, capsys, caplog
+):
+    from tests.judge_server import JudgeServer, Reply
+
+    monkeypatch.setenv("PARA_KEY", SECRET)
+    out = tmp_path / "para.jsonl"
+    # The server echoes the key it refuses, as some do.
+    with JudgeServer(lambda r: Reply(status=401, body=SECRET.encode())) as server:
+        url = server.base_url
+        with pytest.raises(SystemExit) as stop:
+            run(main, _para_argv(out, url))
+        assert server.request_count == 1 and server.requests[0].authorization == f"Bearer {SECRET}"
+    assert stop.value.code == 1
+    captured = capsys.readouterr()
+    line = captured.err.strip().splitlines()[-1]
+    assert line == (
+        f"error: paraphrase endpoint {url} refused the API key (HTTP 401); export it "
+        "in $PARA_KEY (paraphrase.api_key_env) and check base_url"
+    )
+    assert SECRET not in captured.err + captured.out + caplog.text
+    assert not out.exists()
+    cache = tmp_path / "para.jsonl.cache.jsonl"
+    assert not cache.exists() or SECRET not in cache.read_text(encoding="utf-8")
+
+
+def test_failed_copies_are_left_out_exit_1_and_a_rerun_asks_for_those_only(
+    tmp_path, monkeypatch, capsys
+):
+    from tests.judge_server import JudgeServer, Reply, paraphrase_of, paraphrasing
+
+    monkeypatch.delenv("PARA_KEY", raising=False)
+    out = tmp_path / "para.jsonl"
+    broken = next(
+        r["question"]
+        for r in ROWS
+        if unit_hash("pick", 0, str(r["id"])) < 0.3 and not in_validation(str(r["id"]), 0.25)
+    )
+
+    def rewrite(question: str) -> Reply | str:
+        if question == broken:
+            return Reply.fastapi_error(500, "CUDA out of memory")
+        return paraphrase_of(question)
+
+    with JudgeServer(paraphrasing(rewrite=rewrite)) as server:
+        argv = _para_argv(out, server.base_url)
+        with pytest.raises(SystemExit) as stop:
+            run(main, argv)
+        assert stop.value.code == 1
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+        assert line.startswith("error: 1 of ") and "not made" in line
+        assert "HTTP 500: CUDA out of memory" in line and "rerun" in line
+        written = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        server.policy = paraphrasing()
+        server.reset()
+        counts = main(argv)
+        # Only the failed question is asked again: its paraphrase and its check.
+        assert server.request_count == 2 and broken in server.requests[0].prompt
+    assert counts["failed"] == 0 and counts["kept"] == counts["asked"]
+    assert len(written) == 64 + counts["kept"] - 1
+    assert not any(
+        r["augmented"] and r["messages"][0]["content"] == paraphrase_of(broken) for r in written
     )
 
 

@@ -116,6 +116,21 @@ def test_the_kind_of_server_is_told_from_its_models_listing():
     assert server_kind([{"id": "m", "owned_by": "library"}]) is None
 
 
+def test_the_kind_to_send_for_is_the_setting_else_openais_api_else_the_listing(monkeypatch):
+    async def kind(base_url, setting):
+        async with EndpointClient(Connection(base_url), "m", WORDING) as client:
+            return await client.server_kind(setting)
+
+    with JudgeServer(kind="vllm") as server:
+        assert asyncio.run(kind(server.base_url, "sglang")) == ("sglang", "server setting")
+        assert server.listings == 0  # a kind that is set is not asked for
+        assert asyncio.run(kind(server.base_url, "auto"))[0] == "vllm" and server.listings == 1
+    with JudgeServer(kind=None) as server:
+        assert asyncio.run(kind(server.base_url, "auto"))[0] == "openai"
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert asyncio.run(kind(None, "auto")) == ("openai", "OpenAI's API")  # nothing sent
+
+
 async def _probe(server: JudgeServer):
     async with EndpointClient(Connection(server.base_url), "m", WORDING) as client:
         return await client.probe()

@@ -23,7 +23,6 @@ from medsft.model.generate import (
     generate_batch,
     length_buckets,
     prompt_seed,
-    split_think,
 )
 from tests.helpers import prompts, tiny_model
 
@@ -102,21 +101,6 @@ def test_generate_batch_cuts_each_left_padded_row(qwen3_tokenizer):
 
 
 # -- think blocks -----------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("text", "think", "answer"),
-    [
-        ("<think>\n考虑病因。\n</think>\n\n多休息。", "考虑病因。", "多休息。"),
-        ("<think>\n\n</think>\n\n多休息。", "", "多休息。"),
-        ("多休息。", None, "多休息。"),
-        ("考虑病因。\n</think>\n\n多休息。", "考虑病因。", "多休息。"),  # prompt opened it
-        ("<think>\n考虑病因，还没想完", "考虑病因，还没想完", ""),  # ran out of tokens
-        ("  多休息。\n", None, "多休息。"),
-    ],
-)
-def test_split_think(text, think, answer):
-    assert split_think(text) == (think, answer)
-
-
 def test_enable_thinking_changes_the_prompt(qwen3_tokenizer):
     off, on = (prompts(qwen3_tokenizer, ["头痛"], enable_thinking=e)[0] for e in (False, True))
     think_close = qwen3_tokenizer.convert_tokens_to_ids("</think>")
