@@ -84,6 +84,19 @@ class TextMetric:
     its own panel in plots."""
     note: str = ""
     """What a report says about the metric beside its scores."""
+    headline: bool | tuple[Any, ...] = False
+    """Which results are headline scores (the ablation table's columns): True all of them, a
+    tuple those of these values of `option` (BLEU: ``(4,)``, BLEU-4 only), False none."""
+
+    def is_headline(self, name: str) -> bool:
+        """Whether this metric's result called `name` is a headline score.
+
+        Args:
+            name: a result's name, as `name` gives it (``"BLEU-4"``).
+        """
+        if isinstance(self.headline, bool):
+            return self.headline
+        return any(name == self.name(**{str(self.option): v}) for v in self.headline)
 
 
 METRICS: dict[str, TextMetric] = {
@@ -92,6 +105,7 @@ METRICS: dict[str, TextMetric] = {
         scored=bleu_scored,
         setting="bleu_orders",
         option="max_ngram_order",
+        headline=(4,),
     ),
     "rouge": TextMetric(
         name=lambda rouge_type, **_: f"ROUGE-{rouge_type[5:]}",
@@ -99,6 +113,7 @@ METRICS: dict[str, TextMetric] = {
         setting="rouge_types",
         option="rouge_type",
         alias=r"rouge[1-9L]",
+        headline=("rougeL",),
     ),
     "vocab_f1": TextMetric(
         name=lambda mode="set", **_: VOCAB_F1_NAMES[mode],
@@ -108,6 +123,7 @@ METRICS: dict[str, TextMetric] = {
         note="vocab-F1: F1 of the token types a prediction shares with its reference, each "
         "counted once (`scoring.vocab_f1_mode: multiset` gives token-F1 instead: SQuAD-style "
         "token counts, which equals ROUGE-1 F1 with the same tokens).",
+        headline=True,
     ),
     "distinct": TextMetric(
         name=lambda n, **_: f"distinct-{n}",
