@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import yaml
 
 from medsft.cli import evaluate as evaluate_script
 from tests.judge_server import (
@@ -398,3 +399,16 @@ def test_a_bad_labels_file_is_one_error_line_before_anything_is_generated(
         f"error: judge.labels {path}:2: {message}"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_the_demo_labels_name_the_demo_evaluations_systems_and_questions():
+    from medsft.evaluation.judging import read_judge_labels
+
+    config = yaml.safe_load((ROOT / "configs" / "eval_demo.yaml").read_text(encoding="utf-8"))
+    names = [s["name"] for s in config["systems"]]
+    labels = read_judge_labels(str(ROOT / "data/sample/demo_judge_labels.jsonl"), names)
+    source = ROOT / config["test_set"]["source"]
+    questions = {json.loads(line)["question"] for line in source.read_text("utf-8").splitlines()}
+    pairs = {(label.question, label.system_a) for label in labels}
+    assert pairs == {(q, s) for q in questions for s in ("base", "finetuned")}
+    assert {(label.system_b, label.verdict) for label in labels} == {(config["baseline"], "b")}

@@ -173,7 +173,7 @@ def _agreements(judge: dict[str, Any]) -> list[str]:
     lines += [
         "Verdicts compared per pair (MT-bench's figures): agreement counting a tie as a verdict, "
         "agreement on the pairs where neither said tie, and Cohen's kappa (agreement beyond "
-        "chance: 0 chance, 1 perfect).",
+        "chance: 0 chance, 1 perfect; – when both gave one and the same verdict throughout).",
         "",
         "| system | the judge against | pairs | agreement | without ties (pairs) "
         "| Cohen's kappa (95% CI) | unmatched labels |",
