@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from medsft.data.schema import DataSource, Preset
 from medsft.errors import ConfigError
 from medsft.hub import RANDOM_PREFIX, ensure_hub_reachable, is_hub_id
-from medsft.metrics import judge
+from medsft.metrics import judge, read_labels
 from medsft.metrics.endpoint import ServerKind, UnsupportedSetting, request_fields
 from medsft.model.build import DType, resolve_trained
 from medsft.model.generate import GenerationSettings
@@ -541,9 +541,7 @@ def judge_status(config: EvalConfig) -> JudgeStatus:
     judge = config.judge
     _check_judge_settings(judge)
     if judge.labels is not None:
-        from medsft.evaluation.judging import read_judge_labels
-
-        read_judge_labels(judge.labels, [s.name for s in config.systems])
+        read_labels(judge.labels, [s.name for s in config.systems])
     if judge.enabled is False:
         return JudgeStatus(False, "disabled (judge.enabled: false)")
     if config.baseline is None:

@@ -42,7 +42,7 @@ def run_judge(
     `judge.max_failed_share` of a system's pairs could not be judged; else `ok`. A second judge
     that has to stop is `failed` under `second_judge`, the first judge's results standing.
     """
-    from medsft.metrics import judge_biases
+    from medsft.metrics import judge_biases, read_labels
     from medsft.metrics.judge import JudgeConfigError, judge_pairs
 
     judge = config.judge
@@ -66,20 +66,20 @@ def run_judge(
         }
     labels = None
     if judge.labels is not None:
-        labels = read_judge_labels(judge.labels, [o.name for o in outputs])
-        summary["labels"] = {"path": judge.labels, "n": len(labels), "compared": 0}
-        summary["labels"]["unmatched"] = len(labels)
+        labels = read_labels(judge.labels, [o.name for o in outputs])
+        n = len(labels)
+        summary["labels"] = {"path": judge.labels, "n": n, "compared": 0, "unmatched": n}
     cache = out_dir / "judge_cache.jsonl" if judge.cache else None
     questions = [ex.question for ex in examples]
     bootstrap = {"n_resamples": max(config.scoring.n_resamples, 1), "seed": config.scoring.seed}
     confidence = config.scoring.n_resamples > 0
 
-    def ask(settings: JudgeSettings, output: SystemOutput) -> JudgeResult:
+    def ask(which: JudgeSettings, output: SystemOutput) -> JudgeResult:
         return judge_pairs(
             questions,
             _shown(output.answers),
             _shown(baseline.answers),
-            settings,
+            which,
             cache_path=cache,
             progress=config.runtime.progress,
             **bootstrap,
@@ -122,31 +122,6 @@ def run_judge(
         if result.failed_share > judge.max_failed_share:
             _mark_partial(summary, output.name, result.n_errors, result.n_pairs, judge)
     return summary
-
-
-def read_judge_labels(path: str, systems: list[str]) -> list[HumanLabel]:
-    """People's verdicts from `judge.labels` (medsft.metrics.read_labels), each naming systems of
-    this evaluation.
-
-    Args:
-        path: the labels file.
-        systems: the evaluation's system names.
-
-    Raises:
-        InputError: naming the file, line and field of the first problem.
-    """
-    from medsft.errors import InputError
-    from medsft.metrics import read_labels
-
-    labels = read_labels(path)
-    for label in labels:
-        for field, name in (("system_a", label.system_a), ("system_b", label.system_b)):
-            if name not in systems:
-                raise InputError(
-                    f"judge.labels {label.where}: field '{field}' is {name!r}, not a system of "
-                    f"this evaluation ({', '.join(systems)})"
-                )
-    return labels
 
 
 def human_agreement(

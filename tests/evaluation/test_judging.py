@@ -303,6 +303,8 @@ def test_people_and_a_second_judge_give_agreement_kappa_and_confusion(tmp_path):
     assert f"| course | people | 6 | {people['agreement']:.0%} |" in agreement
     assert f"| course | judge `second` | 6 | {judges['agreement']['agreement']:.0%} |" in agreement
     assert "Confusion, course: rows people, columns the judge." in agreement
+    rate = f"{judges['adjusted_win_rate']:.2f} [{judges['interval']['low']:.2f}, "
+    assert f"Second judge `second`, course: adjusted win rate {rate}" in agreement
     assert "Confusion, course: rows the judge, columns judge `second`." in agreement
     table = agreement[agreement.index("| people | course better") :].splitlines()[2:5]
     assert (
@@ -402,11 +404,11 @@ def test_a_bad_labels_file_is_one_error_line_before_anything_is_generated(
 
 
 def test_the_demo_labels_name_the_demo_evaluations_systems_and_questions():
-    from medsft.evaluation.judging import read_judge_labels
+    from medsft.metrics import read_labels
 
     config = yaml.safe_load((ROOT / "configs" / "eval_demo.yaml").read_text(encoding="utf-8"))
     names = [s["name"] for s in config["systems"]]
-    labels = read_judge_labels(str(ROOT / "data/sample/demo_judge_labels.jsonl"), names)
+    labels = read_labels(ROOT / "data/sample/demo_judge_labels.jsonl", names)
     source = ROOT / config["test_set"]["source"]
     questions = {json.loads(line)["question"] for line in source.read_text("utf-8").splitlines()}
     pairs = {(label.question, label.system_a) for label in labels}

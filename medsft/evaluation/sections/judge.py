@@ -191,6 +191,15 @@ def _agreements(judge: dict[str, Any]) -> list[str]:
             f"| {without} ({found['n_without_ties']}) "
             f"| {_rate(found['kappa'], found['kappa_interval'])} | {unmatched} |"
         )
+    for s, r in judge["results"].items():
+        if "second_judge" in r:
+            other = r["second_judge"]
+            lines += [
+                "",
+                f"Second judge `{second['model']}`, {s}: adjusted win rate "
+                f"{_rate(other['adjusted_win_rate'], other['interval'])}, "
+                f"{other['n_judged']}/{other['n_pairs']} pairs judged.",
+            ]
     for s, first, second_rater, found, _ in rows:
         if found is not None:
             lines += _confusion(s, judge["baseline"], (first, second_rater), found["confusion"])
