@@ -28,7 +28,6 @@ ALWAYS = ("model.name_or_path", "model.finetune")
 """Shown even when every run has the same value."""
 IGNORED = ("trainer.logger", "trainer.callbacks", "ckpt_path", "trainer.default_root_dir")
 """Run bookkeeping, not hyperparameters (the logger's version differs between every run)."""
-HEADLINE = ("BLEU-4", "ROUGE-L", "vocab-F1")
 
 
 def run_hparams(run_dir: Path) -> dict[str, Any] | None:
@@ -72,13 +71,16 @@ def ablation(
     keys = sorted(set().union(*runs.values()))
     varied = [k for k in keys if len({repr(h.get(k)) for h in runs.values()}) > 1]
     shown = [k for k in ALWAYS if k in keys and k not in varied] + varied
+    from medsft.metrics import METRICS
+
     rows = []
     for o in outputs:
         hp = runs.get(o.name)
+        # The metrics table says which text scores head a run (BLEU-4, ROUGE-L, vocab-F1).
         scores = {
-            m: report["metrics"][o.name][m]["score"]
-            for m in HEADLINE
-            if m in report["metrics"][o.name]
+            m: e["score"]
+            for m, e in report["metrics"][o.name].items()
+            if METRICS[e["metric"]].is_headline(m)
         }
         ppl = report["perplexity"].get(o.name, {}).get("test")
         if ppl:

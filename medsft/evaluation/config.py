@@ -7,6 +7,7 @@ the judge runs.
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import os
 import re
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 from medsft.data.schema import DataSource, Preset
 from medsft.errors import ConfigError
 from medsft.hub import RANDOM_PREFIX, ensure_hub_reachable, is_hub_id
-from medsft.metrics import judge
+from medsft.metrics import judge, read_labels
 from medsft.metrics.endpoint import ServerKind, UnsupportedSetting, request_fields
 from medsft.model.build import DType, resolve_trained
 from medsft.model.generate import GenerationSettings
@@ -212,6 +213,26 @@ class ScoringSettings:
 
 
 @dataclass(kw_only=True)
+class SecondJudge:
+    """`judge.compare_with`: another judge model; its prompt, language, rubric, concurrency,
+    timeout and retries are the first judge's, so the two differ in the model alone."""
+
+    model: str
+    """The second judge's model name, as its endpoint knows it."""
+    base_url: str | None = None
+    """Its OpenAI-compatible endpoint; null = OpenAI."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding its key (a placeholder is sent when unset and base_url is
+    given)."""
+    temperature: float | None = 0.0
+    """Its temperature; null leaves it to the endpoint (GPT-5-family models)."""
+    max_tokens: int | None = None
+    """Its reply length cap; null leaves it to the endpoint."""
+    max_completion_tokens: int | None = None
+    """The cap as reasoning models take it; use instead of max_tokens."""
+
+
+@dataclass(kw_only=True)
 class JudgeSettings(judge.JudgeSettings):
     """LLM-as-a-judge of each system against the baseline: the judge's own settings
     (medsft.metrics.judge.JudgeSettings, passed to it whole), and when and how evaluate.py runs
@@ -230,6 +251,23 @@ class JudgeSettings(judge.JudgeSettings):
     max_failed_share: float = 0.05
     """Judge status `partial` (in report.json and report.md, with counts) when more than this
     share of a system's pairs could not be judged (their rates leave those pairs out)."""
+    labels: str | None = None
+    """JSONL file of people's verdicts on judged pairs (format: docs/design.md, "How far to
+    trust the judge"): the judge's agreement with them, per system; checked before anything
+    runs."""
+    compare_with: SecondJudge | None = None
+    """A second judge of the same pairs with the same prompt (another model or endpoint), for
+    the agreement of the two judges; it doubles the judging's cost."""
+
+    def second_settings(self) -> judge.JudgeSettings:
+        """The second judge (`compare_with`) as `judge_pairs` takes it: these settings with its
+        model, endpoint, key and request settings."""
+        if self.compare_with is None:
+            raise ValueError("no second judge: set judge.compare_with")
+        fields = {
+            f.name: getattr(self.compare_with, f.name) for f in dataclasses.fields(SecondJudge)
+        }
+        return dataclasses.replace(self, compare_with=None, **fields)
 
 
 @dataclass
@@ -498,9 +536,12 @@ class JudgeStatus(NamedTuple):
 
 
 def judge_status(config: EvalConfig) -> JudgeStatus:
-    """Whether the judge runs and why (not), decided before anything slow runs."""
+    """Whether the judge runs and why (not), decided before anything slow runs; a bad
+    `judge.labels` file raises InputError naming its line and field."""
     judge = config.judge
     _check_judge_settings(judge)
+    if judge.labels is not None:
+        read_labels(judge.labels, [s.name for s in config.systems])
     if judge.enabled is False:
         return JudgeStatus(False, "disabled (judge.enabled: false)")
     if config.baseline is None:
@@ -516,6 +557,12 @@ def judge_status(config: EvalConfig) -> JudgeStatus:
         if judge.enabled:
             raise ValueError(f"judge.enabled: true but {reason}")
         return JudgeStatus(False, reason)
+    second = judge.compare_with
+    if second is not None and second.base_url is None and not os.environ.get(second.api_key_env):
+        raise ValueError(
+            f"judge.compare_with asks OpenAI but {second.api_key_env} is not set: export the key "
+            "there (judge.compare_with.api_key_env), or set judge.compare_with.base_url"
+        )
     return JudgeStatus(True, judge.base_url or "OpenAI")
 
 
@@ -528,6 +575,11 @@ def _check_judge_settings(judge: JudgeSettings) -> None:
         )
     if judge.base_url:
         _check_base_url(judge.base_url, "judge.base_url", judge.api_key_env)
+    if judge.compare_with is not None:
+        second = judge.second_settings()
+        second.validate()
+        if second.base_url:
+            _check_base_url(second.base_url, "judge.compare_with.base_url", second.api_key_env)
     files = {"template": judge.template, "system_prompt": judge.system_prompt}
     files["rubric"] = judge.rubric if isinstance(judge.rubric, str) else None
     for name, path in files.items():

@@ -5,8 +5,9 @@ openai, so that researchers can score outputs without the training stack. Keep h
 the functions that need them.
 
 Modules: `text` (the metrics table `METRICS`, BLEU, ROUGE, vocab-F1, distinct-n, `compare`),
-`tokenizers` and `overlap` (their tokens and counts), `stats` (bootstrap), `likelihood`
-(perplexity), `judge*`, `verdict`, `length_control` and `endpoint` (the LLM judge).
+`scorers` (each metric's computation), `tokenizers` and `overlap` (their tokens and counts),
+`stats` (bootstrap), `likelihood` (perplexity), `judge*`, `verdict`, `length_control`,
+`agreement` and `endpoint` (the LLM judge).
 
 May import: the shared top-level modules, and inside perplexity's functions medsft.model and
 medsft.data (the loss and the batch collation training uses); never training, evaluation or

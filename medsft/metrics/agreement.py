@@ -355,7 +355,7 @@ def judge_biases(records: Iterable[Any], **bootstrap: Any) -> dict[str, Any]:
     return {"position": asdict(position), "verbosity": asdict(verbosity)}
 
 
-def read_labels(path: str | Path) -> list[HumanLabel]:
+def read_labels(path: str | Path, systems: Sequence[str] | None = None) -> list[HumanLabel]:
     """Human verdicts from a `judge.labels` file: JSONL, one object per line with the question
     (`question`: its text, or `id`), the pair (`system_a`, `system_b`: system names as in the
     evaluation), the `verdict` from system_a's side (`a`, `b` or `tie`; `A>B`, `B>A`, `win`,
@@ -363,6 +363,7 @@ def read_labels(path: str | Path) -> list[HumanLabel]:
 
     Args:
         path: the file.
+        systems: the names a label's systems must be among (an evaluation's systems); None: any.
 
     Raises:
         InputError: naming the file, line and field of the first problem.
@@ -387,13 +388,18 @@ def read_labels(path: str | Path) -> list[HumanLabel]:
             raise InputError(
                 f"judge.labels {where}: field 'question' (or 'id') is missing or empty"
             )
-        systems = []
+        pair: list[str] = []
         for name in ("system_a", "system_b"):
             if not isinstance(row.get(name), str) or not row[name].strip():
                 raise InputError(f"judge.labels {where}: field '{name}' (a system name) is missing")
-            systems.append(row[name].strip())
-        if systems[0] == systems[1]:
-            raise InputError(f"judge.labels {where}: system_a and system_b are both {systems[0]!r}")
+            pair.append(row[name].strip())
+            if systems is not None and pair[-1] not in systems:
+                raise InputError(
+                    f"judge.labels {where}: field '{name}' is {pair[-1]!r}, not a system of this "
+                    f"evaluation ({', '.join(systems)})"
+                )
+        if pair[0] == pair[1]:
+            raise InputError(f"judge.labels {where}: system_a and system_b are both {pair[0]!r}")
         raw = row.get("verdict")
         verdict = SPELLINGS.get(str(raw).strip().lower()) if raw is not None else None
         if verdict is None:
@@ -402,8 +408,8 @@ def read_labels(path: str | Path) -> list[HumanLabel]:
                 f"is better), 'b' or 'tie'"
             )
         annotator = None if row.get("annotator") is None else str(row["annotator"])
-        label = HumanLabel(" ".join(str(question).split()), *systems, verdict, annotator, where)
-        key = (label.question, *sorted(systems), annotator)
+        label = HumanLabel(" ".join(str(question).split()), *pair, verdict, annotator, where)
+        key = (label.question, *sorted(pair), annotator)
         if key in seen:
             raise InputError(
                 f"judge.labels {where}: the same question, pair and annotator as {seen[key]}; "

@@ -107,6 +107,38 @@ def test_a_resumed_runs_hyperparameters_are_those_it_last_trained_with(tmp_path)
     assert run_hparams(tmp_path) == {"trainer.max_steps": 9}
 
 
+def test_the_headline_columns_come_from_the_metrics_table(tmp_path, monkeypatch):
+    from medsft.evaluation.ablation import ablation
+    from medsft.evaluation.systems import SystemOutput
+    from medsft.metrics import METRICS, TextMetric
+
+    # A new metric marked as a headline in the table, and nothing else edited.
+    chrf = TextMetric(name=lambda **_: "chrF", scored=METRICS["bleu"].scored, headline=True)
+    monkeypatch.setitem(METRICS, "chrf", chrf)
+    outputs, report = [], {"metrics": {}, "perplexity": {}, "judge": {}, "mcq": None}
+    for k, name in enumerate(("r8", "r32")):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "config.yaml").write_text(f"model: {{lora: {{r: {8 + 24 * k}}}}}\n", "utf-8")
+        outputs.append(SystemOutput(name, "model", str(run), [], [], run_dir=run))
+        report["metrics"][name] = {
+            result: {"metric": metric, "score": float(k)}
+            for metric, result in [
+                ("bleu", "BLEU-2"),
+                ("bleu", "BLEU-4"),
+                ("rouge", "ROUGE-1"),
+                ("rouge", "ROUGE-L"),
+                ("vocab_f1", "token-F1"),  # scoring.vocab_f1_mode: multiset
+                ("distinct", "distinct-2"),
+                ("chrf", "chrF"),
+            ]
+        }
+    table = ablation(outputs, report)
+    assert [list(row["scores"]) for row in table["rows"]] == [
+        ["BLEU-4", "ROUGE-L", "token-F1", "chrF"]
+    ] * 2
+
+
 # -- sensitivity ------------------------------------------------------------------------------
 def test_each_numeric_key_that_varies_gets_every_metric_against_it(tmp_path):
     from medsft.evaluation.ablation import sensitivity_to

@@ -107,3 +107,24 @@ def test_judge_is_skipped_without_endpoint_and_says_why(monkeypatch):
     with pytest.raises(ValueError, match="must not carry credentials") as err:
         judge_status(config)
     assert SECRET not in str(err.value)
+
+
+def test_a_second_judge_is_the_first_with_its_own_model_and_is_checked_early(monkeypatch):
+    from medsft.evaluation.config import SecondJudge
+
+    monkeypatch.delenv("MEDSFT_SECOND_KEY", raising=False)
+    systems = [SystemSpec("base", "random:tiny"), SystemSpec("gpt", str(SAMPLE_BASELINE))]
+    second = SecondJudge(model="gpt-5-mini", api_key_env="MEDSFT_SECOND_KEY", temperature=None)
+    judge = JudgeSettings(base_url="http://127.0.0.1:9/v1", language="zh", compare_with=second)
+    config = EvalConfig(systems=systems, baseline="gpt", judge=judge)
+    with pytest.raises(ValueError, match="judge.compare_with asks OpenAI but MEDSFT_SECOND_KEY"):
+        judge_status(config)
+    monkeypatch.setenv("MEDSFT_SECOND_KEY", SECRET)
+    assert judge_status(config)[0]
+    settings = judge.second_settings()
+    assert (settings.model, settings.base_url, settings.temperature) == ("gpt-5-mini", None, None)
+    assert settings.language == "zh" and settings.compare_with is None  # the prompt is the first's
+    second.base_url = f"http://user:{SECRET}@127.0.0.1:9/v1"
+    with pytest.raises(ValueError, match="judge.compare_with.base_url must not carry") as err:
+        judge_status(config)
+    assert SECRET not in str(err.value)

@@ -191,3 +191,8 @@ def test_labels_file_errors_name_the_problem(tmp_path) -> None:
     twice = [LABELS[0], {**LABELS[0], "system_a": "gpt", "system_b": "tuned", "verdict": "b"}]
     with pytest.raises(InputError, match=r":2: the same question, pair and annotator as .*:1"):
         read_labels(_write(tmp_path, twice))
+    # Given the evaluation's systems, a name that is not one of them is the line's problem.
+    path = _write(tmp_path, LABELS)
+    assert len(read_labels(path, ["base", "tuned", "gpt"])) == len(LABELS)
+    with pytest.raises(InputError, match=r":6: field 'system_a' is 'base', not a system of this"):
+        read_labels(path, ["tuned", "gpt"])

@@ -26,3 +26,32 @@ def test_a_judge_without_endpoint_is_skipped_with_its_reason(monkeypatch, tmp_pa
     assert judge["status"] == "skipped" and judge["baseline"] == "long"
     assert "no judge endpoint configured" in judge["reason"]
     assert not any(tmp_path.iterdir())  # nothing asked, nothing written
+
+
+def test_a_report_from_before_the_length_note_keeps_its_none_line():
+    report = sample_report([])
+    result = {
+        "adjusted_win_rate": 0.5,
+        "interval": None,
+        "length_controlled_win_rate": None,
+        "length_controlled": {"estimate": None, "interval": None, "reason": "too few pairs"},
+        "consistency_rate": 1.0,
+        "counts": {"win": 1, "tie": 0, "loss": 1},
+        "n_errors": 0,
+        "n_judged": 2,
+        "n_pairs": 2,
+        "usage": {"requests": 4, "total_tokens": 10, "cached_judgements": 0},
+    }
+    report["judge"] = {
+        "status": "ok",
+        "baseline": "long",
+        "model": "m",
+        "endpoint": "OpenAI",
+        "language": "en",
+        "results": {"short": result},
+    }
+    md = render_markdown(report)
+    assert "Length-controlled rate of short: none, too few pairs." in md
+    assert "Length, short:" not in md and "Position bias" not in md and "### Agreement" not in md
+    row = next(line for line in md.splitlines() if line.startswith("| short | 1 |"))
+    assert row.split(" | ")[6] == "–"  # no similar-length check in that report
