@@ -28,15 +28,14 @@ from typing import Any, TextIO
 from medsft.chat import Message
 from medsft.data.augment import (
     AugmentSettings,
-    ParaphraseSettings,
     cilin,
     mark_swaps,
     medical_lexicon,
-    paraphrase_file,
     protected_spans,
     question_swaps,
     term_pieces,
 )
+from medsft.data.paraphrase import ParaphraseSettings, paraphrase_file
 from medsft.errors import UserError
 
 log = logging.getLogger(__name__)

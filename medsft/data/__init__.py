@@ -10,15 +10,15 @@ One layer per module, each importing only the ones above it:
 - `stream`: `SFTStream` (split, shards, augmentation, rendering), `StreamStats`, `StreamPosition`.
 - `batching`: shuffle buffer, length grouping, packing, `collate`, `data_counts`.
 - `module`: `SFTDataModule`, the LightningDataModule (`data:` in the training configs).
-- `augment`: synonym swaps (`data.augment`, used by `stream`) and LLM paraphrases written to a
-  file, asked through medsft.metrics.endpoint (the light client layer the judge uses).
+- `augment`: synonym swaps (`data.augment`, used by `stream`); `paraphrase`: LLM paraphrases
+  written to a file, asked through medsft.metrics.endpoint (the light client layer the judge uses).
 
 `sources` and `schema` import neither torch nor Lightning, `stream` and `batching` torch only.
 The names below are re-exported lazily, so `from medsft.data import read_rows` stays light and
-`medsft.data.SFTDataModule` (configs' `class_path`) keeps working. `augment` holds the synonym
-augmentation (`data.augment`).
+`medsft.data.SFTDataModule` (configs' `class_path`) keeps working.
 
-May import: the shared top-level modules and medsft.model (the loss's supervised positions and
+May import: the shared top-level modules, medsft.metrics (the endpoint layer, for paraphrases)
+and medsft.model (the loss's supervised positions and
 the FLOPs of a packed batch); never training, evaluation or the command line.
 """
 

@@ -232,7 +232,7 @@ def test_a_bad_row_is_one_error_line_or_skipped_and_counted(tmp_path, capsys):
 
 
 def test_same_meaning_reads_the_last_lines_verdict_only():
-    from medsft.data.augment import same_meaning
+    from medsft.data.paraphrase import same_meaning
 
     assert same_meaning("改写保留了全部事实。\n相同") is True
     assert same_meaning("“相同”吗？并不，改写删去了发热天数。\n\n结论：不同。") is False
