@@ -65,11 +65,15 @@ def fail(err: BaseException) -> NoReturn:
 
 
 def run(main: Callable[..., Any], argv: Sequence[str] | None = None) -> Any:
-    """Call `main(argv)` under the error policy; `--debug` is taken out of `argv` first.
+    """Start a command-line tool: prepare the process (medsft.cli.console.prepare_process), then
+    call `main(argv)` under the error policy; `--debug` is taken out of `argv` first.
 
     With `argv` None the command line is `sys.argv[1:]`, and `--debug` is removed from
     sys.argv too (DDP workers relaunched from sys.argv see the same arguments).
     """
+    from medsft.cli.console import prepare_process
+
+    prepare_process()
     debug = debug_requested(argv)
     if argv is None:
         sys.argv[1:] = [a for a in sys.argv[1:] if a != DEBUG_FLAG]

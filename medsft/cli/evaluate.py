@@ -8,14 +8,11 @@ policy (medsft.cli.errors).
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
-from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings  # noqa: E402
-
-from medsft.cli.errors import add_debug_argument, run  # noqa: E402
+from medsft.cli.errors import add_debug_argument, run
 
 QUIET_LOGGERS = (
     "lightning.pytorch",
@@ -66,9 +63,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     # Data-parallel ranks run this too; only rank 0 narrates.
     level = logging.INFO if is_global_zero() else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    from medsft.cli.console import quiet_known_noise
-
-    quiet_known_noise()
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     parser = build_parser()

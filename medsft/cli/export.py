@@ -45,7 +45,7 @@ def save_trained(module: Any, tokenizer: Any, trainer: Any) -> Path:
     out = Path(trainer.log_dir or "logs") / ("adapter" if module.finetune == "lora" else "model")
     model = module.model
     state = None
-    if module.finetune == "full" and module._device_mesh is not None:
+    if module.finetune == "full" and module.device_mesh is not None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(
@@ -187,9 +187,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(
             f"error: {trained} is not a run's adapter/ directory: say where to write, --out DIR"
         )
-    from medsft.cli.console import quiet_known_noise
-
-    quiet_known_noise()
     out = args.out or trained.parent / "merged"
     try:
         export(trained, out, dtype=args.dtype, tolerance=args.tolerance)

@@ -15,18 +15,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from jsonargparse import lazy_instance
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from jsonargparse import lazy_instance  # noqa: E402
-from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, TQDMProgressBar  # noqa: E402
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-
-from medsft.cli.errors import add_debug_argument  # noqa: E402
-from medsft.data import SFTDataModule  # noqa: E402
-from medsft.training import runs  # noqa: E402
-from medsft.training.module import SFTModule  # noqa: E402
+from medsft.cli.errors import add_debug_argument
+from medsft.data import SFTDataModule
+from medsft.training import runs
+from medsft.training.module import SFTModule
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 # Models up to this width train on one CPU thread unless OMP_NUM_THREADS says otherwise.
@@ -191,8 +189,10 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
     """
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from medsft.training.fsdp import register_strategy
     from medsft.training.preemption import Preempted, exit_code
 
+    register_strategy()  # `--trainer.strategy fsdp2` (configs/full.yaml)
     args = config_by_name(args)
     cli = SFTCLI(
         SFTModule,
@@ -450,10 +450,8 @@ def _checkpoint_the_end(trainer: Any) -> None:
 
 def cli_main(argv: list[str] | None = None) -> None:
     """The command line entry point: train under medsft's error policy."""
-    from medsft.cli.console import quiet_known_noise
     from medsft.cli.errors import run
 
-    quiet_known_noise()
     run(main, argv)
 
 

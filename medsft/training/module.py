@@ -132,7 +132,10 @@ class SFTModule(LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        device = self.trainer.strategy.root_device if self._trainer is not None else None
+        try:
+            device = self.trainer.strategy.root_device
+        except RuntimeError:  # not attached to a Trainer: built on the CPU (tests, export)
+            device = None
         self.model = build_model(
             self.name_or_path,
             finetune=self.finetune,
@@ -154,7 +157,7 @@ class SFTModule(LightningModule):
             lora_r=self.lora.r,
             lora_targets=self.lora.target_modules,
         )
-        if self._device_mesh is not None:
+        if self.device_mesh is not None:
             validate_strategy(self.trainer.strategy, self.finetune, self.quantize)
             shard_model(self.model, self.device_mesh)
 
@@ -171,7 +174,7 @@ class SFTModule(LightningModule):
         # transformers keeps attention inside each one (block-diagonal, or flash varlen).
         position_ids = batch.get("position_ids")
         self._attention.follow(self.model, position_ids is not None, input_ids.device)
-        if self._device_mesh is not None:
+        if self.device_mesh is not None:
             # Under FSDP2 the root module must run its own forward to gather its parameters; its
             # boolean `logits_to_keep` still projects supervised positions only ([N, V] logits).
             keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -344,7 +347,7 @@ class SFTModule(LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         scaler = getattr(self.trainer.precision_plugin, "scaler", None) is not None
         optimizer = build_optimizer(
-            self.parameters(), self.optim, sharded=self._device_mesh is not None, scaler=scaler
+            self.parameters(), self.optim, sharded=self.device_mesh is not None, scaler=scaler
         )
         # max_steps, not trainer.estimated_stepping_batches: that sets up the train loader before
         # the checkpoint is restored, so a resumed stream would start from the wrong place.
