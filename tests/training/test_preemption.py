@@ -146,25 +146,32 @@ def test_sigint_mid_accumulation_finishes_the_step_saves_it_and_exits_130(tmp_pa
         f'[{{"class_path": "tests.resume_helpers.SignalAt", '
         f'"init_args": {{"step": 2, "signum": {int(signal.SIGINT)}}}}}]'
     )
-    with pytest.raises(Preempted) as stopped:
-        train(
-            tmp_path,
-            "--model.finetune",
-            "lora",
-            "--trainer.accumulate_grad_batches",
-            "2",
-            "--data.batch_size",
-            "2",
-            "--trainer.max_steps",
-            "6",
-            "--trainer.callbacks",
-            sigint,
-            name="int",
-        )
+    # Ctrl-C's usual disposition, whatever this process started with (`pytest &` in a script
+    # starts it with SIGINT ignored), and the one training must restore.
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(Preempted) as stopped:
+            train(
+                tmp_path,
+                "--model.finetune",
+                "lora",
+                "--trainer.accumulate_grad_batches",
+                "2",
+                "--data.batch_size",
+                "2",
+                "--trainer.max_steps",
+                "6",
+                "--trainer.callbacks",
+                sigint,
+                name="int",
+            )
+        restored = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, started_with)
     assert stopped.value.code == 130 and stopped.value.signum == signal.SIGINT
     assert stopped.value.checkpoint == str(tmp_path / "int/version_0/checkpoints/last.ckpt")
     assert ckpt_step(stopped.value.checkpoint) == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert restored is signal.default_int_handler  # handlers restored
 
 
 def test_slurm_job_ids_and_exit_codes(monkeypatch):
