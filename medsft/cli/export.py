@@ -37,12 +37,20 @@ CHECK_QUESTIONS = [
 ]
 
 
+def trained_folder(module: Any, trainer: Any) -> Path:
+    """Where the run's `adapter/` (LoRA) or `model/` (full fine-tuning) goes."""
+    return Path(trainer.log_dir or "logs") / ("adapter" if module.finetune == "lora" else "model")
+
+
 def save_trained(module: Any, tokenizer: Any, trainer: Any) -> Path:
-    """Write `adapter/` (PEFT format) or `model/` (full weights) beside the run's logs.
+    """Write `adapter/` (PEFT format) or `model/` (full weights) beside the run's logs, whole or
+    not at all (medsft.training.checkpoint.write_folder).
 
     Call on every rank: FSDP2-sharded weights are gathered collectively, rank 0 writes.
     """
-    out = Path(trainer.log_dir or "logs") / ("adapter" if module.finetune == "lora" else "model")
+    from medsft.training.checkpoint import write_folder
+
+    out = trained_folder(module, trainer)
     model = module.model
     state = None
     if module.finetune == "full" and module.device_mesh is not None:
@@ -56,8 +64,12 @@ def save_trained(module: Any, tokenizer: Any, trainer: Any) -> Path:
             head = model.get_output_embeddings()
             state.pop(next(n for n, m in model.named_modules() if m is head) + ".weight", None)
     if trainer.is_global_zero:
-        model.save_pretrained(out, state_dict=state, safe_serialization=True)
-        tokenizer.save_pretrained(out)
+
+        def write(folder: Path) -> None:
+            model.save_pretrained(folder, state_dict=state, safe_serialization=True)
+            tokenizer.save_pretrained(folder)
+
+        write_folder(out, write)
         print(f"saved {'adapter' if module.finetune == 'lora' else 'model'} to {out}")
     trainer.strategy.barrier()
     return out

@@ -13,17 +13,19 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from medsft.cli.errors import add_debug_argument
 from medsft.data import SFTDataModule
 from medsft.training import runs
+from medsft.training.checkpoint import RunCheckpoint
 from medsft.training.module import SFTModule
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -42,9 +44,9 @@ class SFTCLI(LightningCLI):
     """The checkpoint this run continues from, resolved before the classes are built."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        # Always there, configurable as --checkpoint.*: save_last makes `--ckpt_path last` work.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        # Always there, configurable as --checkpoint.*: last.ckpt every every_n_minutes of
+        # training and every every_n_train_steps, which `--ckpt_path last` reads.
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         # One source of truth: the data is tokenized with the model's tokenizer.
         parser.link_arguments(
             ("model.name_or_path", "model.tokenizer"), "data.tokenizer", compute_fn=_tokenizer_of
@@ -110,7 +112,10 @@ class SFTCLI(LightningCLI):
         self.resume = runs.read_checkpoint(found)
         if logger_args is None:
             return
-        version = runs.version_of(found, logger_args.get("save_dir"), logger_args.get("name"))
+        save_dir, name = logger_args.get("save_dir"), logger_args.get("name")
+        version = runs.version_of(found, save_dir, name)
+        if version is None and self.resume.log_dir is not None:  # --checkpoint.dirpath elsewhere
+            version = runs.run_version(self.resume.log_dir, save_dir, name)
         if version is not None and "version" in logger_args:
             # The logger's own options (public): the same folder, and for TensorBoard, events
             # the stopped run logged after this checkpoint hidden rather than drawn twice.
@@ -190,7 +195,7 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from medsft.training.fsdp import register_strategy
-    from medsft.training.preemption import Preempted, exit_code
+    from medsft.training.preemption import Preempted, exit_code, signals_deferred
 
     register_strategy()  # `--trainer.strategy fsdp2` (configs/full.yaml)
     args = config_by_name(args)
@@ -209,7 +214,8 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
     trainer = cli.trainer
     resume = cli.resume
     _record_config(cli)
-    if resume is not None and _nothing_to_train(resume, trainer.max_steps):
+    finished = _finished(resume, trainer.max_steps)
+    if finished and trainer.world_size == 1 and _final_folder_complete(cli):
         return cli
     trainer.callbacks.extend(callbacks)
     _safeguard(cli)
@@ -234,10 +240,14 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
         )
         raise
 
-    _checkpoint_the_end(trainer)
     from medsft.cli.export import export, save_trained
 
-    out = save_trained(cli.model, cli.datamodule.tokenizer, trainer)
+    if finished and trainer.world_size > 1 and _final_folder_complete(cli):  # ranks agree now
+        return cli
+    with signals_deferred("the final checkpoint and model"):
+        if resume is None or resume.step is None or trainer.global_step > resume.step:
+            _checkpoint_the_end(trainer)
+        out = save_trained(cli.model, cli.datamodule.tokenizer, trainer)
     if cli.config.get("export") and trainer.is_global_zero:
         if cli.model.finetune != "lora":
             print(f"--export: full fine-tuning already saved a standalone model in {out}")
@@ -286,7 +296,8 @@ def _record_config(cli: SFTCLI) -> None:
 
 
 class StoreConfig(Callback):
-    """Every checkpoint carries the config it was trained with (medsft.training.runs.CONFIG_KEY)."""
+    """Every checkpoint carries the config it was trained with and its run folder
+    (medsft.training.runs.CONFIG_KEY)."""
 
     def __init__(self, experiment: dict[str, Any]) -> None:
         """
@@ -294,20 +305,59 @@ class StoreConfig(Callback):
             experiment: the flattened config (medsft.training.runs.experiment_config).
         """
         self.experiment = experiment
+        self.log_dir: str | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # trainer.log_dir is a collective under DDP: asked once here, by every rank.
+        log_dir = trainer.log_dir
+        self.log_dir = str(Path(log_dir).resolve()) if log_dir else None
 
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        checkpoint[runs.CONFIG_KEY] = {"config": self.experiment}
+        checkpoint[runs.CONFIG_KEY] = {"config": self.experiment, "log_dir": self.log_dir}
 
 
-def _nothing_to_train(resume: runs.CheckpointInfo, max_steps: int) -> bool:
-    if resume.step is not None and max_steps > 0 and resume.step >= max_steps:
+def _finished(resume: runs.CheckpointInfo | None, max_steps: int) -> bool:
+    """Whether the checkpoint resumed from is at the last step already."""
+    return (
+        resume is not None
+        and resume.step is not None
+        and max_steps > 0
+        and resume.step >= max_steps
+    )
+
+
+def _final_folder_complete(cli: SFTCLI) -> bool:
+    """For a run resumed at its last step: say there is nothing to train when its `model/` or
+    `adapter/` is whole (True), or that it will be written again from the checkpoint (False).
+    Before training, one process looks; after it, every rank takes rank 0's answer."""
+    from medsft.cli.export import trained_folder
+    from medsft.model.trained import missing_files
+
+    trainer, resume = cli.trainer, cli.resume
+    logger = trainer.logger
+    if logger is None:
+        return True  # no run folder: nothing was ever written there
+    folder = trained_folder(cli.model, SimpleNamespace(log_dir=logger.log_dir))
+    problem = "is missing" if not folder.is_dir() else missing_files(folder)
+    if problem is not None and not problem.startswith("is "):
+        problem = f"has no {problem}"
+    if trainer.world_size > 1:
+        problem = trainer.strategy.broadcast(problem)
+    if problem is None:
         print(
-            f"{resume.path} is at step {resume.step}, and trainer.max_steps is {max_steps}: "
-            "nothing to train. Raise --trainer.max_steps to continue."
+            f"{resume.path} is at step {resume.step}, and trainer.max_steps is "
+            f"{trainer.max_steps}: nothing to train. Raise --trainer.max_steps to continue.",
+            flush=True,
         )
         return True
+    if trainer.is_global_zero:
+        print(
+            f"{resume.path} is at the last step ({resume.step}), but {folder} {problem} (the "
+            "run was stopped while saving it): writing it from the checkpoint",
+            flush=True,
+        )
     return False
 
 
@@ -437,15 +487,10 @@ def choose_cpu_threads(name_or_path: str, accelerator: Any) -> None:
 def _checkpoint_the_end(trainer: Any) -> None:
     """last.ckpt at the final step, so resuming a finished run says there is nothing to do."""
     callback = trainer.checkpoint_callback
-    if callback is None or not callback.save_last or callback.dirpath is None:
-        return
-    last = os.path.join(callback.dirpath, "last.ckpt")
-    if (
-        trainer.global_step > 0
-        and callback.last_model_path != last
-        or (os.path.exists(last) and runs.read_checkpoint(last).step != trainer.global_step)
-    ):
-        trainer.save_checkpoint(last)
+    if isinstance(callback, RunCheckpoint):
+        callback.save_last_now(trainer)
+    elif callback is not None and callback.dirpath is not None:
+        trainer.save_checkpoint(os.path.join(callback.dirpath, "last.ckpt"))
 
 
 def cli_main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,7 @@ from medsft.model.build import (
     is_hub_id,
     resolve_trained,
 )
+from medsft.model.trained import IncompleteModel
 
 Kind = Literal["auto", "model", "run", "answers", "endpoint"]
 McqMethod = Literal["loglik", "generate"]
@@ -310,7 +311,9 @@ def infer_kind(spec: SystemSpec) -> Kind:
 def resolve_run_dir(path: str) -> Path:
     """A run directory; `<dir>/latest` or a glob picks the newest run that holds a model.
 
-    Newest = most recently saved adapter/model (then the highest version number).
+    Newest = most recently saved adapter/model (then the highest version number). A run whose
+    trained folder is incomplete is refused (medsft.model.trained.IncompleteModel) when it is
+    the one asked for, or the newest: evaluating an older run instead would be silent.
     """
     p = Path(path)
     if glob.has_magic(path):
@@ -323,21 +326,28 @@ def resolve_run_dir(path: str) -> Path:
                 f"{path} does not exist; give a training run dir (logs/<name>/version_N), "
                 "logs/<name>/latest for the newest, an adapter dir or a merged export"
             )
+        resolve_trained(p)
         return p
     found = []
     for candidate in glob.glob(pattern):
         try:
-            model_dir = resolve_trained(candidate)
+            model_dir, problem = resolve_trained(candidate), None
+        except IncompleteModel as err:
+            model_dir, problem = err.folder, err
         except FileNotFoundError:
             continue  # a run still training, or one that failed before saving
         version = re.search(r"(\d+)$", Path(candidate).name)
-        found.append((model_dir.stat().st_mtime_ns, int(version[1]) if version else -1, candidate))
+        when = model_dir.stat().st_mtime_ns
+        found.append((when, int(version[1]) if version else -1, candidate, problem))
     if not found:
         raise FileNotFoundError(
             f"no finished training run matches {pattern!r} (none holds adapter/ or model/); "
             "train first, e.g. python train.py --config configs/demo.yaml"
         )
-    return Path(max(found)[2])
+    newest = max(found, key=lambda f: f[:3])
+    if newest[3] is not None:
+        raise newest[3]
+    return Path(newest[2])
 
 
 def validate_config(config: EvalConfig) -> list[Kind]:

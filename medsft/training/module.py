@@ -197,6 +197,17 @@ class SFTModule(LightningModule):
         if self._rng_to_restore is not None:
             _set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
+        if self.trainer.ckpt_path is not None:
+            # The restored optimizer holds the rate the checkpoint's schedule set for the next
+            # step; the schedule follows trainer.max_steps, which a resume may change: the next
+            # step takes its rate from the schedule as configured now.
+            for config in self.trainer.lr_scheduler_configs:
+                scheduler = config.scheduler
+                rates = zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)
+                for group, (factor, base) in zip(
+                    scheduler.optimizer.param_groups, rates, strict=True
+                ):
+                    group["lr"] = base * factor(scheduler.last_epoch)
 
     def on_train_epoch_start(self) -> None:
         self._window = torch.zeros_like(self._window)
@@ -343,6 +354,29 @@ class SFTModule(LightningModule):
         self.log("val/loss", result["loss"], prog_bar=True, sync_dist=False)
         self.log("val/ppl", result["ppl"], sync_dist=False)
         self.val_ppl.reset()
+
+    def validation_pass(self) -> dict[str, float]:
+        """One pass over the validation data outside Lightning's loop (every rank): what
+        `validation_step` and `on_validation_epoch_end` compute, returned rather than logged
+        (for a validation a resume must redo, medsft.training.checkpoint.validate_now)."""
+        trainer = self.trainer
+        loader = trainer.datamodule.val_dataloader()
+        limit = trainer.limit_val_batches
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for i, batch in enumerate(loader):
+                    if isinstance(limit, int) and i >= limit:
+                        break
+                    self.validation_step(trainer.strategy.batch_to_device(batch), i)
+            if self.val_ppl.update_count == 0:
+                return {}
+            result = self.val_ppl.compute()
+            return {"val/loss": float(result["loss"]), "val/ppl": float(result["ppl"])}
+        finally:
+            self.val_ppl.reset()
+            self.train(was_training)
 
     def configure_optimizers(self) -> dict[str, Any]:
         scaler = getattr(self.trainer.precision_plugin, "scaler", None) is not None

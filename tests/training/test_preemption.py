@@ -200,3 +200,18 @@ def test_the_sbatch_script_asks_for_the_requeue_signal_and_is_valid_bash():
         assert f"#SBATCH {directive}" in text
     assert "srun python train.py" in text and "--ckpt_path" not in text.split("srun", 1)[1]
     subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_a_signal_during_the_final_write_waits_for_it_then_exits_143():
+    from medsft.training.preemption import Preempted, signals_deferred
+
+    before = signal.getsignal(signal.SIGTERM)
+    written = []
+    with pytest.raises(Preempted) as stopped, signals_deferred("the model"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # the handler has run by now: the write goes on
+        written.append(True)
+    assert written and stopped.value.code == 143 and stopped.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+    with signals_deferred("nothing"):  # no signal: no exit
+        pass
