@@ -35,3 +35,24 @@ def test_judge_files_and_token_caps_are_checked_before_anything_runs(tmp_path):
     rubric.write_text("x", encoding="utf-8")
     config.judge = JudgeSettings(base_url="http://127.0.0.1:9/v1", rubric=str(rubric))
     assert judge_status(config)[0]
+
+
+def test_latest_refuses_the_newest_run_when_its_model_is_incomplete(tmp_path):
+    """Not an older run instead (silently another model), not a traceback later."""
+    import os
+
+    from medsft.evaluation import resolve_run_dir
+    from medsft.model.trained import IncompleteModel
+
+    logs = tmp_path / "logs/demo"
+    for version, files in ((0, ["model.safetensors", "tokenizer_config.json"]), (1, [])):
+        model = logs / f"version_{version}/model"
+        model.mkdir(parents=True)
+        for name in ["config.json", *files]:
+            (model / name).write_text("{}")
+        os.utime(model, (version, version))  # version_1 saved last
+    with pytest.raises(IncompleteModel, match=r"version_1/model is incomplete"):
+        resolve_run_dir(str(logs / "latest"))
+    with pytest.raises(IncompleteModel):
+        resolve_run_dir(str(logs / "version_1"))
+    assert resolve_run_dir(str(logs / "version_0")) == logs / "version_0"
