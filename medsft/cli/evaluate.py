@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+from jsonargparse import ActionConfigFile, set_parsing_settings
 
 from medsft.cli.errors import add_debug_argument, run
+from medsft.cli.parsing import ToolParser
 
 QUIET_LOGGERS = (
     "lightning.pytorch",
@@ -26,13 +27,13 @@ QUIET_LOGGERS = (
 judge request: noise during an evaluation."""
 
 
-def build_parser() -> ArgumentParser:
+def build_parser() -> ToolParser:
     """The command line: --config files, then dotted overrides such as --generation.seed 1."""
     from medsft.evaluation import EvalConfig
 
     # The config dataclasses document each field in an attribute docstring: show them in --help.
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(
+    parser = ToolParser(
         prog="python evaluate.py",
         description="Generate, score and compare systems on a test set, and write a report.",
         default_env=False,

@@ -154,8 +154,9 @@ def export(
 def build_parser() -> argparse.ArgumentParser:
     """`python -m medsft.cli.export RUN [--out DIR]`: the examples and notes of the module docstring."""
     from medsft.cli.errors import add_debug_argument
+    from medsft.cli.parsing import ArgparseTool
 
-    parser = argparse.ArgumentParser(
+    parser = ArgparseTool(
         prog="python -m medsft.cli.export",
         description="Merge a LoRA/QLoRA run's adapter into a standalone model and check it.",
         epilog="examples:\n" + __doc__.split("\n\n", 1)[1],

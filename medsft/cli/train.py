@@ -19,10 +19,11 @@ from typing import Any
 from jsonargparse import lazy_instance
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from medsft.cli.errors import add_debug_argument
+from medsft.cli.parsing import OneLineErrors
 from medsft.data import SFTDataModule
 from medsft.training import runs
 from medsft.training.checkpoint import RunCheckpoint
@@ -35,6 +36,10 @@ TINY_HIDDEN_SIZE = 256
 
 def _tokenizer_of(name_or_path: str, tokenizer: str | None) -> str:
     return tokenizer or name_or_path
+
+
+class TrainParser(OneLineErrors, LightningArgumentParser):
+    """LightningCLI's parser with one-line command-line errors (medsft.cli.parsing)."""
 
 
 class SFTCLI(LightningCLI):
@@ -192,25 +197,34 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
         args: the command line (None: sys.argv).
         callbacks: added to the configured ones (benchmarks and tests observe the real run).
     """
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from medsft.errors import ConfigError
     from medsft.training.fsdp import register_strategy
     from medsft.training.preemption import Preempted, exit_code, signals_deferred
 
     register_strategy()  # `--trainer.strategy fsdp2` (configs/full.yaml)
     args = config_by_name(args)
-    cli = SFTCLI(
-        SFTModule,
-        SFTDataModule,
-        run=False,
-        args=args,
-        seed_everything_default=0,
-        save_config_callback=RunConfig,
-        save_config_kwargs={"overwrite": False},
-        trainer_defaults={
-            "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="sft"),
-        },
-    )
+    try:
+        cli = SFTCLI(
+            SFTModule,
+            SFTDataModule,
+            run=False,
+            args=args,
+            seed_everything_default=0,
+            save_config_callback=RunConfig,
+            save_config_kwargs={"overwrite": False},
+            parser_class=TrainParser,
+            # The optimizer and schedule are model.optimizer (medsft.training.optim);
+            # LightningCLI's own --optimizer/--lr_scheduler would be ignored or fight it.
+            auto_configure_optimizers=False,
+            trainer_defaults={
+                "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="sft"),
+            },
+        )
+    except MisconfigurationException as err:  # the Trainer refusing one of its arguments
+        raise ConfigError(f"trainer: {err}") from err
     trainer = cli.trainer
     resume = cli.resume
     _record_config(cli)

@@ -111,6 +111,15 @@ class SFTModule(LightningModule):
         super().__init__()
         validate_model_args(name_or_path, finetune, quantize, lora)
         optimizer.validate(cuda=torch.cuda.is_available())
+        if finetune == "full" and lora != LoraSettings():
+            log.warning(
+                "model.lora is set (%s) but model.finetune is full, which trains every weight "
+                "and adds no adapter: the lora settings are ignored; remove them, or use "
+                "finetune: lora",
+                ", ".join(
+                    f"{k}: {v}" for k, v in vars(lora).items() if v != getattr(LoraSettings(), k)
+                ),
+            )
         self.save_hyperparameters()
         self.name_or_path, self.finetune, self.quantize = name_or_path, finetune, quantize
         self.lora, self.optim = lora, optimizer
