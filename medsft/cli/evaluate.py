@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     skip = {"config", "debug"}
     config = EvalConfig(**{k: v for k, v in vars(parser.instantiate(cfg)).items() if k not in skip})
     try:  # checked again by evaluate(); here a setting that cannot work is the user's to fix
-        validate_config(config)
+        validate_config(config, warn=False)  # evaluate() says what it would ignore
         judge_status(config)
     except ValueError as err:
         raise ConfigError(str(err)) from err

@@ -58,14 +58,14 @@ class OptimizerSettings:
                 raise ConfigError(
                     f"model.optimizer.{name} must be {wanted}; got {getattr(self, name)!r}"
                 )
-        if self.name != "adamw" and not cuda:
-            raise ConfigError(f"optimizer.name={self.name!r} needs a CUDA GPU; use adamw on CPU")
         if self.name != "adamw" and self.fused is not None:
             raise ConfigError(
                 f"model.optimizer.fused is torch AdamW's kernel choice; {self.name} is "
                 "bitsandbytes' optimizer, which would ignore it: remove model.optimizer.fused, "
                 "or use name: adamw"
             )
+        if self.name != "adamw" and not cuda:
+            raise ConfigError(f"optimizer.name={self.name!r} needs a CUDA GPU; use adamw on CPU")
 
 
 def parameter_groups(
