@@ -9,9 +9,10 @@ checkpoint every 10) as a scheduler would treat it: SIGTERM from outside once th
 `--kill_at` (tests.resume_helpers.KillAt: no exception, no cleanup, before that step's
 checkpoint); the same command again, which must finish. Figures: each run's exit status, the
 step each resume started from, the steps the second resume redid, the checkpoint folder at the
-end, and whether the run finished in one version folder with a whole model/ and every
-validation point logged once. Step counts do not depend on the machine's load. Writes
-benchmarks/results/kill_resume.json (or --out).
+end, whether the run finished in one version folder with a whole model/ and every validation
+point logged once, and the seconds of each checkpoint save the resumed runs printed. Step counts
+do not depend on the machine's load; save seconds do. Writes benchmarks/results/kill_resume.json
+(or --out).
 """
 
 from __future__ import annotations
@@ -80,6 +81,11 @@ def main() -> None:
             capture_output=True,
             text=True,
         )
+        saves = [
+            float(line.rsplit(" in ", 1)[1].split(" s ")[0])
+            for line in (second.stdout + third.stdout).splitlines()
+            if line.startswith("checkpoint: step ")
+        ]
         events = EventAccumulator(str(run))
         events.Reload()
         val_steps = [e.step for e in events.Scalars("val/loss")]
@@ -100,6 +106,7 @@ def main() -> None:
             },
             "model_complete": model.is_dir() and missing_files(model) is None,
             "val_loss_steps": val_steps,
+            "save_seconds_after_the_first_resume": saves,
             "final_stderr_tail": third.stderr[-1500:] if third.returncode else "",
         }
     print(result)
