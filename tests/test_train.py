@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from medsft.cli.train import main
@@ -21,6 +22,12 @@ def test_every_training_config_parses(config, capsys):
     assert done.value.code == 0
     printed = capsys.readouterr().out
     assert "name_or_path:" in printed and "source:" in printed
+    # Every config checkpoints periodically: by training time, and by steps where it says so.
+    checkpoint = yaml.safe_load(printed)["checkpoint"]
+    assert checkpoint["every_n_minutes"] == 30 and checkpoint["save_last"] is True
+    assert checkpoint["enable_version_counter"] is False and checkpoint["save_top_k"] == 0
+    if Path(config).name == "demo.yaml":
+        assert checkpoint["every_n_train_steps"] == 10
 
 
 def test_full_finetuning_of_a_4bit_model_is_rejected_with_a_fix():
