@@ -2,6 +2,7 @@
 
     python benchmarks/kill_resume.py                    # SIGTERM after step 2, SIGKILL at 30
     python benchmarks/kill_resume.py --kill_at 25       # the kill at step 25 instead
+    python benchmarks/kill_resume.py --max_steps 20 --kill_at 15   # shorter (the test's)
 
 Runs `python train.py --config configs/demo.yaml` (40 steps, validation and a periodic
 checkpoint every 10) as a scheduler would treat it: SIGTERM from outside once the run reports
@@ -44,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--term_at", type=int, default=2, help="SIGTERM after this step")
     parser.add_argument("--kill_at", type=int, default=30, help="SIGKILL at this step")
+    parser.add_argument("--max_steps", type=int, default=40, help="the demo's length (40)")
     parser.add_argument("--out", type=Path, default=None, help="write the JSON here")
     args = parser.parse_args()
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -54,8 +56,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         run, step_file = tmp / "demo/version_0", tmp / "step"
+        length = ("--trainer.max_steps", str(args.max_steps))
         first = subprocess.Popen(
-            command(tmp, step_file), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, text=True
+            [*command(tmp, step_file), *length],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            text=True,
         )
         while not (step_file.exists() and int(step_file.read_text()) >= args.term_at):
             if first.poll() is not None:
@@ -67,7 +74,12 @@ def main() -> None:
 
         kill = f'{{"class_path": "tests.resume_helpers.KillAt", "init_args": {{"step": {args.kill_at}}}}}'
         second = subprocess.run(
-            [*command(tmp, step_file, "--ckpt_path", "last"), "--trainer.callbacks+", kill],
+            [
+                *command(tmp, step_file, "--ckpt_path", "last"),
+                *length,
+                "--trainer.callbacks+",
+                kill,
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,
@@ -75,7 +87,7 @@ def main() -> None:
         )
         resumed_from = checkpoint_step(run)
         third = subprocess.run(
-            command(tmp, step_file, "--ckpt_path", "last"),
+            [*command(tmp, step_file, "--ckpt_path", "last"), *length],
             cwd=ROOT,
             env=env,
             capture_output=True,
