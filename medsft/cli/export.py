@@ -37,9 +37,14 @@ CHECK_QUESTIONS = [
 ]
 
 
-def trained_folder(module: Any, trainer: Any) -> Path:
-    """Where the run's `adapter/` (LoRA) or `model/` (full fine-tuning) goes."""
-    return Path(trainer.log_dir or "logs") / ("adapter" if module.finetune == "lora" else "model")
+def trained_folder(run_dir: str | Path | None, finetune: str) -> Path:
+    """Where a run's `adapter/` (LoRA) or `model/` (full fine-tuning) goes.
+
+    Args:
+        run_dir: the run folder (`trainer.log_dir`; None: `logs`).
+        finetune: `lora` or `full`.
+    """
+    return Path(run_dir or "logs") / ("adapter" if finetune == "lora" else "model")
 
 
 def save_trained(module: Any, tokenizer: Any, trainer: Any) -> Path:
@@ -50,7 +55,7 @@ def save_trained(module: Any, tokenizer: Any, trainer: Any) -> Path:
     """
     from medsft.training.checkpoint import write_folder
 
-    out = trained_folder(module, trainer)
+    out = trained_folder(trainer.log_dir, module.finetune)
     model = module.model
     state = None
     if module.finetune == "full" and module.device_mesh is not None:

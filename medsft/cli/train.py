@@ -13,7 +13,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from jsonargparse import lazy_instance
@@ -353,10 +352,12 @@ def _final_folder_complete(cli: SFTCLI) -> bool:
     logger = trainer.logger
     if logger is None:
         return True  # no run folder: nothing was ever written there
-    folder = trained_folder(cli.model, SimpleNamespace(log_dir=logger.log_dir))
-    problem = "is missing" if not folder.is_dir() else missing_files(folder)
-    if problem is not None and not problem.startswith("is "):
-        problem = f"has no {problem}"
+    folder = trained_folder(logger.log_dir, cli.model.finetune)
+    if folder.is_dir():
+        lacking = missing_files(folder)
+        problem = f"has no {lacking}" if lacking else None
+    else:
+        problem = "is missing"
     if trainer.world_size > 1:
         problem = trainer.strategy.broadcast(problem)
     if problem is None:

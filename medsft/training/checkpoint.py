@@ -41,6 +41,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import pickle
 import shutil
@@ -60,6 +61,8 @@ from medsft.errors import ConfigError, UserError
 log = logging.getLogger(__name__)
 
 TEMP_MARK = ".tmp-"
+PACE_STEPS = 10
+"""Several ranks: optimizer steps after a save before they agree on the pace (`RunCheckpoint`)."""
 VALIDATED = "validated.json"
 """Beside the checkpoints: the step of the last completed validation (`RunCheckpoint`)."""
 DISTRIBUTED_METADATA = ".metadata"  # torch.distributed.checkpoint's index file
@@ -427,6 +430,12 @@ class RunCheckpoint(ModelCheckpoint):
         self.every_n_minutes = every_n_minutes
         self._step_before = -1
         self._saved_at = time.monotonic()
+        self._saved_step = 0
+        """When and at which step the last save (or the start) was."""
+        self._interval_steps: int | None = None
+        """Several ranks: `every_n_minutes` as optimizer steps at the pace measured."""
+        self._last_step_saved: int | None = None
+        """The step `last.ckpt` holds, when this process saved it."""
 
     @property
     def last_path(self) -> str:
@@ -435,7 +444,7 @@ class RunCheckpoint(ModelCheckpoint):
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         super().on_train_start(trainer, pl_module)
-        self._saved_at = time.monotonic()
+        self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
         if trainer.ckpt_path is not None:
             # The restored step is on disk already: no save until a step is taken.
             self._last_global_step_saved = trainer.global_step
@@ -477,21 +486,39 @@ class RunCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _time_is_up(self, trainer: Any) -> bool:
-        """Whether `every_n_minutes` have passed at the end of an optimizer step (rank 0
-        decides for all: clocks differ)."""
+        """Whether `every_n_minutes` of training have passed, at the end of an optimizer step.
+
+        One process reads its clock. Several ranks must agree without a collective at every
+        step (each would make the host wait for the device): `PACE_STEPS` steps after each
+        save they agree once on the time those steps took (the slowest rank's), and the
+        interval becomes that many steps at that pace.
+        """
         if not self.every_n_minutes or trainer.global_step == self._step_before:
             return False  # off, or inside an accumulation window
         if self._last_global_step_saved == trainer.global_step:
             return False
-        up = time.monotonic() - self._saved_at >= self.every_n_minutes * 60
-        return bool(trainer.strategy.broadcast(up)) if trainer.world_size > 1 else up
+        interval = self.every_n_minutes * 60
+        if trainer.world_size == 1:
+            return time.monotonic() - self._saved_at >= interval
+        steps = trainer.global_step - self._saved_step
+        if self._interval_steps is None:
+            if steps < PACE_STEPS:
+                return False
+            import torch
+
+            took = torch.tensor(
+                time.monotonic() - self._saved_at, device=trainer.strategy.root_device
+            )
+            took = float(trainer.strategy.reduce(took, reduce_op="max"))
+            self._interval_steps = max(PACE_STEPS, math.ceil(interval * steps / max(took, 1e-9)))
+        return steps >= self._interval_steps
 
     def save_last_now(self, trainer: Any) -> str:
         """Save `last.ckpt` at this step, unless it was saved at this step already; its path.
 
         Call on every rank (a collective under DDP and FSDP2).
         """
-        if self._last_global_step_saved == trainer.global_step and self.last_model_path:
+        if self._last_step_saved == trainer.global_step and self.last_model_path:
             return self.last_model_path
         if self.save_last:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
@@ -504,7 +531,10 @@ class RunCheckpoint(ModelCheckpoint):
         started = time.monotonic()
         super()._save_checkpoint(trainer, filepath)
         seconds = time.monotonic() - started
-        self._saved_at = time.monotonic()
+        self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
+        self._interval_steps = None
+        if filepath == self.last_model_path:
+            self._last_step_saved = trainer.global_step
         if trainer.is_global_zero:
             print(
                 f"checkpoint: step {trainer.global_step} saved to {filepath} in {seconds:.1f} s "

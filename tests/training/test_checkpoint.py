@@ -352,3 +352,30 @@ def test_a_validation_stopped_by_a_crash_runs_when_the_run_resumes(tmp_path):
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 4
     train(tmp_path, *every_2, "--ckpt_path", "last", name="val")
     assert len(scalars(run, "val/loss")) == 3  # steps 2, 4 (after the resume) and 6, once each
+
+
+def test_several_ranks_turn_the_time_interval_into_steps_at_the_pace_they_agree_on(monkeypatch):
+    """No collective at every step: one, ten steps after a save, on the slowest rank's time."""
+    from types import SimpleNamespace
+
+    import medsft.training.checkpoint as module
+
+    clock = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    reduced = []
+
+    def reduce(tensor, reduce_op):
+        reduced.append(reduce_op)
+        return tensor * 1.5  # the slowest rank took half as long again
+
+    trainer = SimpleNamespace(
+        world_size=2, global_step=0, strategy=SimpleNamespace(root_device="cpu", reduce=reduce)
+    )
+    callback = module.RunCheckpoint(every_n_minutes=1)
+    up = []
+    for step in range(1, 41):
+        callback._step_before, trainer.global_step = step - 1, step
+        clock[0] += 2.0  # this rank: 2 s a step, the slowest 3 s: 20 steps a minute
+        up.append(callback._time_is_up(trainer))
+    assert reduced == ["max"]  # asked once, at step 10
+    assert up.index(True) + 1 == 20 and callback._interval_steps == 20
