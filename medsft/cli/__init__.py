@@ -1,9 +1,13 @@
-"""Command-line tools: argument handling and the error policy shared by every entry point.
+"""Command-line tools: every entry point, with the start, argument handling and error policy
+they share. Nothing outside this package imports it.
 
-- `errors`: the error policy. A user-fixable error prints one `error: <reason>` line (the
-  first line of its message) and exits 1; `MEDSFT_DEBUG=1` or `--debug` shows the traceback.
-- `parsing`: `tool_parser`, the jsonargparse parser of `python -m medsft...` tools (formatted
-  --help with the tool's examples, `--debug` listed).
-- `train`: the training command (`python train.py`): LightningCLI, resume, preemption.
-- `evaluate`: the evaluation command (`python evaluate.py`).
+- `errors`: the error policy, run by every entry point (`run`). A user-fixable error prints one
+  `error: <reason>` line (the first line of its message) and exits 1; Ctrl-C one line and 130;
+  `MEDSFT_DEBUG=1` or `--debug` shows the traceback.
+- `console`: a tool's start (`prepare_process`): the environment the libraries read, no Hub
+  kernels at import, the library notes dropped with their reasons.
+- `parsing`: `tool_parser` and `OneLineErrors`: formatted --help with the tool's examples,
+  `--debug` listed, and one line for a command-line mistake.
+- `train`, `evaluate`: `python train.py` (LightningCLI, resume, preemption), `python evaluate.py`.
+- `chat`, `augment`, `export`, `publish`, `leakage`: the `python -m medsft.cli.X` tools.
 """
