@@ -482,7 +482,8 @@ class RunCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
         super().on_train_batch_end(trainer, pl_module, *args)
         if self._time_is_up(trainer) and not self._should_skip_saving_checkpoint(trainer):
-            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+            if self.monitor is None:  # a monitored top-k is saved when validation gives its metric
+                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     def _time_is_up(self, trainer: Any) -> bool:
