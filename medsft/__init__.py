@@ -1,17 +1,15 @@
-"""medsft: supervised fine-tuning of Qwen3 on medical (and any) instruction data."""
+"""medsft: supervised fine-tuning of Qwen3 on medical (and any) instruction data.
+
+Importing medsft (or any of its packages) only defines things: the command-line tools set up
+their process themselves (medsft.cli.console.prepare_process).
+"""
 
 import importlib
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from medsft.cli.console import quiet_bitsandbytes_kernel_note
-
 __version__ = "0.1.0"
-
-# Before anything imports bitsandbytes (peft and transformers do, early), which logs the note
-# while it is imported: see medsft.cli.console.
-quiet_bitsandbytes_kernel_note()
 
 
 def lazy_exports(

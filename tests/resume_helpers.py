@@ -53,3 +53,20 @@ class SignalAt(Callback):
         if trainer.global_step == self.step and not self.sent:
             self.sent = True
             os.kill(os.getpid(), self.signum)
+
+
+class CrashInValidation(Callback):
+    """Raises inside the validation that follows optimizer step `step`, as a crash or a kill
+    there would stop it (the step's checkpoint is already saved: Lightning saves before it
+    validates)."""
+
+    def __init__(self, step: int):
+        """
+        Args:
+            step: the optimizer step whose validation fails.
+        """
+        self.step = step
+
+    def on_validation_batch_start(self, trainer, *args):
+        if trainer.global_step == self.step and not trainer.sanity_checking:
+            raise RuntimeError(f"crash while validating step {self.step}")

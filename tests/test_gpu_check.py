@@ -13,7 +13,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_cpu_smoke_runs_every_part_and_records_its_figures(tmp_path):
-    pytest.importorskip("trl")  # the vs_trl part's peer (pip install -e ".[bench]")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(
         [sys.executable, "benchmarks/gpu_check.py", "--cpu-smoke", "--out", str(tmp_path)],

@@ -25,10 +25,12 @@ BLOCK = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 COVERED: dict[str, str] = {
     # The first screen.
     "pip install torch --index-url": "no test: a download; .ci/run installs the CPU wheel first",
-    'pip install -e ".[train]" && python train.py --config configs/demo.yaml': (
+    'pip install -e ".[train]" -c constraints.txt && python train.py --config configs/demo.yaml': (
         "test_demo_training_then_evaluation_with_judge_and_reuse"
     ),
-    'pip install -e ".[dev]" && OMP_NUM_THREADS=1': "test_ci_runs_the_readme_test_command",
+    'pip install -e ".[dev]" -c constraints.txt && OMP_NUM_THREADS=1': (
+        "test_ci_runs_the_readme_test_command"
+    ),
     # Train.
     "python train.py --config configs/qlora.yaml --ckpt_path last": (
         "test_ckpt_path_last_searches_the_configured_checkpoint_folder"
@@ -96,8 +98,11 @@ def test_readme_has_quick_blocks_and_the_two_first_commands():
     found = blocks()
     assert sum(marked for _, marked, _ in found) >= 4
     first = [c for lang, marked, t in found if lang == "bash" and not marked for c in commands(t)]
-    assert first[1].startswith('pip install -e ".[train]" && python train.py --config configs/demo')
-    assert first[2].startswith('pip install -e ".[dev]" && ')
+    install = (
+        'pip install -e ".[train]" -c constraints.txt && python train.py --config configs/demo'
+    )
+    assert first[1].startswith(install)
+    assert first[2].startswith('pip install -e ".[dev]" -c constraints.txt && ')
 
 
 def test_ci_runs_the_readme_test_command():

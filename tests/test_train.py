@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from medsft.cli.train import main
@@ -21,6 +22,12 @@ def test_every_training_config_parses(config, capsys):
     assert done.value.code == 0
     printed = capsys.readouterr().out
     assert "name_or_path:" in printed and "source:" in printed
+    # Every config checkpoints periodically: by training time, and by steps where it says so.
+    checkpoint = yaml.safe_load(printed)["checkpoint"]
+    assert checkpoint["every_n_minutes"] == 30 and checkpoint["save_last"] is True
+    assert checkpoint["enable_version_counter"] is False and checkpoint["save_top_k"] == 0
+    if Path(config).name == "demo.yaml":
+        assert checkpoint["every_n_train_steps"] == 10
 
 
 def test_full_finetuning_of_a_4bit_model_is_rejected_with_a_fix():
@@ -415,6 +422,8 @@ def test_ckpt_path_last_searches_the_configured_checkpoint_folder(tmp_path, caps
     )
     assert f"resuming from {mine / 'last.ckpt'}" in capsys.readouterr().out
     assert resumed.trainer.global_step == 3  # from mine's step 2, not other's step 4
+    # ... and into the run folder mine's checkpoints were written from, not a new version_2
+    assert Path(resumed.trainer.log_dir) == tmp_path / "exp/version_0"
     with pytest.raises(ValueError, match="no checkpoint matches"):
         train(
             tmp_path, *LORA, "--checkpoint.dirpath", str(tmp_path / "none"), "--ckpt_path", "last"
@@ -479,3 +488,34 @@ def test_a_hub_stream_resumes_exactly(tmp_path, monkeypatch):
     for (name, p), q in pairs:
         if p.requires_grad:
             torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-6, msg=name)
+
+
+@pytest.mark.slow
+def test_the_demo_stopped_by_sigterm_then_kill_9_redoes_only_the_steps_since_its_last_save(
+    tmp_path,
+):
+    """benchmarks/kill_resume.py, shortened to 20 steps: SIGTERM after step 2, resume, kill -9
+    at step 15, resume. The second resume starts from the periodic checkpoint of step 10 (5
+    steps redone; 12 when the resumed run's saves went to last-v1.ckpt), finishes in the same
+    folder with a whole model/, keeps two checkpoints, and logs each validation once.
+    (benchmarks/results/kill_resume.json: the full demo, killed at step 30.)"""
+    out = tmp_path / "kill_resume.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "benchmarks/kill_resume.py", "--max_steps", "20", "--kill_at", "15"]
+        + ["--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(out.read_text())["figures"]
+    assert figures["sigterm_exit_code"] == 143 and figures["checkpoint_step_after_sigterm"] >= 3
+    assert figures["sigkill_exit_code"] == -9
+    assert figures["second_resume_started_from_step"] == 10 and figures["steps_redone"] == 5
+    assert figures["final_exit_code"] == 0 and figures["final_step"] == 20
+    assert figures["version_folders"] == ["version_0"] and figures["model_complete"]
+    assert sorted(figures["checkpoint_files"]) == ["last.ckpt", "last.prev.ckpt", "validated.json"]
+    assert figures["val_loss_steps"] == [9, 19]

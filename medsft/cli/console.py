@@ -1,19 +1,28 @@
-"""A quiet console: library notes that no medsft user can act on are dropped at their source,
-one exact message at a time, each with the reason; everything else still prints.
+"""How a command-line tool starts: the environment the libraries read, no code from the Hub at
+import, and a quiet console.
 
-`quiet_bitsandbytes_kernel_note` runs when medsft is imported (the note is logged while
-bitsandbytes itself is imported, which peft and transformers do early). The command-line tools
-call `quiet_known_noise` before they start.
+`prepare_process` runs first in every entry point (medsft.cli.errors.run calls it, before the
+tool's own work imports bitsandbytes, peft or transformers' models). Nothing here runs when
+medsft or any of its packages is imported: a library user's process is left as it was.
+
+Library notes that no medsft user can act on are dropped at their source, one exact message at
+a time, each with the reason below; everything else still prints.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 
+HUB_KERNELS_ENV = "MEDSFT_HUB_KERNELS"
+"""Set to 1 to let libraries load compiled kernels from the Hugging Face Hub (see
+`keep_hub_kernels_off`)."""
+
 BNB_KERNEL_NOTE = "Failed to load CPU gemm_4bit_forward from kernels-community"
-"""bitsandbytes' note, logged at import on a CPU with AVX512-bf16 when the `kernels` package is
-absent (bitsandbytes.backends.cpu.ops)."""
+"""bitsandbytes' note, logged while it is imported on a CPU with AVX512-bf16 when its Hub kernel
+is not loaded (bitsandbytes.backends.cpu.ops)."""
 
 
 class DropMessages(logging.Filter):
@@ -37,21 +46,39 @@ def _add_once(logger_name: str, drop: DropMessages) -> None:
         logger.addFilter(drop)
 
 
-def quiet_bitsandbytes_kernel_note() -> None:
-    """Drop bitsandbytes' "pip install kernels" note on CPUs.
+def keep_hub_kernels_off() -> bool:
+    """No compiled code fetched from the Hub while libraries are imported, unless asked for.
 
-    With the `kernels` package, bitsandbytes would download an optional faster CPU 4-bit matmul
-    from the Hugging Face hub at run time; without it, it runs its own CPU kernel, which is what
-    medsft uses anyway (offline runs, and 4-bit on CPU only in tests). The note was printed by
-    every evaluate and export, and installing `kernels` would not make medsft offline-safe.
-    Other bitsandbytes warnings still print.
+    bitsandbytes (0.45 to 0.50 at least) calls `kernels.get_kernel("kernels-community/
+    quantization-bitsandbytes")` while it is imported, on any CPU with AVX512-bf16. With the
+    `kernels` package installed (transformers 5.25 requires it) and the Hub reachable, that
+    downloads a compiled library and loads it into the process; offline, kernels logs that it
+    skips the publisher trust check. Neither package offers a switch for this import-time fetch
+    (kernels documents KERNELS_CACHE and DISABLE_KERNEL_MAPPING; transformers' USE_HUB_KERNELS
+    covers transformers' own kernels only). So the entry points make `import kernels` fail (a
+    None entry in sys.modules: Python's documented way to block one import) and set
+    USE_HUB_KERNELS=NO for transformers: bitsandbytes then runs its own CPU kernel, and medsft
+    never asks for Hub kernels anywhere else. `MEDSFT_HUB_KERNELS=1` leaves both alone.
+
+    Returns:
+        Whether Hub kernels are off (False: asked for, or `kernels` was imported already).
     """
-    _add_once("bitsandbytes.backends.cpu.ops", DropMessages(BNB_KERNEL_NOTE))
+    if os.environ.get(HUB_KERNELS_ENV, "") not in ("", "0"):
+        return False
+    if sys.modules.get("kernels", None) is not None:
+        return False  # imported before the tool started: too late to keep it out
+    sys.modules["kernels"] = None  # type: ignore[assignment]
+    os.environ.setdefault("USE_HUB_KERNELS", "NO")
+    return True
 
 
 def quiet_known_noise() -> None:
     """Everything a command-line tool should not print: see each entry's reason."""
-    quiet_bitsandbytes_kernel_note()
+    # bitsandbytes says "pip install kernels" when its Hub kernel is not loaded: with medsft that
+    # is on purpose (keep_hub_kernels_off), and following the advice would make every import
+    # fetch code from the Hub. Its own CPU kernel, which runs instead, is what medsft tests.
+    # Other bitsandbytes warnings still print.
+    _add_once("bitsandbytes.backends.cpu.ops", DropMessages(BNB_KERNEL_NOTE))
     # Lightning's banners where they say nothing: "GPU available: False, used: False" and the
     # same for TPU/HPU on a CPU run ("GPU available: True (cuda), used: True" still prints), and
     # its advertisement for LitLogger ("Tip: ...").
@@ -72,3 +99,16 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated")
     # PEFT looks for a config.json beside a `random:` preset name, which has none by design.
     warnings.filterwarnings("ignore", message=r"Could not find a config file in random:")
+
+
+def prepare_process() -> None:
+    """What every command-line tool sets up before its work starts (idempotent).
+
+    - TOKENIZERS_PARALLELISM=false unless set: the tokenizers library otherwise warns, and turns
+      its threads off itself, each time a DataLoader worker forks after the tokenizer ran.
+    - No Hub kernels loaded at import (`keep_hub_kernels_off`).
+    - The known library noise dropped (`quiet_known_noise`).
+    """
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    keep_hub_kernels_off()
+    quiet_known_noise()

@@ -8,14 +8,12 @@ policy (medsft.cli.errors).
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from jsonargparse import ActionConfigFile, set_parsing_settings
 
-from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings  # noqa: E402
-
-from medsft.cli.errors import add_debug_argument, run  # noqa: E402
+from medsft.cli.errors import add_debug_argument, run
+from medsft.cli.parsing import ToolParser
 
 QUIET_LOGGERS = (
     "lightning.pytorch",
@@ -29,13 +27,13 @@ QUIET_LOGGERS = (
 judge request: noise during an evaluation."""
 
 
-def build_parser() -> ArgumentParser:
+def build_parser() -> ToolParser:
     """The command line: --config files, then dotted overrides such as --generation.seed 1."""
     from medsft.evaluation import EvalConfig
 
     # The config dataclasses document each field in an attribute docstring: show them in --help.
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(
+    parser = ToolParser(
         prog="python evaluate.py",
         description="Generate, score and compare systems on a test set, and write a report.",
         default_env=False,
@@ -66,9 +64,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     # Data-parallel ranks run this too; only rank 0 narrates.
     level = logging.INFO if is_global_zero() else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    from medsft.cli.console import quiet_known_noise
-
-    quiet_known_noise()
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     parser = build_parser()
@@ -78,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     skip = {"config", "debug"}
     config = EvalConfig(**{k: v for k, v in vars(parser.instantiate(cfg)).items() if k not in skip})
     try:  # checked again by evaluate(); here a setting that cannot work is the user's to fix
-        validate_config(config)
+        validate_config(config, warn=False)  # evaluate() says what it would ignore
         judge_status(config)
     except ValueError as err:
         raise ConfigError(str(err)) from err

@@ -37,15 +37,28 @@ CHECK_QUESTIONS = [
 ]
 
 
+def trained_folder(run_dir: str | Path | None, finetune: str) -> Path:
+    """Where a run's `adapter/` (LoRA) or `model/` (full fine-tuning) goes.
+
+    Args:
+        run_dir: the run folder (`trainer.log_dir`; None: `logs`).
+        finetune: `lora` or `full`.
+    """
+    return Path(run_dir or "logs") / ("adapter" if finetune == "lora" else "model")
+
+
 def save_trained(module: Any, tokenizer: Any, trainer: Any) -> Path:
-    """Write `adapter/` (PEFT format) or `model/` (full weights) beside the run's logs.
+    """Write `adapter/` (PEFT format) or `model/` (full weights) beside the run's logs, whole or
+    not at all (medsft.training.checkpoint.write_folder).
 
     Call on every rank: FSDP2-sharded weights are gathered collectively, rank 0 writes.
     """
-    out = Path(trainer.log_dir or "logs") / ("adapter" if module.finetune == "lora" else "model")
+    from medsft.training.checkpoint import write_folder
+
+    out = trained_folder(trainer.log_dir, module.finetune)
     model = module.model
     state = None
-    if module.finetune == "full" and module._device_mesh is not None:
+    if module.finetune == "full" and module.device_mesh is not None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(
@@ -56,8 +69,12 @@ def save_trained(module: Any, tokenizer: Any, trainer: Any) -> Path:
             head = model.get_output_embeddings()
             state.pop(next(n for n, m in model.named_modules() if m is head) + ".weight", None)
     if trainer.is_global_zero:
-        model.save_pretrained(out, state_dict=state, safe_serialization=True)
-        tokenizer.save_pretrained(out)
+
+        def write(folder: Path) -> None:
+            model.save_pretrained(folder, state_dict=state, safe_serialization=True)
+            tokenizer.save_pretrained(folder)
+
+        write_folder(out, write)
         print(f"saved {'adapter' if module.finetune == 'lora' else 'model'} to {out}")
     trainer.strategy.barrier()
     return out
@@ -142,8 +159,9 @@ def export(
 def build_parser() -> argparse.ArgumentParser:
     """`python -m medsft.cli.export RUN [--out DIR]`: the examples and notes of the module docstring."""
     from medsft.cli.errors import add_debug_argument
+    from medsft.cli.parsing import ArgparseTool
 
-    parser = argparse.ArgumentParser(
+    parser = ArgparseTool(
         prog="python -m medsft.cli.export",
         description="Merge a LoRA/QLoRA run's adapter into a standalone model and check it.",
         epilog="examples:\n" + __doc__.split("\n\n", 1)[1],
@@ -187,9 +205,6 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(
             f"error: {trained} is not a run's adapter/ directory: say where to write, --out DIR"
         )
-    from medsft.cli.console import quiet_known_noise
-
-    quiet_known_noise()
     out = args.out or trained.parent / "merged"
     try:
         export(trained, out, dtype=args.dtype, tolerance=args.tolerance)

@@ -20,7 +20,6 @@ read, printed or written by medsft.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -296,11 +295,20 @@ def publish(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    """`python -m medsft.cli.publish RUN --repo_id owner/name [...]`.
+
+    Args:
+        argv: the command line (None: sys.argv).
+    """
+    from medsft.cli.errors import add_debug_argument
+    from medsft.cli.parsing import ArgparseTool
+
+    parser = ArgparseTool(
         prog="python -m medsft.cli.publish",
         description="Push a run's adapter or model to the Hugging Face Hub with a model card "
         "that carries its evaluation report. The token comes from HF_TOKEN or `hf auth login`.",
     )
+    add_debug_argument(parser)  # medsft.cli.errors: `run` takes --debug off the command line
     parser.add_argument("run_dir", type=Path, help="the training run, logs/<name>/version_N")
     parser.add_argument("--repo_id", required=True, help="hub repository, owner/name")
     parser.add_argument(
@@ -331,4 +339,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from medsft.cli.errors import run
+
+    run(main)

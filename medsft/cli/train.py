@@ -15,19 +15,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from jsonargparse import lazy_instance
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import Checkpoint, TQDMProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from jsonargparse import lazy_instance  # noqa: E402
-from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, TQDMProgressBar  # noqa: E402
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
-
-from medsft.cli.errors import add_debug_argument  # noqa: E402
-from medsft.data import SFTDataModule  # noqa: E402
-from medsft.training import runs  # noqa: E402
-from medsft.training.module import SFTModule  # noqa: E402
-from medsft.training.samples import SampleAnswers  # noqa: E402
+from medsft.cli.errors import add_debug_argument
+from medsft.cli.parsing import OneLineErrors
+from medsft.data import SFTDataModule
+from medsft.training import runs
+from medsft.training.checkpoint import RunCheckpoint
+from medsft.training.module import SFTModule
+from medsft.training.samples import SampleAnswers
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 # Models up to this width train on one CPU thread unless OMP_NUM_THREADS says otherwise.
@@ -38,6 +38,10 @@ def _tokenizer_of(name_or_path: str, tokenizer: str | None) -> str:
     return tokenizer or name_or_path
 
 
+class TrainParser(OneLineErrors, LightningArgumentParser):
+    """LightningCLI's parser with one-line command-line errors (medsft.cli.parsing)."""
+
+
 class SFTCLI(LightningCLI):
     """LightningCLI with the data's tokenizer tied to the model's, and resume/export options."""
 
@@ -45,9 +49,9 @@ class SFTCLI(LightningCLI):
     """The checkpoint this run continues from, resolved before the classes are built."""
 
     def add_arguments_to_parser(self, parser) -> None:
-        # Always there, configurable as --checkpoint.*: save_last makes `--ckpt_path last` work.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"checkpoint.save_last": True, "checkpoint.save_top_k": 0})
+        # Always there, configurable as --checkpoint.*: last.ckpt every every_n_minutes of
+        # training and every every_n_train_steps, which `--ckpt_path last` reads.
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         # Sample answers in TensorBoard at each validation (--samples.n 0: off).
         parser.add_lightning_class_args(SampleAnswers, "samples")
         # One source of truth: the data is tokenized with the model's tokenizer.
@@ -115,7 +119,10 @@ class SFTCLI(LightningCLI):
         self.resume = runs.read_checkpoint(found)
         if logger_args is None:
             return
-        version = runs.version_of(found, logger_args.get("save_dir"), logger_args.get("name"))
+        save_dir, name = logger_args.get("save_dir"), logger_args.get("name")
+        version = runs.version_of(found, save_dir, name)
+        if version is None and self.resume.log_dir is not None:  # --checkpoint.dirpath elsewhere
+            version = runs.run_version(self.resume.log_dir, save_dir, name)
         if version is not None and "version" in logger_args:
             # The logger's own options (public): the same folder, and for TensorBoard, events
             # the stopped run logged after this checkpoint hidden rather than drawn twice.
@@ -192,27 +199,39 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
         args: the command line (None: sys.argv).
         callbacks: added to the configured ones (benchmarks and tests observe the real run).
     """
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from medsft.training.preemption import Preempted, exit_code
+    from medsft.errors import ConfigError
+    from medsft.training.fsdp import register_strategy
+    from medsft.training.preemption import Preempted, exit_code, signals_deferred
 
+    register_strategy()  # `--trainer.strategy fsdp2` (configs/full.yaml)
     args = config_by_name(args)
-    cli = SFTCLI(
-        SFTModule,
-        SFTDataModule,
-        run=False,
-        args=args,
-        seed_everything_default=0,
-        save_config_callback=RunConfig,
-        save_config_kwargs={"overwrite": False},
-        trainer_defaults={
-            "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="sft"),
-        },
-    )
+    try:
+        cli = SFTCLI(
+            SFTModule,
+            SFTDataModule,
+            run=False,
+            args=args,
+            seed_everything_default=0,
+            save_config_callback=RunConfig,
+            save_config_kwargs={"overwrite": False},
+            parser_class=TrainParser,
+            # The optimizer and schedule are model.optimizer (medsft.training.optim);
+            # LightningCLI's own --optimizer/--lr_scheduler would be ignored or fight it.
+            auto_configure_optimizers=False,
+            trainer_defaults={
+                "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="sft"),
+            },
+        )
+    except MisconfigurationException as err:  # the Trainer refusing one of its arguments
+        raise ConfigError(f"trainer: {err}") from err
     trainer = cli.trainer
     resume = cli.resume
     _record_config(cli)
-    if resume is not None and _nothing_to_train(resume, trainer.max_steps):
+    finished = _finished(resume, trainer.max_steps)
+    if finished and trainer.world_size == 1 and _final_folder_complete(cli):
         return cli
     trainer.callbacks.extend(callbacks)
     _safeguard(cli)
@@ -237,10 +256,14 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
         )
         raise
 
-    _checkpoint_the_end(trainer)
     from medsft.cli.export import export, save_trained
 
-    out = save_trained(cli.model, cli.datamodule.tokenizer, trainer)
+    if finished and trainer.world_size > 1 and _final_folder_complete(cli):  # ranks agree now
+        return cli
+    with signals_deferred("the final checkpoint and model"):
+        if resume is None or resume.step is None or trainer.global_step > resume.step:
+            _checkpoint_the_end(trainer)
+        out = save_trained(cli.model, cli.datamodule.tokenizer, trainer)
     if cli.config.get("export") and trainer.is_global_zero:
         if cli.model.finetune != "lora":
             print(f"--export: full fine-tuning already saved a standalone model in {out}")
@@ -289,7 +312,8 @@ def _record_config(cli: SFTCLI) -> None:
 
 
 class StoreConfig(Callback):
-    """Every checkpoint carries the config it was trained with (medsft.training.runs.CONFIG_KEY)."""
+    """Every checkpoint carries the config it was trained with and its run folder
+    (medsft.training.runs.CONFIG_KEY)."""
 
     def __init__(self, experiment: dict[str, Any]) -> None:
         """
@@ -297,20 +321,61 @@ class StoreConfig(Callback):
             experiment: the flattened config (medsft.training.runs.experiment_config).
         """
         self.experiment = experiment
+        self.log_dir: str | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        # trainer.log_dir is a collective under DDP: asked once here, by every rank.
+        log_dir = trainer.log_dir
+        self.log_dir = str(Path(log_dir).resolve()) if log_dir else None
 
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        checkpoint[runs.CONFIG_KEY] = {"config": self.experiment}
+        checkpoint[runs.CONFIG_KEY] = {"config": self.experiment, "log_dir": self.log_dir}
 
 
-def _nothing_to_train(resume: runs.CheckpointInfo, max_steps: int) -> bool:
-    if resume.step is not None and max_steps > 0 and resume.step >= max_steps:
+def _finished(resume: runs.CheckpointInfo | None, max_steps: int) -> bool:
+    """Whether the checkpoint resumed from is at the last step already."""
+    return (
+        resume is not None
+        and resume.step is not None
+        and max_steps > 0
+        and resume.step >= max_steps
+    )
+
+
+def _final_folder_complete(cli: SFTCLI) -> bool:
+    """For a run resumed at its last step: say there is nothing to train when its `model/` or
+    `adapter/` is whole (True), or that it will be written again from the checkpoint (False).
+    Before training, one process looks; after it, every rank takes rank 0's answer."""
+    from medsft.cli.export import trained_folder
+    from medsft.model.trained import missing_files
+
+    trainer, resume = cli.trainer, cli.resume
+    logger = trainer.logger
+    if logger is None:
+        return True  # no run folder: nothing was ever written there
+    folder = trained_folder(logger.log_dir, cli.model.finetune)
+    if folder.is_dir():
+        lacking = missing_files(folder)
+        problem = f"has no {lacking}" if lacking else None
+    else:
+        problem = "is missing"
+    if trainer.world_size > 1:
+        problem = trainer.strategy.broadcast(problem)
+    if problem is None:
         print(
-            f"{resume.path} is at step {resume.step}, and trainer.max_steps is {max_steps}: "
-            "nothing to train. Raise --trainer.max_steps to continue."
+            f"{resume.path} is at step {resume.step}, and trainer.max_steps is "
+            f"{trainer.max_steps}: nothing to train. Raise --trainer.max_steps to continue.",
+            flush=True,
         )
         return True
+    if trainer.is_global_zero:
+        print(
+            f"{resume.path} is at the last step ({resume.step}), but {folder} {problem} (the "
+            "run was stopped while saving it): writing it from the checkpoint",
+            flush=True,
+        )
     return False
 
 
@@ -440,23 +505,16 @@ def choose_cpu_threads(name_or_path: str, accelerator: Any) -> None:
 def _checkpoint_the_end(trainer: Any) -> None:
     """last.ckpt at the final step, so resuming a finished run says there is nothing to do."""
     callback = trainer.checkpoint_callback
-    if callback is None or not callback.save_last or callback.dirpath is None:
-        return
-    last = os.path.join(callback.dirpath, "last.ckpt")
-    if (
-        trainer.global_step > 0
-        and callback.last_model_path != last
-        or (os.path.exists(last) and runs.read_checkpoint(last).step != trainer.global_step)
-    ):
-        trainer.save_checkpoint(last)
+    if isinstance(callback, RunCheckpoint):
+        callback.save_last_now(trainer)
+    elif callback is not None and callback.dirpath is not None:
+        trainer.save_checkpoint(os.path.join(callback.dirpath, "last.ckpt"))
 
 
 def cli_main(argv: list[str] | None = None) -> None:
     """The command line entry point: train under medsft's error policy."""
-    from medsft.cli.console import quiet_known_noise
     from medsft.cli.errors import run
 
-    quiet_known_noise()
     run(main, argv)
 
 

@@ -23,9 +23,56 @@ from medsft.data.batching import Packing, collate
 from medsft.data.schema import DataSource, Preset, column_map
 from medsft.data.sources import EmptySource, check_encoding, check_local_source
 from medsft.data.stream import SFTStream, StreamPosition
+from medsft.errors import ConfigError
 from medsft.ranks import all_ranks, trainer_rank
 
 log = logging.getLogger("medsft.data")
+
+SPLIT_CHECK_ROWS = 100_000
+"""Rows of a local source whose split keys `SFTDataModule.check_split` reads."""
+SPLIT_CHECK_HUB_ROWS = 2_000
+"""The same for a hub stream (read over the network)."""
+
+
+def _check_settings(**args: Any) -> None:
+    """SFTDataModule's settings that cannot work, each as the config error naming it, before any
+    data is read or model built."""
+    from medsft.data.sources import is_local
+
+    checks = [
+        (0 <= args["val_fraction"] < 1, "val_fraction", "a share in [0, 1): 0 = none held out"),
+        (args["max_length"] >= 8, "max_length", "at least 8 tokens"),
+        (args["batch_size"] >= 1, "batch_size", "at least 1"),
+        (args["num_workers"] >= 0, "num_workers", ">= 0 (0: read in the training process)"),
+        (args["shuffle_buffer"] >= 1, "shuffle_buffer", "at least 1 (1: no shuffling)"),
+        (args["pad_to_multiple_of"] >= 1, "pad_to_multiple_of", "at least 1"),
+        (
+            args["packing"] in (False, True, "rows", "padding_free"),
+            "packing",
+            "false, true (= rows) or padding_free",
+        ),
+        (args["truncation"] in ("right", "drop"), "truncation", "right or drop"),
+    ]
+    for ok, name, wanted in checks:
+        if not ok:
+            raise ConfigError(f"data.{name} must be {wanted}; got {args[name]!r}")
+    if args["packing"] and args["group_by_length"]:
+        raise ConfigError(
+            "data.packing fills rows to max_length, so data.group_by_length has nothing to "
+            "do: set one of them"
+        )
+    sources = [s for s in (args["source"], args["val_source"]) if s]
+    if all(is_local(s) for s in sources):
+        local = " and ".join(sources) + (
+            " is a local source" if len(sources) == 1 else " are local"
+        )
+        for name, default in (("split", "train"), ("subset", None)):
+            if args[name] != default:
+                raise ConfigError(
+                    f"data.{name} {args[name]!r} selects part of a hub dataset, but {local}: it "
+                    f"would be ignored; remove data.{name}, or point data.source at the data "
+                    "you mean"
+                )
 
 
 class _UntilAllRanksDone:
@@ -157,24 +204,24 @@ class SFTDataModule(LightningDataModule):
         # hparams record it already.
         self.save_hyperparameters(ignore=["tokenizer"])
         self.column_map = column_map(preset, columns)
-        if not 0 <= val_fraction < 1:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-        if packing not in (False, True, "rows", "padding_free"):
-            raise ValueError(
-                f"packing must be false, true (= rows) or padding_free, got {packing!r}"
-            )
-        if packing and group_by_length:
-            raise ValueError(
-                "packing fills rows to max_length, so group_by_length has nothing to do: "
-                "set one of them"
-            )
-        if max_length < 8 or batch_size < 1 or num_workers < 0:
-            raise ValueError("max_length must be >= 8, batch_size >= 1 and num_workers >= 0")
+        _check_settings(
+            source=source,
+            val_source=val_source,
+            split=split,
+            subset=subset,
+            val_fraction=val_fraction,
+            max_length=max_length,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            shuffle_buffer=shuffle_buffer,
+            pad_to_multiple_of=pad_to_multiple_of,
+            packing=packing,
+            group_by_length=group_by_length,
+            truncation=truncation,
+        )
         for name in (source, val_source):
             if name:
                 check_local_source(name)  # a missing path fails here, before any model is built
-        if truncation not in ("right", "drop"):
-            raise ValueError(f"truncation must be 'right' or 'drop', got {truncation!r}")
         check_encoding(encoding)
         self.source = source
         self.preset = preset
@@ -249,6 +296,7 @@ class SFTDataModule(LightningDataModule):
     def check_not_empty(self) -> None:
         """Fail in seconds, naming the source and what was read, if training (or a separate
         validation source) has no usable example; otherwise Lightning loops over empty epochs.
+        With `val_fraction` > 0, the held-out share must not be empty either (`check_split`).
 
         Reads up to the first usable example, in this process (any shard may be empty alone).
         """
@@ -262,6 +310,58 @@ class SFTDataModule(LightningDataModule):
                     f"no usable {'training' if split == 'train' else 'validation'} example in "
                     f"{source}{hint}: {stream.stats.summary()}"
                 )
+        if self.val_source is None and self.val_fraction > 0:
+            self.check_split()
+
+    def check_split(self) -> None:
+        """The hashed `val_fraction` split holds something out, and rows sharing one id are
+        reported (the split key is the id, so they all land on one side: 40 rows with one id
+        once sent every row to training and logged no val/loss).
+
+        Reads the split keys (no tokenizing) of up to `SPLIT_CHECK_ROWS` rows of a local source,
+        `SPLIT_CHECK_HUB_ROWS` of a hub stream (enough: at val_fraction 0.01, 2000 rows hold
+        none out with probability 2e-9, unless their ids repeat).
+
+        Raises:
+            EmptySource: no row read went to validation.
+        """
+        from collections import Counter
+        from itertools import islice
+
+        from medsft.data.schema import in_validation, iter_conversations
+        from medsft.data.sources import is_local
+
+        keys: Counter[str] = Counter()
+        limit = SPLIT_CHECK_ROWS if is_local(self.source) else SPLIT_CHECK_HUB_ROWS
+        for conversation in islice(
+            iter_conversations(self.data_source("train"), skipped=lambda err: None), limit
+        ):
+            keys[conversation.key] += 1
+        shared = [(k, n) for k, n in keys.most_common() if n > 1] if "id" in self.column_map else []
+        rows = sum(keys.values())
+        if shared:
+            key, n = shared[0]
+            log.warning(
+                "data: %d of %d rows of %s share an id with another row (id %r: %d rows): the "
+                "train/val split goes by id, so rows sharing one always land on the same side; "
+                "give each row its own id, or map data.columns.id to a column that is unique",
+                sum(n for _, n in shared),
+                rows,
+                self.source,
+                key,
+                n,
+            )
+        if not any(in_validation(k, self.val_fraction) for k in keys):
+            why = (
+                f" ({shared[0][1]} rows share the id {shared[0][0]!r}, and the split goes by id)"
+                if shared
+                else ""
+            )
+            raise EmptySource(
+                f"data.val_fraction {self.val_fraction} held out none of the {rows} examples "
+                f"read from {self.source}{why}: give rows distinct ids (data.columns.id), set "
+                "data.val_source, or set data.val_fraction: 0 to train without validation"
+            )
 
     def _loader(self, dataset: SFTStream) -> DataLoader:
         pad = self.tokenizer.pad_token_id

@@ -30,13 +30,26 @@ class AnswerRow:
     think: str | None = None
 
 
-def answers_system(spec: SystemSpec, examples: list[Example]) -> SystemOutput:
-    """The file's answers to the test questions, in test-set order."""
+def answers_system(
+    spec: SystemSpec, examples: list[Example], *, limited: bool = False
+) -> SystemOutput:
+    """The file's answers to the test questions, in test-set order.
+
+    Args:
+        spec: the answers system.
+        examples: the test set.
+        limited: the test set is the first rows of its file (`test_set.limit`): the file may
+            hold answers to the rows after them.
+
+    Raises:
+        InputError: the file does not fit the test set (a missing, extra or shifted row, an
+            answer to a question the test set does not ask, two different answers to one).
+    """
     if not os.path.exists(spec.path):
         raise FileNotFoundError(f"system {spec.name!r}: answers file {spec.path!r} does not exist")
     rows = [_answer_row(spec, row) for row in read_rows(spec.path)]
     answers, thinks = [], []
-    for row in _align(spec, rows, examples):
+    for row in _align(spec, rows, examples, limited):
         think, answer = (row.think, row.answer) if row.think else split_think(row.answer)
         answers.append(answer)
         thinks.append(think)
@@ -80,26 +93,55 @@ def _list_row(spec: SystemSpec, where: str, data: list) -> AnswerRow:
     return AnswerRow(where, data[0], data[-1])
 
 
-def _align(spec: SystemSpec, rows: list[AnswerRow], examples: list[Example]) -> list[AnswerRow]:
+def _align(
+    spec: SystemSpec, rows: list[AnswerRow], examples: list[Example], limited: bool
+) -> list[AnswerRow]:
+    """The answer to each test question: by row position (`question_column: null`), else by
+    question text. Either way the file must fit the test set exactly: a missing, extra or
+    shifted row would pair answers with the wrong questions and still score."""
+    # Rows of the test file itself: kept questions and the duplicates dropped after them.
+    test_rows = len(examples) + sum(ex.dropped_duplicates for ex in examples)
     if spec.question_column is None:
-        if len(rows) <= max(ex.row_position for ex in examples):
+        fits = len(rows) >= test_rows if limited else len(rows) == test_rows
+        if not fits:
             raise InputError(
-                f"system {spec.name!r}: {spec.path} has {len(rows)} answers for {len(examples)} "
-                "questions (aligned by row order)"
+                f"system {spec.name!r}: {spec.path} has {len(rows)} answers for the test set's "
+                f"{test_rows} rows; aligned by row order, one missing or extra row would shift "
+                "every answer after it: give one answer per test row, in order, or set "
+                "question_column to align by question"
             )
         # By row position in the test file (dropped duplicate questions leave gaps).
         return [rows[ex.row_position] for ex in examples]
     by_question: dict[str, list[AnswerRow]] = defaultdict(list)
     for row in rows:
         by_question[(row.question or "").strip()].append(row)
+    asked: dict[str, int] = defaultdict(int)  # test rows asking each question
+    for ex in examples:
+        asked[ex.question.strip()] += 1 + ex.dropped_duplicates
+    if not limited:
+        unknown = [matches[0] for q, matches in by_question.items() if q not in asked]
+        if unknown:
+            raise InputError(
+                f"system {spec.name!r}: {unknown[0].where} answers a question the test set does "
+                f"not ask ({(unknown[0].question or '')[:60]!r}; {len(unknown)} such row(s)): "
+                "is the answers file for this test set? Remove the rows, or point test_set at "
+                "the questions they answer"
+            )
     aligned = []
     for ex in examples:
-        matches = by_question.get(ex.question.strip())
+        question = ex.question.strip()
+        matches = by_question.get(question)
         if not matches:
             raise InputError(
                 f"system {spec.name!r}: {spec.path} has no answer to test question {ex.index} "
                 f"({ex.where}): {ex.question[:60]!r}; answer every test question, or set "
                 "question_column: null to align by row order"
+            )
+        if len(matches) > asked[question] and len({m.answer for m in matches}) > 1:
+            raise InputError(
+                f"system {spec.name!r}: {matches[0].where} and {matches[1].where} give different "
+                f"answers to test question {ex.index} ({ex.question[:60]!r}), which the test set "
+                f"asks {asked[question]} time(s): keep the answer meant, remove the others"
             )
         aligned.append(matches.pop(0) if len(matches) > 1 else matches[0])
     return aligned

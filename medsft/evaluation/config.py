@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from medsft.metrics import judge, read_labels
 from medsft.metrics.servers import ServerKind, UnsupportedSetting, request_fields
 from medsft.model.build import DType, resolve_trained
 from medsft.model.generate import GenerationSettings
+from medsft.model.trained import IncompleteModel
+
+log = logging.getLogger(__name__)
 
 Kind = Literal["auto", "model", "run", "answers", "endpoint"]
 Server = Literal["auto", "openai", "vllm", "sglang", "transformers"]
@@ -104,8 +108,13 @@ class McqSpec:
 class LeakageSettings:
     """The training data to check the test set against."""
 
-    train_set: DataSpec = field(default_factory=lambda: DataSpec(split="train"))
-    """The training data, read with its training column mapping (preset / columns)."""
+    train_set: DataSpec = field(
+        default_factory=lambda: DataSpec(
+            source="FreedomIntelligence/Huatuo26M-Lite", preset="huatuo", split="train"
+        )
+    )
+    """The training data, read with its training column mapping (preset / columns); by
+    default train.py's: Huatuo26M-Lite with the `huatuo` preset."""
     unit: Literal["auto", "char", "word"] = "auto"
     """Overlap tokens: `char` (Chinese), `word` (space-separated languages), or `auto` (char
     when the test questions hold Han characters)."""
@@ -338,7 +347,9 @@ def infer_kind(spec: SystemSpec) -> Kind:
 def resolve_run_dir(path: str) -> Path:
     """A run directory; `<dir>/latest` or a glob picks the newest run that holds a model.
 
-    Newest = most recently saved adapter/model (then the highest version number).
+    Newest = most recently saved adapter/model (then the highest version number). A run whose
+    trained folder is incomplete is refused (medsft.model.trained.IncompleteModel) when it is
+    the one asked for, or the newest: evaluating an older run instead would be silent.
     """
     p = Path(path)
     if glob.has_magic(path):
@@ -351,21 +362,28 @@ def resolve_run_dir(path: str) -> Path:
                 f"{path} does not exist; give a training run dir (logs/<name>/version_N), "
                 "logs/<name>/latest for the newest, an adapter dir or a merged export"
             )
+        resolve_trained(p)
         return p
     found = []
     for candidate in glob.glob(pattern):
         try:
-            model_dir = resolve_trained(candidate)
+            model_dir, problem = resolve_trained(candidate), None
+        except IncompleteModel as err:
+            model_dir, problem = err.folder, err
         except FileNotFoundError:
             continue  # a run still training, or one that failed before saving
         version = re.search(r"(\d+)$", Path(candidate).name)
-        found.append((model_dir.stat().st_mtime_ns, int(version[1]) if version else -1, candidate))
+        when = model_dir.stat().st_mtime_ns
+        found.append((when, int(version[1]) if version else -1, candidate, problem))
     if not found:
         raise FileNotFoundError(
             f"no finished training run matches {pattern!r} (none holds adapter/ or model/); "
             "train first, e.g. python train.py --config configs/demo.yaml"
         )
-    return Path(max(found)[2])
+    newest = max(found, key=lambda f: f[:3])
+    if newest[3] is not None:
+        raise newest[3]
+    return Path(newest[2])
 
 
 def endpoint_settings(spec: SystemSpec, generation: GenerationSettings) -> dict[str, Any]:
@@ -408,8 +426,13 @@ def endpoint_fields(
         ) from None
 
 
-def validate_config(config: EvalConfig) -> list[Kind]:
-    """Check the config before anything slow runs; returns each system's kind."""
+def validate_config(config: EvalConfig, *, warn: bool = True) -> list[Kind]:
+    """Check the config before anything slow runs; returns each system's kind.
+
+    Args:
+        config: the evaluation config.
+        warn: log settings the run would ignore (False: a check that runs again with them).
+    """
     if not config.systems:
         raise ValueError("no systems to evaluate: list them under systems (name, path[, kind])")
     names = [_safe_name(s.name) for s in config.systems]
@@ -420,8 +443,14 @@ def validate_config(config: EvalConfig) -> list[Kind]:
         raise ValueError(
             f"baseline {config.baseline!r} is not a system; choose one of {', '.join(names)}"
         )
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(
+            f"output_dir {config.output_dir!r} is a file; the report and caches need a folder: "
+            "choose another --output_dir"
+        )
     config.generation.validate()
-    _validate_scoring(config.scoring)
+    _validate_scoring(config.scoring, warn)
     if config.mcq_set is not None:
         _validate_mcq(config.mcq_set)
     kinds = [infer_kind(s) for s in config.systems]
@@ -445,7 +474,7 @@ def _safe_name(name: str) -> str:
     return name
 
 
-def _validate_scoring(scoring: ScoringSettings) -> None:
+def _validate_scoring(scoring: ScoringSettings, warn: bool) -> None:
     if scoring.n_resamples < 0 or scoring.ppl_batch_size < 1 or scoring.ppl_max_length < 8:
         raise ValueError(
             "scoring.n_resamples must be >= 0, ppl_batch_size >= 1, ppl_max_length >= 8"
@@ -454,6 +483,11 @@ def _validate_scoring(scoring: ScoringSettings) -> None:
         raise ValueError("scoring needs at least one of bleu_orders and rouge_types")
     if any(n < 1 for n in [*scoring.bleu_orders, *scoring.distinct_orders]):
         raise ValueError("scoring.bleu_orders and scoring.distinct_orders take orders >= 1")
+    if warn and scoring.paired and scoring.n_resamples == 0:
+        log.warning(
+            "scoring.paired is on but scoring.n_resamples is 0: paired tests need bootstrap "
+            "resamples, so the report will have none (set n_resamples > 0, or paired: false)"
+        )
 
 
 def _validate_mcq(mcq: McqSpec) -> None:
@@ -476,7 +510,9 @@ def _check_system(spec: SystemSpec, kind: Kind, generation: GenerationSettings) 
     if kind == "endpoint":
         _check_endpoint(spec, generation)
     elif kind == "run":
-        resolve_run_dir(spec.path)
+        from medsft.evaluation.ablation import run_hparams
+
+        run_hparams(resolve_run_dir(spec.path))  # its config, read now: not after generating
     elif kind == "answers" and not os.path.exists(spec.path):
         raise FileNotFoundError(f"system {spec.name!r}: answers file {spec.path!r} does not exist")
     elif kind == "model" and is_hub_id(spec.path):

@@ -42,7 +42,13 @@ def output_lock(out_dir: str | os.PathLike[str], enabled: bool = True) -> Iterat
         yield
         return
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(
+            f"output_dir {str(out_dir)!r} cannot be a folder: it or a folder above it is a "
+            "file; choose another --output_dir"
+        ) from None
     fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

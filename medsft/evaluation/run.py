@@ -93,7 +93,7 @@ def system_results(
     """One system's test-set answers (None on ranks other than 0) and MCQ runs; a model system's
     weights are loaded at most once for all of them."""
     if kind == "answers":
-        return answers_system(spec, examples), []
+        return answers_system(spec, examples, limited=config.test_set.limit is not None), []
     if kind == "endpoint":
         output = endpoint_system(spec, examples, config, out_dir)
         return output, mcq_runs(spec, kind, None, mcq, config, out_dir) if mcq else []

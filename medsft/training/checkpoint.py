@@ -21,6 +21,15 @@ Lightning writes them into the existing directory, so a kill mid-save mixes two 
 under the old index; here every rank writes into a sibling temp directory, and rank 0 renames it
 into place once all ranks are done.
 
+`RunCheckpoint` is a run's `--checkpoint.*`: Lightning's ModelCheckpoint with `last.ckpt` always
+the newest state. Lightning would name the first save after a resume `last-v1.ckpt` (its version
+counter, off here), save `last` only beside a top-k save when no step interval is set, and take
+one trigger only; here `last.ckpt` is written every `every_n_minutes` of training (default 30)
+and every `every_n_train_steps` where a config sets them, by preemption and at the end of
+training (`save_last_now`), and each save's cost is printed and logged. With `SafeCheckpointIO`
+the folder then holds the current and the previous checkpoint, and more only when `save_top_k`
+asks for them.
+
 `usable_checkpoint` checks a checkpoint cheaply before resuming (a `torch.save` file is a zip
 archive: a truncated or empty one has no central directory; an FSDP2 distributed checkpoint is a
 directory with a `.metadata` file) and falls back to the kept previous one, saying so; loading
@@ -30,23 +39,32 @@ falls back the same way when a file passes that check but still fails to load.
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import math
 import os
 import pickle
 import shutil
 import tempfile
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
 
-from medsft.errors import UserError
+from medsft.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
 TEMP_MARK = ".tmp-"
+PACE_STEPS = 10
+"""Several ranks: optimizer steps after a save before they agree on the pace (`RunCheckpoint`)."""
+VALIDATED = "validated.json"
+"""Beside the checkpoints: the step of the last completed validation (`RunCheckpoint`)."""
 DISTRIBUTED_METADATA = ".metadata"  # torch.distributed.checkpoint's index file
 
 
@@ -90,6 +108,47 @@ def remove_orphans(folder: str | Path) -> list[Path]:
             _remove(tmp)
             removed.append(tmp)
     return removed
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        elif path.is_dir():
+            _fsync_dir(path)
+    _fsync_dir(folder)
+
+
+def write_folder(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Write a folder whole or not at all: `write(temp)` fills `.<name>.tmp-<pid>` beside it,
+    which is synced and renamed to `path` once complete (an existing `path`, say a folder an
+    older medsft left half written, is moved aside first and then deleted). A kill at any
+    moment leaves either no `path` or a complete one, and temp folders that the next save
+    removes (`remove_orphans`).
+
+    Args:
+        path: the folder to write (a run's `model/` or `adapter/`).
+        write: writes the folder's files into the directory it is given.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_orphans(path.parent)
+    tmp = _temp_path(path)
+    old = _temp_path(path.with_name(f"{path.name}.old"))
+    _remove(tmp)
+    try:
+        tmp.mkdir()
+        write(tmp)
+        _fsync_tree(tmp)
+        if path.exists():
+            os.replace(path, old)  # a rename cannot replace a non-empty folder
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
+        _remove(old)
+    _fsync_dir(path.parent)
+    return path
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -183,16 +242,28 @@ def _size(n: float) -> str:
 
 
 def state_bytes(state: Any) -> int:
-    """The bytes of the tensors in a (nested) checkpoint dict: about its size on disk."""
+    """The bytes of the tensors in a (nested) checkpoint dict: about its size on disk.
+
+    torch.save writes each storage once, however many tensors share it (a tied embedding and
+    output head are one storage under two names), and writes it whole.
+    """
     import torch
 
-    if isinstance(state, torch.Tensor):
-        return state.numel() * state.element_size()
-    if isinstance(state, dict):
-        return sum(state_bytes(v) for v in state.values())
-    if isinstance(state, list | tuple):
-        return sum(state_bytes(v) for v in state)
-    return 0
+    storages: dict[tuple[str, int], int] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            storages[(str(storage.device), storage.data_ptr())] = storage.nbytes()
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v)
+
+    walk(state)
+    return sum(storages.values())
 
 
 def _disk_full(err: BaseException) -> bool:
@@ -272,6 +343,207 @@ def checkpoint_bytes(module: Any) -> int:
     weights = sum(p.numel() * p.element_size() for p in saved.values())
     moments = sum(2 * 4 * p.numel() for p in trainable)
     return weights + moments
+
+
+def validation_due(trainer: Any) -> bool:
+    """Whether training validates right after the batch it has just restored (Lightning's
+    `val_check_interval` in batches, per epoch or across epochs)."""
+    loop = trainer.fit_loop.epoch_loop
+    every = trainer.val_check_batch
+    if not trainer.enable_validation or not isinstance(every, int) or every < 1:
+        return False
+    per_epoch = trainer.check_val_every_n_epoch
+    if per_epoch is not None and (trainer.current_epoch + 1) % per_epoch:
+        return False
+    done = loop.total_batch_idx if per_epoch is None else loop.batch_idx
+    return (done + 1) % every == 0
+
+
+def validate_now(trainer: Any, pl_module: Any) -> None:
+    """Run the validation that a resume would skip, and log it where the stopped run would have.
+
+    Lightning saves a step's checkpoint before it validates at that step and, resuming from it,
+    counts that validation as done: a stop during it (or before it) would lose that point of the
+    curve for good. The module's own `validation_pass` (medsft.training.module.SFTModule) runs
+    it on the restored weights; its metrics are logged at the step index Lightning gives a
+    validation after that step.
+    """
+    run = getattr(pl_module, "validation_pass", None)
+    if run is None:
+        return
+    metrics = run()
+    if trainer.is_global_zero and metrics:
+        if trainer.logger is not None:
+            trainer.logger.log_metrics(metrics, step=trainer.global_step - 1)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+        print(
+            f"validated step {trainer.global_step}, which the stopped run had not: {shown}",
+            flush=True,
+        )
+
+
+def _disk_size(path: str) -> int:
+    if os.path.isdir(path):
+        return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+    return os.path.getsize(path) if os.path.exists(path) else 0
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint as a medsft run uses it: `last.ckpt` always holds the newest state.
+
+    Saves `last.ckpt` every `every_n_minutes` of training and every `every_n_train_steps`
+    (either or both), always at an optimizer step's end; `save_last_now` saves it at once
+    (preemption, the end of training). Each save prints its step, file, seconds and size, and
+    logs `checkpoint/save_s`. Every other option is ModelCheckpoint's (top-k by a monitored
+    metric included); the defaults differ: `save_last` on, `save_top_k` 0, and no version counter
+    (a resumed run keeps writing `last.ckpt`, which `--ckpt_path last` reads).
+    """
+
+    def __init__(
+        self,
+        every_n_minutes: float | None = 30.0,
+        save_last: bool | Literal["link"] | None = True,
+        save_top_k: int = 0,
+        enable_version_counter: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """
+        Args:
+            every_n_minutes: save `last.ckpt` when this many minutes of training have passed
+                since the last save (null or 0: by steps only, `every_n_train_steps`).
+            save_last: keep `last.ckpt` (ModelCheckpoint's option; medsft's default: true).
+            save_top_k: also keep the k best checkpoints by `monitor` (0: none; -1: all).
+            enable_version_counter: name a save `last-v1.ckpt` when `last.ckpt` exists
+                (ModelCheckpoint's option; medsft's default: false).
+            **kwargs: ModelCheckpoint's other options (dirpath, monitor, every_n_train_steps, ...).
+        """
+        if every_n_minutes is not None and every_n_minutes < 0:
+            raise ConfigError(
+                f"checkpoint.every_n_minutes must be > 0, or null/0 for none; got {every_n_minutes}"
+            )
+        super().__init__(
+            save_last=save_last,
+            save_top_k=save_top_k,
+            enable_version_counter=enable_version_counter,
+            **kwargs,
+        )
+        self.every_n_minutes = every_n_minutes
+        self._step_before = -1
+        self._saved_at = time.monotonic()
+        self._saved_step = 0
+        """When and at which step the last save (or the start) was."""
+        self._interval_steps: int | None = None
+        """Several ranks: `every_n_minutes` as optimizer steps at the pace measured."""
+        self._last_step_saved: int | None = None
+        """The step `last.ckpt` holds, when this process saved it."""
+
+    @property
+    def last_path(self) -> str:
+        """Where `last.ckpt` goes (the folder is known once the trainer is set up)."""
+        return os.path.join(self.dirpath or ".", self.CHECKPOINT_NAME_LAST + self.FILE_EXTENSION)
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
+        if trainer.ckpt_path is not None:
+            # The restored step is on disk already: no save until a step is taken.
+            self._last_global_step_saved = trainer.global_step
+            missed = validation_due(trainer) and self._validated_step() != trainer.global_step
+            if trainer.world_size > 1:
+                missed = bool(trainer.strategy.broadcast(missed))  # rank 0 read the file
+            if missed:
+                validate_now(trainer, pl_module)
+
+    @property
+    def _validated_file(self) -> str:
+        return os.path.join(self.dirpath or ".", VALIDATED)
+
+    def _validated_step(self) -> int | None:
+        try:
+            with open(self._validated_file, encoding="utf-8") as f:
+                return int(json.load(f)["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if trainer.sanity_checking or not trainer.is_global_zero or self.dirpath is None:
+            return
+        # The step validated last, beside the checkpoints (which are saved before validating):
+        # a resume from this step knows whether its validation was done.
+        Path(self.dirpath).mkdir(parents=True, exist_ok=True)
+        tmp = _temp_path(Path(self._validated_file))
+        tmp.write_text(json.dumps({"step": trainer.global_step}), encoding="utf-8")
+        os.replace(tmp, self._validated_file)
+
+    def on_train_batch_start(self, trainer: Any, *_: Any) -> None:
+        self._step_before = trainer.global_step
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+        super().on_train_batch_end(trainer, pl_module, *args)
+        if self._time_is_up(trainer) and not self._should_skip_saving_checkpoint(trainer):
+            if self.monitor is None:  # a monitored top-k is saved when validation gives its metric
+                self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def _time_is_up(self, trainer: Any) -> bool:
+        """Whether `every_n_minutes` of training have passed, at the end of an optimizer step.
+
+        One process reads its clock. Several ranks must agree without a collective at every
+        step (each would make the host wait for the device): `PACE_STEPS` steps after each
+        save they agree once on the time those steps took (the slowest rank's), and the
+        interval becomes that many steps at that pace.
+        """
+        if not self.every_n_minutes or trainer.global_step == self._step_before:
+            return False  # off, or inside an accumulation window
+        if self._last_global_step_saved == trainer.global_step:
+            return False
+        interval = self.every_n_minutes * 60
+        if trainer.world_size == 1:
+            return time.monotonic() - self._saved_at >= interval
+        steps = trainer.global_step - self._saved_step
+        if self._interval_steps is None:
+            if steps < PACE_STEPS:
+                return False
+            import torch
+
+            took = torch.tensor(
+                time.monotonic() - self._saved_at, device=trainer.strategy.root_device
+            )
+            took = float(trainer.strategy.reduce(took, reduce_op="max"))
+            self._interval_steps = max(PACE_STEPS, math.ceil(interval * steps / max(took, 1e-9)))
+        return steps >= self._interval_steps
+
+    def save_last_now(self, trainer: Any) -> str:
+        """Save `last.ckpt` at this step, unless it was saved at this step already; its path.
+
+        Call on every rank (a collective under DDP and FSDP2).
+        """
+        if self._last_step_saved == trainer.global_step and self.last_model_path:
+            return self.last_model_path
+        if self.save_last:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        else:  # a signal still leaves a checkpoint to resume from
+            self.last_model_path = self.last_path
+            self._save_checkpoint(trainer, self.last_path)
+        return self.last_model_path
+
+    def _save_checkpoint(self, trainer: Any, filepath: str) -> None:
+        started = time.monotonic()
+        super()._save_checkpoint(trainer, filepath)
+        seconds = time.monotonic() - started
+        self._saved_at, self._saved_step = time.monotonic(), trainer.global_step
+        self._interval_steps = None
+        if filepath == self.last_model_path:
+            self._last_step_saved = trainer.global_step
+        if trainer.is_global_zero:
+            print(
+                f"checkpoint: step {trainer.global_step} saved to {filepath} in {seconds:.1f} s "
+                f"({_size(_disk_size(filepath))})",
+                flush=True,
+            )
+            if trainer.logger is not None:
+                trainer.logger.log_metrics({"checkpoint/save_s": seconds}, step=trainer.global_step)
 
 
 class SafeCheckpointIO(TorchCheckpointIO):

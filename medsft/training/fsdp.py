@@ -1,7 +1,8 @@
 """FSDP2 for full fine-tuning: the strategy (`--trainer.strategy fsdp2`), the settings it refuses,
 and how a model is sharded (each decoder layer, then the whole model).
 
-Importing this module registers the `fsdp2` strategy name with Lightning.
+`register_strategy` gives Lightning the `fsdp2` name; train.py calls it before the Trainer is built
+(importing this module registers nothing).
 """
 
 from __future__ import annotations
@@ -57,10 +58,11 @@ def transformers_version() -> tuple[int, ...]:
     return tuple(map(int, re.findall(r"\d+", version("transformers"))[:3]))
 
 
-# `--trainer.strategy fsdp2`
-StrategyRegistry.register(
-    "fsdp2", FSDP2Strategy, description="FSDP2 over all ranks (medsft)", override=True
-)
+def register_strategy() -> None:
+    """`--trainer.strategy fsdp2`: the name in Lightning's StrategyRegistry (idempotent)."""
+    StrategyRegistry.register(
+        "fsdp2", FSDP2Strategy, description="FSDP2 over all ranks (medsft)", override=True
+    )
 
 
 def validate_strategy(strategy: Any, finetune: str, quantize: str | None) -> None:

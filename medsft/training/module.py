@@ -111,6 +111,15 @@ class SFTModule(LightningModule):
         super().__init__()
         validate_model_args(name_or_path, finetune, quantize, lora)
         optimizer.validate(cuda=torch.cuda.is_available())
+        if finetune == "full" and lora != LoraSettings():
+            log.warning(
+                "model.lora is set (%s) but model.finetune is full, which trains every weight "
+                "and adds no adapter: the lora settings are ignored; remove them, or use "
+                "finetune: lora",
+                ", ".join(
+                    f"{k}: {v}" for k, v in vars(lora).items() if v != getattr(LoraSettings(), k)
+                ),
+            )
         self.save_hyperparameters()
         self.name_or_path, self.finetune, self.quantize = name_or_path, finetune, quantize
         self.lora, self.optim = lora, optimizer
@@ -132,7 +141,10 @@ class SFTModule(LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
-        device = self.trainer.strategy.root_device if self._trainer is not None else None
+        try:
+            device = self.trainer.strategy.root_device
+        except RuntimeError:  # not attached to a Trainer: built on the CPU (tests, export)
+            device = None
         self.model = build_model(
             self.name_or_path,
             finetune=self.finetune,
@@ -154,7 +166,7 @@ class SFTModule(LightningModule):
             lora_r=self.lora.r,
             lora_targets=self.lora.target_modules,
         )
-        if self._device_mesh is not None:
+        if self.device_mesh is not None:
             validate_strategy(self.trainer.strategy, self.finetune, self.quantize)
             shard_model(self.model, self.device_mesh)
 
@@ -171,7 +183,7 @@ class SFTModule(LightningModule):
         # transformers keeps attention inside each one (block-diagonal, or flash varlen).
         position_ids = batch.get("position_ids")
         self._attention.follow(self.model, position_ids is not None, input_ids.device)
-        if self._device_mesh is not None:
+        if self.device_mesh is not None:
             # Under FSDP2 the root module must run its own forward to gather its parameters; its
             # boolean `logits_to_keep` still projects supervised positions only ([N, V] logits).
             keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -194,6 +206,17 @@ class SFTModule(LightningModule):
         if self._rng_to_restore is not None:
             _set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
+        if self.trainer.ckpt_path is not None:
+            # The restored optimizer holds the rate the checkpoint's schedule set for the next
+            # step; the schedule follows trainer.max_steps, which a resume may change: the next
+            # step takes its rate from the schedule as configured now.
+            for config in self.trainer.lr_scheduler_configs:
+                scheduler = config.scheduler
+                rates = zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)
+                for group, (factor, base) in zip(
+                    scheduler.optimizer.param_groups, rates, strict=True
+                ):
+                    group["lr"] = base * factor(scheduler.last_epoch)
 
     def on_train_epoch_start(self) -> None:
         self._window = torch.zeros_like(self._window)
@@ -341,10 +364,33 @@ class SFTModule(LightningModule):
         self.log("val/ppl", result["ppl"], sync_dist=False)
         self.val_ppl.reset()
 
+    def validation_pass(self) -> dict[str, float]:
+        """One pass over the validation data outside Lightning's loop (every rank): what
+        `validation_step` and `on_validation_epoch_end` compute, returned rather than logged
+        (for a validation a resume must redo, medsft.training.checkpoint.validate_now)."""
+        trainer = self.trainer
+        loader = trainer.datamodule.val_dataloader()
+        limit = trainer.limit_val_batches
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                for i, batch in enumerate(loader):
+                    if isinstance(limit, int) and i >= limit:
+                        break
+                    self.validation_step(trainer.strategy.batch_to_device(batch), i)
+            if self.val_ppl.update_count == 0:
+                return {}
+            result = self.val_ppl.compute()
+            return {"val/loss": float(result["loss"]), "val/ppl": float(result["ppl"])}
+        finally:
+            self.val_ppl.reset()
+            self.train(was_training)
+
     def configure_optimizers(self) -> dict[str, Any]:
         scaler = getattr(self.trainer.precision_plugin, "scaler", None) is not None
         optimizer = build_optimizer(
-            self.parameters(), self.optim, sharded=self._device_mesh is not None, scaler=scaler
+            self.parameters(), self.optim, sharded=self.device_mesh is not None, scaler=scaler
         )
         # max_steps, not trainer.estimated_stepping_batches: that sets up the train loader before
         # the checkpoint is restored, so a resumed stream would start from the wrong place.

@@ -46,10 +46,26 @@ class OptimizerSettings:
         Args:
             cuda: whether a CUDA GPU is available (bitsandbytes' optimizers need one).
         """
+        checks = [
+            (self.lr > 0, "lr", "> 0 (e.g. 2e-4)"),
+            (self.weight_decay >= 0, "weight_decay", ">= 0"),
+            (all(0 <= b < 1 for b in self.betas), "betas", "two numbers in [0, 1)"),
+            (self.warmup_steps >= 0, "warmup_steps", ">= 0"),
+            (0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "in [0, 1]"),
+        ]
+        for ok, name, wanted in checks:
+            if not ok:
+                raise ConfigError(
+                    f"model.optimizer.{name} must be {wanted}; got {getattr(self, name)!r}"
+                )
+        if self.name != "adamw" and self.fused is not None:
+            raise ConfigError(
+                f"model.optimizer.fused is torch AdamW's kernel choice; {self.name} is "
+                "bitsandbytes' optimizer, which would ignore it: remove model.optimizer.fused, "
+                "or use name: adamw"
+            )
         if self.name != "adamw" and not cuda:
             raise ConfigError(f"optimizer.name={self.name!r} needs a CUDA GPU; use adamw on CPU")
-        if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError("optimizer.warmup_steps must be >= 0 and min_lr_ratio in [0, 1]")
 
 
 def parameter_groups(

@@ -25,6 +25,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -139,7 +141,12 @@ class Preemption(Callback):
 
     @staticmethod
     def _save(trainer: Trainer) -> str:
+        from medsft.training.checkpoint import RunCheckpoint
+
         callback = trainer.checkpoint_callback
+        if isinstance(callback, RunCheckpoint):
+            # Through the callback, so that it knows last.ckpt holds this step.
+            return callback.save_last_now(trainer)
         folder = getattr(callback, "dirpath", None) or os.path.join(
             trainer.log_dir or trainer.default_root_dir, "checkpoints"
         )
@@ -172,3 +179,49 @@ class Preemption(Callback):
                 file=sys.stderr,
                 flush=True,
             )
+
+
+@contextmanager
+def signals_deferred(what: str) -> Iterator[None]:
+    """SIGTERM, SIGINT (and SIGUSR1 under SLURM) wait until the block is done, then end the
+    process with 128 + the signal number: for the final checkpoint and model, which a signal
+    must not leave half written (Lightning has restored the previous handlers by then).
+
+    Args:
+        what: what the block writes, for the message.
+
+    Raises:
+        Preempted: a signal arrived during the block (after it completed).
+    """
+    received: list[int] = []
+
+    def note(signum: int, frame: Any) -> None:
+        if not received:
+            print(
+                f"{signal.Signals(signum).name} received while writing {what}: finishing it, "
+                "then exiting",
+                file=sys.stderr,
+                flush=True,
+            )
+        received.append(signum)
+
+    handled = [signal.SIGTERM, signal.SIGINT]
+    if slurm_job_id() is not None:
+        handled.append(REQUEUE_SIGNAL)
+    try:
+        previous = {s: signal.signal(s, note) for s in handled}
+    except ValueError:  # not the main thread: signals stay with their owner
+        previous = {}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        print(
+            f"{signal.Signals(received[0]).name}: {what} written; exiting with "
+            f"{exit_code(received[0])}",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise Preempted(received[0], None)

@@ -91,6 +91,9 @@ class CheckpointInfo:
     """The optimizer step it was saved at (None: a distributed checkpoint, not read here)."""
     config: dict[str, Any] | None = None
     """The flattened config it was trained with (None: saved by an older medsft)."""
+    log_dir: str | None = None
+    """The run folder (`version_N`) it was trained in, wherever the checkpoint itself lies
+    (`--checkpoint.dirpath`); None: saved by an older medsft."""
 
 
 @dataclass
@@ -117,7 +120,8 @@ def find_checkpoint(
     required: bool = True,
 ) -> Path | None:
     """The checkpoint to resume from: `ckpt_path`, or for `last` this experiment's newest
-    last.ckpt (in `dirpath` when set, else under `<save_dir>/<name>/version_*`).
+    last.ckpt (in `dirpath` when set, else under `<save_dir>/<name>/version_*`; the
+    `last-vN.ckpt` that older medsft versions wrote after a resume count too).
 
     Args:
         ckpt_path: a path, `last`, or None (no resume).
@@ -141,7 +145,10 @@ def find_checkpoint(
         pattern = os.path.join(dirpath, "last.ckpt")
     else:
         pattern = os.path.join(save_dir or ".", name or "", "version_*", "checkpoints", "last.ckpt")
-    found = sorted(glob.glob(pattern), key=os.path.getmtime)
+    found = sorted(
+        glob.glob(pattern) + glob.glob(pattern.removesuffix(".ckpt") + "-v*.ckpt"),
+        key=os.path.getmtime,
+    )
     if not found:
         if not required:
             return None
@@ -179,7 +186,9 @@ def read_checkpoint(path: str | Path) -> CheckpointInfo:
     except (OSError, RuntimeError) as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {_first_line(err)}") from None
     stored = state.get(CONFIG_KEY) or {}
-    return CheckpointInfo(path, int(state["global_step"]), stored.get("config"))
+    return CheckpointInfo(
+        path, int(state["global_step"]), stored.get("config"), stored.get("log_dir")
+    )
 
 
 def _first_line(err: BaseException) -> str:
@@ -189,9 +198,14 @@ def _first_line(err: BaseException) -> str:
 
 def version_of(checkpoint: str | Path, save_dir: str | None, name: str | None) -> int | None:
     """N when `checkpoint` is `<save_dir>/<name>/version_N/checkpoints/<file>`, else None."""
-    run_dir = Path(checkpoint).absolute().parent.parent
+    return run_version(Path(checkpoint).absolute().parent.parent, save_dir, name)
+
+
+def run_version(run_dir: str | Path, save_dir: str | None, name: str | None) -> int | None:
+    """N when `run_dir` is `<save_dir>/<name>/version_N`, else None."""
+    run_dir = Path(run_dir).resolve()
     found = re.fullmatch(r"version_(\d+)", run_dir.name)
-    if found and run_dir.parent == Path(save_dir or ".", name or "").absolute():
+    if found and run_dir.parent == Path(save_dir or ".", name or "").resolve():
         return int(found.group(1))
     return None
 
@@ -240,7 +254,7 @@ def compare_configs(
     allow = list(allow)
     old = {**{k: v for k, v in ADDED_SINCE.items() if k in new}, **old}
     keys = sorted(set(old) | set(new))
-    diffs = [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
+    diffs = [(k, old.get(k), new.get(k)) for k in keys if not same_value(old.get(k), new.get(k))]
     stuck = [d for d in diffs if _matches(d[0], IGNORED_BY_RESTORE)]
     if stuck:
         listed = ", ".join(f"{k}: {o!r} -> {n!r}" for k, o, n in stuck)
@@ -258,6 +272,18 @@ def compare_configs(
             f"settings, or allow it on purpose with --allow_changed {keys_arg}"
         )
     return Changes(allowed=diffs)
+
+
+def same_value(old: Any, new: Any) -> bool:
+    """Equal, or two spellings of one local path (`./data/x` and `data/x`, or an absolute path),
+    compared resolved from the working directory; a glob compares normalised."""
+    if old == new:
+        return True
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return False
+    if glob.has_magic(old) or glob.has_magic(new):
+        return os.path.abspath(old) == os.path.abspath(new)
+    return os.path.exists(old) and os.path.exists(new) and os.path.samefile(old, new)
 
 
 def resume_config_name(run_dir: str | Path) -> str:

@@ -92,3 +92,59 @@ def test_configs_parse_with_dotted_overrides():
         assert cfg.judge.base_url == "http://127.0.0.1:1/v1"
         names = [s.name for s in cfg.systems]
         assert cfg.baseline in names and "finetuned" in names
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_an_endpoint_answers_is_one_line_and_exit_130(tmp_path):
+    """Ctrl-C with requests in flight (an endpoint that takes 30 s per answer): one line, exit
+    130, no thread waited for; today Python printed tracebacks and died by the signal. The
+    child gets Ctrl-C's usual disposition whatever this process runs with (`pytest &`)."""
+    import signal
+    import time
+
+    from tests.judge_server import JudgeServer
+
+    def slow(request):
+        time.sleep(30)
+        return "多喝水。"
+
+    with JudgeServer(slow) as server:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "EP_KEY": "unused"}
+        env.update(PYTHONPATH=str(ROOT))
+        endpoint = f"{{name: ep, kind: endpoint, path: m, base_url: '{server.base_url}', api_key_env: EP_KEY}}"
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "evaluate.py"),
+                "--config",
+                str(ROOT / "configs/eval_demo.yaml"),
+                "--output_dir",
+                str(tmp_path / "out"),
+                "--systems",
+                f"[{endpoint}]",
+                "--baseline",
+                "null",
+                "--mcq_set",
+                "null",
+            ],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        seen = ""
+        while "asking" not in seen:
+            line = proc.stderr.readline()
+            assert line, seen[-2000:]
+            seen += line
+        time.sleep(1)  # the requests are in flight
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        err = seen + proc.communicate(timeout=120)[1]
+        seconds = time.monotonic() - sent
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 130, err[-2000:]
+    assert len(errors) == 1 and errors[0].startswith("error: interrupted (Ctrl-C)"), err[-2000:]
+    assert "Traceback" not in err and seconds < 30, (seconds, err[-2000:])

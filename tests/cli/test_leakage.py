@@ -76,3 +76,16 @@ def test_the_module_docstrings_commands_parse():
             args = shlex.split(command)[3:]
             if args != ["--help"]:
                 build_parser().parse_args(args)  # raises (SystemExit) on an unknown flag
+
+
+def test_the_training_set_is_read_as_train_py_reads_it_by_default():
+    """README: `huatuo` is the default preset; the tool read training files as `course` lists."""
+    leak = main(
+        [
+            "--test_set.source",
+            "data/sample/test_zh_med.json",
+            "--leakage.train_set.source",
+            "data/sample/huatuo_sample.jsonl",
+        ]
+    )
+    assert leak["train_rows"] == 64

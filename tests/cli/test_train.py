@@ -132,3 +132,41 @@ def test_a_crafted_checkpoint_runs_nothing_and_is_one_error_line(tmp_path, capsy
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in err
     assert lines[0].startswith(f"error: refusing checkpoint {ckpt}: it holds Python objects")
+
+
+@pytest.mark.slow
+def test_a_longer_max_steps_on_resume_sets_the_rate_of_the_first_resumed_step(tmp_path):
+    """The cosine schedule follows max_steps: after 2 of 2 steps the optimizer holds the old
+    schedule's final rate; resumed to 4 steps, step 3 already takes the new schedule's rate."""
+    from medsft.training.optim import OptimizerSettings, lr_factor
+
+    cosine = ("--model.finetune", "lora", "--model.optimizer.warmup_steps", "0")
+    train(tmp_path, *cosine, "--trainer.max_steps", "2", name="lr")
+    train(tmp_path, *cosine, "--trainer.max_steps", "4", "--ckpt_path", "last", name="lr")
+    settings = OptimizerSettings(lr=0.01, warmup_steps=0, min_lr_ratio=0.1)
+    expected = [0.01 * lr_factor(s, settings, 2) for s in (0, 1)]
+    expected += [0.01 * lr_factor(s, settings, 4) for s in (2, 3)]
+    assert scalars(tmp_path / "lr/version_0", "train/lr") == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_a_finished_run_whose_adapter_was_cut_short_is_written_again_on_resume(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    lora = ("--model.finetune", "lora", "--trainer.max_steps", "2")
+    train(tmp_path, *lora, name="cut")
+    adapter = tmp_path / "cut/version_0/adapter"
+    weights = load_file(adapter / "adapter_model.safetensors")
+    (adapter / "adapter_model.safetensors").unlink()  # what an interrupted older save left
+    capsys.readouterr()
+    train(tmp_path, *lora, "--ckpt_path", "last", name="cut")
+    out = capsys.readouterr().out
+    assert (
+        f"but {adapter} has no adapter weights" in out and "writing it from the checkpoint" in out
+    )
+    again = load_file(adapter / "adapter_model.safetensors")
+    assert again.keys() == weights.keys()
+    assert all(torch.equal(again[k], weights[k]) for k in weights)
+    assert sorted(p.name for p in adapter.parent.iterdir() if p.name.startswith(".")) == []
+    train(tmp_path, *lora, "--ckpt_path", "last", name="cut")
+    assert "nothing to train" in capsys.readouterr().out

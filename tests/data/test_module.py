@@ -114,3 +114,24 @@ def test_two_workers_resume_where_the_loader_stopped(packing, stop_after):
     first, position = run(limit=stop_after)
     rest, _ = run(position=position)
     assert first == everything[:stop_after] and first + rest == everything
+
+
+def test_a_validation_share_that_holds_nothing_out_stops_and_shared_ids_are_named(tmp_path, caplog):
+    """The split goes by id: 40 rows with one id all land on one side, which once trained on
+    every row and logged no val/loss."""
+    import json
+
+    rows = [{"id": "same", "question": f"问题{i}", "answer": "回答"} for i in range(40)]
+    path = tmp_path / "one_id.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    # 'same' hashes to the training side at 0.1 (and to validation at high enough fractions).
+    with (
+        caplog.at_level("WARNING", logger="medsft.data"),
+        pytest.raises(EmptySource, match=r"val_fraction 0\.1 held out none of the 40 examples"),
+    ):
+        dm(str(path), val_fraction=0.1).setup("fit")
+    assert "40 of 40 rows" in caplog.text and "id 'same': 40 rows" in caplog.text
+    for row, i in zip(rows, range(40), strict=True):
+        row["id"] = f"row-{i}"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    dm(str(path), val_fraction=0.1).setup("fit")  # distinct ids: some held out, no error

@@ -72,3 +72,29 @@ def test_answers_file_aligns_by_question(tmp_path):
     partial.write_text(json.dumps(rows[0], ensure_ascii=False) + "\n", encoding="utf-8")
     with pytest.raises(ValueError, match="no answer to test question 1"):
         answers_system(SystemSpec("gpt", str(partial)), examples)
+
+
+def test_an_answers_file_must_fit_the_test_set_exactly(tmp_path, examples):
+    """An extra row aligned by order would shift every answer after it (and still score);
+    by question, a row the test set does not ask or two different answers to one question
+    stop too. A test set cut by its limit may have answers beyond it."""
+    answers = [f"回答{i}" for i in range(len(examples))]
+    shifted = _write(tmp_path / "shifted.json", [["extra", "多余"]] + [["q", a] for a in answers])
+    spec = SystemSpec("shifted", shifted, question_column=None)
+    with pytest.raises(ValueError, match="has 5 answers for the test set's 4 rows"):
+        answers_system(spec, examples)
+    longer = _write(tmp_path / "longer.json", [["q", a] for a in [*answers, "第五个"]])
+    spec = SystemSpec("longer", longer, question_column=None)
+    assert answers_system(spec, examples, limited=True).answers == answers
+
+    pairs = [[ex.question, a] for ex, a in zip(examples, answers, strict=True)]
+    other = _write(tmp_path / "other.json", [*pairs, ["另一个测试集的问题", "回答"]])
+    with pytest.raises(ValueError, match=r"other\.json: item 4 answers a question the test set"):
+        answers_system(SystemSpec("other", other), examples)
+    assert answers_system(SystemSpec("other", other), examples, limited=True).answers == answers
+
+    twice = _write(tmp_path / "twice.json", [*pairs, [examples[1].question, answers[1]]])
+    assert answers_system(SystemSpec("twice", twice), examples).answers == answers  # the same
+    conflict = _write(tmp_path / "conflict.json", [*pairs, [examples[1].question, "别的回答"]])
+    with pytest.raises(ValueError, match=r"item 1 and .*item 4 give different answers"):
+        answers_system(SystemSpec("conflict", conflict), examples)

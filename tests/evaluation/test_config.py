@@ -128,3 +128,24 @@ def test_a_second_judge_is_the_first_with_its_own_model_and_is_checked_early(mon
     with pytest.raises(ValueError, match="judge.compare_with.base_url must not carry") as err:
         judge_status(config)
     assert SECRET not in str(err.value)
+
+
+def test_latest_refuses_the_newest_run_when_its_model_is_incomplete(tmp_path):
+    """Not an older run instead (silently another model), not a traceback later."""
+    import os
+
+    from medsft.evaluation import resolve_run_dir
+    from medsft.model.trained import IncompleteModel
+
+    logs = tmp_path / "logs/demo"
+    for version, files in ((0, ["model.safetensors", "tokenizer_config.json"]), (1, [])):
+        model = logs / f"version_{version}/model"
+        model.mkdir(parents=True)
+        for name in ["config.json", *files]:
+            (model / name).write_text("{}")
+        os.utime(model, (version, version))  # version_1 saved last
+    with pytest.raises(IncompleteModel, match=r"version_1/model is incomplete"):
+        resolve_run_dir(str(logs / "latest"))
+    with pytest.raises(IncompleteModel):
+        resolve_run_dir(str(logs / "version_1"))
+    assert resolve_run_dir(str(logs / "version_0")) == logs / "version_0"

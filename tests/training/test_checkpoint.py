@@ -258,3 +258,124 @@ def test_a_checkpoint_that_would_run_code_is_refused_on_load(tmp_path):
     with pytest.raises(CheckpointError, match="refusing checkpoint .* Python objects"):
         SafeCheckpointIO().load_checkpoint(tmp_path / "last.ckpt")
     assert not marker.exists()
+
+
+def test_the_size_estimate_counts_a_shared_storage_once():
+    """A tied embedding and output head are one storage under two names: torch.save writes it
+    once, and the disk-full message's estimate says so."""
+    from medsft.training.checkpoint import state_bytes
+
+    embedding = torch.nn.Embedding(100, 8)
+    head = torch.nn.Linear(8, 100, bias=False)
+    head.weight = embedding.weight
+    saved = {"state_dict": {"embed.weight": embedding.weight, "head.weight": head.weight}}
+    assert state_bytes(saved) == 100 * 8 * 4
+    assert state_bytes({**saved, "other": torch.zeros(10)}) == 100 * 8 * 4 + 40
+
+
+def test_a_folder_is_written_whole_or_not_at_all(tmp_path):
+    from medsft.training.checkpoint import write_folder
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "config.json").write_text("{}")  # what an interrupted older save left
+
+    def fails(folder):
+        (folder / "model.safetensors").write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_folder(target, fails)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # untouched, no temp left
+    assert sorted(p.name for p in target.iterdir()) == ["config.json"]
+
+    dead = tmp_path / ".model.tmp-999999999"  # a killed save's temp folder
+    dead.mkdir()
+
+    def writes(folder):
+        (folder / "model.safetensors").write_bytes(b"weights")
+        (folder / "tokenizer_config.json").write_text("{}")
+
+    assert write_folder(target, writes) == target
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert sorted(p.name for p in target.iterdir()) == [
+        "model.safetensors",
+        "tokenizer_config.json",
+    ]
+
+
+LORA = ("--model.finetune", "lora")
+
+
+def test_last_is_saved_by_training_time_with_its_cost_and_one_previous_kept(tmp_path, capsys):
+    """`every_n_minutes` alone (no step interval): a save at each step once the time is up;
+    each prints and logs its cost; the final step is not saved twice; two files are kept."""
+    from tests.helpers import scalars, train
+
+    run = train(
+        tmp_path, *LORA, "--checkpoint.every_n_minutes", "1e-9", "--trainer.max_steps", "3"
+    ).trainer.log_dir
+    saves = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("checkpoint:")
+    ]
+    folder = Path(run) / "checkpoints"
+    assert [line.split(" saved")[0] for line in saves] == [
+        "checkpoint: step 1",
+        "checkpoint: step 2",
+        "checkpoint: step 3",
+    ]
+    assert all(f"to {folder / 'last.ckpt'} in " in line for line in saves)
+    assert len(scalars(run, "checkpoint/save_s")) == 3
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt", "last.prev.ckpt"]
+
+
+def test_a_validation_stopped_by_a_crash_runs_when_the_run_resumes(tmp_path):
+    """Lightning saves step 4's checkpoint, then validates; a resume from it would count that
+    validation as done and the curve would miss its point for good."""
+    from tests.helpers import four_rows, scalars, train
+
+    every_2 = (
+        *LORA,
+        "--data.val_source",
+        four_rows(tmp_path),
+        "--trainer.val_check_interval",
+        "2",
+        "--trainer.check_val_every_n_epoch",
+        "null",
+        "--checkpoint.every_n_train_steps",
+        "2",
+    )
+    crash = '[{"class_path": "tests.resume_helpers.CrashInValidation", "init_args": {"step": 4}}]'
+    with pytest.raises(RuntimeError, match="crash while validating step 4"):
+        train(tmp_path, *every_2, "--trainer.callbacks", crash, name="val")
+    run = tmp_path / "val/version_0"
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=True)["global_step"] == 4
+    train(tmp_path, *every_2, "--ckpt_path", "last", name="val")
+    assert len(scalars(run, "val/loss")) == 3  # steps 2, 4 (after the resume) and 6, once each
+
+
+def test_several_ranks_turn_the_time_interval_into_steps_at_the_pace_they_agree_on(monkeypatch):
+    """No collective at every step: one, ten steps after a save, on the slowest rank's time."""
+    from types import SimpleNamespace
+
+    import medsft.training.checkpoint as module
+
+    clock = [1000.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    reduced = []
+
+    def reduce(tensor, reduce_op):
+        reduced.append(reduce_op)
+        return tensor * 1.5  # the slowest rank took half as long again
+
+    trainer = SimpleNamespace(
+        world_size=2, global_step=0, strategy=SimpleNamespace(root_device="cpu", reduce=reduce)
+    )
+    callback = module.RunCheckpoint(every_n_minutes=1)
+    up = []
+    for step in range(1, 41):
+        callback._step_before, trainer.global_step = step - 1, step
+        clock[0] += 2.0  # this rank: 2 s a step, the slowest 3 s: 20 steps a minute
+        up.append(callback._time_is_up(trainer))
+    assert reduced == ["max"]  # asked once, at step 10
+    assert up.index(True) + 1 == 20 and callback._interval_steps == 20

@@ -14,6 +14,7 @@ from medsft.training.fsdp import (
     FSDP2_TRANSFORMERS,
     FSDP2Strategy,
     full_tensor,
+    register_strategy,
     shard_model,
     transformers_version,
     validate_strategy,
@@ -47,6 +48,8 @@ def test_other_strategies_take_every_mode():
 
 
 def test_fsdp2_is_a_registered_strategy_name():
+    register_strategy()
+    register_strategy()  # idempotent
     assert StrategyRegistry["fsdp2"]["strategy"] is FSDP2Strategy
 
 

@@ -15,7 +15,7 @@ def test_configure_optimizers_schedules_by_the_trainers_steps():
     settings = OptimizerSettings(lr=1.0, warmup_steps=2, weight_decay=0.1, min_lr_ratio=0.2)
     module = SFTModule("random:tiny", finetune="full", optimizer=settings)
     module.configure_model()
-    module._trainer = SimpleNamespace(
+    module.trainer = SimpleNamespace(
         max_steps=6, global_step=0, precision_plugin=None, world_size=1
     )
     config = module.configure_optimizers()
@@ -25,7 +25,7 @@ def test_configure_optimizers_schedules_by_the_trainers_steps():
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == trainable
     assert optimizer.param_groups[0]["weight_decay"] == 0.1
     for step in (1, 3, 5):
-        module._trainer.global_step = step
+        module.trainer.global_step = step
         optimizer.step()  # no gradients: a no-op, in the order Lightning calls them
         scheduler.step()
         assert optimizer.param_groups[0]["lr"] == pytest.approx(lr_factor(step, settings, 6))

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from medsft.errors import ConfigError
 from medsft.model.build import build_model
 from medsft.training.optim import (
     OptimizerSettings,
@@ -131,6 +132,15 @@ def test_settings_refused_before_training():
     with pytest.raises(ValueError, match="needs a CUDA GPU"):
         OptimizerSettings(name="paged_adamw_8bit").validate(cuda=False)
     OptimizerSettings(name="paged_adamw_8bit").validate(cuda=True)
-    for bad in (dict(warmup_steps=-1), dict(min_lr_ratio=1.5)):
-        with pytest.raises(ValueError, match="min_lr_ratio in"):
-            OptimizerSettings(**bad).validate(cuda=True)
+    for key, bad in (
+        ("warmup_steps", -1),
+        ("min_lr_ratio", 1.5),
+        ("lr", -0.01),
+        ("lr", 0.0),
+        ("weight_decay", -0.1),
+        ("betas", (0.9, 1.0)),
+    ):
+        with pytest.raises(ConfigError, match=rf"^model\.optimizer\.{key} must be .*; got"):
+            OptimizerSettings(**{key: bad}).validate(cuda=True)
+    with pytest.raises(ConfigError, match="fused is torch AdamW's kernel choice"):
+        OptimizerSettings(name="adamw_8bit", fused=True).validate(cuda=True)

@@ -146,25 +146,32 @@ def test_sigint_mid_accumulation_finishes_the_step_saves_it_and_exits_130(tmp_pa
         f'[{{"class_path": "tests.resume_helpers.SignalAt", '
         f'"init_args": {{"step": 2, "signum": {int(signal.SIGINT)}}}}}]'
     )
-    with pytest.raises(Preempted) as stopped:
-        train(
-            tmp_path,
-            "--model.finetune",
-            "lora",
-            "--trainer.accumulate_grad_batches",
-            "2",
-            "--data.batch_size",
-            "2",
-            "--trainer.max_steps",
-            "6",
-            "--trainer.callbacks",
-            sigint,
-            name="int",
-        )
+    # Ctrl-C's usual disposition, whatever this process started with (`pytest &` in a script
+    # starts it with SIGINT ignored), and the one training must restore.
+    started_with = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(Preempted) as stopped:
+            train(
+                tmp_path,
+                "--model.finetune",
+                "lora",
+                "--trainer.accumulate_grad_batches",
+                "2",
+                "--data.batch_size",
+                "2",
+                "--trainer.max_steps",
+                "6",
+                "--trainer.callbacks",
+                sigint,
+                name="int",
+            )
+        restored = signal.getsignal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, started_with)
     assert stopped.value.code == 130 and stopped.value.signum == signal.SIGINT
     assert stopped.value.checkpoint == str(tmp_path / "int/version_0/checkpoints/last.ckpt")
     assert ckpt_step(stopped.value.checkpoint) == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert restored is signal.default_int_handler  # handlers restored
 
 
 def test_slurm_job_ids_and_exit_codes(monkeypatch):
@@ -193,3 +200,18 @@ def test_the_sbatch_script_asks_for_the_requeue_signal_and_is_valid_bash():
         assert f"#SBATCH {directive}" in text
     assert "srun python train.py" in text and "--ckpt_path" not in text.split("srun", 1)[1]
     subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_a_signal_during_the_final_write_waits_for_it_then_exits_143():
+    from medsft.training.preemption import Preempted, signals_deferred
+
+    before = signal.getsignal(signal.SIGTERM)
+    written = []
+    with pytest.raises(Preempted) as stopped, signals_deferred("the model"):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.01)  # the handler has run by now: the write goes on
+        written.append(True)
+    assert written and stopped.value.code == 143 and stopped.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is before
+    with signals_deferred("nothing"):  # no signal: no exit
+        pass

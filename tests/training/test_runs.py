@@ -146,6 +146,26 @@ def test_last_is_the_newest_checkpoint_of_the_run_name(tmp_path, capsys):
     )
     with pytest.raises(ConfigError, match="no checkpoint matches"):
         find_checkpoint("last", dirpath=str(tmp_path / "x"), save_dir=None, name=None)
+    # An older medsft's resumed run saved into last-v1.ckpt: the newest file wins, whatever its name.
+    legacy = newer.with_name("last-v1.ckpt")
+    save(legacy, 9, OLD)
+    os.utime(newer, (2, 2))
+    assert find_checkpoint("last", dirpath=None, save_dir=str(tmp_path), name="demo") == legacy
+
+
+def test_two_spellings_of_one_path_are_the_same_experiment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/x.jsonl").write_text("")
+    old = {**OLD, "data.source": "data/x.jsonl", "data.val_source": "data/*.jsonl"}
+    for source, val in (
+        ("./data/x.jsonl", "./data/*.jsonl"),
+        (str(tmp_path / "data/x.jsonl"), str(tmp_path / "data/*.jsonl")),
+    ):
+        new = {**old, "data.source": source, "data.val_source": val}
+        assert compare_configs(old, new).allowed == []
+    with pytest.raises(ResumeMismatch, match="data.source: 'data/x.jsonl' -> 'data/y.jsonl'"):
+        compare_configs(old, {**old, "data.source": "data/y.jsonl"})
 
 
 class Payload:
