@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from argparse import SUPPRESS, ArgumentTypeError
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,11 @@ class SFTCLI(LightningCLI):
             "differ from the checkpoint's, e.g. --allow_changed data.batch_size,data.seed",
         )
         add_debug_argument(parser)
+        # Run configs saved before LightningCLI's automatic optimizer arguments were turned off
+        # hold `optimizer: null` and `lr_scheduler: null`: still read as --config, null only (the
+        # optimizer is model.optimizer), and neither in --help nor in new configs.
+        for legacy in ("--optimizer", "--lr_scheduler"):
+            parser.add_argument(legacy, type=_null_only, default=None, help=SUPPRESS)
         parser.add_argument(
             "--export",
             type=bool,
@@ -500,6 +506,16 @@ def choose_cpu_threads(name_or_path: str, accelerator: Any) -> None:
         print(
             f"CPU training of a tiny model (hidden size {hidden}): 1 thread; set OMP_NUM_THREADS to choose"
         )
+
+
+def _null_only(value: Any) -> None:
+    """The type of the retired --optimizer/--lr_scheduler: null, as older run configs hold."""
+    if value in (None, "null", "None"):
+        return None
+    raise ArgumentTypeError(
+        f"{value!r}: the optimizer and its schedule are model.optimizer "
+        "(e.g. --model.optimizer.name adamw --model.optimizer.lr 2e-4)"
+    )
 
 
 def _checkpoint_the_end(trainer: Any) -> None:

@@ -31,33 +31,13 @@ IGNORED = ("trainer.logger", "trainer.callbacks", "ckpt_path", "trainer.default_
 
 
 def run_hparams(run_dir: Path) -> dict[str, Any] | None:
-    """The run's last resolved config (medsft.training.runs.latest_config), flattened to dotted keys;
-    None when it has none.
+    """The run's last resolved config (medsft.training.runs.read_run_config), flattened to dotted
+    keys without run bookkeeping; None when it has none."""
+    from medsft.training.runs import read_run_config
 
-    Raises:
-        InputError: the config is not YAML a mapping (named with its line), checked by
-            validate_config before any system is generated.
-    """
-    import yaml
-
-    from medsft.errors import InputError
-    from medsft.training.runs import latest_config
-
-    path = latest_config(run_dir)
-    if path is None:
+    config = read_run_config(run_dir)
+    if config is None:
         return None
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(err, "problem", None) or type(err).__name__
-        raise InputError(
-            f"{where}: the run's config is not valid YAML ({problem}); fix or restore it (the "
-            "report's ablation table reads it)"
-        ) from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: the run's config is not a mapping of settings")
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:

@@ -510,9 +510,9 @@ def _check_system(spec: SystemSpec, kind: Kind, generation: GenerationSettings) 
     if kind == "endpoint":
         _check_endpoint(spec, generation)
     elif kind == "run":
-        from medsft.evaluation.ablation import run_hparams
+        from medsft.training.runs import read_run_config
 
-        run_hparams(resolve_run_dir(spec.path))  # its config, read now: not after generating
+        read_run_config(resolve_run_dir(spec.path))  # read now (the ablation table reads it)
     elif kind == "answers" and not os.path.exists(spec.path):
         raise FileNotFoundError(f"system {spec.name!r}: answers file {spec.path!r} does not exist")
     elif kind == "model" and is_hub_id(spec.path):

@@ -413,8 +413,9 @@ class RunCheckpoint(ModelCheckpoint):
                 since the last save (null or 0: by steps only, `every_n_train_steps`).
             save_last: keep `last.ckpt` (ModelCheckpoint's option; medsft's default: true).
             save_top_k: also keep the k best checkpoints by `monitor` (0: none; -1: all).
-            enable_version_counter: name a save `last-v1.ckpt` when `last.ckpt` exists
-                (ModelCheckpoint's option; medsft's default: false).
+            enable_version_counter: name a top-k save `<name>-v1.ckpt` when `<name>.ckpt`
+                exists (ModelCheckpoint's option; medsft's default: false). `last.ckpt` is never
+                versioned, whatever this says: it is always the newest state.
             **kwargs: ModelCheckpoint's other options (dirpath, monitor, every_n_train_steps, ...).
         """
         if every_n_minutes is not None and every_n_minutes < 0:
@@ -513,6 +514,16 @@ class RunCheckpoint(ModelCheckpoint):
             took = float(trainer.strategy.reduce(took, reduce_op="max"))
             self._interval_steps = max(PACE_STEPS, math.ceil(interval * steps / max(took, 1e-9)))
         return steps >= self._interval_steps
+
+    def _save_last_checkpoint(self, trainer: Any, monitor_candidates: dict[str, Any]) -> None:
+        # One `last.ckpt`, always the newest (what `--ckpt_path last` reads; SafeCheckpointIO
+        # keeps the one it replaces): never `last-v1.ckpt`, which run configs written before
+        # RunCheckpoint still ask for with `enable_version_counter: true`.
+        versioned, self._enable_version_counter = self._enable_version_counter, False
+        try:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+        finally:
+            self._enable_version_counter = versioned
 
     def save_last_now(self, trainer: Any) -> str:
         """Save `last.ckpt` at this step, unless it was saved at this step already; its path.

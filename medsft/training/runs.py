@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medsft.errors import ConfigError
+from medsft.errors import ConfigError, InputError
 
 CONFIG_KEY = "medsft_run"
 """Where a checkpoint keeps the flattened config it was trained with, and the world size."""
@@ -312,6 +312,31 @@ def latest_config(run_dir: str | Path) -> Path | None:
         return max(resumes)[1]
     first = run_dir / FIRST_CONFIG
     return first if first.is_file() else None
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any] | None:
+    """The config the run last trained with (`latest_config`), read; None when it has none.
+
+    Raises:
+        InputError: the file is not YAML (named with its line) or not a mapping of settings.
+    """
+    import yaml
+
+    path = latest_config(run_dir)
+    if path is None:
+        return None
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise InputError(
+            f"{where}: the run's config is not valid YAML ({problem}); fix or restore it"
+        ) from None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: the run's config is not a mapping of settings")
+    return config
 
 
 def remove_empty_run(log_dir: str | None, *, step: int, resumed: bool) -> None:

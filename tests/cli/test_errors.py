@@ -148,8 +148,7 @@ def _entry(name):
 
     if name in ("train", "evaluate"):
         return importlib.import_module(f"medsft.cli.{name}").cli_main
-    module = "medsft.evaluation.leakage" if name == "leakage" else f"medsft.cli.{name}"
-    main = importlib.import_module(module).main
+    main = importlib.import_module(f"medsft.cli.{name}").main
     return lambda argv: run(main, argv)
 
 

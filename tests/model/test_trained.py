@@ -56,6 +56,7 @@ def test_a_run_folder_resolves_to_its_adapter_model_or_export(tmp_path):
     (run / "adapter" / "adapter_config.json").write_text(
         json.dumps({"base_model_name_or_path": "random:tiny"})
     )
+    (run / "adapter" / "adapter_model.safetensors").write_text("")
     assert resolve_trained(run) == run / "adapter" and is_adapter(run / "adapter")
     assert tokenizer_source(run / "adapter") == "random:tiny"  # no tokenizer of its own
     (run / "adapter" / "tokenizer_config.json").write_text("{}")

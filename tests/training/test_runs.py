@@ -227,5 +227,6 @@ def test_a_checkpoint_saved_before_the_layout_move_resumes_after_it(tmp_path, mo
     cli = main([*args, "--ckpt_path", "last"], callbacks=[first])
     assert first.step == 2 and cli.trainer.global_step == 3
     assert read_checkpoint(run / "checkpoints" / "last.ckpt").step == 3
+    assert not list((run / "checkpoints").glob("last-v*"))  # its config asks for versions
     assert "trainer.max_steps" in (run / "config.resume-1.yaml").read_text(encoding="utf-8")
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
