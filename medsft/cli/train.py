@@ -49,6 +49,14 @@ class SFTCLI(LightningCLI):
     resume: runs.CheckpointInfo | None = None
     """The checkpoint this run continues from, resolved before the classes are built."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # The optimizer and schedule are model.optimizer (medsft.training.optim); LightningCLI's
+        # own --optimizer/--lr_scheduler would be ignored or fight it.
+        from medsft.training.fsdp import register_strategy
+
+        register_strategy()  # `--trainer.strategy fsdp2` (configs/full.yaml)
+        super().__init__(*args, auto_configure_optimizers=False, **kwargs)
+
     def add_arguments_to_parser(self, parser) -> None:
         # Always there, configurable as --checkpoint.*: last.ckpt every every_n_minutes of
         # training and every every_n_train_steps, which `--ckpt_path last` reads.
@@ -209,10 +217,8 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from medsft.errors import ConfigError
-    from medsft.training.fsdp import register_strategy
     from medsft.training.preemption import Preempted, exit_code, signals_deferred
 
-    register_strategy()  # `--trainer.strategy fsdp2` (configs/full.yaml)
     args = config_by_name(args)
     try:
         cli = SFTCLI(
@@ -224,9 +230,6 @@ def main(args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> S
             save_config_callback=RunConfig,
             save_config_kwargs={"overwrite": False},
             parser_class=TrainParser,
-            # The optimizer and schedule are model.optimizer (medsft.training.optim);
-            # LightningCLI's own --optimizer/--lr_scheduler would be ignored or fight it.
-            auto_configure_optimizers=False,
             trainer_defaults={
                 "logger": lazy_instance(TensorBoardLogger, save_dir="logs", name="sft"),
             },
