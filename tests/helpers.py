@@ -33,6 +33,19 @@ def scalars(run_dir: str | Path, tag: str) -> list[float]:
     return [e.value for e in acc.Scalars(tag)]
 
 
+def texts(run_dir: str | Path, prefix: str = "samples/") -> dict[str, list[tuple[int, str]]]:
+    """Text logged to TensorBoard in a run folder under `prefix`: {tag: [(step, text), ...]}."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
+    acc.Reload()
+    return {
+        tag: [(e.step, e.tensor_proto.string_val[0].decode()) for e in acc.Tensors(tag)]
+        for tag in acc.Tags()["tensors"]
+        if tag.startswith(prefix)
+    }
+
+
 def decoder_layers(model: Any) -> list[torch.nn.Module]:
     """The decoder layers of a transformers causal LM, through a PEFT wrapper if there is one."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -189,7 +202,9 @@ def run_train(tmp_path, name, *args):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return tmp_path / name / "version_0"
+    run = tmp_path / name / "version_0"
+    (run / "stderr.txt").write_text(result.stderr, encoding="utf-8")  # what the run printed
+    return run
 
 
 def train_py(tmp_path, capsys, *args):

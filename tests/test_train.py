@@ -12,7 +12,16 @@ import yaml
 from safetensors.torch import load_file
 
 from medsft.cli.train import main
-from tests.helpers import ROOT, TRAIN_CONFIGS, four_rows, run_train, scalars, train, train_py
+from tests.helpers import (
+    ROOT,
+    TRAIN_CONFIGS,
+    four_rows,
+    run_train,
+    scalars,
+    texts,
+    train,
+    train_py,
+)
 
 
 @pytest.mark.parametrize("config", TRAIN_CONFIGS, ids=lambda p: Path(p).name)
@@ -200,14 +209,20 @@ PARALLEL = {
 def test_two_processes_match_one(tmp_path, mode):
     """Same global batch, uneven shards: the same token-weighted losses and weights."""
     both, two_only, weights, steps, rows = PARALLEL[mode]
-    data = tmp_path / "rows.jsonl"
+    data, val = tmp_path / "rows.jsonl", tmp_path / "val.jsonl"
     with open(ROOT / "data/sample/huatuo_sample.jsonl", encoding="utf-8") as f:
-        data.write_text("".join(f.readline() for _ in range(rows)), encoding="utf-8")
+        lines = f.readlines()
+    data.write_text("".join(lines[:rows]), encoding="utf-8")
+    val.write_text("".join(lines[-2:]), encoding="utf-8")
     common = [
         "--data.source",
         str(data),
-        "--data.val_fraction",
-        "0",
+        "--data.val_source",
+        str(val),
+        "--samples.n",
+        "2",
+        "--samples.max_new_tokens",
+        "4",
         "--data.shuffle_buffer",
         "1",
         "--trainer.max_steps",
@@ -215,9 +230,9 @@ def test_two_processes_match_one(tmp_path, mode):
         "--trainer.log_every_n_steps",
         "1",
         "--trainer.val_check_interval",
-        "null",
+        "4",
         "--trainer.check_val_every_n_epoch",
-        "1",
+        "null",
         *both,
     ]
     # The reference runs in this process (one interpreter start fewer); the two ranks through
@@ -232,6 +247,16 @@ def test_two_processes_match_one(tmp_path, mode):
         a, b = scalars(one, tag), scalars(two, tag)
         assert len(a) == len(b) == steps
         assert a == pytest.approx(b, rel=rel * (10 if tag == "train/grad_norm" else 1)), tag
+    # Sample answers at each validation (one per epoch): rank 0 generates under DDP and the
+    # ranks go on together; a model sharded by FSDP2 is not sampled, and the log says why.
+    sampled = texts(two)
+    if "fsdp2" in mode:
+        assert sampled == {}
+        skipped = "samples: no sample answers logged: the model is sharded"
+        assert (two / "stderr.txt").read_text(encoding="utf-8").count(skipped) == 1
+    else:
+        assert sampled.keys() == {"samples/0/text_summary", "samples/1/text_summary"}
+        assert len(sampled["samples/0/text_summary"]) == len(scalars(two, "val/loss")) >= 1
     w1, w2 = load_file(one / weights), load_file(two / weights)
     assert w1.keys() == w2.keys()
     # Adam divides by sqrt(v): rarely-hit embedding rows magnify summation-order differences.

@@ -1,21 +1,19 @@
 """Sample answers in TensorBoard: train.py on the demo config logs, at each validation, the same
 validation prompts answered greedily (prompt, reference, answer, step), for full fine-tuning and
-LoRA; `--samples.n 0` turns it off; both are saved in config.yaml; under two-process DDP rank 0
-samples and the run finishes, under FSDP2 sampling is skipped with the reason logged."""
+LoRA; `--samples.n 0` turns it off; both are saved in config.yaml. Under two-process DDP rank 0
+samples and the run finishes, under FSDP2 sampling is skipped with the reason logged:
+tests/test_train.py's two-process runs check both."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from medsft.training.samples import choose_prompts
-from tests.helpers import ROOT, scalars
+from tests.helpers import ROOT, scalars, texts
 
 VALIDATE_TWICE = [
     # The demo's 64 rows hold out one validation example at 0.1: 0.3 gives several.
@@ -36,19 +34,6 @@ VALIDATE_TWICE = [
     "--samples.max_new_tokens",
     "6",
 ]
-
-
-def texts(run_dir: Path) -> dict[str, list[tuple[int, str]]]:
-    """Text logged to TensorBoard in a run folder: {tag: [(step, text), ...]}."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
-    acc.Reload()
-    return {
-        tag: [(e.step, e.tensor_proto.string_val[0].decode()) for e in acc.Tensors(tag)]
-        for tag in acc.Tags()["tensors"]
-        if tag.startswith("samples/")
-    }
 
 
 def train(tmp_path: Path, *args: str):
@@ -135,36 +120,3 @@ def test_impossible_settings_say_how_to_fix(tmp_path, capsys):
 
     code, err = train_py(tmp_path, capsys, "--samples.n", "-1")
     assert code == 1 and "samples.n must be >= 0 (0: off)" in err
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp", "fsdp2"])
-def test_two_processes_sample_on_rank_0_or_skip_sharded_models(tmp_path, strategy):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "--config",
-            str(ROOT / "configs/demo.yaml"),
-            "--trainer.logger.init_args.save_dir",
-            str(tmp_path),
-            "--trainer.devices",
-            "2",
-            "--trainer.strategy",
-            strategy,
-            *VALIDATE_TWICE,
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    logged = texts(tmp_path / "demo" / "version_0")
-    if strategy == "ddp":
-        assert [s for s, _ in logged["samples/0/text_summary"]] == [2, 4]
-    else:
-        assert logged == {}
-        assert done.stderr.count("samples: no sample answers logged: the model is sharded") == 1
