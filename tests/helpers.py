@@ -143,8 +143,9 @@ def four_rows(tmp_path):
     return str(path)
 
 
-def train(tmp_path, *args, name="run"):
-    """Train on one repeated batch of 4 rows, so the loss must fall step after step."""
+def train(tmp_path, *args, name="run", callbacks=()):
+    """Train on one repeated batch of 4 rows, so the loss must fall step after step
+    (`callbacks` observe or stop the run)."""
     from medsft.cli.train import main
 
     return main(
@@ -174,7 +175,8 @@ def train(tmp_path, *args, name="run"):
             "--trainer.logger.init_args.name",
             name,
             *args,
-        ]
+        ],
+        callbacks=callbacks,
     )
 
 

@@ -513,34 +513,3 @@ def test_a_hub_stream_resumes_exactly(tmp_path, monkeypatch):
     for (name, p), q in pairs:
         if p.requires_grad:
             torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-6, msg=name)
-
-
-@pytest.mark.slow
-def test_the_demo_stopped_by_sigterm_then_kill_9_redoes_only_the_steps_since_its_last_save(
-    tmp_path,
-):
-    """benchmarks/kill_resume.py, shortened to 20 steps: SIGTERM after step 2, resume, kill -9
-    at step 15, resume. The second resume starts from the periodic checkpoint of step 10 (5
-    steps redone; 12 when the resumed run's saves went to last-v1.ckpt), finishes in the same
-    folder with a whole model/, keeps two checkpoints, and logs each validation once.
-    (benchmarks/results/kill_resume.json: the full demo, killed at step 30.)"""
-    out = tmp_path / "kill_resume.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [sys.executable, "benchmarks/kill_resume.py", "--max_steps", "20", "--kill_at", "15"]
-        + ["--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    figures = json.loads(out.read_text())["figures"]
-    assert figures["sigterm_exit_code"] == 143 and figures["checkpoint_step_after_sigterm"] >= 3
-    assert figures["sigkill_exit_code"] == -9
-    assert figures["second_resume_started_from_step"] == 10 and figures["steps_redone"] == 5
-    assert figures["final_exit_code"] == 0 and figures["final_step"] == 20
-    assert figures["version_folders"] == ["version_0"] and figures["model_complete"]
-    assert sorted(figures["checkpoint_files"]) == ["last.ckpt", "last.prev.ckpt", "validated.json"]
-    assert figures["val_loss_steps"] == [9, 19]

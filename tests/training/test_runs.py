@@ -230,3 +230,35 @@ def test_a_checkpoint_saved_before_the_layout_move_resumes_after_it(tmp_path, mo
     assert not list((run / "checkpoints").glob("last-v*"))  # its config asks for versions
     assert "trainer.max_steps" in (run / "config.resume-1.yaml").read_text(encoding="utf-8")
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_ckpt_path_last_is_the_newest_state_across_resumes_and_crashes(tmp_path):
+    """A finished run resumed for more steps saves its periodic checkpoints into last.ckpt (an
+    older medsft wrote last-v1.ckpt, which `--ckpt_path last` never read: a crash then redid
+    every step since the first resume); a crash at step 7 resumes from the save at step 6, in
+    the same folder, with the current and the previous checkpoint kept."""
+    from lightning.pytorch import Callback
+
+    from tests.helpers import train
+
+    class Crash(Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 7:
+                raise RuntimeError("crashed at step 7")
+
+    class FirstStep(Callback):
+        def on_train_batch_start(self, trainer, *args):
+            self.step = getattr(self, "step", trainer.global_step)
+
+    every_2 = ["--model.finetune", "lora", "--checkpoint.every_n_train_steps", "2"]
+    run = Path(train(tmp_path, *every_2, "--trainer.max_steps", "3").trainer.log_dir)
+    more = [*every_2, "--trainer.max_steps", "9", "--ckpt_path", "last"]
+    with pytest.raises(RuntimeError, match="crashed at step 7"):
+        train(tmp_path, *more, callbacks=[Crash()])
+    folder = run / "checkpoints"
+    assert sorted(p.name for p in folder.glob("*.ckpt")) == ["last.ckpt", "last.prev.ckpt"]
+    assert read_checkpoint(folder / "last.ckpt").step == 6
+    first = FirstStep()
+    cli = train(tmp_path, *more, callbacks=[first])
+    assert first.step == 6 and cli.trainer.global_step == 9 and Path(cli.trainer.log_dir) == run
+    assert read_checkpoint(folder / "last.ckpt").step == 9
