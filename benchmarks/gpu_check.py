@@ -3,7 +3,8 @@
     bash benchmarks/gpu_check.sh                 # on a machine with one CUDA GPU
     python benchmarks/gpu_check.py --cpu-smoke   # the same parts at tiny shapes, on a CPU
 
-Parts, in order, each a subprocess with its own time budget (a part that overruns is stopped and
+Parts, in order, each a subprocess (with --cpu-smoke a child forked from this process, which
+imported torch, transformers and Lightning once) with its own time budget (a part that overruns is stopped and
 recorded as timed out; one that would not fit the time left is skipped and recorded so):
 - tests: the `gpu`-marked tests (pytest -m gpu);
 - train_qlora_4B, train_lora_4B, train_full_0.6B: benchmarks/train_bench.py with configs/qlora.yaml
@@ -342,16 +343,70 @@ def parts(out: Path, smoke: bool) -> list[tuple[str, int, list[str]]]:
     ]
 
 
-def run_part(name: str, budget: int, cmd: list[str], out: Path) -> dict:
-    """Run one part within its budget; its figures (its --out JSON) or why there are none."""
+def run_forked(cmd: list[str], log: Path, budget: int) -> int | None:
+    """`cmd` (`PY script args` or `PY -m module args`) in a forked child of this process, which
+    has torch, transformers and Lightning imported already; its exit status (None: stopped at
+    `budget` seconds). --cpu-smoke only: each part's run is tiny beside the ~6 s those imports
+    take, and a CPU process forks safely (CUDA, never initialised here, would not)."""
+    import runpy
+    import signal
+    import traceback
+
+    pid = os.fork()
+    if pid == 0:  # the child: the part, as `python ...` would run it, then exit at once
+        code = 1
+        try:
+            os.chdir(ROOT)
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            if cmd[1] == "-m":
+                sys.argv = [cmd[2], *cmd[3:]]
+                runpy.run_module(cmd[2], run_name="__main__", alter_sys=True)
+            else:
+                sys.argv = cmd[1:]
+                sys.path[0] = str((ROOT / cmd[1]).parent)
+                runpy.run_path(cmd[1], run_name="__main__")
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else int(done.code is not None)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    deadline = time.monotonic() + budget
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.2)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+def run_part(name: str, budget: int, cmd: list[str], out: Path, *, fork: bool = False) -> dict:
+    """Run one part within its budget (in a forked child with `fork`, else a subprocess); its
+    figures (its --out JSON) or why there are none."""
     start = time.perf_counter()
     log = out / f"{name}.log"
-    with open(log, "w", encoding="utf-8") as f:
-        try:
-            done = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=budget)
-            status = "ok" if done.returncode == 0 else f"failed (exit {done.returncode})"
-        except subprocess.TimeoutExpired:
-            status = f"timed out after {budget} s"
+    if fork:
+        code = run_forked(cmd, log, budget)
+    else:
+        with open(log, "w", encoding="utf-8") as f:
+            try:
+                done = subprocess.run(
+                    cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=budget
+                )
+                code = done.returncode
+            except subprocess.TimeoutExpired:
+                code = None
+    if code is None:
+        status = f"timed out after {budget} s"
+    else:
+        status = "ok" if code == 0 else f"failed (exit {code})"
     result: dict = {
         "status": status,
         "seconds": round(time.perf_counter() - start, 1),
@@ -386,6 +441,10 @@ def main() -> None:
     if args.cpu_smoke:
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        # Imported once here; each part forks from this process (run_forked).
+        import lightning.pytorch  # noqa: F401
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     start = time.perf_counter()
     summary: dict = {"check": name, "machine": machine(), "versions": versions(), "parts": {}}
@@ -396,7 +455,9 @@ def main() -> None:
         if left < min(budget, 30):
             summary["parts"][part] = {"status": f"skipped: {left:.0f} s of the total left"}
         else:
-            summary["parts"][part] = run_part(part, int(min(budget, left)), cmd, out)
+            summary["parts"][part] = run_part(
+                part, int(min(budget, left)), cmd, out, fork=args.cpu_smoke
+            )
         print(f"{part}: {summary['parts'][part]['status']}", flush=True)
         summary["seconds"] = round(time.perf_counter() - start, 1)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
