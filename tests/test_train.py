@@ -183,24 +183,18 @@ def test_export_fails_beyond_tolerance(tmp_path):
 
 PARALLEL = {
     # mode: (arguments of both runs, of the two-process run only, saved weights, steps, rows)
-    "full-ddp-accumulate": (
+    "qlora-ddp-accumulate": (
+        # No LoRA dropout: each rank draws its own masks, which would differ from one process.
         # 11 rows, 2 x 2 per micro-batch, 2 micro-batches a step: each rank has 3 micro-batches,
         # so every epoch ends mid-window; that window must be completed and stepped, not dropped.
-        ["--trainer.accumulate_grad_batches", "2", "--trainer.max_steps", "4"],
+        ["--model.finetune", "lora", "--model.quantize", "nf4", "--model.lora.dropout", "0"]
+        + ["--trainer.accumulate_grad_batches", "2", "--trainer.max_steps", "4"],
         ["--trainer.strategy", "ddp"],
-        "model/model.safetensors",
+        "adapter/adapter_model.safetensors",
         4,
         11,
     ),
     "full-fsdp2": ([], ["--trainer.strategy", "fsdp2"], "model/model.safetensors", 8, 13),
-    "qlora-ddp": (
-        # No LoRA dropout: each rank draws its own masks, which would differ from one process.
-        ["--model.finetune", "lora", "--model.quantize", "nf4", "--model.lora.dropout", "0"],
-        ["--trainer.strategy", "ddp"],
-        "adapter/adapter_model.safetensors",
-        8,
-        13,
-    ),
 }
 
 
