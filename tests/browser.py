@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -288,3 +289,46 @@ class Chromium:
         data = self.send("Page.captureScreenshot", params)["data"]
         Path(path).write_bytes(base64.b64decode(data))
         return Path(path)
+
+
+# -- what the tests ask of a report.html -------------------------------------------------------
+def blob(page: str) -> dict:
+    """The case data a written report.html carries."""
+    found = re.search(r'<script type="application/json" id="case-data">(.*?)</script>', page, re.S)
+    assert found
+    return json.loads(found.group(1))
+
+
+def not_blank(png: Path) -> tuple[int, float]:
+    """(distinct colours, share of pixels not in the commonest colour) of a screenshot."""
+    from PIL import Image
+
+    image = Image.open(png).convert("RGB")
+    colours = image.getcolors(maxcolors=1 << 20)
+    return len(colours), 1 - max(colours)[0] / (image.width * image.height)
+
+
+def questions_found(browser) -> list[str]:
+    """Every question the case browser lists, page after page, clicking `next`."""
+    found = []
+    while True:
+        found += browser.evaluate(
+            "[...document.querySelectorAll('#case-list .case .question')].map(e => e.textContent)"
+        )
+        state = browser.evaluate("window.medsftReport")
+        if state["page"] + 1 >= state["pages"]:
+            return found
+        browser.evaluate(
+            "[...document.querySelectorAll('#pager-top button')].find(b => "
+            "b.textContent.startsWith('next')).click()"
+        )
+
+
+def choose(browser, control: str, value) -> dict:
+    """Set a filter control as a user does (value, then its change event); the browser's state."""
+    prop = "checked" if isinstance(value, bool) else "value"
+    browser.evaluate(
+        f"(() => {{ const c = document.getElementById({control!r}); c.{prop} = {json.dumps(value)};"
+        " c.dispatchEvent(new Event('change')); })()"
+    )
+    return browser.evaluate("window.medsftReport")

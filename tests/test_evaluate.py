@@ -1,5 +1,6 @@
-"""evaluate.py end to end on CPU: the demo trained, evaluated with a judge, and rerun from its
-caches (the parts each have their module's test file under tests/evaluation/)."""
+"""evaluate.py end to end on CPU: the demo trained, evaluated with a judge, its report.html opened
+in headless Chromium, and rerun from its caches (the parts each have their module's test file
+under tests/evaluation/)."""
 
 from __future__ import annotations
 
@@ -171,6 +172,9 @@ def test_demo_training_then_evaluation_with_judge_and_reuse(tmp_path, monkeypatc
             assert (verdict["o"], verdict["ab"], verdict["ba"]) == ("loss", "worse", "better")
             assert verdict["rab"] and verdict["rba"]
 
+        # The demo's report.html in a real browser: every question, each slice, the plots.
+        browsed = _browse_demo_report(out / "report.html", tmp_path)
+
         # Second run: answers, perplexities and verdicts all come from the output dir.
         server.reset()
         saved = {p: p.stat().st_mtime_ns for p in (out / "generations").glob("*.jsonl")}
@@ -193,3 +197,46 @@ def test_demo_training_then_evaluation_with_judge_and_reuse(tmp_path, monkeypatc
         assert again["metrics"] == report["metrics"]
         assert again["perplexity"] == report["perplexity"]
         assert saved == {p: p.stat().st_mtime_ns for p in saved}
+    if browsed is not None:
+        pytest.skip(f"report.html not opened in a browser: {browsed}")
+
+
+def _browse_demo_report(page: Path, tmp_path: Path) -> str | None:
+    """Open the demo's report.html from file:// in headless Chromium: every question found,
+    filtered by each department, each plot decoded, a screenshot not blank. The reason when no
+    Chromium can run here, else None."""
+    from tests.browser import BrowserUnavailable, Chromium, choose, not_blank, questions_found
+
+    config = yaml.safe_load((ROOT / "configs" / "eval_demo.yaml").read_text(encoding="utf-8"))
+    rows = [
+        json.loads(line)
+        for line in (ROOT / config["test_set"]["source"]).read_text(encoding="utf-8").splitlines()
+    ]
+    try:
+        with Chromium() as browser:
+            browser.open(page.as_uri())
+            state = browser.wait_for(
+                "window.medsftReport && window.medsftReport.ready && window.medsftReport"
+            )
+            assert state["total"] == len(rows) == 12
+            assert sorted(questions_found(browser)) == sorted(r["question"] for r in rows)
+            images = browser.evaluate(
+                "[...document.querySelectorAll('#summary img')].map(i => [i.alt, i.naturalWidth])"
+            )
+            assert {"metrics", "multiple-choice accuracy"} <= {alt for alt, _ in images}
+            assert all(width > 100 for _, width in images), images
+            for department in {r["department"] for r in rows}:
+                state = choose(browser, "f-slice", department)
+                shown = browser.evaluate(
+                    "[...document.querySelectorAll('#case-list .case .badge.slice')]"
+                    ".map(e => e.textContent)"
+                )
+                assert state["matched"] == len(shown) > 0
+                assert set(shown) == {f"department: {department}"}
+            choose(browser, "f-slice", "")
+            browser.evaluate("document.getElementById('cases').scrollIntoView()")
+            colours, share = not_blank(browser.screenshot(tmp_path / "demo.png"))
+            assert colours > 50 and share > 0.05, (colours, share)
+    except BrowserUnavailable as err:
+        return str(err)
+    return None

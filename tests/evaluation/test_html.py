@@ -1,7 +1,8 @@
 """report.html: the case data, a page that needs nothing from the network and never runs an answer
 as markup, and the case browser used in a real headless Chromium (skipped with the reason where
 none can run): every question found, filters by slice, verdict, pair, length and flags, search,
-a linked view, and a screenshot that is not blank."""
+a linked view, and a screenshot that is not blank. (The demo's own report in Chromium:
+tests/test_evaluate.py, which evaluates the demo once.)"""
 
 from __future__ import annotations
 
@@ -11,10 +12,9 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from medsft.evaluation.html import case_data, read_outputs, render_html, summary_html
-from tests.browser import BrowserUnavailable, Chromium
+from tests.browser import BrowserUnavailable, Chromium, blob, choose, not_blank, questions_found
 from tests.report_cases import synthetic_evaluation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,22 +34,6 @@ def browser():
             yield chromium
     except BrowserUnavailable as err:
         pytest.skip(str(err))
-
-
-def blob(page: str) -> dict:
-    """The case data a written report.html carries."""
-    found = re.search(r'<script type="application/json" id="case-data">(.*?)</script>', page, re.S)
-    assert found
-    return json.loads(found.group(1))
-
-
-def not_blank(png: Path) -> tuple[int, float]:
-    """(distinct colours, share of pixels not in the commonest colour) of a screenshot."""
-    from PIL import Image
-
-    image = Image.open(png).convert("RGB")
-    colours = image.getcolors(maxcolors=1 << 20)
-    return len(colours), 1 - max(colours)[0] / (image.width * image.height)
 
 
 # -- the data ---------------------------------------------------------------------------------
@@ -176,32 +160,6 @@ def test_markup_in_answers_stays_text_in_the_browser(tmp_path, browser):
     )
 
 
-def questions_found(browser) -> list[str]:
-    """Every question the case browser lists, page after page, clicking `next`."""
-    found = []
-    while True:
-        found += browser.evaluate(
-            "[...document.querySelectorAll('#case-list .case .question')].map(e => e.textContent)"
-        )
-        state = browser.evaluate("window.medsftReport")
-        if state["page"] + 1 >= state["pages"]:
-            return found
-        browser.evaluate(
-            "[...document.querySelectorAll('#pager-top button')].find(b => "
-            "b.textContent.startsWith('next')).click()"
-        )
-
-
-def choose(browser, control: str, value) -> dict:
-    """Set a filter control as a user does (value, then its change event); the browser's state."""
-    prop = "checked" if isinstance(value, bool) else "value"
-    browser.evaluate(
-        f"(() => {{ const c = document.getElementById({control!r}); c.{prop} = {json.dumps(value)};"
-        " c.dispatchEvent(new Event('change')); })()"
-    )
-    return browser.evaluate("window.medsftReport")
-
-
 def test_case_browser_finds_filters_and_searches_judged_cases(judged, browser, tmp_path):
     out, report = judged
     data = blob((out / "report.html").read_text(encoding="utf-8"))
@@ -293,69 +251,4 @@ def test_case_browser_finds_filters_and_searches_judged_cases(judged, browser, t
 
     shot = browser.screenshot(tmp_path / "cases.png")
     colours, share = not_blank(shot)
-    assert colours > 50 and share > 0.05, (colours, share)
-
-
-@pytest.mark.slow
-def test_demo_report_opens_in_chromium_with_every_question_and_its_slices(tmp_path, browser):
-    """The demo's evaluation (configs/eval_demo.yaml, a two-step training run as its fine-tuned
-    system), its report.html loaded from file:// in Chromium."""
-    from medsft.cli import evaluate as evaluate_script
-    from tests.helpers import train
-
-    train(tmp_path, "--trainer.max_steps", "2", name="demo")
-    config = yaml.safe_load((ROOT / "configs" / "eval_demo.yaml").read_text(encoding="utf-8"))
-    config["systems"][1]["path"] = str(tmp_path / "demo" / "latest")
-    path = tmp_path / "eval_demo.yaml"
-    path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
-    out = tmp_path / "eval"
-    report = evaluate_script.main(
-        [
-            "--config",
-            str(path),
-            "--output_dir",
-            str(out),
-            "--generation.max_new_tokens",
-            "8",
-            "--scoring.n_resamples",
-            "50",
-            "--runtime.progress",
-            "false",
-        ]
-    )
-    page = (out / "report.html").read_text(encoding="utf-8")
-    assert len(blob(page)["cases"]) == report["test_set"]["n"] == 12
-
-    browser.open((out / "report.html").as_uri())
-    state = browser.wait_for(
-        "window.medsftReport && window.medsftReport.ready && window.medsftReport"
-    )
-    assert state["total"] == 12
-    questions = [
-        json.loads(line)["question"]
-        for line in (ROOT / config["test_set"]["source"]).read_text(encoding="utf-8").splitlines()
-    ]
-    assert sorted(questions_found(browser)) == sorted(questions)
-    # Every plot of the summary (scores, MCQ, training curves) is inline and decodes.
-    images = browser.evaluate(
-        "[...document.querySelectorAll('#summary img')].map(i => [i.alt, i.naturalWidth])"
-    )
-    assert {"metrics", "multiple-choice accuracy"} <= {alt for alt, _ in images}
-    assert all(width > 100 for _, width in images), images
-    departments = {
-        g
-        for g in (
-            json.loads(x)["department"]
-            for x in (ROOT / config["test_set"]["source"]).read_text(encoding="utf-8").splitlines()
-        )
-    }
-    for department in departments:
-        state = choose(browser, "f-slice", department)
-        shown = browser.evaluate(
-            "[...document.querySelectorAll('#case-list .case .badge.slice')].map(e => e.textContent)"
-        )
-        assert state["matched"] == len(shown) > 0 and set(shown) == {f"department: {department}"}
-    choose(browser, "f-slice", "")
-    browser.evaluate("document.getElementById('cases').scrollIntoView()")
-    colours, share = not_blank(browser.screenshot(tmp_path / "demo.png"))
     assert colours > 50 and share > 0.05, (colours, share)
