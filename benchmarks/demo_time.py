@@ -14,7 +14,8 @@ OMP_NUM_THREADS unless the caller set one):
 For each it records the wall time, the CPU time the child used (user + system: what the run
 costs, which other work on the machine changes much less than the wall time), and the load
 average just before it started. A wall time measured while other work shared the cores is a
-loaded-machine figure; README.md states it as such.
+loaded-machine figure; README.md states it as such. For the demo it also records what the run
+logged: the first and last train and validation losses, and the sample answers in TensorBoard.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from record import RESULTS, write_result
 
@@ -35,8 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ["train.py", "--config", "configs/demo.yaml"]
 
 
-def timed(args: list[str]) -> dict[str, float | list[float]]:
-    """Run `python ARGS` in the repository root; wall and CPU seconds, load average before."""
+def timed(args: list[str]) -> dict[str, Any]:
+    """Run `python ARGS` in the repository root; wall and CPU seconds, load average before, and
+    (for a training run) what it logged."""
     load = [round(x, 2) for x in os.getloadavg()]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
@@ -46,7 +50,34 @@ def timed(args: list[str]) -> dict[str, float | list[float]]:
     if done.returncode != 0:
         sys.exit(f"error: {' '.join(args)} exited {done.returncode}:\n{done.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "load_before_1_5_15min": load}
+    result: dict[str, Any] = {
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "load_before_1_5_15min": load,
+    }
+    saved = re.search(r"^saved model to (\S+)/model$", done.stdout, re.M)
+    if saved:
+        result["logged"] = logged(ROOT / saved.group(1))
+    return result
+
+
+def logged(run_dir: Path) -> dict[str, Any]:
+    """A run's first and last losses and its sample answers, from its TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0, "scalars": 0})
+    acc.Reload()
+    loss = {
+        tag: [round(e.value, 2) for e in acc.Scalars(tag)] for tag in ("train/loss", "val/loss")
+    }
+    samples = [t for t in acc.Tags()["tensors"] if t.startswith("samples/")]
+    return {
+        "run": str(run_dir.relative_to(ROOT)),
+        "train_loss_first_last": [loss["train/loss"][0], loss["train/loss"][-1]],
+        "val_loss_first_last": [loss["val/loss"][0], loss["val/loss"][-1]],
+        "sample_prompts": len(samples),
+        "sample_validations": len(acc.Tensors(samples[0])) if samples else 0,
+    }
 
 
 def main() -> None:

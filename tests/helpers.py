@@ -24,6 +24,17 @@ QUESTIONS = [
 ]
 
 
+SAMPLED = {  # sampling settings an endpoint request asks for, some outside the OpenAI API
+    "max_tokens": 64,
+    "temperature": 0.7,
+    "top_p": 0.8,
+    "top_k": 20,
+    "do_sample": True,
+    "repetition_penalty": 1.1,
+    "enable_thinking": False,
+}
+
+
 def scalars(run_dir: str | Path, tag: str) -> list[float]:
     """The values TensorBoard logged under `tag` in a run directory, in step order."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -180,10 +191,10 @@ def train(tmp_path, *args, name="run", callbacks=()):
     )
 
 
-def run_train(tmp_path, name, *args):
-    """train.py in a subprocess on the demo config; asserts it succeeded; the run folder."""
+def train_process(tmp_path, name, *args) -> subprocess.CompletedProcess:
+    """train.py in a subprocess on the demo config, logging into `tmp_path/name`; its result."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run(
+    return subprocess.run(
         [
             sys.executable,
             str(ROOT / "train.py"),
@@ -203,6 +214,11 @@ def run_train(tmp_path, name, *args):
         text=True,
         timeout=600,
     )
+
+
+def run_train(tmp_path, name, *args):
+    """train.py in a subprocess on the demo config; asserts it succeeded; the run folder."""
+    result = train_process(tmp_path, name, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     run = tmp_path / name / "version_0"
     (run / "stderr.txt").write_text(result.stderr, encoding="utf-8")  # what the run printed

@@ -1,9 +1,6 @@
 """train.py end to end on tiny random Qwen3 models: modes, checkpoints, export, DDP, configs."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +17,7 @@ from tests.helpers import (
     scalars,
     texts,
     train,
+    train_process,
     train_py,
 )
 
@@ -258,30 +256,6 @@ def test_two_processes_match_one(tmp_path, mode):
         torch.testing.assert_close(w1[k], w2[k], atol=max(1e-3, rel * 10), rtol=rel * 100)
 
 
-def _train_process(tmp_path, name, *args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "train.py"),
-            "--config",
-            str(ROOT / "configs/demo.yaml"),
-            "--trainer.enable_progress_bar",
-            "false",
-            "--trainer.logger.init_args.save_dir",
-            str(tmp_path),
-            "--trainer.logger.init_args.name",
-            name,
-            *args,
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 @pytest.mark.slow
 def test_kill_9_and_resume_gives_the_uninterrupted_run(tmp_path):
     """SIGKILL at step 8, resume from the step-6 checkpoint: the same losses, learning rates,
@@ -327,11 +301,11 @@ def test_kill_9_and_resume_gives_the_uninterrupted_run(tmp_path):
         "--checkpoint.every_n_train_steps",
         "3",
     ]
-    assert _train_process(tmp_path, "straight", *common).returncode == 0
+    assert train_process(tmp_path, "straight", *common).returncode == 0
     kill = '[{"class_path": "tests.resume_helpers.KillAt", "init_args": {"step": 8}}]'
-    killed = _train_process(tmp_path, "killed", *common, "--trainer.callbacks", kill)
+    killed = train_process(tmp_path, "killed", *common, "--trainer.callbacks", kill)
     assert killed.returncode == -9, killed.stderr[-2000:]
-    resumed = _train_process(tmp_path, "killed", *common, "--ckpt_path", "last")
+    resumed = train_process(tmp_path, "killed", *common, "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     straight, run = tmp_path / "straight/version_0", tmp_path / "killed/version_0"
     assert not (tmp_path / "killed/version_1").exists()  # the same run continues

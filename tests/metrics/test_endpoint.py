@@ -22,6 +22,7 @@ from medsft.metrics.endpoint import (
 )
 from medsft.metrics.servers import request_fields
 from tests.conftest import ROOT
+from tests.helpers import SAMPLED
 from tests.judge_server import JudgeServer, Reply, answer_to, answering
 
 SECRET = "sk-test-DO-NOT-LEAK-5e7d1b03"
@@ -60,17 +61,6 @@ def ask(server: JudgeServer, n: int = 1, params=None, model="m", **connection):
             return [t.result() for t in tasks], c
 
     return asyncio.run(main())
-
-
-SAMPLED = {
-    "max_tokens": 64,
-    "temperature": 0.7,
-    "top_p": 0.8,
-    "top_k": 20,
-    "do_sample": True,
-    "repetition_penalty": 1.1,
-    "enable_thinking": False,
-}
 
 
 def test_the_kind_of_server_is_told_from_its_models_listing():

@@ -4,16 +4,7 @@ listing."""
 import pytest
 
 from medsft.metrics.servers import UnsupportedSetting, request_fields, server_kind
-
-SAMPLED = {
-    "max_tokens": 64,
-    "temperature": 0.7,
-    "top_p": 0.8,
-    "top_k": 20,
-    "do_sample": True,
-    "repetition_penalty": 1.1,
-    "enable_thinking": False,
-}
+from tests.helpers import SAMPLED
 
 
 def test_settings_outside_the_openai_api_go_where_each_server_kind_takes_them():
